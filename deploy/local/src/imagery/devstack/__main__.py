@@ -1,0 +1,139 @@
+"""`make run`: the whole imagery stack on this machine, stopped cleanly with Ctrl-C.
+
+Embedded Postgres (unless DATABASE_URL is set), the local S3+SQS endpoint (unless
+AWS_ENDPOINT_URL is set), migrations, then each service as its own process. Everything it
+starts is recorded in .devstack/pids, so a run after a crash first stops the leftovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from imagery.common.db.migrate import migrate
+from imagery.devstack.aws import LOCAL_CREDENTIALS, provision, start_moto, write_env_file
+from imagery.devstack.postgres import EmbeddedPostgres
+from imagery.devstack.procs import port_open, reap_stale
+from imagery.devstack.services import ServiceProcess
+
+ROOT = Path(os.environ.get("DEVSTACK_DIR", ".devstack")).resolve()
+PG_PORT = int(os.environ.get("DEVSTACK_PG_PORT", "54329"))
+AWS_PORT = int(os.environ.get("DEVSTACK_AWS_PORT", "4566"))
+PORTS = {"upload": 50051}
+
+
+def _check_port_free(port: int, what: str) -> None:
+    if port_open(port):
+        sys.exit(f"port {port} ({what}) is in use by another program: stop it, then run `make run` again.")
+
+
+def main() -> int:
+    pid_dir, logs = ROOT / "pids", ROOT / "logs"
+    if stopped := reap_stale(pid_dir):
+        print(f"stopped {len(stopped)} process(es) left over from an earlier run")
+    logs.mkdir(parents=True, exist_ok=True)
+    pid_dir.mkdir(parents=True, exist_ok=True)
+    for name, port in PORTS.items():
+        _check_port_free(port, name)
+    cleanup: list[tuple[str, object]] = []
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        env = _start_infrastructure(pid_dir, logs, cleanup)
+        services = [
+            ServiceProcess(name, f"imagery.{name}", port, logs / f"{name}.log", env)
+            for name, port in PORTS.items()
+        ]
+        for service in services:
+            service.start(pid_dir)
+            cleanup.append((service.name, service))
+        for service in services:
+            service.wait_ready()
+        write_env_file(ROOT / "env", {**env, **{f"{n.upper()}_ADDR": f"127.0.0.1:{p}" for n, p in PORTS.items()}})
+        _print_guide(env)
+        while not stop.wait(0.5):
+            for service in services:
+                if service.proc is not None and service.proc.poll() is not None:
+                    print(f"{service.name} exited with {service.proc.returncode}: see {service.log_path}")
+                    stop.set()
+        return 0
+    finally:
+        print("\nstopping the local stack...")
+        for name, thing in reversed(cleanup):
+            with contextlib.suppress(Exception):
+                thing.stop()  # type: ignore[attr-defined]
+                print(f"  stopped {name}")
+        for pid_file in pid_dir.glob("*.pid"):
+            pid_file.unlink(missing_ok=True)
+
+
+def _start_infrastructure(pid_dir: Path, logs: Path, cleanup: list[tuple[str, object]]) -> dict[str, str]:
+    database_url = os.environ.get("DATABASE_URL")
+    if not database_url:
+        _check_port_free(PG_PORT, "embedded Postgres")
+        pg = EmbeddedPostgres(ROOT / "postgres", PG_PORT)
+        pg.start()
+        cleanup.append(("postgres", pg))
+        database_url = pg.create_database("imagery")
+    applied = asyncio.run(migrate(database_url))
+    print(f"postgres  {database_url}  (migrations applied: {len(applied)})")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        _check_port_free(AWS_PORT, "local S3/SQS")
+        moto = start_moto(AWS_PORT, (logs / "s3-sqs.log").open("ab"))
+        cleanup.append(("local S3/SQS", _Proc(moto)))
+        (pid_dir / "s3-sqs.pid").write_text(str(moto.pid))
+        endpoint = f"http://127.0.0.1:{AWS_PORT}"
+    os.environ.update({k: os.environ.get(k, v) for k, v in LOCAL_CREDENTIALS.items()})
+    aws = provision(endpoint, region=os.environ.get("AWS_REGION", "us-east-1"))
+    print(f"S3+SQS    {endpoint}  bucket {aws.bucket}, queue {aws.queue_url}")
+    return {
+        "DATABASE_URL": database_url,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": aws.region,
+        "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "S3_BUCKET": aws.bucket,
+        "SQS_QUEUE_URL": aws.queue_url,
+        "SQS_DLQ_URL": aws.dlq_url,
+        "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "info"),
+    }
+
+
+class _Proc:
+    def __init__(self, proc: object) -> None:
+        self.proc = proc
+
+    def stop(self) -> None:
+        self.proc.terminate()  # type: ignore[attr-defined]
+        self.proc.wait(10)  # type: ignore[attr-defined]
+
+
+def _print_guide(env: dict[str, str]) -> None:
+    grpcurl = ".venv/bin/grpcurl"
+    print(
+        f"""
+imagery is running. Settings for scripts: .devstack/env   Logs: .devstack/logs/
+  upload    127.0.0.1:{PORTS["upload"]}   imagery.v1.UploadService
+
+Try it (another terminal, in this directory):
+  {grpcurl} -plaintext localhost:{PORTS["upload"]} list
+  {grpcurl} -plaintext -d '{{"content_type": "image/png", "file_name": "cat.png"}}' \\
+      localhost:{PORTS["upload"]} imagery.v1.UploadService/CreateUploadUrl
+  curl -X PUT -H 'Content-Type: image/png' --data-binary @cat.png '<upload_url from the answer>'
+  {grpcurl} -plaintext localhost:{PORTS["upload"]} grpc.health.v1.Health/Check
+
+Ctrl-C stops everything.
+"""
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The local S3+SQS endpoint (moto's server, speaking the AWS wire protocols over HTTP) and
+the resources imagery needs on it: the bucket, the queue with its dead-letter queue and
+redrive policy, and the bucket -> queue notification for `s3:ObjectCreated:*` on `uploads/`.
+`provision` is also what an SRE's infrastructure code must reproduce (docs/deploy.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import boto3
+
+from imagery.devstack.procs import wait_for
+
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "imagery-local", "AWS_SECRET_ACCESS_KEY": "imagery-local"}
+
+
+@dataclass(frozen=True, slots=True)
+class AwsResources:
+    endpoint_url: str
+    region: str
+    bucket: str
+    queue_url: str
+    dlq_url: str
+
+
+def start_moto(port: int, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the local S3/SQS server exited with {proc.returncode} (port {port} taken?)")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_for(ready, f"local S3/SQS on 127.0.0.1:{port}")
+    return proc
+
+
+def provision(
+    endpoint_url: str,
+    *,
+    region: str = "us-east-1",
+    bucket: str = "imagery-local",
+    queue: str = "imagery-uploads",
+    max_receive_count: int = 5,
+    visibility_timeout: int = 60,
+) -> AwsResources:
+    session = boto3.session.Session(
+        aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=region,
+    )
+    s3 = session.client("s3", endpoint_url=endpoint_url)
+    sqs = session.client("sqs", endpoint_url=endpoint_url)
+    if region == "us-east-1":
+        s3.create_bucket(Bucket=bucket)
+    else:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})  # type: ignore[typeddict-item]
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True, "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+        },
+    )
+    dlq_url = sqs.create_queue(QueueName=f"{queue}-dlq", Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_arn = _arn(sqs, dlq_url)
+    queue_url = sqs.create_queue(
+        QueueName=queue,
+        Attributes={
+            "VisibilityTimeout": str(visibility_timeout),
+            "ReceiveMessageWaitTimeSeconds": "20",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
+        },
+    )["QueueUrl"]
+    queue_arn = _arn(sqs, queue_url)
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": _queue_policy(queue_arn, bucket)})
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": queue_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}},
+                }
+            ]
+        },
+    )
+    return AwsResources(endpoint_url, region, bucket, queue_url, dlq_url)
+
+
+def _arn(sqs: object, queue_url: str) -> str:
+    attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])  # type: ignore[attr-defined]
+    return str(attrs["Attributes"]["QueueArn"])
+
+
+def _queue_policy(queue_arn: str, bucket: str) -> str:
+    """Only the bucket may send to the queue (what production needs for S3 notifications)."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "s3.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": queue_arn,
+                    "Condition": {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"}},
+                }
+            ],
+        }
+    )
+
+
+def write_env_file(path: Path, values: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{key}={value}" for key, value in values.items()]
+    path.write_text("# written by `make run`: the settings of the running local stack\n" + "\n".join(lines) + "\n")

@@ -1,0 +1,87 @@
+"""Run imagery's service processes: each its own process group, its own log file, its lines
+echoed to the console with a prefix, and a readiness wait on its gRPC health."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from imagery.devstack.procs import wait_for
+
+
+def grpc_serving(port: int, service: str = "") -> bool:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            resp = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=0.5
+            )
+        except grpc.RpcError:
+            return False
+    return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    module: str
+    port: int
+    log_path: Path
+    env: Mapping[str, str]
+    echo: IO[str] | None = sys.stdout
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self, pid_dir: Path | None = None) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module],
+            env={**os.environ, **self.env, "GRPC_PORT": str(self.port)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if pid_dir is not None:
+            pid_dir.mkdir(parents=True, exist_ok=True)
+            (pid_dir / f"{self.name}.pid").write_text(str(self.proc.pid))
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with self.log_path.open("ab") as log:
+            for line in self.proc.stdout:
+                log.write(line)
+                log.flush()
+                if self.echo is not None:
+                    self.echo.write(f"{self.name:>9} | {line.decode(errors='replace')}")
+                    self.echo.flush()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                tail = self.log_path.read_text()[-1500:] if self.log_path.exists() else ""
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
+            return grpc_serving(self.port)
+
+        wait_for(ready, f"{self.name} on 127.0.0.1:{self.port}", timeout=timeout, interval=0.1)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait()

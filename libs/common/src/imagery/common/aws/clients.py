@@ -1,0 +1,70 @@
+"""aioboto3 clients, created once per process and reused (a client costs ~12 ms to create,
+a session ~250 ms; presigning with a reused client ~0.4 ms)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from imagery.common.config import AwsSettings
+from imagery.common.errors import Unavailable
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sqs import SQSClient
+
+_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+def _config(settings: AwsSettings, service: str) -> Config:
+    return Config(
+        region_name=settings.region,
+        signature_version="s3v4" if service == "s3" else None,
+        s3={"addressing_style": "path"} if settings.endpoint_url else None,
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=50,
+    )
+
+
+@contextlib.asynccontextmanager
+async def s3_client(settings: AwsSettings) -> AsyncIterator[S3Client]:
+    session = aioboto3.Session()
+    async with session.client(
+        "s3", endpoint_url=settings.endpoint_url, config=_config(settings, "s3")
+    ) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def sqs_client(settings: AwsSettings) -> AsyncIterator[SQSClient]:
+    session = aioboto3.Session()
+    async with session.client(
+        "sqs", endpoint_url=settings.endpoint_url, config=_config(settings, "sqs")
+    ) as client:
+        yield client
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def is_not_found(exc: ClientError) -> bool:
+    return error_code(exc) in _NOT_FOUND_CODES
+
+
+@contextlib.contextmanager
+def aws_unavailable(what: str) -> Iterator[None]:
+    """Translate transport and service failures into the domain's `Unavailable`."""
+    try:
+        yield
+    except ClientError as exc:
+        raise Unavailable(f"{what} failed ({error_code(exc) or 'error'}): retry shortly.") from exc
+    except (BotoCoreError, OSError) as exc:
+        raise Unavailable(f"{what} failed ({type(exc).__name__}): retry shortly.") from exc

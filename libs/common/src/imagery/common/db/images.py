@@ -1,0 +1,117 @@
+"""PostgresImageRepository: every SQL statement about image records, with `$n` parameters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import asyncpg
+
+from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
+from imagery.common.errors import ImageryError
+
+_COLUMNS = """r.id, r.status, r.content_type, r.file_name, r.object_key, r.size_bytes,
+              r.width, r.height, r.sha256, r.detected_format, r.failure_reason,
+              r.created_at, r.updated_at, b.variants"""
+_SELECT = f"SELECT {_COLUMNS} FROM image_records r LEFT JOIN image_blobs b ON b.sha256 = r.sha256"
+
+
+class ImageAlreadyExists(ImageryError):
+    reason = "IMAGE_ALREADY_EXISTS"
+
+
+class PostgresImageRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def save(self, record: ImageRecord) -> None:
+        try:
+            await self._pool.execute(
+                """INSERT INTO image_records
+                       (id, status, content_type, file_name, object_key, size_bytes)
+                   VALUES ($1, $2, $3, $4, $5, $6)""",
+                record.id,
+                record.status.value,
+                record.content_type,
+                record.file_name,
+                record.object_key,
+                record.size_bytes,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise ImageAlreadyExists(f"Image {record.id} already exists.") from exc
+
+    async def find_by_id(self, image_id: str) -> ImageRecord | None:
+        row = await self._pool.fetchrow(f"{_SELECT} WHERE r.id = $1", image_id)
+        return None if row is None else record_from_row(row)
+
+    async def find_by_ids(self, image_ids: Sequence[str]) -> list[ImageRecord]:
+        rows = await self._pool.fetch(f"{_SELECT} WHERE r.id = ANY($1::text[])", list(image_ids))
+        return [record_from_row(row) for row in rows]
+
+    async def update_status(
+        self,
+        image_id: str,
+        status: ImageStatus,
+        *,
+        size_bytes: int | None = None,
+        failure_reason: str | None = None,
+        only_from: Collection[ImageStatus] | None = None,
+    ) -> bool:
+        result = await self._pool.execute(
+            """UPDATE image_records
+                  SET status = $2, size_bytes = COALESCE($3, size_bytes),
+                      failure_reason = $4, updated_at = now()
+                WHERE id = $1 AND ($5::text[] IS NULL OR status = ANY($5::text[]))""",
+            image_id,
+            status.value,
+            size_bytes,
+            failure_reason,
+            None if only_from is None else [s.value for s in only_from],
+        )
+        return bool(result.endswith(" 1"))
+
+    async def claim_for_processing(
+        self, image_id: str, *, stale_after_seconds: float
+    ) -> ImageRecord | None:
+        row = await self._pool.fetchrow(
+            f"""WITH claimed AS (
+                    UPDATE image_records
+                       SET status = 'processing', updated_at = now()
+                     WHERE id = $1
+                       AND (status = 'pending'
+                            OR (status = 'processing'
+                                AND updated_at < now() - make_interval(secs => $2)))
+                 RETURNING *)
+                SELECT {_COLUMNS} FROM claimed r
+                  LEFT JOIN image_blobs b ON b.sha256 = r.sha256""",
+            image_id,
+            stale_after_seconds,
+        )
+        return None if row is None else record_from_row(row)
+
+
+def record_from_row(row: asyncpg.Record) -> ImageRecord:
+    return ImageRecord(
+        id=row["id"],
+        status=ImageStatus(row["status"]),
+        content_type=row["content_type"],
+        file_name=row["file_name"],
+        object_key=row["object_key"],
+        size_bytes=row["size_bytes"],
+        width=row["width"],
+        height=row["height"],
+        sha256=row["sha256"],
+        detected_format=row["detected_format"],
+        failure_reason=row["failure_reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        variants=_variants(row["variants"]),
+    )
+
+
+def _variants(raw: Any) -> tuple[VariantInfo, ...]:
+    if raw is None:
+        return ()
+    items = json.loads(raw) if isinstance(raw, str) else raw
+    return tuple(VariantInfo(**item) for item in items)

@@ -1,0 +1,47 @@
+"""The image record and its status, shared by every service."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class ImageStatus(enum.Enum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ImageStatus.READY, ImageStatus.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class VariantInfo:
+    name: str
+    format: str
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    id: str
+    status: ImageStatus
+    content_type: str
+    file_name: str
+    object_key: str
+    size_bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
+    sha256: str | None = None
+    detected_format: str | None = None
+    failure_reason: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    variants: tuple[VariantInfo, ...] = field(default=())

@@ -1,0 +1,133 @@
+"""gRPC server bootstrap shared by every service: grpc.aio, health (per service and overall),
+reflection, the error-mapping edge, a small receive limit, and graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from imagery.common.errors import ImageryError
+from imagery.common.grpc.errors import internal_status, status_code_for, to_rpc_status
+
+log = logging.getLogger(__name__)
+
+MAX_RECEIVE_MESSAGE_BYTES = 64 * 1024  # requests carry ids and names; images never travel here
+_QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRegistration:
+    """One gRPC service: its full name (for health and reflection) and how to add it."""
+
+    name: str
+    add_to_server: Callable[[grpc.aio.Server], None]
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Turns domain errors into rich statuses, hides unknown ones behind INTERNAL, and logs one
+    line per RPC with its outcome and duration."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        behavior = handler.unary_unary
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await behavior(request, context)
+            except ImageryError as exc:
+                code = status_code_for(exc)
+                if code is grpc.StatusCode.INTERNAL:
+                    log.error("rpc failed", exc_info=exc, extra={"rpc": method})
+                status = to_rpc_status(exc)
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                code = context.code() or grpc.StatusCode.CANCELLED  # type: ignore[assignment]
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("rpc failed with an unexpected error", extra={"rpc": method})
+                status = internal_status()
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            finally:
+                _log_rpc(method, code, started)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _log_rpc(method: str, code: Any, started: float) -> None:
+    level = logging.DEBUG if method.startswith(_QUIET_PREFIXES) else logging.INFO
+    name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    log.log(level, "rpc", extra={"rpc": method, "code": name, "duration_ms": round((time.perf_counter() - started) * 1000, 2)})
+
+
+class GrpcServer:
+    """A started server with its health servicer; `serve_until_signal` runs it to SIGTERM."""
+
+    def __init__(self, services: Sequence[ServiceRegistration], *, grace_seconds: float = 10.0) -> None:
+        self.grace_seconds = grace_seconds
+        self.health = HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[ErrorMappingInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ],
+        )
+        self._names = [s.name for s in services]
+        for service in services:
+            service.add_to_server(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self._names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self.server,
+        )
+        self.port = 0
+
+    async def start(self, port: int, host: str = "[::]") -> int:
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {host}:{port}: is another process using GRPC_PORT?")
+        await self.server.start()
+        for name in ["", *self._names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("grpc server listening", extra={"port": self.port, "services": self._names})
+        return self.port
+
+    async def stop(self) -> None:
+        """Health NOT_SERVING first (load balancers stop sending), then drain within the grace."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.grace_seconds)
+
+    async def serve_until_signal(self) -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+        log.info("shutting down", extra={"grace_seconds": self.grace_seconds})
+        await self.stop()

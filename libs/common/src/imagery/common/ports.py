@@ -1,0 +1,92 @@
+"""Ports shared by the services. Adapters receive their clients; they never create pools."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from imagery.common.domain import ImageRecord, ImageStatus
+
+
+class ImageRepository(Protocol):
+    async def save(self, record: ImageRecord) -> None:
+        """Insert a new record; raises `ImageAlreadyExists` if the id is taken."""
+
+    async def find_by_id(self, image_id: str) -> ImageRecord | None: ...
+
+    async def find_by_ids(self, image_ids: Sequence[str]) -> list[ImageRecord]:
+        """All records among `image_ids` that exist, in one round trip (order unspecified)."""
+
+    async def update_status(
+        self,
+        image_id: str,
+        status: ImageStatus,
+        *,
+        size_bytes: int | None = None,
+        failure_reason: str | None = None,
+        only_from: Collection[ImageStatus] | None = None,
+    ) -> bool:
+        """Set the status (and optionally size / failure reason); `only_from` makes it
+        conditional. Returns whether a row changed. Always moves `updated_at`."""
+
+    async def claim_for_processing(
+        self, image_id: str, *, stale_after_seconds: float
+    ) -> ImageRecord | None:
+        """`pending` -> `processing`, or re-claim a `processing` record untouched for
+        `stale_after_seconds` (its worker crashed). None when someone else owns it or it
+        is already terminal."""
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedUpload:
+    url: str
+    method: str
+    headers: dict[str, str]
+    expires_in_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    content_type: str | None
+    etag: str | None
+
+
+class ObjectStore(Protocol):
+    async def presign_put(
+        self, key: str, content_type: str, expires_in_seconds: int
+    ) -> PresignedUpload: ...
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        """Object metadata, or None when the object does not exist."""
+
+    async def get(self, key: str, *, max_bytes: int) -> bytes:
+        """The body; raises `ObjectTooLarge` rather than read past `max_bytes`."""
+
+    async def put(
+        self, key: str, body: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None: ...
+
+    async def delete(self, key: str) -> None:
+        """Delete; deleting a missing object is not an error."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+
+
+class MessageQueue(Protocol):
+    async def receive(
+        self, *, max_messages: int = 10, wait_seconds: int = 20
+    ) -> list[QueueMessage]: ...
+
+    async def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
+        """Delete in batches; returns the messages whose deletion failed."""
+
+    async def change_visibility(self, message: QueueMessage, timeout_seconds: int) -> None: ...

@@ -1,0 +1,50 @@
+"""`python -m imagery.<service>`: load settings, log, build, serve until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from typing import Protocol, TypeVar
+
+from imagery.common.config import ConfigError, Settings
+from imagery.common.errors import Unavailable
+from imagery.common.logs import configure_logging
+
+
+class Servable(Protocol):
+    async def start(self, port: int, host: str = "[::]") -> int: ...
+
+    async def serve_until_signal(self) -> None: ...
+
+
+class ServiceSettings(Protocol):
+    @property
+    def base(self) -> Settings: ...
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def run_service(
+    name: str,
+    load_settings: Callable[[Mapping[str, str] | None], S],
+    build: Callable[[S, AsyncExitStack], Awaitable[Servable]],
+) -> None:
+    """Start one service process; configuration problems exit 2 with one readable line."""
+
+    async def main() -> None:
+        settings = load_settings(None)
+        base = settings.base
+        configure_logging(name, base.log_level, base.log_format)
+        async with AsyncExitStack() as stack:
+            server = await build(settings, stack)
+            await server.start(base.grpc_port)
+            await server.serve_until_signal()
+
+    try:
+        asyncio.run(main())
+    except (ConfigError, Unavailable) as exc:
+        print(f"imagery {name}: cannot start: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,41 @@
+"""imagery.v1.UploadService over grpc.aio: map, call one use case, map back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from imagery.common.grpc.server import ServiceRegistration
+from imagery.upload.grpc_api.mapping import ticket_to_proto
+from imagery.upload.use_cases import CreateUploadUrl, DeleteImage
+from imagery.v1 import upload_service_pb2 as pb
+from imagery.v1 import upload_service_pb2_grpc as pb_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class UploadServiceServicer(pb_grpc.UploadServiceServicer):
+    def __init__(self, create_upload_url: CreateUploadUrl, delete_image: DeleteImage) -> None:
+        self._create_upload_url = create_upload_url
+        self._delete_image = delete_image
+
+    async def CreateUploadUrl(  # noqa: N802 (gRPC method name)
+        self, request: pb.CreateUploadUrlRequest, context: Context
+    ) -> pb.CreateUploadUrlResponse:
+        ticket = await self._create_upload_url(
+            content_type=request.content_type, file_name=request.file_name
+        )
+        return ticket_to_proto(ticket)
+
+    async def DeleteImage(  # noqa: N802 (gRPC method name)
+        self, request: pb.DeleteImageRequest, context: Context
+    ) -> pb.DeleteImageResponse:
+        deleted = await self._delete_image(image_id=request.image_id)
+        return pb.DeleteImageResponse(deleted=deleted)
+
+    def registration(self) -> ServiceRegistration:
+        return ServiceRegistration(
+            name=pb.DESCRIPTOR.services_by_name["UploadService"].full_name,
+            add_to_server=lambda server: pb_grpc.add_UploadServiceServicer_to_server(self, server),
+        )

@@ -1,0 +1,79 @@
+"""Upload use cases. No gRPC, asyncpg or aioboto3 here: only ports and domain types."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from imagery.common.domain import ImageRecord, ImageStatus
+from imagery.common.errors import Unimplemented
+from imagery.common.ids import new_image_id, require_image_id, upload_key
+from imagery.upload.ports import ImageRepository, UploadSigner
+from imagery.upload.validation import validate_content_type, validate_file_name
+
+
+@dataclass(frozen=True, slots=True)
+class UploadTicket:
+    image_id: str
+    upload_url: str
+    method: str
+    required_headers: dict[str, str]
+    expire_time: datetime
+    max_size_bytes: int
+
+
+class CreateUploadUrl:
+    def __init__(
+        self,
+        images: ImageRepository,
+        signer: UploadSigner,
+        *,
+        expiry_seconds: int,
+        max_upload_bytes: int,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._images = images
+        self._signer = signer
+        self._expiry_seconds = expiry_seconds
+        self._max_upload_bytes = max_upload_bytes
+        self._clock = clock
+
+    async def __call__(self, *, content_type: str, file_name: str) -> UploadTicket:
+        validate_content_type(content_type)
+        validate_file_name(file_name)
+        image_id = new_image_id()
+        key = upload_key(image_id)
+        expire_time = self._clock() + timedelta(seconds=self._expiry_seconds)
+        record = ImageRecord(
+            id=image_id,
+            status=ImageStatus.PENDING,
+            content_type=content_type,
+            file_name=file_name,
+            object_key=key,
+        )
+        # The record must exist before the URL is handed out; signing needs no I/O, so it
+        # runs while the INSERT is in flight. If the INSERT fails, no URL leaves.
+        _, presigned = await asyncio.gather(
+            self._images.save(record),
+            self._signer.presign_put(key, content_type, self._expiry_seconds),
+        )
+        return UploadTicket(
+            image_id=image_id,
+            upload_url=presigned.url,
+            method=presigned.method,
+            required_headers=dict(presigned.headers),
+            expire_time=expire_time,
+            max_size_bytes=self._max_upload_bytes,
+        )
+
+
+class DeleteImage:
+    """Arrives with content deduplication (reference counts decide what may be removed)."""
+
+    async def __call__(self, *, image_id: str) -> bool:
+        require_image_id(image_id)
+        raise Unimplemented(
+            "DeleteImage is not available yet: it ships with content deduplication."
+        )
