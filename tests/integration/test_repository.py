@@ -1,0 +1,120 @@
+"""The ImageRepository contract, held against the real Postgres adapter and the unit-test fake."""
+
+from __future__ import annotations
+
+import asyncio
+import asyncpg
+import pytest
+
+from imagery.common.db.images import ImageAlreadyExists, PostgresImageRepository
+from imagery.common.domain import ImageRecord, ImageStatus
+from imagery.common.ids import new_image_id, upload_key
+from imagery.common.ports import ImageRepository
+from tests.fakes import InMemoryImageRepository
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["postgres", "fake"])
+def repo(request: pytest.FixtureRequest) -> ImageRepository:
+    if request.param == "fake":
+        return InMemoryImageRepository()
+    pool: asyncpg.Pool = request.getfixturevalue("pool")
+    return PostgresImageRepository(pool)
+
+
+def _pending(**changes: object) -> ImageRecord:
+    image_id = new_image_id()
+    fields: dict[str, object] = {
+        "id": image_id,
+        "status": ImageStatus.PENDING,
+        "content_type": "image/png",
+        "file_name": "cat.png",
+        "object_key": upload_key(image_id),
+    }
+    fields.update(changes)
+    return ImageRecord(**fields)  # type: ignore[arg-type]
+
+
+async def test_saved_record_reads_back(repo: ImageRepository) -> None:
+    record = _pending(file_name="Ferienfoto 🐱.png")
+    await repo.save(record)
+    found = await repo.find_by_id(record.id)
+    assert found is not None
+    assert (found.id, found.status, found.file_name, found.size_bytes) == (
+        record.id, ImageStatus.PENDING, "Ferienfoto 🐱.png", None,
+    )
+    assert found.object_key == f"uploads/{record.id}"
+    assert found.created_at is not None and found.updated_at is not None
+    assert found.variants == ()
+
+
+async def test_unknown_id_is_none(repo: ImageRepository) -> None:
+    assert await repo.find_by_id(new_image_id()) is None
+
+
+async def test_saving_an_existing_id_is_refused(repo: ImageRepository) -> None:
+    record = _pending()
+    await repo.save(record)
+    with pytest.raises(ImageAlreadyExists):
+        await repo.save(record)
+
+
+async def test_find_by_ids_returns_the_existing_ones(repo: ImageRepository) -> None:
+    records = [_pending() for _ in range(5)]
+    for record in records:
+        await repo.save(record)
+    wanted = [records[3].id, new_image_id(), records[0].id, records[3].id]
+    found = await repo.find_by_ids(wanted)
+    assert sorted(r.id for r in found) == sorted({records[0].id, records[3].id})
+    assert await repo.find_by_ids([]) == []
+
+
+async def test_update_status_writes_size_and_moves_updated_at(repo: ImageRepository) -> None:
+    record = _pending()
+    await repo.save(record)
+    before = await repo.find_by_id(record.id)
+    await asyncio.sleep(0.01)
+    assert await repo.update_status(record.id, ImageStatus.READY, size_bytes=2048)
+    after = await repo.find_by_id(record.id)
+    assert before is not None and after is not None
+    assert (after.status, after.size_bytes) == (ImageStatus.READY, 2048)
+    assert after.updated_at is not None and before.updated_at is not None
+    assert after.updated_at > before.updated_at
+
+
+async def test_update_status_can_be_conditional(repo: ImageRepository) -> None:
+    record = _pending()
+    await repo.save(record)
+    assert not await repo.update_status(record.id, ImageStatus.READY, only_from={ImageStatus.PROCESSING})
+    assert await repo.update_status(
+        record.id, ImageStatus.FAILED, failure_reason="CORRUPT", only_from={ImageStatus.PENDING}
+    )
+    failed = await repo.find_by_id(record.id)
+    assert failed is not None
+    assert (failed.status, failed.failure_reason) == (ImageStatus.FAILED, "CORRUPT")
+    assert not await repo.update_status(new_image_id(), ImageStatus.READY)
+
+
+async def test_only_one_claimant_wins_and_terminal_records_are_never_claimed(repo: ImageRepository) -> None:
+    record = _pending()
+    await repo.save(record)
+    claims = await asyncio.gather(
+        *(repo.claim_for_processing(record.id, stale_after_seconds=600) for _ in range(5))
+    )
+    winners = [c for c in claims if c is not None]
+    assert len(winners) == 1 and winners[0].status is ImageStatus.PROCESSING
+    await repo.update_status(record.id, ImageStatus.READY, size_bytes=1)
+    assert await repo.claim_for_processing(record.id, stale_after_seconds=0) is None
+
+
+async def test_a_stale_processing_claim_can_be_taken_over(repo: ImageRepository) -> None:
+    record = _pending()
+    await repo.save(record)
+    assert await repo.claim_for_processing(record.id, stale_after_seconds=600) is not None
+    assert await repo.claim_for_processing(record.id, stale_after_seconds=600) is None
+    if isinstance(repo, InMemoryImageRepository):
+        repo.clock.advance(1)
+    else:
+        await asyncio.sleep(0.05)
+    assert await repo.claim_for_processing(record.id, stale_after_seconds=0.01) is not None

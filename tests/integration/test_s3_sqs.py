@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, unquote_plus, urlsplit
+
+import httpx
+import pytest
+
+from imagery.common.aws.clients import s3_client, sqs_client
+from imagery.common.aws.s3 import ObjectTooLarge, S3ObjectStore
+from imagery.common.aws.sqs import SqsMessageQueue
+from imagery.common.config import AwsSettings
+from imagery.common.ids import new_image_id, upload_key
+from imagery.devstack.aws import AwsResources
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def store(aws_settings: AwsSettings) -> AsyncIterator[S3ObjectStore]:
+    async with s3_client(aws_settings) as client:
+        yield S3ObjectStore(client, aws_settings.bucket)
+
+
+@pytest.fixture
+async def queue(aws_settings: AwsSettings, aws: AwsResources) -> AsyncIterator[SqsMessageQueue]:
+    async with sqs_client(aws_settings) as client:
+        yield SqsMessageQueue(client, aws.queue_url)
+
+
+async def test_presigned_put_signs_the_content_type(store: S3ObjectStore) -> None:
+    key = upload_key(new_image_id())
+    presigned = await store.presign_put(key, "image/png", 300)
+    query = parse_qs(urlsplit(presigned.url).query)
+    assert "content-type" in query["X-Amz-SignedHeaders"][0].split(";")
+    assert query["X-Amz-Expires"] == ["300"]
+    assert urlsplit(presigned.url).path.endswith(f"/{key}")
+    assert presigned.headers == {"Content-Type": "image/png"}
+    other = await store.presign_put(key, "image/jpeg", 300)
+    assert parse_qs(urlsplit(other.url).query)["X-Amz-Signature"] != query["X-Amz-Signature"]
+
+
+async def test_a_put_with_the_declared_type_succeeds(store: S3ObjectStore) -> None:
+    key = upload_key(new_image_id())
+    presigned = await store.presign_put(key, "image/png", 300)
+    async with httpx.AsyncClient() as http:
+        resp = await http.put(presigned.url, content=b"\x89PNG\r\n\x1a\n" + b"0" * 100, headers=presigned.headers)
+    assert resp.status_code == 200
+    info = await store.head(key)
+    assert info is not None
+    assert (info.size, info.content_type) == (108, "image/png")
+
+
+async def test_head_of_a_missing_object_is_none(store: S3ObjectStore) -> None:
+    assert await store.head("uploads/nothing-here") is None
+
+
+async def test_put_get_delete_round_trip_with_cache_control(store: S3ObjectStore) -> None:
+    key = "variants/abc/small.webp"
+    await store.put(key, b"RIFF....WEBP", content_type="image/webp", cache_control="public, max-age=31536000, immutable")
+    info = await store.head(key)
+    assert info is not None and info.content_type == "image/webp"
+    assert await store.get(key, max_bytes=100) == b"RIFF....WEBP"
+    await store.delete(key)
+    assert await store.head(key) is None
+    await store.delete(key)  # deleting twice is harmless
+
+
+async def test_get_never_reads_past_the_limit(store: S3ObjectStore) -> None:
+    key = upload_key(new_image_id())
+    await store.put(key, b"x" * 1000, content_type="image/png")
+    assert await store.get(key, max_bytes=1000) == b"x" * 1000
+    with pytest.raises(ObjectTooLarge):
+        await store.get(key, max_bytes=999)
+
+
+async def test_uploads_raise_an_event_on_the_queue(store: S3ObjectStore, queue: SqsMessageQueue) -> None:
+    key = upload_key(new_image_id())
+    await store.put(key, b"bytes", content_type="image/png")
+    await store.put("variants/not-notified/small.webp", b"bytes", content_type="image/webp")
+    keys: list[str] = []
+    for _ in range(5):
+        messages = await queue.receive(wait_seconds=1)
+        for message in messages:
+            body = json.loads(message.body)
+            keys += [unquote_plus(r["s3"]["object"]["key"]) for r in body.get("Records", [])]
+        assert await queue.delete(messages) == []
+        if key in keys:
+            break
+    assert keys == [key], "only uploads/ raises events"
+
+
+async def test_batch_delete_reports_failed_entries(queue: SqsMessageQueue, aws_settings: AwsSettings, aws: AwsResources) -> None:
+    async with sqs_client(aws_settings) as client:
+        for i in range(12):
+            await client.send_message(QueueUrl=aws.queue_url, MessageBody=f"m{i}")
+    received = []
+    for _ in range(10):
+        received += await queue.receive(wait_seconds=1)
+        if len(received) >= 12:
+            break
+    received = [m for m in received if m.body.startswith("m")]
+    assert len(received) == 12
+    assert await queue.delete(received) == []
+    bogus = received[0].__class__(message_id="x", receipt_handle="not-a-receipt", body="", receive_count=1)
+    assert await queue.delete([bogus]) == [bogus]
+
+
+async def test_changing_visibility_to_zero_makes_a_message_come_back(queue: SqsMessageQueue, aws_settings: AwsSettings, aws: AwsResources) -> None:
+    async with sqs_client(aws_settings) as client:
+        await client.send_message(QueueUrl=aws.queue_url, MessageBody="again")
+    first = [m for m in await queue.receive(wait_seconds=1) if m.body == "again"]
+    assert len(first) == 1 and first[0].receive_count == 1
+    await queue.change_visibility(first[0], 0)
+    second = [m for m in await queue.receive(wait_seconds=1) if m.body == "again"]
+    assert len(second) == 1 and second[0].receive_count == 2

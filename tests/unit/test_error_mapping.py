@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from imagery.common.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    ImageNotFound,
+    ImageryError,
+    InvalidArgument,
+    Unavailable,
+    Unimplemented,
+)
+from imagery.common.grpc.errors import INTERNAL_MESSAGE, internal_status, to_rpc_status
+
+
+def _details(status: grpc.Status) -> status_pb2.Status:
+    raw = dict(status.trailing_metadata)["grpc-status-details-bin"]
+    return status_pb2.Status.FromString(raw)
+
+
+def _unpack(detail: status_pb2.Status, kind: type) -> list:  # type: ignore[type-arg]
+    found = []
+    for item in detail.details:
+        message = kind()
+        if item.Unpack(message):
+            found.append(message)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (InvalidArgument("bad"), grpc.StatusCode.INVALID_ARGUMENT),
+        (ImageNotFound("01ARZ3NDEKTSV4RRFFQ69G5FAV"), grpc.StatusCode.NOT_FOUND),
+        (FailedPrecondition("not yet", reason="IMAGE_NOT_READY"), grpc.StatusCode.FAILED_PRECONDITION),
+        (Unavailable("db down"), grpc.StatusCode.UNAVAILABLE),
+        (Unimplemented("later"), grpc.StatusCode.UNIMPLEMENTED),
+        (ImageryError("boom"), grpc.StatusCode.INTERNAL),
+    ],
+)
+def test_each_domain_error_maps_to_its_canonical_code(error: ImageryError, code: grpc.StatusCode) -> None:
+    status = to_rpc_status(error)
+    assert status.code == code
+    detail = _details(status)
+    assert detail.code == code.value[0]
+    (info,) = _unpack(detail, error_details_pb2.ErrorInfo)
+    assert info.domain == "imagery"
+    assert info.reason == error.reason
+
+
+def test_invalid_argument_carries_field_violations_and_metadata() -> None:
+    error = InvalidArgument(
+        "content_type is wrong: send image/png.",
+        reason="UNSUPPORTED_CONTENT_TYPE",
+        violations=[FieldViolation("content_type", "must be exactly one of ...")],
+        metadata={"allowed": "image/png"},
+    )
+    detail = _details(to_rpc_status(error))
+    assert detail.message == "content_type is wrong: send image/png."
+    (info,) = _unpack(detail, error_details_pb2.ErrorInfo)
+    assert info.reason == "UNSUPPORTED_CONTENT_TYPE"
+    assert dict(info.metadata) == {"allowed": "image/png"}
+    (bad,) = _unpack(detail, error_details_pb2.BadRequest)
+    assert [(v.field, v.description) for v in bad.field_violations] == [
+        ("content_type", "must be exactly one of ...")
+    ]
+
+
+def test_not_found_names_the_id_in_metadata() -> None:
+    detail = _details(to_rpc_status(ImageNotFound("01ARZ3NDEKTSV4RRFFQ69G5FAV")))
+    (info,) = _unpack(detail, error_details_pb2.ErrorInfo)
+    assert info.metadata["image_id"] == "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+
+
+def test_internal_errors_never_show_their_own_message() -> None:
+    status = to_rpc_status(ImageryError("password=hunter2 at db-7.internal"))
+    assert status.details == INTERNAL_MESSAGE
+    assert "hunter2" not in _details(status).message
+    assert internal_status().code == grpc.StatusCode.INTERNAL

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+
+from imagery.common.config import ConfigError, Settings
+
+BASE = {
+    "DATABASE_URL": "postgresql://u@db/imagery",
+    "AWS_REGION": "eu-west-1",
+    "S3_BUCKET": "images",
+}
+
+
+def test_defaults_follow_the_design() -> None:
+    settings = Settings.from_env(BASE)
+    assert settings.database_url == BASE["DATABASE_URL"]
+    assert settings.aws.region == "eu-west-1"
+    assert settings.aws.endpoint_url is None
+    assert settings.grpc_port == 50051
+    assert settings.max_upload_bytes == 10_485_760
+    assert settings.upload_url_expiry_seconds == 300
+    assert (settings.log_level, settings.log_format) == ("info", "json")
+
+
+def test_a_service_passes_its_own_default_port() -> None:
+    assert Settings.from_env(BASE, default_port=50052).grpc_port == 50052
+    assert Settings.from_env({**BASE, "GRPC_PORT": "6000"}, default_port=50052).grpc_port == 6000
+
+
+@pytest.mark.parametrize("missing", ["DATABASE_URL", "AWS_REGION", "S3_BUCKET"])
+def test_a_missing_required_value_names_the_variable(missing: str) -> None:
+    env = {k: v for k, v in BASE.items() if k != missing}
+    with pytest.raises(ConfigError, match=f"^{missing} is not set"):
+        Settings.from_env(env)
+
+
+def test_blank_counts_as_missing() -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        Settings.from_env({**BASE, "DATABASE_URL": "  "})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAX_UPLOAD_BYTES", "ten"),
+        ("MAX_UPLOAD_BYTES", "0"),
+        ("GRPC_PORT", "70000"),
+        ("UPLOAD_URL_EXPIRY_SECONDS", "-5"),
+        ("LOG_FORMAT", "xml"),
+        ("LOG_LEVEL", "loud"),
+    ],
+)
+def test_a_malformed_value_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name}="):
+        Settings.from_env({**BASE, name: value})
+
+
+def test_upload_expiry_is_clamped_to_the_s3_seven_day_maximum() -> None:
+    settings = Settings.from_env({**BASE, "UPLOAD_URL_EXPIRY_SECONDS": str(30 * 24 * 3600)})
+    assert settings.upload_url_expiry_seconds == 7 * 24 * 3600
