@@ -7,7 +7,7 @@ import pytest
 
 from imagery.common.config import AwsSettings, Settings
 from imagery.devstack.aws import AwsResources
-from tests.infra import AwsServer, PostgresServer
+from imagery.devstack.fixtures import AwsServer, PostgresServer
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,9 @@ class InMemoryImageRepository:
         if record is None or record.updated_at is None:
             return None
         stale = record.updated_at < self.clock() - timedelta(seconds=stale_after_seconds)
-        if record.status is ImageStatus.PENDING or (record.status is ImageStatus.PROCESSING and stale):
+        if record.status is ImageStatus.PENDING or (
+            record.status is ImageStatus.PROCESSING and stale
+        ):
             await self.update_status(image_id, ImageStatus.PROCESSING)
             return self.records[image_id]
         return None
@@ -83,7 +85,9 @@ class FakeSigner:
         self.signed: list[tuple[str, str, int]] = []
         self.fail = fail
 
-    async def presign_put(self, key: str, content_type: str, expires_in_seconds: int) -> PresignedUpload:
+    async def presign_put(
+        self, key: str, content_type: str, expires_in_seconds: int
+    ) -> PresignedUpload:
         if self.fail is not None:
             raise self.fail
         self.signed.append((key, content_type, expires_in_seconds))

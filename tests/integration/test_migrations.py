@@ -7,7 +7,7 @@ import asyncpg
 import pytest
 
 from imagery.common.db.migrate import MigrationError, load_migrations, migrate
-from tests.infra import PostgresServer
+from imagery.devstack.fixtures import PostgresServer
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,8 @@ async def _columns(dsn: str, table: str) -> dict[str, tuple[str, str]]:
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
-            "SELECT column_name, data_type, is_nullable FROM information_schema.columns WHERE table_name = $1",
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns"
+            " WHERE table_name = $1",
             table,
         )
     finally:
@@ -38,7 +39,15 @@ async def test_an_empty_database_gets_the_schema_of_the_design(empty_database: s
     assert records["sha256"] == ("text", "YES")
     assert records["id"][1] == "NO"
     assert "type" not in records
-    for name in ("status", "content_type", "file_name", "object_key", "failure_reason", "created_at", "updated_at"):
+    for name in (
+        "status",
+        "content_type",
+        "file_name",
+        "object_key",
+        "failure_reason",
+        "created_at",
+        "updated_at",
+    ):
         assert name in records
     blobs = await _columns(empty_database, "image_blobs")
     assert blobs["reference_count"] == ("integer", "NO")
@@ -48,7 +57,8 @@ async def test_an_empty_database_gets_the_schema_of_the_design(empty_database: s
         assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal") == 0
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(
-                "INSERT INTO image_blobs (sha256, format, width, height, size_bytes, reference_count)"
+                "INSERT INTO image_blobs"
+                " (sha256, format, width, height, size_bytes, reference_count)"
                 " VALUES (repeat('a', 64), 'png', 1, 1, 1, -1)"
             )
     finally:
@@ -66,12 +76,16 @@ async def test_concurrent_runners_apply_each_migration_exactly_once(empty_databa
     assert sorted(applied) == sorted(m.name for m in load_migrations())
     conn = await asyncpg.connect(empty_database)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(load_migrations())
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(
+            load_migrations()
+        )
     finally:
         await conn.close()
 
 
-async def test_an_applied_migration_that_was_edited_is_refused(empty_database: str, tmp_path: Path) -> None:
+async def test_an_applied_migration_that_was_edited_is_refused(
+    empty_database: str, tmp_path: Path
+) -> None:
     (tmp_path / "0001_first.sql").write_text("CREATE TABLE t1 (id int);")
     assert await migrate(empty_database, tmp_path) == ["0001_first.sql"]
     (tmp_path / "0001_first.sql").write_text("CREATE TABLE t1 (id bigint);")
@@ -79,7 +93,9 @@ async def test_an_applied_migration_that_was_edited_is_refused(empty_database: s
         await migrate(empty_database, tmp_path)
 
 
-async def test_a_failing_migration_leaves_nothing_half_applied(empty_database: str, tmp_path: Path) -> None:
+async def test_a_failing_migration_leaves_nothing_half_applied(
+    empty_database: str, tmp_path: Path
+) -> None:
     (tmp_path / "0001_ok.sql").write_text("CREATE TABLE ok (id int);")
     (tmp_path / "0002_bad.sql").write_text("CREATE TABLE half (id int); SELECT no_such_function();")
     with pytest.raises(asyncpg.UndefinedFunctionError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+
 import asyncpg
 import pytest
 
@@ -42,7 +43,10 @@ async def test_saved_record_reads_back(repo: ImageRepository) -> None:
     found = await repo.find_by_id(record.id)
     assert found is not None
     assert (found.id, found.status, found.file_name, found.size_bytes) == (
-        record.id, ImageStatus.PENDING, "Ferienfoto 🐱.png", None,
+        record.id,
+        ImageStatus.PENDING,
+        "Ferienfoto 🐱.png",
+        None,
     )
     assert found.object_key == f"uploads/{record.id}"
     assert found.created_at is not None and found.updated_at is not None
@@ -86,7 +90,9 @@ async def test_update_status_writes_size_and_moves_updated_at(repo: ImageReposit
 async def test_update_status_can_be_conditional(repo: ImageRepository) -> None:
     record = _pending()
     await repo.save(record)
-    assert not await repo.update_status(record.id, ImageStatus.READY, only_from={ImageStatus.PROCESSING})
+    assert not await repo.update_status(
+        record.id, ImageStatus.READY, only_from={ImageStatus.PROCESSING}
+    )
     assert await repo.update_status(
         record.id, ImageStatus.FAILED, failure_reason="CORRUPT", only_from={ImageStatus.PENDING}
     )
@@ -96,7 +102,9 @@ async def test_update_status_can_be_conditional(repo: ImageRepository) -> None:
     assert not await repo.update_status(new_image_id(), ImageStatus.READY)
 
 
-async def test_only_one_claimant_wins_and_terminal_records_are_never_claimed(repo: ImageRepository) -> None:
+async def test_only_one_claimant_wins_and_terminal_records_are_never_claimed(
+    repo: ImageRepository,
+) -> None:
     record = _pending()
     await repo.save(record)
     claims = await asyncio.gather(

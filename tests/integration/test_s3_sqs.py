@@ -45,7 +45,9 @@ async def test_a_put_with_the_declared_type_succeeds(store: S3ObjectStore) -> No
     key = upload_key(new_image_id())
     presigned = await store.presign_put(key, "image/png", 300)
     async with httpx.AsyncClient() as http:
-        resp = await http.put(presigned.url, content=b"\x89PNG\r\n\x1a\n" + b"0" * 100, headers=presigned.headers)
+        resp = await http.put(
+            presigned.url, content=b"\x89PNG\r\n\x1a\n" + b"0" * 100, headers=presigned.headers
+        )
     assert resp.status_code == 200
     info = await store.head(key)
     assert info is not None
@@ -58,7 +60,12 @@ async def test_head_of_a_missing_object_is_none(store: S3ObjectStore) -> None:
 
 async def test_put_get_delete_round_trip_with_cache_control(store: S3ObjectStore) -> None:
     key = "variants/abc/small.webp"
-    await store.put(key, b"RIFF....WEBP", content_type="image/webp", cache_control="public, max-age=31536000, immutable")
+    await store.put(
+        key,
+        b"RIFF....WEBP",
+        content_type="image/webp",
+        cache_control="public, max-age=31536000, immutable",
+    )
     info = await store.head(key)
     assert info is not None and info.content_type == "image/webp"
     assert await store.get(key, max_bytes=100) == b"RIFF....WEBP"
@@ -75,7 +82,9 @@ async def test_get_never_reads_past_the_limit(store: S3ObjectStore) -> None:
         await store.get(key, max_bytes=999)
 
 
-async def test_uploads_raise_an_event_on_the_queue(store: S3ObjectStore, queue: SqsMessageQueue) -> None:
+async def test_uploads_raise_an_event_on_the_queue(
+    store: S3ObjectStore, queue: SqsMessageQueue
+) -> None:
     key = upload_key(new_image_id())
     await store.put(key, b"bytes", content_type="image/png")
     await store.put("variants/not-notified/small.webp", b"bytes", content_type="image/webp")
@@ -91,7 +100,9 @@ async def test_uploads_raise_an_event_on_the_queue(store: S3ObjectStore, queue: 
     assert keys == [key], "only uploads/ raises events"
 
 
-async def test_batch_delete_reports_failed_entries(queue: SqsMessageQueue, aws_settings: AwsSettings, aws: AwsResources) -> None:
+async def test_batch_delete_reports_failed_entries(
+    queue: SqsMessageQueue, aws_settings: AwsSettings, aws: AwsResources
+) -> None:
     async with sqs_client(aws_settings) as client:
         for i in range(12):
             await client.send_message(QueueUrl=aws.queue_url, MessageBody=f"m{i}")
@@ -103,11 +114,15 @@ async def test_batch_delete_reports_failed_entries(queue: SqsMessageQueue, aws_s
     received = [m for m in received if m.body.startswith("m")]
     assert len(received) == 12
     assert await queue.delete(received) == []
-    bogus = received[0].__class__(message_id="x", receipt_handle="not-a-receipt", body="", receive_count=1)
+    bogus = received[0].__class__(
+        message_id="x", receipt_handle="not-a-receipt", body="", receive_count=1
+    )
     assert await queue.delete([bogus]) == [bogus]
 
 
-async def test_changing_visibility_to_zero_makes_a_message_come_back(queue: SqsMessageQueue, aws_settings: AwsSettings, aws: AwsResources) -> None:
+async def test_changing_visibility_to_zero_makes_a_message_come_back(
+    queue: SqsMessageQueue, aws_settings: AwsSettings, aws: AwsResources
+) -> None:
     async with sqs_client(aws_settings) as client:
         await client.send_message(QueueUrl=aws.queue_url, MessageBody="again")
     first = [m for m in await queue.receive(wait_seconds=1) if m.body == "again"]
@@ -115,3 +130,31 @@ async def test_changing_visibility_to_zero_makes_a_message_come_back(queue: SqsM
     await queue.change_visibility(first[0], 0)
     second = [m for m in await queue.receive(wait_seconds=1) if m.body == "again"]
     assert len(second) == 1 and second[0].receive_count == 2
+
+
+@pytest.mark.parametrize("endpoint", ["local", "aws"])
+async def test_fast_presign_is_byte_identical_to_botocores(
+    aws_settings: AwsSettings, endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datetime
+
+    import botocore.auth
+
+    from imagery.common.aws.clients import s3_client_and_credentials
+
+    settings = (
+        aws_settings if endpoint == "local" else AwsSettings("eu-west-1", None, "some-bucket")
+    )
+    fixed = datetime.datetime(2026, 11, 23, 12, 0, 0)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: fixed)
+    async with s3_client_and_credentials(settings) as (client, credentials):
+        plain = S3ObjectStore(client, settings.bucket)
+        fast = S3ObjectStore(client, settings.bucket, credentials=credentials)
+        for key in (
+            upload_key(new_image_id()),
+            upload_key(new_image_id()),
+            "uploads/needs quoting+ü",
+        ):
+            for content_type in ("image/png", "image/avif"):
+                expected = await plain.presign_put(key, content_type, 300)
+                assert (await fast.presign_put(key, content_type, 300)).url == expected.url

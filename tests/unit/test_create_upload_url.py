@@ -45,7 +45,9 @@ async def test_the_users_file_name_never_becomes_the_key() -> None:
 async def test_every_call_gets_a_new_id() -> None:
     repo = InMemoryImageRepository()
     use_case = _use_case(repo, FakeSigner())
-    ids = {(await use_case(content_type="image/jpeg", file_name="a.jpg")).image_id for _ in range(50)}
+    ids = {
+        (await use_case(content_type="image/jpeg", file_name="a.jpg")).image_id for _ in range(50)
+    }
     assert len(ids) == 50 == len(repo.records)
 
 
@@ -67,7 +69,9 @@ async def test_no_url_leaves_when_the_record_cannot_be_saved() -> None:
             raise Unavailable("Postgres is down: retry shortly.")
 
     with pytest.raises(Unavailable):
-        await _use_case(BrokenRepository(), FakeSigner())(content_type="image/png", file_name="a.png")
+        await _use_case(BrokenRepository(), FakeSigner())(
+            content_type="image/png", file_name="a.png"
+        )
 
 
 async def test_delete_image_validates_the_id_then_says_it_is_not_available_yet() -> None:

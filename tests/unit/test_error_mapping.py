@@ -35,13 +35,18 @@ def _unpack(detail: status_pb2.Status, kind: type) -> list:  # type: ignore[type
     [
         (InvalidArgument("bad"), grpc.StatusCode.INVALID_ARGUMENT),
         (ImageNotFound("01ARZ3NDEKTSV4RRFFQ69G5FAV"), grpc.StatusCode.NOT_FOUND),
-        (FailedPrecondition("not yet", reason="IMAGE_NOT_READY"), grpc.StatusCode.FAILED_PRECONDITION),
+        (
+            FailedPrecondition("not yet", reason="IMAGE_NOT_READY"),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        ),
         (Unavailable("db down"), grpc.StatusCode.UNAVAILABLE),
         (Unimplemented("later"), grpc.StatusCode.UNIMPLEMENTED),
         (ImageryError("boom"), grpc.StatusCode.INTERNAL),
     ],
 )
-def test_each_domain_error_maps_to_its_canonical_code(error: ImageryError, code: grpc.StatusCode) -> None:
+def test_each_domain_error_maps_to_its_canonical_code(
+    error: ImageryError, code: grpc.StatusCode
+) -> None:
     status = to_rpc_status(error)
     assert status.code == code
     detail = _details(status)

@@ -29,7 +29,10 @@ PORTS = {"upload": 50051}
 
 def _check_port_free(port: int, what: str) -> None:
     if port_open(port):
-        sys.exit(f"port {port} ({what}) is in use by another program: stop it, then run `make run` again.")
+        sys.exit(
+            f"port {port} ({what}) is in use by another program: "
+            "stop it, then run `make run` again."
+        )
 
 
 def main() -> int:
@@ -55,12 +58,18 @@ def main() -> int:
             cleanup.append((service.name, service))
         for service in services:
             service.wait_ready()
-        write_env_file(ROOT / "env", {**env, **{f"{n.upper()}_ADDR": f"127.0.0.1:{p}" for n, p in PORTS.items()}})
+        write_env_file(
+            ROOT / "env",
+            {**env, **{f"{n.upper()}_ADDR": f"127.0.0.1:{p}" for n, p in PORTS.items()}},
+        )
         _print_guide(env)
         while not stop.wait(0.5):
             for service in services:
                 if service.proc is not None and service.proc.poll() is not None:
-                    print(f"{service.name} exited with {service.proc.returncode}: see {service.log_path}")
+                    print(
+                        f"{service.name} exited with {service.proc.returncode}: "
+                        f"see {service.log_path}"
+                    )
                     stop.set()
         return 0
     finally:
@@ -73,7 +82,9 @@ def main() -> int:
             pid_file.unlink(missing_ok=True)
 
 
-def _start_infrastructure(pid_dir: Path, logs: Path, cleanup: list[tuple[str, object]]) -> dict[str, str]:
+def _start_infrastructure(
+    pid_dir: Path, logs: Path, cleanup: list[tuple[str, object]]
+) -> dict[str, str]:
     database_url = os.environ.get("DATABASE_URL")
     if not database_url:
         _check_port_free(PG_PORT, "embedded Postgres")
@@ -86,7 +97,7 @@ def _start_infrastructure(pid_dir: Path, logs: Path, cleanup: list[tuple[str, ob
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     if not endpoint:
         _check_port_free(AWS_PORT, "local S3/SQS")
-        moto = start_moto(AWS_PORT, (logs / "s3-sqs.log").open("ab"))
+        moto = start_moto(AWS_PORT, logs / "s3-sqs.log")
         cleanup.append(("local S3/SQS", _Proc(moto)))
         (pid_dir / "s3-sqs.pid").write_text(str(moto.pid))
         endpoint = f"http://127.0.0.1:{AWS_PORT}"

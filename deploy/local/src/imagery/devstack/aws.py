@@ -6,12 +6,12 @@ redrive policy, and the bucket -> queue notification for `s3:ObjectCreated:*` on
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import boto3
 
@@ -29,17 +29,20 @@ class AwsResources:
     dlq_url: str
 
 
-def start_moto(port: int, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log or subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def start_moto(port: int, log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    with open(log_path or os.devnull, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def ready() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(f"the local S3/SQS server exited with {proc.returncode} (port {port} taken?)")
+            raise RuntimeError(
+                f"the local S3/SQS server exited with {proc.returncode} (port {port} taken?)"
+            )
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1):
                 return True
@@ -73,22 +76,30 @@ def provision(
     s3.put_public_access_block(
         Bucket=bucket,
         PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True, "IgnorePublicAcls": True,
-            "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
         },
     )
-    dlq_url = sqs.create_queue(QueueName=f"{queue}-dlq", Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_url = sqs.create_queue(
+        QueueName=f"{queue}-dlq", Attributes={"MessageRetentionPeriod": "1209600"}
+    )["QueueUrl"]
     dlq_arn = _arn(sqs, dlq_url)
     queue_url = sqs.create_queue(
         QueueName=queue,
         Attributes={
             "VisibilityTimeout": str(visibility_timeout),
             "ReceiveMessageWaitTimeSeconds": "20",
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+            ),
         },
     )["QueueUrl"]
     queue_arn = _arn(sqs, queue_url)
-    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": _queue_policy(queue_arn, bucket)})
+    sqs.set_queue_attributes(
+        QueueUrl=queue_url, Attributes={"Policy": _queue_policy(queue_arn, bucket)}
+    )
     s3.put_bucket_notification_configuration(
         Bucket=bucket,
         NotificationConfiguration={
@@ -130,4 +141,8 @@ def _queue_policy(queue_arn: str, bucket: str) -> str:
 def write_env_file(path: Path, values: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"{key}={value}" for key, value in values.items()]
-    path.write_text("# written by `make run`: the settings of the running local stack\n" + "\n".join(lines) + "\n")
+    path.write_text(
+        "# written by `make run`: the settings of the running local stack\n"
+        + "\n".join(lines)
+        + "\n"
+    )

@@ -31,7 +31,14 @@ def _run_as() -> str | None:
         pwd.getpwnam(_SYSTEM_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", _SYSTEM_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                _SYSTEM_USER,
+            ],
             check=True,
             capture_output=True,
         )
@@ -68,8 +75,14 @@ class EmbeddedPostgres:
         self.data_dir.chmod(0o700)
         if not (self.data_dir / "PG_VERSION").exists():
             self._pg(
-                "initdb", "-D", str(self.data_dir), "--username=postgres", "--auth=trust",
-                "--encoding=UTF8", "--no-instructions", "--no-sync",
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "--username=postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+                "--no-sync",
             )
         if self._pg("pg_ctl", "-D", str(self.data_dir), "status", check=False).returncode == 0:
             self.stop()  # a leftover postmaster from a crashed run
@@ -77,8 +90,18 @@ class EmbeddedPostgres:
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         result = self._pg(
-            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60",
-            "-o", options, "start", check=False,
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "start",
+            check=False,
         )
         if result.returncode != 0:
             tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else result.stderr
@@ -90,8 +113,17 @@ class EmbeddedPostgres:
 
     def create_database(self, name: str) -> str:
         result = self._pg(
-            "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres",
-            "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'",
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{name}'",
         )
         if result.stdout.strip() != "1":
             self._pg("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)

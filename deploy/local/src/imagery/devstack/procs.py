@@ -23,7 +23,9 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0, interval: float = 0.05) -> None:
+def wait_for(
+    check: Callable[[], bool], what: str, timeout: float = 30.0, interval: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():

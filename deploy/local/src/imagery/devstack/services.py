@@ -40,6 +40,7 @@ class ServiceProcess:
     env: Mapping[str, str]
     echo: IO[str] | None = sys.stdout
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _pump_thread: threading.Thread | None = field(default=None, init=False)
 
     def start(self, pid_dir: Path | None = None) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,12 +54,13 @@ class ServiceProcess:
         if pid_dir is not None:
             pid_dir.mkdir(parents=True, exist_ok=True)
             (pid_dir / f"{self.name}.pid").write_text(str(self.proc.pid))
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
 
     def _pump(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        with self.log_path.open("ab") as log:
-            for line in self.proc.stdout:
+        with self.proc.stdout as stream, self.log_path.open("ab") as log:
+            for line in stream:
                 log.write(line)
                 log.flush()
                 if self.echo is not None:
@@ -75,13 +77,18 @@ class ServiceProcess:
         wait_for(ready, f"{self.name} on 127.0.0.1:{self.port}", timeout=timeout, interval=0.1)
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        """SIGTERM (the whole process group), SIGKILL after `timeout`; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait()
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self._pump_thread is not None:
+            self._pump_thread.join(5)
+        return self.proc.returncode

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
-from imagery.common.aws.clients import s3_client
+from imagery.common.aws.clients import s3_client_and_credentials
 from imagery.common.aws.s3 import S3ObjectStore
 from imagery.common.config import Settings
 from imagery.common.db.images import PostgresImageRepository
@@ -18,9 +18,9 @@ async def build_server(settings: Settings, stack: AsyncExitStack) -> GrpcServer:
     """Open the pool and S3 client on `stack` (closed when it unwinds) and wire the servicer."""
     pool = await create_pool(settings.database_url)
     stack.push_async_callback(pool.close)
-    s3 = await stack.enter_async_context(s3_client(settings.aws))
+    s3, credentials = await stack.enter_async_context(s3_client_and_credentials(settings.aws))
     images = PostgresImageRepository(pool)
-    store = S3ObjectStore(s3, settings.aws.bucket)
+    store = S3ObjectStore(s3, settings.aws.bucket, credentials=credentials)
     servicer = UploadServiceServicer(
         CreateUploadUrl(
             images,

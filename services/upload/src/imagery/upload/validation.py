@@ -31,7 +31,8 @@ def validate_file_name(file_name: str) -> str:
     if problem is None:
         return file_name
     raise InvalidArgument(
-        f"file_name {problem}: send the original name, 1-{MAX_FILE_NAME_CHARS} printable characters.",
+        f"file_name {problem}: send the original name, "
+        f"1-{MAX_FILE_NAME_CHARS} printable characters.",
         reason="INVALID_FILE_NAME",
         violations=[FieldViolation("file_name", problem)],
     )

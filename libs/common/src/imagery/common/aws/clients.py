@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aioboto3
 from botocore.config import Config
@@ -35,11 +35,18 @@ def _config(settings: AwsSettings, service: str) -> Config:
 
 @contextlib.asynccontextmanager
 async def s3_client(settings: AwsSettings) -> AsyncIterator[S3Client]:
+    async with s3_client_and_credentials(settings) as (client, _):
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def s3_client_and_credentials(settings: AwsSettings) -> AsyncIterator[tuple[S3Client, Any]]:
+    """The client plus the session's (self-refreshing) credentials, for fast presigning."""
     session = aioboto3.Session()
     async with session.client(
         "s3", endpoint_url=settings.endpoint_url, config=_config(settings, "s3")
     ) as client:
-        yield client
+        yield client, await session.get_credentials()
 
 
 @contextlib.asynccontextmanager

@@ -23,7 +23,9 @@ class SqsMessageQueue:
     def queue_url(self) -> str:
         return self._queue_url
 
-    async def receive(self, *, max_messages: int = 10, wait_seconds: int = 20) -> list[QueueMessage]:
+    async def receive(
+        self, *, max_messages: int = 10, wait_seconds: int = 20
+    ) -> list[QueueMessage]:
         with aws_unavailable("SQS ReceiveMessage"):
             resp = await self._client.receive_message(
                 QueueUrl=self._queue_url,

@@ -83,7 +83,8 @@ async def _apply_pending(conn: asyncpg.Connection, migrations: list[Migration]) 
         if row is not None:
             if row["checksum"] != migration.checksum:
                 raise MigrationError(
-                    f"{migration.name} was changed after it was applied: add a new migration instead."
+                    f"{migration.name} was changed after it was applied: "
+                    "add a new migration instead."
                 )
             continue
         async with conn.transaction():

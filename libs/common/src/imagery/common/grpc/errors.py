@@ -46,13 +46,21 @@ def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -
 def to_rpc_status(exc: ImageryError) -> grpc.Status:
     code = status_code_for(exc)
     message = exc.message if code is not grpc.StatusCode.INTERNAL else INTERNAL_MESSAGE
-    details = [_pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=exc.metadata))]
+    details = [
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=exc.reason, domain=ERROR_DOMAIN, metadata=exc.metadata
+            )
+        )
+    ]
     if isinstance(exc, InvalidArgument) and exc.violations:
         details.append(
             _pack(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
                         for v in exc.violations
                     ]
                 )

@@ -80,13 +80,23 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 def _log_rpc(method: str, code: Any, started: float) -> None:
     level = logging.DEBUG if method.startswith(_QUIET_PREFIXES) else logging.INFO
     name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-    log.log(level, "rpc", extra={"rpc": method, "code": name, "duration_ms": round((time.perf_counter() - started) * 1000, 2)})
+    log.log(
+        level,
+        "rpc",
+        extra={
+            "rpc": method,
+            "code": name,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        },
+    )
 
 
 class GrpcServer:
     """A started server with its health servicer; `serve_until_signal` runs it to SIGTERM."""
 
-    def __init__(self, services: Sequence[ServiceRegistration], *, grace_seconds: float = 10.0) -> None:
+    def __init__(
+        self, services: Sequence[ServiceRegistration], *, grace_seconds: float = 10.0
+    ) -> None:
         self.grace_seconds = grace_seconds
         self.health = HealthServicer()
         self.server = grpc.aio.server(
@@ -103,7 +113,11 @@ class GrpcServer:
             service.add_to_server(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            [*self._names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            [
+                *self._names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             self.server,
         )
         self.port = 0

@@ -1,6 +1,6 @@
-"""Real infrastructure for integration and e2e tests: Postgres (DATABASE_URL when set, else an
-embedded server) and one local S3/SQS server; each test gets its own database and its own
-bucket and queues, so tests are isolated and can run in any order."""
+"""Real infrastructure for integration tests, e2e tests and benchmarks: Postgres (DATABASE_URL
+when set, else an embedded server) and one local S3/SQS server; each test gets its own
+database and its own bucket and queues, so tests are isolated and can run in any order."""
 
 from __future__ import annotations
 
@@ -62,7 +62,9 @@ class PostgresServer:
     async def drop_database(self, dsn: str) -> None:
         conn = await asyncpg.connect(self.admin_dsn)
         try:
-            await conn.execute(f"DROP DATABASE IF EXISTS {urlsplit(dsn).path.lstrip('/')} WITH (FORCE)")
+            await conn.execute(
+                f"DROP DATABASE IF EXISTS {urlsplit(dsn).path.lstrip('/')} WITH (FORCE)"
+            )
         finally:
             await conn.close()
 
@@ -88,7 +90,12 @@ class AwsServer:
 
     def new_resources(self, **overrides: int) -> AwsResources:
         suffix = uuid.uuid4().hex[:10]
-        return provision(self.endpoint_url, bucket=f"imagery-test-{suffix}", queue=f"imagery-test-{suffix}", **overrides)
+        return provision(
+            self.endpoint_url,
+            bucket=f"imagery-test-{suffix}",
+            queue=f"imagery-test-{suffix}",
+            **overrides,
+        )
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -1,0 +1,1 @@
+"""`make bench`: benchmarks over real sockets, printed as tables with their comparisons."""

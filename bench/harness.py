@@ -1,0 +1,74 @@
+"""Load generation and reporting shared by the benchmarks: a closed loop of `concurrency`
+workers calling one RPC for a fixed time, with RPC/s and latency percentiles."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    concurrency: int
+    calls: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rps(self) -> float:
+        return self.calls / self.seconds
+
+    def percentile(self, p: float) -> float:
+        if len(self.latencies_ms) < 2:
+            return self.latencies_ms[0] if self.latencies_ms else float("nan")
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[int(p) - 1]
+
+
+async def closed_loop(
+    name: str,
+    call: Callable[[], Awaitable[object]],
+    *,
+    concurrency: int,
+    seconds: float,
+    warmup: float = 1.0,
+) -> Result:
+    """Run `concurrency` workers back to back for `warmup` (discarded) then `seconds`."""
+
+    async def worker(until: float, sink: list[float] | None) -> None:
+        while (now := time.perf_counter()) < until:
+            await call()
+            if sink is not None:
+                sink.append((time.perf_counter() - now) * 1000)
+
+    await asyncio.gather(*(worker(time.perf_counter() + warmup, None) for _ in range(concurrency)))
+    latencies: list[float] = []
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(started + seconds, latencies) for _ in range(concurrency)))
+    return Result(name, concurrency, len(latencies), time.perf_counter() - started, latencies)
+
+
+def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    line = "  ".join("-" * w for w in widths)
+    out = [title, line]
+    for i, row in enumerate(cells):
+        out.append(
+            "  ".join(
+                c.rjust(w) if j else c.ljust(w)
+                for j, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if i == 0:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    return str(value)

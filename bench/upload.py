@@ -1,0 +1,111 @@
+"""CreateUploadUrl over a real socket at concurrency 1 and 16, next to an echo RPC on the
+same server in the same run: RPC/s, p50, p99 and the ratio (target >= 0.35)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import grpc
+
+from bench.harness import Result, closed_loop, table
+from bench.upload_server import ECHO_METHOD
+from imagery.devstack.fixtures import AwsServer, PostgresServer
+from imagery.devstack.procs import free_port
+from imagery.devstack.services import ServiceProcess
+from imagery.v1 import upload_service_pb2 as pb
+from imagery.v1 import upload_service_pb2_grpc as pb_grpc
+
+SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+TARGET_RATIO = 0.35
+
+
+async def run() -> list[Result]:
+    pg, aws_server = PostgresServer.start(), AwsServer.start()
+    try:
+        await pg.prepare_template()
+        dsn = await pg.new_database()
+        aws = aws_server.new_resources()
+        env = {
+            "DATABASE_URL": dsn,
+            "AWS_ENDPOINT_URL": aws.endpoint_url,
+            "AWS_REGION": aws.region,
+            "S3_BUCKET": aws.bucket,
+        }
+        port = free_port()
+        log = Path(tempfile.mkdtemp()) / "upload-bench.log"
+        server = ServiceProcess("upload", "bench.upload_server", port, log, env, echo=None)
+        server.start()
+        try:
+            server.wait_ready()
+            return await _measure(port)
+        finally:
+            server.stop()
+    finally:
+        aws_server.stop()
+        pg.stop()
+
+
+async def _measure(port: int) -> list[Result]:
+    request = pb.CreateUploadUrlRequest(
+        content_type="image/jpeg", file_name="holiday-photo-0001.jpg"
+    )
+    payload = request.SerializeToString()
+    results = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.UploadServiceStub(channel)
+        echo = channel.unary_unary(ECHO_METHOD)
+        for concurrency in (1, 16):
+            results.append(
+                await closed_loop(
+                    "echo", lambda: echo(payload), concurrency=concurrency, seconds=SECONDS
+                )
+            )
+            results.append(
+                await closed_loop(
+                    "CreateUploadUrl",
+                    lambda: stub.CreateUploadUrl(request),
+                    concurrency=concurrency,
+                    seconds=SECONDS,
+                )
+            )
+    return results
+
+
+def report(results: list[Result]) -> str:
+    rows = []
+    by_key = {(r.name, r.concurrency): r for r in results}
+    for r in results:
+        echo = by_key[("echo", r.concurrency)]
+        rows.append(
+            [
+                r.name,
+                r.concurrency,
+                r.calls,
+                r.rps,
+                r.percentile(50),
+                r.percentile(99),
+                r.rps / echo.rps,
+            ]
+        )
+    worst = min(by_key[("CreateUploadUrl", c)].rps / by_key[("echo", c)].rps for c in (1, 16))
+    verdict = "meets" if worst >= TARGET_RATIO else "MISSES"
+    return (
+        table(
+            f"UploadService: CreateUploadUrl vs echo on the same server ({SECONDS:.0f} s per row, one server process)",
+            ["rpc", "concurrency", "calls", "RPC/s", "p50 ms", "p99 ms", "ratio to echo"],
+            rows,
+        )
+        + f"\nlowest ratio {worst:.2f}: {verdict} the target of {TARGET_RATIO}\n"
+    )
+
+
+def main() -> None:
+    print(report(asyncio.run(run())), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
