@@ -37,6 +37,11 @@ class ScriptedUploadService(pb_grpc.UploadServiceServicer):
             raise KeyError("secret-internal-detail")
         return pb.CreateUploadUrlResponse(image_id="ok", upload_url=request.file_name)
 
+    async def DeleteImage(
+        self, request: pb.DeleteImageRequest, context: Any
+    ) -> pb.DeleteImageResponse:
+        return pb.DeleteImageResponse()
+
 
 @pytest.fixture
 async def server() -> AsyncIterator[GrpcServer]:

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from imagery.common.domain import ImageStatus
+from imagery.common.domain import ImageRecord, ImageStatus
 from imagery.common.errors import InvalidArgument, Unavailable, Unimplemented
 from imagery.common.ids import is_image_id
 from imagery.upload.use_cases import CreateUploadUrl, DeleteImage
@@ -65,7 +65,7 @@ async def test_bad_input_changes_nothing(content_type: str, file_name: str) -> N
 
 async def test_no_url_leaves_when_the_record_cannot_be_saved() -> None:
     class BrokenRepository(InMemoryImageRepository):
-        async def save(self, record: object) -> None:  # type: ignore[override]
+        async def save(self, record: ImageRecord) -> None:
             raise Unavailable("Postgres is down: retry shortly.")
 
     with pytest.raises(Unavailable):

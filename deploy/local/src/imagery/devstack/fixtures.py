@@ -88,13 +88,16 @@ class AwsServer:
         port = free_port()
         return cls(f"http://127.0.0.1:{port}", start_moto(port))
 
-    def new_resources(self, **overrides: int) -> AwsResources:
+    def new_resources(
+        self, *, max_receive_count: int = 5, visibility_timeout: int = 60
+    ) -> AwsResources:
         suffix = uuid.uuid4().hex[:10]
         return provision(
             self.endpoint_url,
             bucket=f"imagery-test-{suffix}",
             queue=f"imagery-test-{suffix}",
-            **overrides,
+            max_receive_count=max_receive_count,
+            visibility_timeout=visibility_timeout,
         )
 
     def stop(self) -> None:

@@ -4,11 +4,11 @@ a session ~250 ms; presigning with a reused client ~0.4 ms)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 import aioboto3
-from botocore.config import Config
+from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagery.common.config import AwsSettings
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
-def _config(settings: AwsSettings, service: str) -> Config:
-    return Config(
+def _config(settings: AwsSettings, service: str) -> AioConfig:
+    return AioConfig(
         region_name=settings.region,
         signature_version="s3v4" if service == "s3" else None,
         s3={"addressing_style": "path"} if settings.endpoint_url else None,
@@ -46,7 +46,9 @@ async def s3_client_and_credentials(settings: AwsSettings) -> AsyncIterator[tupl
     async with session.client(
         "s3", endpoint_url=settings.endpoint_url, config=_config(settings, "s3")
     ) as client:
-        yield client, await session.get_credentials()
+        # aioboto3 forwards to aiobotocore's `async def get_credentials`; the stubs say sync.
+        credentials = await cast(Awaitable[Any], session.get_credentials())
+        yield client, credentials
 
 
 @contextlib.asynccontextmanager

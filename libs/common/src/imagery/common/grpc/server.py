@@ -33,15 +33,17 @@ class ServiceRegistration:
     add_to_server: Callable[[grpc.aio.Server], None]
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Turns domain errors into rich statuses, hides unknown ones behind INTERNAL, and logs one
     line per RPC with its outcome and duration."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
@@ -52,7 +54,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                return await behavior(request, context)
+                return await behavior(request, context)  # type: ignore[arg-type]
             except ImageryError as exc:
                 code = status_code_for(exc)
                 if code is grpc.StatusCode.INTERNAL:
@@ -60,7 +62,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 status = to_rpc_status(exc)
                 await context.abort(status.code, status.details, status.trailing_metadata)
             except (grpc.aio.AbortError, asyncio.CancelledError):
-                code = context.code() or grpc.StatusCode.CANCELLED  # type: ignore[assignment]
+                code = context.code() or grpc.StatusCode.CANCELLED
                 raise
             except Exception:
                 code = grpc.StatusCode.INTERNAL
