@@ -1,0 +1,51 @@
+"""Composition root: the only place DeliveryService builds infrastructure."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+
+from imagery.common.cdn import CloudFrontUrlBuilder
+from imagery.common.db.images import PostgresImageRepository
+from imagery.common.db.pool import create_pool
+from imagery.common.grpc.server import GrpcServer
+from imagery.common.presets import PRESET_NAMES
+from imagery.delivery.adapters.cloudfront import CachedCloudFrontSigner
+from imagery.delivery.config import DeliverySettings
+from imagery.delivery.grpc_api.servicer import DeliveryServiceServicer
+from imagery.delivery.use_cases import BatchGetDownloadUrls, GetDownloadUrl, GetImage
+
+
+def build_signer(
+    settings: DeliverySettings, executor: ThreadPoolExecutor | None
+) -> CachedCloudFrontSigner:
+    builder = CloudFrontUrlBuilder(
+        settings.cloudfront_base_url,
+        settings.key_pair_id,
+        settings.private_key,
+        settings.hash_algorithm,
+    )
+    return CachedCloudFrontSigner(
+        builder,
+        expiry_seconds=settings.expiry_seconds,
+        bucket_seconds=settings.expiry_bucket_seconds,
+        cache_size=settings.url_cache_size,
+        executor=executor,
+        threads=settings.signing_threads,
+    )
+
+
+async def build_server(settings: DeliverySettings, stack: AsyncExitStack) -> GrpcServer:
+    pool = await create_pool(settings.base.database_url)
+    stack.push_async_callback(pool.close)
+    executor = stack.enter_context(
+        ThreadPoolExecutor(settings.signing_threads, thread_name_prefix="cloudfront-sign")
+    )
+    images = PostgresImageRepository(pool)
+    signer = build_signer(settings, executor)
+    servicer = DeliveryServiceServicer(
+        GetImage(images),
+        GetDownloadUrl(images, signer, PRESET_NAMES),
+        BatchGetDownloadUrls(images, signer, PRESET_NAMES),
+    )
+    return GrpcServer([servicer.registration()])

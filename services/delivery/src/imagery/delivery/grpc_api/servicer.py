@@ -1,0 +1,61 @@
+"""imagery.v1.DeliveryService over grpc.aio: map, call one use case, map back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from imagery.common.grpc.server import ServiceRegistration
+from imagery.delivery.grpc_api import mapping
+from imagery.delivery.use_cases import BatchGetDownloadUrls, GetDownloadUrl, GetImage
+from imagery.v1 import delivery_service_pb2 as pb
+from imagery.v1 import delivery_service_pb2_grpc as pb_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class DeliveryServiceServicer(pb_grpc.DeliveryServiceServicer):
+    def __init__(
+        self, get_image: GetImage, get_url: GetDownloadUrl, batch: BatchGetDownloadUrls
+    ) -> None:
+        self._get_image = get_image
+        self._get_url = get_url
+        self._batch = batch
+
+    async def GetImage(  # noqa: N802 (gRPC method name)
+        self, request: pb.GetImageRequest, context: Context
+    ) -> pb.GetImageResponse:
+        record = await self._get_image(image_id=request.image_id)
+        return pb.GetImageResponse(image=mapping.image_to_proto(record))
+
+    async def GetDownloadUrl(  # noqa: N802 (gRPC method name)
+        self, request: pb.GetDownloadUrlRequest, context: Context
+    ) -> pb.GetDownloadUrlResponse:
+        url = await self._get_url(
+            image_id=request.image_id,
+            variant=request.variant,
+            preference=mapping.PREFERENCE_FROM_PROTO.get(request.format, "webp"),
+        )
+        return mapping.get_download_url_response(url)
+
+    async def BatchGetDownloadUrls(  # noqa: N802 (gRPC method name)
+        self, request: pb.BatchGetDownloadUrlsRequest, context: Context
+    ) -> pb.BatchGetDownloadUrlsResponse:
+        result = await self._batch(
+            image_ids=list(request.image_ids),
+            variant=request.variant,
+            preference=mapping.PREFERENCE_FROM_PROTO.get(request.format, "webp"),
+        )
+        return pb.BatchGetDownloadUrlsResponse(
+            download_urls=[mapping.download_url_to_proto(u) for u in result.download_urls],
+            not_found_image_ids=result.not_found_image_ids,
+        )
+
+    def registration(self) -> ServiceRegistration:
+        return ServiceRegistration(
+            name=pb.DESCRIPTOR.services_by_name["DeliveryService"].full_name,
+            add_to_server=lambda server: pb_grpc.add_DeliveryServiceServicer_to_server(
+                self, server
+            ),
+        )

@@ -1,0 +1,139 @@
+"""Delivery use cases. No gRPC, asyncpg or aioboto3 here: only ports and domain types."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from imagery.common.domain import ImageRecord, ImageStatus
+from imagery.common.errors import FailedPrecondition, FieldViolation, ImageNotFound, InvalidArgument
+from imagery.common.ids import is_image_id, require_image_id
+from imagery.delivery.ports import ImageReader, UrlSigner
+from imagery.delivery.variants import available, pick_variant
+
+MAX_BATCH = 50
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadUrl:
+    image_id: str
+    variant: str
+    url: str
+    expire_time: datetime
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    download_urls: list[DownloadUrl]
+    not_found_image_ids: list[str]
+
+
+class GetImage:
+    def __init__(self, images: ImageReader) -> None:
+        self._images = images
+
+    async def __call__(self, *, image_id: str) -> ImageRecord:
+        record = await self._images.find_by_id(require_image_id(image_id))
+        if record is None:
+            raise ImageNotFound(image_id)
+        return record
+
+
+def _require_preset(variant: str, presets: Sequence[str]) -> str:
+    if variant in presets:
+        return variant
+    names = ", ".join(presets)
+    raise InvalidArgument(
+        f"variant {variant[:50]!r} does not exist: ask for one of {names}.",
+        reason="UNKNOWN_VARIANT",
+        violations=[FieldViolation("variant", f"must be one of {names}")],
+        metadata={"available": names},
+    )
+
+
+class GetDownloadUrl:
+    def __init__(self, images: ImageReader, signer: UrlSigner, presets: Sequence[str]) -> None:
+        self._images = images
+        self._signer = signer
+        self._presets = tuple(presets)
+
+    async def __call__(self, *, image_id: str, variant: str, preference: str) -> DownloadUrl:
+        require_image_id(image_id)
+        _require_preset(variant, self._presets)
+        record = await self._images.find_by_id(image_id)
+        if record is None:
+            raise ImageNotFound(image_id)
+        if record.status is not ImageStatus.READY:
+            raise FailedPrecondition(
+                f"Image {image_id} is {record.status.value}, not ready: "
+                "wait until GetImage reports READY, then ask again.",
+                reason="IMAGE_NOT_READY",
+                metadata={"image_id": image_id, "status": record.status.value},
+            )
+        chosen = pick_variant(record, variant, preference)
+        if chosen is None:
+            raise InvalidArgument(
+                f"Image {image_id} has no {preference} {variant!r} variant: "
+                f"ask for one of {available(record)}.",
+                reason="UNKNOWN_VARIANT",
+                violations=[FieldViolation("variant", f"this image has {available(record)}")],
+                metadata={"image_id": image_id, "available": available(record)},
+            )
+        (signed,) = await self._signer.sign_many([chosen.key])
+        return DownloadUrl(image_id, variant, signed.url, signed.expire_time, chosen.content_type)
+
+
+class BatchGetDownloadUrls:
+    def __init__(self, images: ImageReader, signer: UrlSigner, presets: Sequence[str]) -> None:
+        self._images = images
+        self._signer = signer
+        self._presets = tuple(presets)
+
+    async def __call__(
+        self, *, image_ids: Sequence[str], variant: str, preference: str
+    ) -> BatchResult:
+        ids = _validate_batch(image_ids)
+        _require_preset(variant, self._presets)
+        records = {r.id: r for r in await self._images.find_by_ids(ids)}
+        found, missing = [], []
+        for image_id in ids:
+            record = records.get(image_id)
+            chosen = None
+            if record is not None and record.status is ImageStatus.READY:
+                chosen = pick_variant(record, variant, preference)
+            if chosen is None:
+                missing.append(image_id)
+            else:
+                found.append((image_id, chosen))
+        signed = await self._signer.sign_many([v.key for _, v in found])
+        urls = [
+            DownloadUrl(image_id, variant, s.url, s.expire_time, v.content_type)
+            for (image_id, v), s in zip(found, signed, strict=True)
+        ]
+        return BatchResult(urls, missing)
+
+
+def _validate_batch(image_ids: Sequence[str]) -> list[str]:
+    if not image_ids:
+        raise InvalidArgument(
+            "image_ids is empty: send between 1 and 50 ids.",
+            reason="NO_IMAGE_IDS",
+            violations=[FieldViolation("image_ids", "must contain 1 to 50 ids")],
+        )
+    ids = list(dict.fromkeys(image_ids))  # duplicates collapse; first appearance order kept
+    if len(ids) > MAX_BATCH:
+        raise InvalidArgument(
+            f"image_ids has {len(ids)} distinct ids: send at most {MAX_BATCH} per call.",
+            reason="TOO_MANY_IMAGE_IDS",
+            violations=[FieldViolation("image_ids", f"at most {MAX_BATCH} distinct ids")],
+        )
+    bad = [i for i, value in enumerate(image_ids) if not is_image_id(value)]
+    if bad:
+        raise InvalidArgument(
+            f"image_ids[{bad[0]}] is not an image id: send the ids returned by CreateUploadUrl.",
+            reason="INVALID_IMAGE_ID",
+            violations=[FieldViolation(f"image_ids[{i}]", "not a ULID") for i in bad[:10]],
+        )
+    return ids
