@@ -9,6 +9,7 @@ import pytest
 from imagery.devstack.aws import LOCAL_CREDENTIALS, AwsResources
 from imagery.devstack.procs import free_port
 from imagery.devstack.services import ServiceProcess
+from tests.keys import pem, private_key, public_pem
 
 
 def service_env(database_url: str, aws: AwsResources) -> dict[str, str]:
@@ -42,6 +43,67 @@ def upload_service(
         yield service
     finally:
         service.stop()
+
+
+@pytest.fixture(params=["ecdsa"])
+def cdn_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """CloudFront settings with a key pair of the parametrised kind, and an edge port."""
+    key = private_key(request.param)
+    private_file, public_file = tmp_path / "cf-private.pem", tmp_path / "cf-public.pem"
+    private_file.write_bytes(pem(key))
+    public_file.write_bytes(public_pem(key))
+    edge_port = free_port()
+    return {
+        "CLOUDFRONT_DOMAIN": f"http://127.0.0.1:{edge_port}",
+        "CLOUDFRONT_KEY_PAIR_ID": "KTESTPAIR",
+        "CLOUDFRONT_PRIVATE_KEY_FILE": str(private_file),
+        "CLOUDFRONT_PUBLIC_KEY_FILE": str(public_file),
+        "CLOUDFRONT_HASH_ALGORITHM": "sha256",
+        "EDGE_PORT": str(edge_port),
+    }
+
+
+@pytest.fixture
+def delivery_service(
+    database_url: str, aws: AwsResources, cdn_env: dict[str, str], tmp_path: Path
+) -> Iterator[ServiceProcess]:
+    service = ServiceProcess(
+        "delivery",
+        "imagery.delivery",
+        free_port(),
+        tmp_path / "delivery.log",
+        {**service_env(database_url, aws), **cdn_env},
+        echo=None,
+    )
+    service.start()
+    try:
+        service.wait_ready()
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def edge(
+    aws: AwsResources, cdn_env: dict[str, str], tmp_path: Path, database_url: str
+) -> Iterator[str]:
+    """The local CloudFront stand-in; yields its base URL."""
+    port = int(cdn_env["EDGE_PORT"])
+    process = ServiceProcess(
+        "edge",
+        "imagery.devstack.edge",
+        port,
+        tmp_path / "edge.log",
+        {**service_env(database_url, aws), **cdn_env},
+        echo=None,
+        grpc_health=False,
+    )
+    process.start()
+    try:
+        process.wait_ready()
+        yield cdn_env["CLOUDFRONT_DOMAIN"]
+    finally:
+        process.stop()
 
 
 @pytest.fixture

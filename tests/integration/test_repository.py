@@ -126,3 +126,20 @@ async def test_a_stale_processing_claim_can_be_taken_over(repo: ImageRepository)
     else:
         await asyncio.sleep(0.05)
     assert await repo.claim_for_processing(record.id, stale_after_seconds=0.01) is not None
+
+
+async def test_ready_records_carry_their_blobs_variants(
+    pool: asyncpg.Pool, database_url: str, aws: object
+) -> None:
+    from imagery.devstack.fixtures import seed_ready_images
+
+    (image_id,) = await seed_ready_images(database_url, aws, 1, put_objects=False)  # type: ignore[arg-type]
+    repo = PostgresImageRepository(pool)
+    record = await repo.find_by_id(image_id)
+    assert record is not None and record.status is ImageStatus.READY
+    assert record.sha256 is not None
+    names = {(v.name, v.format) for v in record.variants}
+    assert ("thumbnail", "webp") in names and ("original", "jpeg") in names
+    assert all(v.key.startswith(f"variants/{record.sha256}/") for v in record.variants)
+    (batch,) = await repo.find_by_ids([image_id])
+    assert batch.variants == record.variants

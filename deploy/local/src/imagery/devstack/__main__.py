@@ -17,6 +17,7 @@ from pathlib import Path
 
 from imagery.common.db.migrate import migrate
 from imagery.devstack.aws import LOCAL_CREDENTIALS, provision, start_moto, write_env_file
+from imagery.devstack.keys import LOCAL_KEY_PAIR_ID, ensure_key_pair
 from imagery.devstack.postgres import EmbeddedPostgres
 from imagery.devstack.procs import port_open, reap_stale
 from imagery.devstack.services import ServiceProcess
@@ -24,7 +25,8 @@ from imagery.devstack.services import ServiceProcess
 ROOT = Path(os.environ.get("DEVSTACK_DIR", ".devstack")).resolve()
 PG_PORT = int(os.environ.get("DEVSTACK_PG_PORT", "54329"))
 AWS_PORT = int(os.environ.get("DEVSTACK_AWS_PORT", "4566"))
-PORTS = {"upload": 50051}
+EDGE_PORT = int(os.environ.get("DEVSTACK_EDGE_PORT", "4580"))
+PORTS = {"upload": 50051, "delivery": 50052}
 
 
 def _check_port_free(port: int, what: str) -> None:
@@ -41,7 +43,7 @@ def main() -> int:
         print(f"stopped {len(stopped)} process(es) left over from an earlier run")
     logs.mkdir(parents=True, exist_ok=True)
     pid_dir.mkdir(parents=True, exist_ok=True)
-    for name, port in PORTS.items():
+    for name, port in {**PORTS, "CloudFront stand-in": EDGE_PORT}.items():
         _check_port_free(port, name)
     cleanup: list[tuple[str, object]] = []
     stop = threading.Event()
@@ -53,6 +55,16 @@ def main() -> int:
             ServiceProcess(name, f"imagery.{name}", port, logs / f"{name}.log", env)
             for name, port in PORTS.items()
         ]
+        services.append(
+            ServiceProcess(
+                "edge",
+                "imagery.devstack.edge",
+                EDGE_PORT,
+                logs / "edge.log",
+                {**env, "EDGE_PORT": str(EDGE_PORT)},
+                grpc_health=False,
+            )
+        )
         for service in services:
             service.start(pid_dir)
             cleanup.append((service.name, service))
@@ -115,6 +127,19 @@ def _start_infrastructure(
         "SQS_DLQ_URL": aws.dlq_url,
         "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "info"),
+        **_cloudfront_settings(),
+    }
+
+
+def _cloudfront_settings() -> dict[str, str]:
+    kind = os.environ.get("DEVSTACK_KEY_TYPE", "ecdsa").lower()
+    private_file, public_file = ensure_key_pair(ROOT / "cloudfront", kind)
+    return {
+        "CLOUDFRONT_DOMAIN": f"http://127.0.0.1:{EDGE_PORT}",
+        "CLOUDFRONT_KEY_PAIR_ID": LOCAL_KEY_PAIR_ID,
+        "CLOUDFRONT_PRIVATE_KEY_FILE": str(private_file),
+        "CLOUDFRONT_PUBLIC_KEY_FILE": str(public_file),
+        "CLOUDFRONT_HASH_ALGORITHM": os.environ.get("CLOUDFRONT_HASH_ALGORITHM", "sha1"),
     }
 
 
@@ -133,13 +158,18 @@ def _print_guide(env: dict[str, str]) -> None:
         f"""
 imagery is running. Settings for scripts: .devstack/env   Logs: .devstack/logs/
   upload    127.0.0.1:{PORTS["upload"]}   imagery.v1.UploadService
+  delivery  127.0.0.1:{PORTS["delivery"]}   imagery.v1.DeliveryService
+  edge      http://127.0.0.1:{EDGE_PORT}   local CloudFront stand-in (checks signed URLs)
 
 Try it (another terminal, in this directory):
   {grpcurl} -plaintext localhost:{PORTS["upload"]} list
   {grpcurl} -plaintext -d '{{"content_type": "image/png", "file_name": "cat.png"}}' \\
       localhost:{PORTS["upload"]} imagery.v1.UploadService/CreateUploadUrl
   curl -X PUT -H 'Content-Type: image/png' --data-binary @cat.png '<upload_url from the answer>'
-  {grpcurl} -plaintext localhost:{PORTS["upload"]} grpc.health.v1.Health/Check
+  {grpcurl} -plaintext -d '{{"image_id": "<image_id>"}}' \\
+      localhost:{PORTS["delivery"]} imagery.v1.DeliveryService/GetImage
+  {grpcurl} -plaintext -d '{{"image_id": "<image_id>", "variant": "small"}}' \\
+      localhost:{PORTS["delivery"]} imagery.v1.DeliveryService/GetDownloadUrl
 
 Ctrl-C stops everything.
 """

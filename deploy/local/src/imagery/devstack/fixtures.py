@@ -4,17 +4,23 @@ database and its own bucket and queues, so tests are isolated and can run in any
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import boto3
 
 from imagery.common.db.migrate import migrate
+from imagery.common.ids import new_image_id, upload_key
+from imagery.common.presets import CONTENT_TYPES, PRESET_NAMES, VARIANT_CACHE_CONTROL, variant_key
 from imagery.devstack.aws import LOCAL_CREDENTIALS, AwsResources, provision, start_moto
 from imagery.devstack.postgres import EmbeddedPostgres
 from imagery.devstack.procs import free_port
@@ -104,3 +110,90 @@ class AwsServer:
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+async def seed_ready_images(
+    dsn: str,
+    aws: AwsResources,
+    count: int,
+    *,
+    presets: Sequence[str] = PRESET_NAMES,
+    formats: Sequence[str] = ("webp", "jpeg"),
+    put_objects: bool = True,
+) -> list[str]:
+    """Insert `count` READY images (each with its own blob and variants) the way the processor
+    leaves them, and store their variant objects; returns the image ids. For tests and
+    benchmarks of delivery that must not depend on the processor."""
+    s3 = (
+        boto3.client("s3", endpoint_url=aws.endpoint_url, region_name=aws.region)
+        if put_objects
+        else None
+    )
+    conn = await asyncpg.connect(dsn)
+    ids = []
+    try:
+        for _ in range(count):
+            image_id, sha = new_image_id(), hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+            variants = []
+            for name in presets:
+                for fmt in formats:
+                    key = variant_key(sha, name, fmt)
+                    body = f"{fmt} bytes of {name} {sha}".encode()
+                    variants.append(
+                        {
+                            "name": name,
+                            "format": fmt,
+                            "content_type": CONTENT_TYPES[fmt],
+                            "width": 100,
+                            "height": 80,
+                            "size_bytes": len(body),
+                            "key": key,
+                        }
+                    )
+                    if s3 is not None:
+                        s3.put_object(
+                            Bucket=aws.bucket,
+                            Key=key,
+                            Body=body,
+                            ContentType=CONTENT_TYPES[fmt],
+                            CacheControl=VARIANT_CACHE_CONTROL,
+                        )
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO image_blobs"
+                    " (sha256, format, width, height, size_bytes, variants, reference_count)"
+                    " VALUES ($1, 'jpeg', 100, 80, 1234, $2::jsonb, 1)",
+                    sha,
+                    json.dumps(variants),
+                )
+                await conn.execute(
+                    "INSERT INTO image_records (id, status, content_type, file_name, object_key,"
+                    " size_bytes, width, height, sha256, detected_format) VALUES"
+                    " ($1, 'ready', 'image/jpeg', 'seeded.jpg', $2, 1234, 100, 80, $3, 'jpeg')",
+                    image_id,
+                    upload_key(image_id),
+                    sha,
+                )
+            ids.append(image_id)
+    finally:
+        await conn.close()
+    return ids
+
+
+async def seed_record(dsn: str, status: str, *, failure_reason: str | None = None) -> str:
+    """One record in the given non-ready status."""
+    image_id = new_image_id()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO image_records"
+            " (id, status, content_type, file_name, object_key, failure_reason)"
+            " VALUES ($1, $2, 'image/png', 'x.png', $3, $4)",
+            image_id,
+            status,
+            upload_key(image_id),
+            failure_reason,
+        )
+    finally:
+        await conn.close()
+    return image_id

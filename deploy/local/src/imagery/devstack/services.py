@@ -17,7 +17,7 @@ from typing import IO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from imagery.devstack.procs import wait_for
+from imagery.devstack.procs import port_open, wait_for
 
 
 def grpc_serving(port: int, service: str = "") -> bool:
@@ -39,6 +39,7 @@ class ServiceProcess:
     log_path: Path
     env: Mapping[str, str]
     echo: IO[str] | None = sys.stdout
+    grpc_health: bool = True  # else readiness is the TCP port accepting connections
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _pump_thread: threading.Thread | None = field(default=None, init=False)
 
@@ -72,7 +73,7 @@ class ServiceProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 tail = self.log_path.read_text()[-1500:] if self.log_path.exists() else ""
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
-            return grpc_serving(self.port)
+            return grpc_serving(self.port) if self.grpc_health else port_open(self.port)
 
         wait_for(ready, f"{self.name} on 127.0.0.1:{self.port}", timeout=timeout, interval=0.1)
 

@@ -31,6 +31,7 @@ CONTENT_TYPES = {
     "jpeg": "image/jpeg",
     "png": "image/png",
 }
+VARIANT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 EXTENSIONS = {"webp": "webp", "avif": "avif", "jpeg": "jpg", "png": "png"}
 
 

@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
+from imagery.common.errors import FailedPrecondition, ImageNotFound, InvalidArgument
+from imagery.common.ids import new_image_id, upload_key
+from imagery.common.presets import PRESET_NAMES, variant_key
+from imagery.delivery.ports import SignedUrl
+from imagery.delivery.use_cases import BatchGetDownloadUrls, GetDownloadUrl, GetImage
+from tests.fakes import InMemoryImageRepository
+
+EXPIRES = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)
+
+
+class RecordingSigner:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def sign_many(self, object_keys: Sequence[str]) -> list[SignedUrl]:
+        self.calls.append(list(object_keys))
+        return [SignedUrl(f"https://cdn/{k}?Signature=s", EXPIRES) for k in object_keys]
+
+
+def _variants(sha: str, formats: Sequence[str] = ("webp", "jpeg")) -> tuple[VariantInfo, ...]:
+    return tuple(
+        VariantInfo(name, fmt, f"image/{fmt}", 10, 10, 100, variant_key(sha, name, fmt))
+        for name in PRESET_NAMES
+        for fmt in formats
+    )
+
+
+async def _image(
+    repo: InMemoryImageRepository,
+    status: ImageStatus = ImageStatus.READY,
+    formats: Sequence[str] = ("webp", "jpeg"),
+) -> ImageRecord:
+    image_id = new_image_id()
+    sha = f"{len(repo.records):064x}"
+    record = ImageRecord(
+        image_id,
+        status,
+        "image/jpeg",
+        "a.jpg",
+        upload_key(image_id),
+        sha256=sha if status is ImageStatus.READY else None,
+        variants=_variants(sha, formats) if status is ImageStatus.READY else (),
+    )
+    await repo.save(record)
+    repo.records[image_id] = dataclasses.replace(
+        repo.records[image_id], variants=record.variants, sha256=record.sha256
+    )
+    return repo.records[image_id]
+
+
+@pytest.fixture
+def repo() -> InMemoryImageRepository:
+    return InMemoryImageRepository()
+
+
+@pytest.fixture
+def signer() -> RecordingSigner:
+    return RecordingSigner()
+
+
+async def test_get_image_returns_the_record(repo: InMemoryImageRepository) -> None:
+    record = await _image(repo)
+    assert (await GetImage(repo)(image_id=record.id)).id == record.id
+
+
+@pytest.mark.parametrize(
+    ("image_id", "error"), [("nope", InvalidArgument), (new_image_id(), ImageNotFound)]
+)
+async def test_get_image_errors(
+    repo: InMemoryImageRepository, image_id: str, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        await GetImage(repo)(image_id=image_id)
+
+
+async def test_download_url_signs_the_requested_variant_only(
+    repo: InMemoryImageRepository, signer: RecordingSigner
+) -> None:
+    record = await _image(repo)
+    url = await GetDownloadUrl(repo, signer, PRESET_NAMES)(
+        image_id=record.id, variant="small", preference="webp"
+    )
+    assert signer.calls == [[f"variants/{record.sha256}/small.webp"]]
+    assert (url.image_id, url.variant, url.content_type, url.expire_time) == (
+        record.id,
+        "small",
+        "image/webp",
+        EXPIRES,
+    )
+    fallback = await GetDownloadUrl(repo, signer, PRESET_NAMES)(
+        image_id=record.id, variant="thumbnail", preference="fallback"
+    )
+    assert fallback.url.endswith("/thumbnail.jpg?Signature=s")
+
+
+@pytest.mark.parametrize(
+    "status", [ImageStatus.PENDING, ImageStatus.PROCESSING, ImageStatus.FAILED]
+)
+async def test_download_url_of_an_image_that_is_not_ready(
+    repo: InMemoryImageRepository, signer: RecordingSigner, status: ImageStatus
+) -> None:
+    record = await _image(repo, status)
+    with pytest.raises(FailedPrecondition) as caught:
+        await GetDownloadUrl(repo, signer, PRESET_NAMES)(
+            image_id=record.id, variant="small", preference="webp"
+        )
+    assert caught.value.reason == "IMAGE_NOT_READY"
+    assert caught.value.metadata["status"] == status.value
+    assert signer.calls == []
+
+
+async def test_unknown_variant_lists_the_ones_that_exist(
+    repo: InMemoryImageRepository, signer: RecordingSigner
+) -> None:
+    record = await _image(repo)
+    use_case = GetDownloadUrl(repo, signer, PRESET_NAMES)
+    with pytest.raises(InvalidArgument) as caught:
+        await use_case(image_id=record.id, variant="huge", preference="webp")
+    assert caught.value.reason == "UNKNOWN_VARIANT"
+    assert "thumbnail, small, medium, large, original" in caught.value.message
+    with pytest.raises(InvalidArgument) as missing_format:
+        await use_case(image_id=record.id, variant="small", preference="avif")
+    assert "thumbnail, small" in missing_format.value.message
+    assert signer.calls == []
+
+
+async def test_originals_and_uploads_are_never_signed(
+    repo: InMemoryImageRepository, signer: RecordingSigner
+) -> None:
+    record = await _image(repo)
+    use_case = BatchGetDownloadUrls(repo, signer, PRESET_NAMES)
+    for name in PRESET_NAMES:
+        await use_case(image_ids=[record.id], variant=name, preference="webp")
+        await use_case(image_ids=[record.id], variant=name, preference="fallback")
+    signed = [key for call in signer.calls for key in call]
+    assert signed and all(key.startswith(f"variants/{record.sha256}/") for key in signed)
+
+
+async def test_batch_keeps_first_appearance_order_and_collapses_duplicates(
+    repo: InMemoryImageRepository, signer: RecordingSigner
+) -> None:
+    a, b, c = (
+        (await _image(repo) for _ in range(3)) if False else [await _image(repo) for _ in range(3)]
+    )
+    pending = await _image(repo, ImageStatus.PENDING)
+    unknown = new_image_id()
+    repo.queries = 0
+    result = await BatchGetDownloadUrls(repo, signer, PRESET_NAMES)(
+        image_ids=[c.id, a.id, unknown, c.id, pending.id, b.id, a.id],
+        variant="small",
+        preference="webp",
+    )
+    assert [u.image_id for u in result.download_urls] == [c.id, a.id, b.id]
+    assert result.not_found_image_ids == [unknown, pending.id]
+    assert repo.queries == 1, "one database round trip"
+    assert len(signer.calls) == 1
+
+
+async def test_batch_limits(repo: InMemoryImageRepository, signer: RecordingSigner) -> None:
+    use_case = BatchGetDownloadUrls(repo, signer, PRESET_NAMES)
+    with pytest.raises(InvalidArgument) as empty:
+        await use_case(image_ids=[], variant="small", preference="webp")
+    assert empty.value.reason == "NO_IMAGE_IDS"
+    with pytest.raises(InvalidArgument) as many:
+        await use_case(
+            image_ids=[new_image_id() for _ in range(51)], variant="small", preference="webp"
+        )
+    assert many.value.reason == "TOO_MANY_IMAGE_IDS"
+    ids = [new_image_id() for _ in range(50)]
+    result = await use_case(image_ids=ids + ids[:10], variant="small", preference="webp")
+    assert result.not_found_image_ids == ids, "60 ids with duplicates are 50 distinct: accepted"
+    with pytest.raises(InvalidArgument) as bad:
+        await use_case(image_ids=[ids[0], "not-an-id"], variant="small", preference="webp")
+    assert bad.value.reason == "INVALID_IMAGE_ID"
+    assert bad.value.violations[0].field == "image_ids[1]"
+    with pytest.raises(InvalidArgument) as variant:
+        await use_case(image_ids=ids[:1], variant="original.png", preference="webp")
+    assert variant.value.reason == "UNKNOWN_VARIANT"
+    assert repo.queries == 1, "invalid batches never reach the database"
