@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import upload
+from bench import delivery, upload
 
-BENCHMARKS = {"upload": upload.main}
+BENCHMARKS = {"upload": upload.main, "delivery": delivery.main}
 
 
 def main(argv: list[str]) -> int:

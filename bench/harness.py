@@ -9,6 +9,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+import grpc
+
+from bench.echo import ECHO_METHOD
+
 
 @dataclass(frozen=True)
 class Result:
@@ -49,6 +53,30 @@ async def closed_loop(
     started = time.perf_counter()
     await asyncio.gather(*(worker(started + seconds, latencies) for _ in range(concurrency)))
     return Result(name, concurrency, len(latencies), time.perf_counter() - started, latencies)
+
+
+async def against_echo(
+    port: int,
+    name: str,
+    make_call: Callable[[grpc.aio.Channel], Callable[[], Awaitable[object]]],
+    echo_payload: bytes,
+    *,
+    seconds: float,
+    concurrencies: Sequence[int] = (1, 16),
+) -> list[Result]:
+    """For each concurrency: the echo RPC, then the RPC under test, on one channel."""
+    results = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        echo = channel.unary_unary(ECHO_METHOD, request_serializer=None, response_deserializer=None)
+        call = make_call(channel)
+        for concurrency in concurrencies:
+            results.append(
+                await closed_loop(
+                    "echo", lambda: echo(echo_payload), concurrency=concurrency, seconds=seconds
+                )
+            )
+            results.append(await closed_loop(name, call, concurrency=concurrency, seconds=seconds))
+    return results
 
 
 def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

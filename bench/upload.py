@@ -8,10 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import grpc
-
-from bench.harness import Result, closed_loop, table
-from bench.upload_server import ECHO_METHOD
+from bench.harness import Result, against_echo, table
 from imagery.devstack.fixtures import AwsServer, PostgresServer
 from imagery.devstack.procs import free_port
 from imagery.devstack.services import ServiceProcess
@@ -52,26 +49,13 @@ async def _measure(port: int) -> list[Result]:
     request = pb.CreateUploadUrlRequest(
         content_type="image/jpeg", file_name="holiday-photo-0001.jpg"
     )
-    payload = request.SerializeToString()
-    results = []
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = pb_grpc.UploadServiceStub(channel)
-        echo = channel.unary_unary(ECHO_METHOD, request_serializer=None, response_deserializer=None)
-        for concurrency in (1, 16):
-            results.append(
-                await closed_loop(
-                    "echo", lambda: echo(payload), concurrency=concurrency, seconds=SECONDS
-                )
-            )
-            results.append(
-                await closed_loop(
-                    "CreateUploadUrl",
-                    lambda: stub.CreateUploadUrl(request),
-                    concurrency=concurrency,
-                    seconds=SECONDS,
-                )
-            )
-    return results
+    return await against_echo(
+        port,
+        "CreateUploadUrl",
+        lambda channel: lambda: pb_grpc.UploadServiceStub(channel).CreateUploadUrl(request),
+        request.SerializeToString(),
+        seconds=SECONDS,
+    )
 
 
 def report(results: list[Result]) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
 from imagery.common.db.images import ImageAlreadyExists
-from imagery.common.domain import ImageRecord, ImageStatus
+from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus
 from imagery.common.ports import PresignedUpload
 
 
@@ -42,6 +42,30 @@ class InMemoryImageRepository:
     async def find_by_ids(self, image_ids: Sequence[str]) -> list[ImageRecord]:
         self.queries += 1
         return [self.records[i] for i in dict.fromkeys(image_ids) if i in self.records]
+
+    async def find_download_targets(
+        self, image_ids: Sequence[str], preset: str, formats: Sequence[str]
+    ) -> list[DownloadTarget]:
+        self.queries += 1
+        targets = []
+        for record in (self.records[i] for i in dict.fromkeys(image_ids) if i in self.records):
+            ready = record.status is ImageStatus.READY
+            matches = [
+                v
+                for f in formats
+                for v in record.variants
+                if ready and (v.name, v.format) == (preset, f)
+            ]
+            first = matches[0] if matches else None
+            if first is None:
+                targets.append(DownloadTarget(record.id, record.status, None, None))
+            else:
+                targets.append(
+                    DownloadTarget(
+                        record.id, record.status, first.key, first.content_type, first.format
+                    )
+                )
+        return targets
 
     async def update_status(
         self,

@@ -143,3 +143,12 @@ async def test_ready_records_carry_their_blobs_variants(
     assert all(v.key.startswith(f"variants/{record.sha256}/") for v in record.variants)
     (batch,) = await repo.find_by_ids([image_id])
     assert batch.variants == record.variants
+    (webp,) = await repo.find_download_targets([image_id], "small", ["webp"])
+    assert (webp.status, webp.key) == (ImageStatus.READY, f"variants/{record.sha256}/small.webp")
+    assert webp.content_type == "image/webp"
+    (fallback,) = await repo.find_download_targets(
+        [image_id, new_image_id()], "small", ["jpeg", "png"]
+    )
+    assert fallback.key == f"variants/{record.sha256}/small.jpg"
+    (none,) = await repo.find_download_targets([image_id], "small", ["avif"])
+    assert (none.status, none.key, none.content_type) == (ImageStatus.READY, None, None)

@@ -36,7 +36,7 @@ def test_key_from_a_file_and_escaped_newlines(tmp_path: Path) -> None:
     assert (
         load_settings({**BASE, "CLOUDFRONT_PRIVATE_KEY_FILE": str(key_file)}).private_key.key_size
         == 2048
-    )  # type: ignore[union-attr]
+    )
     escaped = pem(private_key("rsa")).decode().replace("\n", "\\n")
     assert (
         load_settings({**BASE, "CLOUDFRONT_PRIVATE_KEY_PEM": escaped}).key_pair_id

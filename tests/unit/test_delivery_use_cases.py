@@ -10,7 +10,7 @@ from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
 from imagery.common.errors import FailedPrecondition, ImageNotFound, InvalidArgument
 from imagery.common.ids import new_image_id, upload_key
 from imagery.common.presets import PRESET_NAMES, variant_key
-from imagery.delivery.ports import SignedUrl
+from imagery.delivery.ports import SignedUrls
 from imagery.delivery.use_cases import BatchGetDownloadUrls, GetDownloadUrl, GetImage
 from tests.fakes import InMemoryImageRepository
 
@@ -21,9 +21,9 @@ class RecordingSigner:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    async def sign_many(self, object_keys: Sequence[str]) -> list[SignedUrl]:
+    async def sign_many(self, object_keys: Sequence[str]) -> SignedUrls:
         self.calls.append(list(object_keys))
-        return [SignedUrl(f"https://cdn/{k}?Signature=s", EXPIRES) for k in object_keys]
+        return SignedUrls([f"https://cdn/{k}?Signature=s" for k in object_keys], EXPIRES)
 
 
 def _variants(sha: str, formats: Sequence[str] = ("webp", "jpeg")) -> tuple[VariantInfo, ...]:

@@ -5,7 +5,6 @@ database and its own bucket and queues, so tests are isolated and can run in any
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import tempfile
@@ -161,10 +160,26 @@ async def seed_ready_images(
             async with conn.transaction():
                 await conn.execute(
                     "INSERT INTO image_blobs"
-                    " (sha256, format, width, height, size_bytes, variants, reference_count)"
-                    " VALUES ($1, 'jpeg', 100, 80, 1234, $2::jsonb, 1)",
+                    " (sha256, format, width, height, size_bytes, reference_count)"
+                    " VALUES ($1, 'jpeg', 100, 80, 1234, 1)",
                     sha,
-                    json.dumps(variants),
+                )
+                await conn.executemany(
+                    "INSERT INTO image_variants (sha256, name, format, content_type, width, height,"
+                    " size_bytes, object_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    [
+                        (
+                            sha,
+                            v["name"],
+                            v["format"],
+                            v["content_type"],
+                            v["width"],
+                            v["height"],
+                            v["size_bytes"],
+                            v["key"],
+                        )
+                        for v in variants
+                    ],
                 )
                 await conn.execute(
                     "INSERT INTO image_records (id, status, content_type, file_name, object_key,"

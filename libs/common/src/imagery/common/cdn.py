@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -58,21 +57,22 @@ def signer_for(key: PrivateKey, hash_algorithm: str) -> Callable[[bytes], bytes]
     return lambda message: key.sign(message, ec.ECDSA(algorithm))
 
 
-@dataclass(frozen=True, slots=True)
 class CloudFrontUrlBuilder:
-    """Signs `{base_url}/{object_key}` until a given time. Thread-safe: no mutable state."""
+    """Signs `{base_url}/{object_key}` until a given time. Thread-safe: nothing mutable."""
 
-    base_url: str
-    key_pair_id: str
-    key: PrivateKey
-    hash_algorithm: str = "SHA1"
+    def __init__(
+        self, base_url: str, key_pair_id: str, key: PrivateKey, hash_algorithm: str = "SHA1"
+    ) -> None:
+        self.base_url = base_url
+        self.key_pair_id = key_pair_id
+        self.key = key
+        self.hash_algorithm = hash_algorithm
+        self._signer = CloudFrontSigner(key_pair_id, signer_for(key, hash_algorithm))
+        self._suffix = "" if hash_algorithm == "SHA1" else f"&Hash-Algorithm={hash_algorithm}"
 
     def sign(self, object_key: str, expires: datetime) -> str:
-        signer = CloudFrontSigner(self.key_pair_id, signer_for(self.key, self.hash_algorithm))
-        url = signer.generate_presigned_url(f"{self.base_url}/{object_key}", date_less_than=expires)
-        return (
-            url if self.hash_algorithm == "SHA1" else f"{url}&Hash-Algorithm={self.hash_algorithm}"
-        )
+        url = f"{self.base_url}/{object_key}"
+        return self._signer.generate_presigned_url(url, date_less_than=expires) + self._suffix
 
 
 def base_url_for(domain: str) -> str:

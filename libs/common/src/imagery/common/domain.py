@@ -30,6 +30,18 @@ class VariantInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class DownloadTarget:
+    """What delivery needs to sign one variant of one image: its status and, when the image
+    is ready and has the variant, the variant's object key and content type."""
+
+    image_id: str
+    status: ImageStatus
+    key: str | None
+    content_type: str | None
+    format: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ImageRecord:
     id: str
     status: ImageStatus

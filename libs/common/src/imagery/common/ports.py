@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from imagery.common.domain import ImageRecord, ImageStatus
+from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus
 
 
 class ImageRepository(Protocol):
@@ -17,6 +17,12 @@ class ImageRepository(Protocol):
 
     async def find_by_ids(self, image_ids: Sequence[str]) -> list[ImageRecord]:
         """All records among `image_ids` that exist, in one round trip (order unspecified)."""
+
+    async def find_download_targets(
+        self, image_ids: Sequence[str], preset: str, formats: Sequence[str]
+    ) -> list[DownloadTarget]:
+        """For each existing id, in one round trip: its status and, when READY, the `preset`
+        variant in the first of `formats` that exists (else key None)."""
 
     async def update_status(
         self,

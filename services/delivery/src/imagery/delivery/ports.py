@@ -7,22 +7,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from imagery.common.domain import ImageRecord
+from imagery.common.domain import DownloadTarget, ImageRecord
 
 
 class ImageReader(Protocol):
     async def find_by_id(self, image_id: str) -> ImageRecord | None: ...
 
-    async def find_by_ids(self, image_ids: Sequence[str]) -> list[ImageRecord]: ...
+    async def find_download_targets(
+        self, image_ids: Sequence[str], preset: str, formats: Sequence[str]
+    ) -> list[DownloadTarget]: ...
 
 
 @dataclass(frozen=True, slots=True)
-class SignedUrl:
-    url: str
-    expire_time: datetime
+class SignedUrls:
+    urls: list[str]  # one per key, in order
+    expire_time: datetime  # shared: all keys of one call fall in one expiry bucket
 
 
 class UrlSigner(Protocol):
-    async def sign_many(self, object_keys: Sequence[str]) -> list[SignedUrl]:
-        """One signed URL per key, in order; keys repeat-signed within an expiry bucket
-        get the identical URL."""
+    async def sign_many(self, object_keys: Sequence[str]) -> SignedUrls:
+        """One signed URL per key, in order; a key signed again within the same expiry
+        bucket gets the identical URL."""

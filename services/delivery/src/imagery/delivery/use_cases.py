@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from imagery.common.domain import ImageRecord, ImageStatus
+from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus
 from imagery.common.errors import FailedPrecondition, FieldViolation, ImageNotFound, InvalidArgument
 from imagery.common.ids import is_image_id, require_image_id
 from imagery.delivery.ports import ImageReader, UrlSigner
-from imagery.delivery.variants import available, pick_variant
+from imagery.delivery.variants import PREFERENCES, available, pick_variant
 
 MAX_BATCH = 50
 
@@ -81,8 +81,10 @@ class GetDownloadUrl:
                 violations=[FieldViolation("variant", f"this image has {available(record)}")],
                 metadata={"image_id": image_id, "available": available(record)},
             )
-        (signed,) = await self._signer.sign_many([chosen.key])
-        return DownloadUrl(image_id, variant, signed.url, signed.expire_time, chosen.content_type)
+        signed = await self._signer.sign_many([chosen.key])
+        return DownloadUrl(
+            image_id, variant, signed.urls[0], signed.expire_time, chosen.content_type
+        )
 
 
 class BatchGetDownloadUrls:
@@ -96,21 +98,22 @@ class BatchGetDownloadUrls:
     ) -> BatchResult:
         ids = _validate_batch(image_ids)
         _require_preset(variant, self._presets)
-        records = {r.id: r for r in await self._images.find_by_ids(ids)}
-        found, missing = [], []
+        targets = {
+            t.image_id: t
+            for t in await self._images.find_download_targets(ids, variant, PREFERENCES[preference])
+        }
+        found: list[DownloadTarget] = []
+        missing: list[str] = []
         for image_id in ids:
-            record = records.get(image_id)
-            chosen = None
-            if record is not None and record.status is ImageStatus.READY:
-                chosen = pick_variant(record, variant, preference)
-            if chosen is None:
-                missing.append(image_id)
+            target = targets.get(image_id)
+            if target is not None and target.status is ImageStatus.READY and target.key:
+                found.append(target)
             else:
-                found.append((image_id, chosen))
-        signed = await self._signer.sign_many([v.key for _, v in found])
+                missing.append(image_id)
+        signed = await self._signer.sign_many([t.key for t in found if t.key])
         urls = [
-            DownloadUrl(image_id, variant, s.url, s.expire_time, v.content_type)
-            for (image_id, v), s in zip(found, signed, strict=True)
+            DownloadUrl(t.image_id, variant, url, signed.expire_time, t.content_type or "")
+            for t, url in zip(found, signed.urls, strict=True)
         ]
         return BatchResult(urls, missing)
 

@@ -8,13 +8,28 @@ from typing import Any
 
 import asyncpg
 
-from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
+from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus, VariantInfo
 from imagery.common.errors import ImageryError
 
-_COLUMNS = """r.id, r.status, r.content_type, r.file_name, r.object_key, r.size_bytes,
+_RECORD_COLUMNS = """r.id, r.status, r.content_type, r.file_name, r.object_key, r.size_bytes,
               r.width, r.height, r.sha256, r.detected_format, r.failure_reason,
-              r.created_at, r.updated_at, b.variants"""
-_SELECT = f"SELECT {_COLUMNS} FROM image_records r LEFT JOIN image_blobs b ON b.sha256 = r.sha256"
+              r.created_at, r.updated_at"""
+_VARIANTS = """(SELECT jsonb_agg(jsonb_build_object(
+                   'name', v.name, 'format', v.format, 'content_type', v.content_type,
+                   'width', v.width, 'height', v.height, 'size_bytes', v.size_bytes,
+                   'key', v.object_key) ORDER BY v.name, v.format)
+               FROM image_variants v WHERE v.sha256 = r.sha256) AS variants"""
+_COLUMNS = f"{_RECORD_COLUMNS}, {_VARIANTS}"
+_SELECT = f"SELECT {_COLUMNS} FROM image_records r"
+# Delivery's hot path: an indexed join that returns, per image, only the requested preset in
+# the acceptable formats (at most a couple of short rows), never the whole variant set.
+_SELECT_DOWNLOAD_TARGETS = """
+SELECT r.id, r.status, v.format, v.object_key, v.content_type
+  FROM image_records r
+  LEFT JOIN image_variants v
+         ON v.sha256 = r.sha256 AND r.status = 'ready'
+        AND v.name = $2 AND v.format = ANY($3::text[])
+ WHERE r.id = ANY($1::text[])"""
 
 
 class ImageAlreadyExists(ImageryError):
@@ -48,6 +63,22 @@ class PostgresImageRepository:
     async def find_by_ids(self, image_ids: Sequence[str]) -> list[ImageRecord]:
         rows = await self._pool.fetch(f"{_SELECT} WHERE r.id = ANY($1::text[])", list(image_ids))
         return [record_from_row(row) for row in rows]
+
+    async def find_download_targets(
+        self, image_ids: Sequence[str], preset: str, formats: Sequence[str]
+    ) -> list[DownloadTarget]:
+        rows = await self._pool.fetch(
+            _SELECT_DOWNLOAD_TARGETS, list(image_ids), preset, list(formats)
+        )
+        rank = {fmt: i for i, fmt in enumerate(formats)}
+        best: dict[str, DownloadTarget] = {}
+        for image_id, status, fmt, key, content_type in rows:
+            known = best.get(image_id)
+            if known is None or (
+                fmt is not None and (known.format is None or rank[fmt] < rank[known.format])
+            ):
+                best[image_id] = DownloadTarget(image_id, _STATUSES[status], key, content_type, fmt)
+        return list(best.values())
 
     async def update_status(
         self,
@@ -89,6 +120,9 @@ class PostgresImageRepository:
             stale_after_seconds,
         )
         return None if row is None else record_from_row(row)
+
+
+_STATUSES = {s.value: s for s in ImageStatus}
 
 
 def record_from_row(row: asyncpg.Record) -> ImageRecord:

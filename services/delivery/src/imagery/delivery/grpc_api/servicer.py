@@ -47,10 +47,7 @@ class DeliveryServiceServicer(pb_grpc.DeliveryServiceServicer):
             variant=request.variant,
             preference=mapping.PREFERENCE_FROM_PROTO.get(request.format, "webp"),
         )
-        return pb.BatchGetDownloadUrlsResponse(
-            download_urls=[mapping.download_url_to_proto(u) for u in result.download_urls],
-            not_found_image_ids=result.not_found_image_ids,
-        )
+        return mapping.batch_response(result)
 
     def registration(self) -> ServiceRegistration:
         return ServiceRegistration(

@@ -7,10 +7,22 @@ CREATE TABLE image_blobs (
     width           integer     NOT NULL CHECK (width > 0),
     height          integer     NOT NULL CHECK (height > 0),
     size_bytes      bigint      NOT NULL CHECK (size_bytes > 0),
-    variants        jsonb       NOT NULL DEFAULT '[]'::jsonb,
     reference_count integer     NOT NULL DEFAULT 0 CHECK (reference_count >= 0),
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- The renditions that exist for a blob: one row per (preset, encoding).
+CREATE TABLE image_variants (
+    sha256       text    NOT NULL REFERENCES image_blobs (sha256) ON DELETE CASCADE,
+    name         text    NOT NULL,
+    format       text    NOT NULL CHECK (format IN ('webp', 'jpeg', 'png', 'avif')),
+    content_type text    NOT NULL,
+    width        integer NOT NULL CHECK (width > 0),
+    height       integer NOT NULL CHECK (height > 0),
+    size_bytes   bigint  NOT NULL CHECK (size_bytes > 0),
+    object_key   text    NOT NULL UNIQUE CHECK (object_key LIKE 'variants/%'),
+    PRIMARY KEY (sha256, name, format)
 );
 
 CREATE TABLE image_records (

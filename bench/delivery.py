@@ -1,0 +1,129 @@
+"""BatchGetDownloadUrls of 50 READY images over a real socket: RSA and ECDSA keys, cold
+(no URL cache: every URL signed) and warm (cache on), at concurrency 1 and 16, each next to
+the echo RPC on the same server in the same run.
+Targets: warm batch >= 0.5 x echo; cold ECDSA >= 10 x cold RSA."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+
+from bench.harness import Result, against_echo, table
+from imagery.devstack.fixtures import AwsServer, PostgresServer, seed_ready_images
+from imagery.devstack.keys import ensure_key_pair
+from imagery.devstack.procs import free_port
+from imagery.devstack.services import ServiceProcess
+from imagery.v1 import delivery_service_pb2 as pb
+from imagery.v1 import delivery_service_pb2_grpc as pb_grpc
+
+SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+CASES = [(kind, cache) for kind in ("rsa", "ecdsa") for cache in ("cold", "warm")]
+
+
+async def run() -> dict[tuple[str, str], list[Result]]:
+    pg, aws_server = PostgresServer.start(), AwsServer.start()
+    workdir = Path(tempfile.mkdtemp(prefix="imagery-bench-"))
+    try:
+        await pg.prepare_template()
+        dsn = await pg.new_database()
+        aws = aws_server.new_resources()
+        ids = await seed_ready_images(dsn, aws, 50, put_objects=False)
+        results = {}
+        for kind, cache in CASES:
+            private_file, _ = ensure_key_pair(workdir, kind)
+            env = {
+                "DATABASE_URL": dsn,
+                "AWS_REGION": aws.region,
+                "S3_BUCKET": aws.bucket,
+                "CLOUDFRONT_DOMAIN": "d111111abcdef8.cloudfront.net",
+                "CLOUDFRONT_KEY_PAIR_ID": "KBENCH",
+                "CLOUDFRONT_PRIVATE_KEY_FILE": str(private_file),
+                "SIGNED_URL_CACHE_SIZE": "0" if cache == "cold" else "100000",
+            }
+            port = free_port()
+            server = ServiceProcess(
+                "delivery",
+                "bench.delivery_server",
+                port,
+                workdir / f"{kind}-{cache}.log",
+                env,
+                echo=None,
+            )
+            server.start()
+            try:
+                server.wait_ready()
+                results[(kind, cache)] = await _measure(port, ids)
+            finally:
+                server.stop()
+        return results
+    finally:
+        aws_server.stop()
+        pg.stop()
+
+
+async def _measure(port: int, ids: list[str]) -> list[Result]:
+    request = pb.BatchGetDownloadUrlsRequest(image_ids=ids, variant="small")
+    return await against_echo(
+        port,
+        "BatchGetDownloadUrls(50)",
+        lambda channel: lambda: pb_grpc.DeliveryServiceStub(channel).BatchGetDownloadUrls(request),
+        request.SerializeToString(),
+        seconds=SECONDS,
+    )
+
+
+def report(results: dict[tuple[str, str], list[Result]]) -> str:
+    rows = []
+    batch: dict[tuple[str, str, int], Result] = {}
+    ratios = []
+    for (kind, cache), case in results.items():
+        echo = {r.concurrency: r for r in case if r.name == "echo"}
+        for r in case:
+            ratio = r.rps / echo[r.concurrency].rps
+            rows.append(
+                [
+                    kind.upper(),
+                    cache,
+                    r.name,
+                    r.concurrency,
+                    r.rps,
+                    r.percentile(50),
+                    r.percentile(99),
+                    ratio,
+                ]
+            )
+            if r.name != "echo":
+                batch[(kind, cache, r.concurrency)] = r
+                if cache == "warm":
+                    ratios.append(ratio)
+    lines = [
+        table(
+            "DeliveryService: BatchGetDownloadUrls of 50 ready images vs echo "
+            f"({SECONDS:.0f} s per row)",
+            ["key", "cache", "rpc", "concurrency", "RPC/s", "p50 ms", "p99 ms", "ratio to echo"],
+            rows,
+        )
+    ]
+    warm = min(ratios)
+    lines.append(
+        f"warm batch / echo, lowest: {warm:.2f} "
+        f"({'meets' if warm >= 0.5 else 'MISSES'} the target of 0.5)"
+    )
+    for c in (1, 16):
+        speedup = batch[("ecdsa", "cold", c)].rps / batch[("rsa", "cold", c)].rps
+        verdict = "meets" if speedup >= 10 else "MISSES"
+        lines.append(
+            f"cold ECDSA / cold RSA at concurrency {c}: {speedup:.1f}x "
+            f"({verdict} the target of 10x)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    print(report(asyncio.run(run())), flush=True)
+
+
+if __name__ == "__main__":
+    main()
