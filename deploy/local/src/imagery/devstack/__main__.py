@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from imagery.common.db.migrate import migrate
+from imagery.common.db.migrate import MigrationError, migrate
 from imagery.devstack.aws import LOCAL_CREDENTIALS, provision, start_moto, write_env_file
 from imagery.devstack.keys import LOCAL_KEY_PAIR_ID, ensure_key_pair
 from imagery.devstack.postgres import EmbeddedPostgres
@@ -26,7 +26,7 @@ ROOT = Path(os.environ.get("DEVSTACK_DIR", ".devstack")).resolve()
 PG_PORT = int(os.environ.get("DEVSTACK_PG_PORT", "54329"))
 AWS_PORT = int(os.environ.get("DEVSTACK_AWS_PORT", "4566"))
 EDGE_PORT = int(os.environ.get("DEVSTACK_EDGE_PORT", "4580"))
-PORTS = {"upload": 50051, "delivery": 50052}
+PORTS = {"upload": 50051, "delivery": 50052, "processor": 50053}
 
 
 def _check_port_free(port: int, what: str) -> None:
@@ -104,7 +104,13 @@ def _start_infrastructure(
         pg.start()
         cleanup.append(("postgres", pg))
         database_url = pg.create_database("imagery")
-    applied = asyncio.run(migrate(database_url))
+    try:
+        applied = asyncio.run(migrate(database_url))
+    except MigrationError as exc:
+        raise SystemExit(
+            f"cannot migrate the local database: {exc} "
+            "For the local stack, `make clean` resets its data (.devstack/)."
+        ) from None
     print(f"postgres  {database_url}  (migrations applied: {len(applied)})")
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     if not endpoint:
@@ -159,6 +165,7 @@ def _print_guide(env: dict[str, str]) -> None:
 imagery is running. Settings for scripts: .devstack/env   Logs: .devstack/logs/
   upload    127.0.0.1:{PORTS["upload"]}   imagery.v1.UploadService
   delivery  127.0.0.1:{PORTS["delivery"]}   imagery.v1.DeliveryService
+  processor 127.0.0.1:{PORTS["processor"]}   consumes upload events (gRPC health only)
   edge      http://127.0.0.1:{EDGE_PORT}   local CloudFront stand-in (checks signed URLs)
 
 Try it (another terminal, in this directory):

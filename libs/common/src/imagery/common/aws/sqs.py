@@ -65,3 +65,19 @@ class SqsMessageQueue:
                 ReceiptHandle=message.receipt_handle,
                 VisibilityTimeout=timeout_seconds,
             )
+
+    async def visibility_timeout(self) -> int:
+        """The queue's configured visibility timeout, in seconds."""
+        with aws_unavailable("SQS GetQueueAttributes"):
+            resp = await self._client.get_queue_attributes(
+                QueueUrl=self._queue_url, AttributeNames=["VisibilityTimeout"]
+            )
+        return int(resp["Attributes"]["VisibilityTimeout"])
+
+    async def approximate_depth(self) -> int:
+        """Messages waiting (visible) in the queue."""
+        with aws_unavailable("SQS GetQueueAttributes"):
+            resp = await self._client.get_queue_attributes(
+                QueueUrl=self._queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+            )
+        return int(resp["Attributes"]["ApproximateNumberOfMessages"])

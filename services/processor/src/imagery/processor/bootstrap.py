@@ -1,0 +1,78 @@
+"""Composition root: the only place the processor builds infrastructure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from imagery.common.aws.clients import s3_client, sqs_client
+from imagery.common.aws.s3 import S3ObjectStore
+from imagery.common.aws.sqs import SqsMessageQueue
+from imagery.common.db.images import PostgresImageRepository
+from imagery.common.db.outcomes import PostgresOutcomeRepository
+from imagery.common.db.pool import create_pool
+from imagery.common.grpc.server import GrpcServer
+from imagery.processor.config import ProcessorSettings
+from imagery.processor.consumer.loop import Consumer
+from imagery.processor.isolation import IsolatedRunner
+from imagery.processor.process import UploadProcessor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProcessorApp:
+    consumer: Consumer
+    health: GrpcServer
+    settings: ProcessorSettings
+
+    async def start(self, port: int, host: str = "[::]") -> int:
+        """The health endpoint for Kubernetes probes (PROCESSOR_HEALTH_PORT)."""
+        return await self.health.start(port, host)
+
+    async def serve_until_signal(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info(
+            "processor consuming",
+            extra={"queue": self.settings.queue_url, "concurrency": self.settings.concurrency},
+        )
+        try:
+            await self.consumer.run(stop, grace_seconds=self.settings.shutdown_grace_seconds)
+        finally:
+            await self.health.stop()
+        log.info("processor stopped")
+
+
+async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) -> ProcessorApp:
+    runner = IsolatedRunner(settings.concurrency, settings.job_limits)
+    stack.callback(runner.close)
+    await asyncio.get_running_loop().run_in_executor(None, runner.warm_up)
+    pool = await create_pool(settings.base.database_url, max_size=max(4, settings.concurrency * 2))
+    stack.push_async_callback(pool.close)
+    s3 = await stack.enter_async_context(s3_client(settings.base.aws))
+    sqs = await stack.enter_async_context(sqs_client(settings.base.aws))
+    queue = SqsMessageQueue(sqs, settings.queue_url)
+    process = UploadProcessor(
+        PostgresImageRepository(pool),
+        PostgresOutcomeRepository(pool),
+        S3ObjectStore(s3, settings.base.aws.bucket),
+        runner,
+        limits=settings.limits,
+        max_upload_bytes=settings.base.max_upload_bytes,
+        claim_stale_seconds=settings.claim_stale_seconds,
+    )
+    consumer = Consumer(
+        queue,
+        process,
+        bucket=settings.base.aws.bucket,
+        concurrency=settings.concurrency,
+        visibility_timeout=await queue.visibility_timeout(),
+        retry_base_seconds=settings.retry_base_seconds,
+    )
+    return ProcessorApp(consumer, GrpcServer([], grace_seconds=1), settings)

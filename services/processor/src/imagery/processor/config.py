@@ -1,0 +1,65 @@
+"""Processor settings: the shared ones, the queue, concurrency, limits."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from imagery.common.config import Env, Settings
+from imagery.processor.isolation import JobLimits
+from imagery.processor.verify import Limits
+
+DEFAULT_HEALTH_PORT = 50053
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorSettings:
+    base: Settings
+    queue_url: str
+    dlq_url: str
+    concurrency: int
+    limits: Limits
+    job_limits: JobLimits
+    claim_stale_seconds: int
+    shutdown_grace_seconds: float
+    retry_base_seconds: int
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings:
+    source = os.environ if environ is None else environ
+    env = Env(source)
+    job_wall = env.integer("PROCESSOR_JOB_TIMEOUT_SECONDS", 60, minimum=1)
+    return ProcessorSettings(
+        # The processor serves only gRPC health, on PROCESSOR_HEALTH_PORT (GRPC_PORT also works).
+        base=Settings.from_env(
+            {
+                **source,
+                "GRPC_PORT": source.get("PROCESSOR_HEALTH_PORT") or source.get("GRPC_PORT", ""),
+            },
+            default_port=DEFAULT_HEALTH_PORT,
+        ),
+        queue_url=env.required(
+            "SQS_QUEUE_URL", "the queue that receives the bucket's upload events"
+        ),
+        dlq_url=env.required("SQS_DLQ_URL", "the dead-letter queue of SQS_QUEUE_URL"),
+        concurrency=env.integer(
+            "PROCESSOR_CONCURRENCY", os.cpu_count() or 2, minimum=1, maximum=64
+        ),
+        limits=Limits(
+            max_side=env.integer("MAX_IMAGE_SIDE", 10_000, minimum=1),
+            max_pixels=env.integer("MAX_IMAGE_PIXELS", 40_000_000, minimum=1),
+            max_frames=env.integer("MAX_IMAGE_FRAMES", 100, minimum=1),
+            max_total_pixels=env.integer("MAX_IMAGE_TOTAL_PIXELS", 400_000_000, minimum=1),
+        ),
+        job_limits=JobLimits(
+            memory_bytes=env.integer("PROCESSOR_JOB_MEMORY_BYTES", 1024**3, minimum=64 * 1024**2),
+            cpu_seconds=env.integer("PROCESSOR_JOB_CPU_SECONDS", 30, minimum=1),
+            wall_seconds=float(job_wall),
+        ),
+        claim_stale_seconds=env.integer("PROCESSOR_CLAIM_STALE_SECONDS", 300, minimum=job_wall + 1),
+        shutdown_grace_seconds=float(
+            env.integer("PROCESSOR_SHUTDOWN_GRACE_SECONDS", 25, minimum=0)
+        ),
+        retry_base_seconds=env.integer("PROCESSOR_RETRY_BASE_SECONDS", 5, minimum=0),
+    )

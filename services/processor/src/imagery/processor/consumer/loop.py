@@ -1,0 +1,179 @@
+"""The SQS consumer: long-poll, bounded concurrency, delete only after the outcome is
+committed, visibility kept alive for long jobs, backoff for transient trouble, and a
+graceful stop that finishes or releases what is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from imagery.common.db.pool import is_transient
+from imagery.common.errors import ImageryError, Unavailable
+from imagery.common.ports import MessageQueue, QueueMessage
+from imagery.processor.events import parse_message
+from imagery.processor.process import UploadProcessor
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF_SECONDS = 900
+
+
+class Consumer:
+    def __init__(
+        self,
+        queue: MessageQueue,
+        process: UploadProcessor,
+        *,
+        bucket: str,
+        concurrency: int,
+        visibility_timeout: int,
+        retry_base_seconds: int = 5,
+        wait_seconds: int = 20,
+    ) -> None:
+        self._queue = queue
+        self._process = process
+        self._bucket = bucket
+        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._visibility = visibility_timeout
+        self._retry_base = retry_base_seconds
+        self._wait_seconds = wait_seconds
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def run(self, stop: asyncio.Event, *, grace_seconds: float) -> None:
+        """Consume until `stop` is set, then finish in-flight work within the grace period and
+        release (visibility 0, claim given back) whatever is still running."""
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                await self._wait_for_free_slot(stopping)
+                if stop.is_set():
+                    break
+                receiving = asyncio.create_task(
+                    self._queue.receive(max_messages=self._free(), wait_seconds=self._wait_seconds)
+                )
+                done, _ = await asyncio.wait(
+                    {receiving, stopping}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if receiving not in done:
+                    receiving.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, ImageryError):
+                        await receiving  # an in-flight receive's messages simply come back later
+                    break
+                try:
+                    messages = receiving.result()
+                except Unavailable as exc:
+                    log.warning("cannot receive from SQS; retrying", extra={"error": str(exc)})
+                    await asyncio.wait({stopping}, timeout=min(5, self._retry_base or 1))
+                    continue
+                for message in messages:
+                    task = asyncio.create_task(self._handle(message))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+        finally:
+            stopping.cancel()
+            await self._drain(grace_seconds)
+
+    def _free(self) -> int:
+        return max(1, min(10, self._concurrency - len(self._tasks)))
+
+    async def _wait_for_free_slot(self, stopping: asyncio.Task[bool]) -> None:
+        while len(self._tasks) >= self._concurrency and not stopping.done():
+            await asyncio.wait({stopping, *self._tasks}, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _drain(self, grace_seconds: float) -> None:
+        if not self._tasks:
+            return
+        log.info(
+            "stopping: finishing in-flight jobs",
+            extra={"jobs": len(self._tasks), "grace_seconds": grace_seconds},
+        )
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            log.info("released unfinished jobs", extra={"jobs": len(pending)})
+
+    async def _handle(self, message: QueueMessage) -> None:
+        async with self._slots:
+            keeper = asyncio.create_task(self._keep_visible(message))
+            try:
+                await self._handle_now(message)
+            except asyncio.CancelledError:
+                await asyncio.shield(self._set_visibility(message, 0))
+                raise
+            except Exception as exc:
+                delay = self._backoff(message.receive_count)
+                transient = isinstance(exc, Unavailable) or is_transient(exc)
+                log.log(
+                    logging.WARNING if transient else logging.ERROR,
+                    "message failed; it will be retried"
+                    if transient
+                    else "message failed unexpectedly",
+                    exc_info=not transient,
+                    extra={
+                        "message_id": message.message_id,
+                        "receive_count": message.receive_count,
+                        "retry_in_seconds": delay,
+                        "error": str(exc),
+                    },
+                )
+                await self._set_visibility(message, delay)
+            finally:
+                keeper.cancel()
+
+    async def _handle_now(self, message: QueueMessage) -> None:
+        parsed = parse_message(message.body, self._bucket)
+        for problem in parsed.ignored:
+            log.warning(
+                "ignoring S3 event record", extra={"message_id": message.message_id, "why": problem}
+            )
+        busy = False
+        for upload in parsed.uploads:
+            started = time.perf_counter()
+            result = await self._process(upload.image_id, upload.key)
+            busy |= not result.outcome.done
+            log.info(
+                "upload processed",
+                extra={
+                    "image_id": upload.image_id,
+                    "outcome": result.outcome.value,
+                    "failure_reason": result.reason,
+                    "receive_count": message.receive_count,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+        if busy:  # another worker holds the claim: look again once it should be done
+            await self._set_visibility(message, self._backoff(message.receive_count))
+            return
+        failed = await self._queue.delete([message])
+        if failed:
+            log.warning(
+                "could not delete a processed message; it will be seen again as a duplicate",
+                extra={"message_id": message.message_id},
+            )
+
+    async def _keep_visible(self, message: QueueMessage) -> None:
+        """Extend visibility every half timeout while the job runs."""
+        half = max(1.0, self._visibility / 2)
+        while True:
+            await asyncio.sleep(half)
+            await self._set_visibility(message, self._visibility)
+
+    async def _set_visibility(self, message: QueueMessage, seconds: int) -> None:
+        try:
+            await self._queue.change_visibility(message, seconds)
+        except ImageryError as exc:
+            log.warning(
+                "could not change message visibility",
+                extra={"message_id": message.message_id, "error": str(exc)},
+            )
+
+    def _backoff(self, receive_count: int) -> int:
+        return int(min(MAX_BACKOFF_SECONDS, self._retry_base * 2 ** max(0, receive_count - 1)))

@@ -1,0 +1,66 @@
+"""S3 event notifications as SQS delivers them: which upload keys a message names."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from urllib.parse import unquote_plus
+
+from imagery.common.ids import image_id_from_upload_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    image_id: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMessage:
+    uploads: list[Upload] = field(default_factory=list)
+    test_event: bool = False
+    ignored: list[str] = field(default_factory=list)  # why records were dropped
+
+
+def parse_message(body: str, bucket: str) -> ParsedMessage:
+    """Never raises: malformed input yields a message with nothing to do and the reason."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return ParsedMessage(ignored=["body is not JSON"])
+    if not isinstance(payload, dict):
+        return ParsedMessage(ignored=["body is not a JSON object"])
+    if payload.get("Event") == "s3:TestEvent":
+        return ParsedMessage(test_event=True)
+    records = payload.get("Records")
+    if not isinstance(records, list):
+        return ParsedMessage(ignored=["no Records list"])
+    uploads, ignored = [], []
+    for record in records:
+        upload, problem = _upload_from(record, bucket)
+        if upload is not None:
+            uploads.append(upload)
+        else:
+            ignored.append(problem)
+    return ParsedMessage(uploads=uploads, ignored=ignored)
+
+
+def _upload_from(record: object, bucket: str) -> tuple[Upload | None, str]:
+    try:
+        name = str(record["eventName"])  # type: ignore[index]
+        s3 = record["s3"]  # type: ignore[index]
+        record_bucket = str(s3["bucket"]["name"])
+        key = unquote_plus(str(s3["object"]["key"]))
+    except (KeyError, TypeError):
+        return None, "record without eventName/s3.bucket.name/s3.object.key"
+    if not name.startswith("ObjectCreated"):
+        return None, f"event {name[:40]} is not an upload"
+    if record_bucket != bucket:
+        return None, f"bucket {record_bucket[:63]} is not ours"
+    image_id = image_id_from_upload_key(key)
+    if image_id is None:
+        return None, f"key {key[:80]!r} is not uploads/<image id>"
+    return Upload(image_id, key), ""

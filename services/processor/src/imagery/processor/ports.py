@@ -1,0 +1,55 @@
+"""What the processor needs from the outside world."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from imagery.common.db.outcomes import VerifiedImage
+from imagery.common.domain import ImageRecord, VariantInfo
+from imagery.common.ports import MessageQueue, ObjectInfo
+
+__all__ = ["Images", "IsolatedWork", "MessageQueue", "Objects", "Outcomes"]
+
+
+class Images(Protocol):
+    async def find_by_id(self, image_id: str) -> ImageRecord | None: ...
+
+    async def claim_for_processing(
+        self, image_id: str, *, stale_after_seconds: float
+    ) -> ImageRecord | None: ...
+
+
+class Outcomes(Protocol):
+    async def blob_exists(self, sha256: str) -> bool: ...
+
+    async def mark_ready(
+        self, image_id: str, image: VerifiedImage, variants: Sequence[VariantInfo] = ()
+    ) -> bool: ...
+
+    async def mark_failed(
+        self,
+        image_id: str,
+        reason: str,
+        *,
+        size_bytes: int | None = None,
+        detected_format: str | None = None,
+    ) -> bool: ...
+
+    async def release_claim(self, image_id: str) -> None: ...
+
+
+class Objects(Protocol):
+    async def head(self, key: str) -> ObjectInfo | None: ...
+
+    async def get(self, key: str, *, max_bytes: int) -> bytes: ...
+
+    async def put(
+        self, key: str, body: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+
+class IsolatedWork(Protocol):
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any: ...

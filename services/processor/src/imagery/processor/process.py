@@ -1,0 +1,131 @@
+"""One upload, from S3 event to terminal state. No SQS here (the consumer owns messages);
+no gRPC, asyncpg or aioboto3: only ports.
+
+Every path ends in exactly one of: READY, FAILED (both committed, upload object deleted),
+DUPLICATE (already terminal: only cleanup), UNKNOWN (no record: object deleted), or BUSY
+(another worker holds a fresh claim: the message must come back later). Anything raised
+(transient S3/DB trouble, shutdown) gives the claim back first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass
+
+from imagery.common.aws.s3 import ObjectTooLarge
+from imagery.common.db.outcomes import NotProcessing, VerifiedImage
+from imagery.common.domain import ImageRecord
+from imagery.common.errors import ImageryError
+from imagery.processor.isolation import JobKilled
+from imagery.processor.ports import Images, IsolatedWork, Objects, Outcomes
+from imagery.processor.verify import Limits, Rejected, Verified, verify
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    READY = "ready"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"
+    UNKNOWN = "unknown"
+    BUSY = "busy"
+
+    @property
+    def done(self) -> bool:
+        """The message may be deleted."""
+        return self is not Outcome.BUSY
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: Outcome
+    reason: str | None = None
+
+
+class UploadProcessor:
+    def __init__(
+        self,
+        images: Images,
+        outcomes: Outcomes,
+        objects: Objects,
+        work: IsolatedWork,
+        *,
+        limits: Limits,
+        max_upload_bytes: int,
+        claim_stale_seconds: float,
+    ) -> None:
+        self._images = images
+        self._outcomes = outcomes
+        self._objects = objects
+        self._work = work
+        self._limits = limits
+        self._max_upload_bytes = max_upload_bytes
+        self._claim_stale_seconds = claim_stale_seconds
+
+    async def __call__(self, image_id: str, key: str) -> Result:
+        record = await self._images.find_by_id(image_id)
+        if record is None:
+            log.warning("upload without a record: deleting it", extra={"image_id": image_id})
+            await self._objects.delete(key)
+            return Result(Outcome.UNKNOWN)
+        if record.status.terminal:
+            await self._objects.delete(key)  # a crash after commit may have left it
+            return Result(Outcome.DUPLICATE)
+        claimed = await self._images.claim_for_processing(
+            image_id, stale_after_seconds=self._claim_stale_seconds
+        )
+        if claimed is None:
+            return Result(Outcome.BUSY)
+        try:
+            return await self._process(claimed, key)
+        except BaseException:
+            await asyncio.shield(self._release(image_id))
+            raise
+
+    async def _release(self, image_id: str) -> None:
+        try:
+            await self._outcomes.release_claim(image_id)
+        except (ImageryError, OSError) as exc:  # the claim goes stale and is taken over later
+            log.warning("could not release claim", extra={"image_id": image_id, "error": str(exc)})
+
+    async def _process(self, record: ImageRecord, key: str) -> Result:
+        info = await self._objects.head(key)
+        if info is None:
+            return await self._fail(record, key, "MISSING")
+        if info.size == 0:
+            return await self._fail(record, key, "EMPTY", size=0)
+        if info.size > self._max_upload_bytes:
+            return await self._fail(record, key, "TOO_LARGE", size=info.size)
+        try:
+            data = await self._objects.get(key, max_bytes=self._max_upload_bytes)
+        except ObjectTooLarge:  # replaced by a bigger PUT after HeadObject
+            return await self._fail(record, key, "TOO_LARGE")
+        try:
+            verified: Verified = await self._work.run(
+                verify, data, record.content_type, self._limits
+            )
+        except (Rejected, JobKilled) as rejected:
+            log.info(
+                "upload rejected",
+                extra={"image_id": record.id, "reason": rejected.reason, "detail": rejected.detail},
+            )
+            return await self._fail(record, key, rejected.reason, size=len(data))
+        image = VerifiedImage(
+            verified.sha256, verified.format, verified.width, verified.height, verified.size_bytes
+        )
+        try:
+            await self._outcomes.mark_ready(record.id, image)
+        except NotProcessing:  # our claim went stale and another worker finished the record
+            return Result(Outcome.DUPLICATE)
+        await self._objects.delete(key)
+        return Result(Outcome.READY)
+
+    async def _fail(
+        self, record: ImageRecord, key: str, reason: str, *, size: int | None = None
+    ) -> Result:
+        if not await self._outcomes.mark_failed(record.id, reason, size_bytes=size):
+            return Result(Outcome.DUPLICATE)
+        await self._objects.delete(key)
+        return Result(Outcome.FAILED, reason)

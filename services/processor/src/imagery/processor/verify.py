@@ -1,0 +1,155 @@
+"""Real verification of uploaded bytes. Runs inside an isolated job process (see isolation.py):
+pure function of the bytes, no I/O.
+
+Order matters: magic bytes first (cheap, and they decide which decoder may even look at the
+file), then the header's dimensions and frame count against the limits *before* any pixel is
+decoded, then a full decode of every frame (a JPEG cut in half passes `Image.verify()`, which
+reads only headers; the full decode is the real check).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageFile, ImageSequence, UnidentifiedImageError
+
+from imagery.common.formats import ALLOWED_CONTENT_TYPES
+
+PILLOW_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF", "gif": "GIF"}
+_ORIENTATION_TAG = 0x0112
+_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # rotated 90/270: displayed width is stored height
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_side: int = 10_000
+    max_pixels: int = 40_000_000
+    max_frames: int = 100
+    max_total_pixels: int = 400_000_000  # width x height x frames
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    format: str  # jpeg | png | webp | avif | gif
+    width: int  # as displayed, after EXIF orientation
+    height: int
+    frames: int
+    size_bytes: int
+    sha256: str
+
+
+class Rejected(Exception):
+    """The bytes are not an acceptable image; `reason` is the record's failure_reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[Rejected], tuple[str, str]]:  # crosses the process pipe
+        return (Rejected, (self.reason, self.detail))
+
+
+def sniff(data: bytes) -> str | None:
+    """The allowlisted format named by the magic bytes, or None."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[4:8] == b"ftyp" and _is_avif_brand(data):
+        return "avif"
+    return None
+
+
+def _is_avif_brand(data: bytes) -> bool:
+    box_size = int.from_bytes(data[:4], "big")
+    brands = data[8:12] + data[16 : max(16, min(box_size, 64))]
+    return any(brands[i : i + 4] in (b"avif", b"avis") for i in range(0, len(brands) - 3, 4))
+
+
+def verify(data: bytes, declared_content_type: str, limits: Limits) -> Verified:
+    if not data:
+        raise Rejected("EMPTY", "the upload has no bytes")
+    detected = sniff(data)
+    if detected is None:
+        raise Rejected("UNSUPPORTED_FORMAT", "the bytes are not JPEG, PNG, WebP, AVIF or GIF")
+    declared = ALLOWED_CONTENT_TYPES.get(declared_content_type)
+    if declared != detected:
+        raise Rejected(
+            "CONTENT_TYPE_MISMATCH", f"declared {declared_content_type}, the bytes are {detected}"
+        )
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[detected]]) as image:
+                frames = _check_header(image, limits)
+                _decode_fully(image, frames)
+                width, height = _displayed_size(image)
+        except Rejected:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise Rejected("DIMENSIONS_EXCEEDED", str(exc)) from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise Rejected("CORRUPT", f"{type(exc).__name__}: {exc}") from None
+    return Verified(detected, width, height, frames, len(data), hashlib.sha256(data).hexdigest())
+
+
+def _check_header(image: Image.Image, limits: Limits) -> int:
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise Rejected("CORRUPT", f"{width}x{height} is not a picture")
+    if max(width, height) > limits.max_side:
+        raise Rejected(
+            "DIMENSIONS_EXCEEDED", f"{width}x{height} exceeds {limits.max_side} px a side"
+        )
+    if width * height > limits.max_pixels:
+        raise Rejected(
+            "DIMENSIONS_EXCEEDED", f"{width}x{height} exceeds {limits.max_pixels} pixels"
+        )
+    frames = _count_frames(image, limits.max_frames)
+    if frames > limits.max_frames:
+        raise Rejected("DIMENSIONS_EXCEEDED", f"more than {limits.max_frames} frames")
+    if width * height * frames > limits.max_total_pixels:
+        raise Rejected(
+            "DIMENSIONS_EXCEEDED", f"{frames} frames of {width}x{height} is too many pixels"
+        )
+    return frames
+
+
+def _count_frames(image: Image.Image, limit: int) -> int:
+    """Frames, counted from headers and stopping past `limit` (never n_frames on a file that
+    claims millions)."""
+    if not getattr(image, "is_animated", False):
+        return 1
+    count = 0
+    for _ in ImageSequence.Iterator(image):
+        count += 1
+        if count > limit:
+            break
+    image.seek(0)
+    return count
+
+
+def _decode_fully(image: Image.Image, frames: int) -> None:
+    for index in range(frames):
+        image.seek(index)
+        image.load()
+    image.seek(0)
+
+
+def _displayed_size(image: Image.Image) -> tuple[int, int]:
+    width, height = image.size
+    try:
+        orientation = image.getexif().get(_ORIENTATION_TAG)
+    except (OSError, ValueError, SyntaxError):
+        orientation = None
+    return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
