@@ -4,12 +4,14 @@ tests/integration/test_repository.py hold them to the same behaviour as the real
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from imagery.common.db.images import ImageAlreadyExists
-from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus
-from imagery.common.ports import PresignedUpload
+from imagery.common.db.outcomes import NotProcessing, VerifiedImage
+from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus, VariantInfo
+from imagery.common.ports import ObjectInfo, PresignedUpload
 
 
 class FakeClock:
@@ -95,7 +97,7 @@ class InMemoryImageRepository:
         record = self.records.get(image_id)
         if record is None or record.updated_at is None:
             return None
-        stale = record.updated_at < self.clock() - timedelta(seconds=stale_after_seconds)
+        stale = record.updated_at <= self.clock() - timedelta(seconds=stale_after_seconds)
         if record.status is ImageStatus.PENDING or (
             record.status is ImageStatus.PROCESSING and stale
         ):
@@ -121,3 +123,90 @@ class FakeSigner:
             headers={"Content-Type": content_type},
             expires_in_seconds=expires_in_seconds,
         )
+
+
+class FakeObjects:
+    """An in-memory bucket that records what was read."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, tuple[bytes, str]] = {}
+        self.reads: list[str] = []
+        self.fail_reads: Exception | None = None
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        if key not in self.objects:
+            return None
+        body, content_type = self.objects[key]
+        return ObjectInfo(key, len(body), content_type, None)
+
+    async def get(self, key: str, *, max_bytes: int) -> bytes:
+        if self.fail_reads is not None:
+            raise self.fail_reads
+        self.reads.append(key)
+        return self.objects[key][0][: max_bytes + 1]
+
+    async def put(
+        self, key: str, body: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        self.objects[key] = (body, content_type)
+
+    async def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+
+class FakeOutcomes:
+    """The processor's writes against the in-memory repository."""
+
+    def __init__(self, images: InMemoryImageRepository) -> None:
+        self.images = images
+        self.blobs: dict[str, int] = {}
+
+    async def blob_exists(self, sha256: str) -> bool:
+        return self.blobs.get(sha256, 0) > 0
+
+    async def mark_ready(
+        self, image_id: str, image: VerifiedImage, variants: Sequence[VariantInfo] = ()
+    ) -> bool:
+        record = self.images.records[image_id]
+        if record.status is not ImageStatus.PROCESSING:
+            raise NotProcessing(image_id)
+        new = image.sha256 not in self.blobs
+        self.blobs[image.sha256] = self.blobs.get(image.sha256, 0) + 1
+        self.images.records[image_id] = dataclasses.replace(
+            record,
+            status=ImageStatus.READY,
+            sha256=image.sha256,
+            size_bytes=image.size_bytes,
+            width=image.width,
+            height=image.height,
+            detected_format=image.format,
+        )
+        return new
+
+    async def mark_failed(
+        self,
+        image_id: str,
+        reason: str,
+        *,
+        size_bytes: int | None = None,
+        detected_format: str | None = None,
+    ) -> bool:
+        return await self.images.update_status(
+            image_id,
+            ImageStatus.FAILED,
+            size_bytes=size_bytes,
+            failure_reason=reason,
+            only_from={ImageStatus.PROCESSING},
+        )
+
+    async def release_claim(self, image_id: str) -> None:
+        await self.images.update_status(
+            image_id, ImageStatus.PENDING, only_from={ImageStatus.PROCESSING}
+        )
+
+
+class InlineWork:
+    """Runs isolated work in-process (unit tests only; the real runner forks a limited child)."""
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import asyncpg
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from imagery.common.db.pool import is_transient
 from imagery.common.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -85,3 +87,24 @@ def test_internal_errors_never_show_their_own_message() -> None:
     assert status.details == INTERNAL_MESSAGE
     assert "hunter2" not in _details(status).message
     assert internal_status().code == grpc.StatusCode.INTERNAL
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (ConnectionRefusedError(), True),
+        (TimeoutError(), True),
+        (asyncpg.exceptions.CannotConnectNowError("starting up"), True),
+        (asyncpg.exceptions.SerializationError("retry"), True),
+        (asyncpg.exceptions.DeadlockDetectedError("retry"), True),
+        (asyncpg.exceptions.AdminShutdownError("bye"), True),
+        (asyncpg.exceptions.ObjectNotInPrerequisiteStateError("not accepting connections"), True),
+        (asyncpg.exceptions.UniqueViolationError("dup"), False),
+        (asyncpg.exceptions.UndefinedColumnError("bug"), False),
+        (KeyError("bug"), False),
+    ],
+)
+def test_transient_database_errors_are_told_apart_from_bugs(
+    error: BaseException, transient: bool
+) -> None:
+    assert is_transient(error) is transient

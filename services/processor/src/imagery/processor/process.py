@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from imagery.common.aws.s3 import ObjectTooLarge
 from imagery.common.db.outcomes import NotProcessing, VerifiedImage
 from imagery.common.domain import ImageRecord
-from imagery.common.errors import ImageryError
 from imagery.processor.isolation import JobKilled
 from imagery.processor.ports import Images, IsolatedWork, Objects, Outcomes
 from imagery.processor.verify import Limits, Rejected, Verified, verify
@@ -63,6 +62,10 @@ class UploadProcessor:
         self._limits = limits
         self._max_upload_bytes = max_upload_bytes
         self._claim_stale_seconds = claim_stale_seconds
+        # Claims this process could not give back (the database went away mid-job): nobody
+        # else works on them, so the next delivery may take them over at once instead of
+        # waiting out the stale-claim timeout meant for crashed processes.
+        self._abandoned: set[str] = set()
 
     async def __call__(self, image_id: str, key: str) -> Result:
         record = await self._images.find_by_id(image_id)
@@ -73,11 +76,11 @@ class UploadProcessor:
         if record.status.terminal:
             await self._objects.delete(key)  # a crash after commit may have left it
             return Result(Outcome.DUPLICATE)
-        claimed = await self._images.claim_for_processing(
-            image_id, stale_after_seconds=self._claim_stale_seconds
-        )
+        stale_after = 0 if image_id in self._abandoned else self._claim_stale_seconds
+        claimed = await self._images.claim_for_processing(image_id, stale_after_seconds=stale_after)
         if claimed is None:
             return Result(Outcome.BUSY)
+        self._abandoned.discard(image_id)
         try:
             return await self._process(claimed, key)
         except BaseException:
@@ -87,7 +90,8 @@ class UploadProcessor:
     async def _release(self, image_id: str) -> None:
         try:
             await self._outcomes.release_claim(image_id)
-        except (ImageryError, OSError) as exc:  # the claim goes stale and is taken over later
+        except Exception as exc:  # noqa: BLE001 - the original error is what propagates
+            self._abandoned.add(image_id)
             log.warning("could not release claim", extra={"image_id": image_id, "error": str(exc)})
 
     async def _process(self, record: ImageRecord, key: str) -> Result:

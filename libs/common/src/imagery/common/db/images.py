@@ -112,7 +112,7 @@ class PostgresImageRepository:
                      WHERE id = $1
                        AND (status = 'pending'
                             OR (status = 'processing'
-                                AND updated_at < now() - make_interval(secs => $2)))
+                                AND updated_at <= now() - make_interval(secs => $2)))
                  RETURNING *)
                 SELECT {_COLUMNS} FROM claimed r
                   LEFT JOIN image_blobs b ON b.sha256 = r.sha256""",

@@ -1,0 +1,270 @@
+"""The processor as it runs in production: a real process consuming real S3 events from the
+local SQS, real Postgres, real (and hostile) files made by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from imagery.devstack.aws import AwsResources
+from imagery.devstack.fixtures import AwsServer
+from imagery.devstack.services import ServiceProcess, grpc_serving
+from tests import images
+from tests.e2e.pipeline import Pipeline
+
+pytestmark = pytest.mark.e2e
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def pipeline(database_url: str, aws: AwsResources, tmp_path: Path) -> Pipeline:
+    return Pipeline(database_url, aws, tmp_path)
+
+
+@pytest.fixture
+def processor(pipeline: Pipeline) -> Iterator[ServiceProcess]:
+    process = pipeline.processor()
+    yield process
+    process.stop()
+
+
+async def test_good_images_become_ready(pipeline: Pipeline, processor: ServiceProcess) -> None:
+    cases = {
+        await pipeline.submit(images.jpeg(640, 480, orientation=6), "image/jpeg"): (
+            "jpeg",
+            480,
+            640,
+        ),
+        await pipeline.submit(images.png(300, 200, alpha=True), "image/png"): ("png", 300, 200),
+        await pipeline.submit(images.webp(120, 90), "image/webp"): ("webp", 120, 90),
+        await pipeline.submit(images.gif(4), "image/gif"): ("gif", 16, 16),
+        await pipeline.submit(images.avif(64, 32), "image/avif"): ("avif", 64, 32),
+    }
+    records = await pipeline.wait_terminal(list(cases))
+    for image_id, (fmt, width, height) in cases.items():
+        r = records[image_id]
+        assert (r["status"], r["detected_format"], r["width"], r["height"]) == (
+            "ready",
+            fmt,
+            width,
+            height,
+        ), image_id
+        assert r["size_bytes"] > 0 and len(r["sha256"]) == 64
+    assert grpc_serving(processor.port)
+    await pipeline.wait_queue_empty()
+    await pipeline.assert_invariants()
+
+
+async def test_hostile_inputs_each_fail_with_their_reason_and_leave_nothing(
+    pipeline: Pipeline, processor: ServiceProcess
+) -> None:
+    cases = {
+        await pipeline.submit(images.random_bytes(), "image/jpeg"): "UNSUPPORTED_FORMAT",
+        await pipeline.submit(images.html(), "image/jpeg"): "UNSUPPORTED_FORMAT",
+        await pipeline.submit(images.tiff(), "image/jpeg"): "UNSUPPORTED_FORMAT",
+        await pipeline.submit(images.bmp(), "image/jpeg"): "UNSUPPORTED_FORMAT",
+        await pipeline.submit(images.psd(), "image/jpeg"): "UNSUPPORTED_FORMAT",
+        await pipeline.submit(images.truncated_jpeg(), "image/jpeg"): "CORRUPT",
+        await pipeline.submit(images.pixel_flood_png(), "image/png"): "DIMENSIONS_EXCEEDED",
+        await pipeline.submit(images.gif(3000, (1, 1)), "image/gif"): "DIMENSIONS_EXCEEDED",
+        await pipeline.submit(b"", "image/png"): "EMPTY",
+        await pipeline.submit(b"\xff\xd8\xff" + b"\0" * (10 * MIB), "image/jpeg"): "TOO_LARGE",
+        await pipeline.submit(images.png(), "image/jpeg"): "CONTENT_TYPE_MISMATCH",
+    }
+    good = await pipeline.submit(images.jpeg(), "image/jpeg")
+    records = await pipeline.wait_terminal([*cases, good])
+    assert {i: (records[i]["status"], records[i]["failure_reason"]) for i in cases} == {
+        i: ("failed", reason) for i, reason in cases.items()
+    }
+    assert records[good]["status"] == "ready", "hostile files cost their own jobs only"
+    too_large = next(i for i, reason in cases.items() if reason == "TOO_LARGE")
+    assert records[too_large]["size_bytes"] == 10 * MIB + 3
+    await pipeline.wait_queue_empty()
+    await pipeline.assert_invariants()
+    assert processor.proc is not None and processor.proc.poll() is None, "the worker survived"
+
+
+async def test_queue_noise_is_dropped(pipeline: Pipeline, processor: ServiceProcess) -> None:
+    pipeline.sqs.send_message(QueueUrl=pipeline.aws.queue_url, MessageBody="this is not json")
+    pipeline.sqs.send_message(
+        QueueUrl=pipeline.aws.queue_url, MessageBody=json.dumps({"Event": "s3:TestEvent"})
+    )
+    pipeline.s3.put_object(Bucket=pipeline.aws.bucket, Key="uploads/not-an-image-id", Body=b"x")
+    await pipeline.wait_queue_empty()
+    log = processor.log_path.read_text()
+    assert "body is not JSON" in log and "is not uploads/<image id>" in log
+
+
+async def test_the_same_event_five_times_at_once_has_one_effect(pipeline: Pipeline) -> None:
+    image_id = await pipeline.submit(images.jpeg(800, 600), "image/jpeg")
+    await asyncio.sleep(0.5)
+    received = pipeline.sqs.receive_message(
+        QueueUrl=pipeline.aws.queue_url, WaitTimeSeconds=5, MaxNumberOfMessages=10
+    )
+    (event,) = [m for m in received["Messages"] if image_id in m["Body"]]
+    for message in received["Messages"]:  # the event, and the bucket's s3:TestEvent
+        pipeline.sqs.delete_message(
+            QueueUrl=pipeline.aws.queue_url, ReceiptHandle=message["ReceiptHandle"]
+        )
+    for _ in range(5):
+        pipeline.sqs.send_message(QueueUrl=pipeline.aws.queue_url, MessageBody=event["Body"])
+    process = pipeline.processor(PROCESSOR_CONCURRENCY="5")
+    try:
+        (record,) = (await pipeline.wait_terminal([image_id])).values()
+        assert record["status"] == "ready"
+        await pipeline.wait_queue_empty(within=40)
+        await pipeline.assert_invariants()
+        outcomes = [
+            json.loads(line)
+            for line in process.log_path.read_text().splitlines()
+            if '"upload processed"' in line
+        ]
+        assert [o["outcome"] for o in outcomes].count("ready") == 1
+    finally:
+        process.stop()
+
+
+async def _allow_connections(dsn: str, admin_dsn: str, allowed: bool) -> None:
+    name = dsn.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {str(allowed).lower()}")
+        if not allowed:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+    finally:
+        await conn.close()
+
+
+async def test_a_transient_database_outage_delays_but_loses_nothing(
+    pipeline: Pipeline, processor: ServiceProcess, postgres_server: object
+) -> None:
+    admin = postgres_server.admin_dsn  # type: ignore[attr-defined]
+    await _allow_connections(pipeline.dsn, admin, False)
+    try:
+        image_id = await _submit_while_down(pipeline, admin)
+        await asyncio.sleep(3)
+    finally:
+        await _allow_connections(pipeline.dsn, admin, True)
+    (record,) = (await pipeline.wait_terminal([image_id], within=60)).values()
+    assert record["status"] == "ready"
+    assert "it will be retried" in processor.log_path.read_text()
+    await pipeline.wait_queue_empty(within=40)
+    await pipeline.assert_invariants()
+
+
+async def _submit_while_down(pipeline: Pipeline, admin: str) -> str:
+    """The record is written by the (healthy) upload service before the outage; only the
+    processor sees the database go away."""
+    await _allow_connections(pipeline.dsn, admin, True)
+    image_id = await pipeline.submit(images.jpeg(), "image/jpeg")
+    await _allow_connections(pipeline.dsn, admin, False)
+    return image_id
+
+
+async def test_a_poison_message_reaches_the_dead_letter_queue(
+    database_url: str, aws_server: AwsServer, tmp_path: Path, postgres_server: object
+) -> None:
+    aws = aws_server.new_resources(max_receive_count=2, visibility_timeout=2)
+    pipeline = Pipeline(database_url, aws, tmp_path)
+    admin = postgres_server.admin_dsn  # type: ignore[attr-defined]
+    image_id = await pipeline.submit(images.jpeg(), "image/jpeg")
+    await asyncio.sleep(0.5)
+    pipeline.sqs.purge_queue(QueueUrl=aws.queue_url)
+    process = pipeline.processor()
+    await _allow_connections(database_url, admin, False)
+    pipeline.sqs.send_message(
+        QueueUrl=aws.queue_url,
+        MessageBody=json.dumps(
+            {
+                "Records": [
+                    {
+                        "eventName": "ObjectCreated:Put",
+                        "s3": {
+                            "bucket": {"name": aws.bucket},
+                            "object": {"key": f"uploads/{image_id}"},
+                        },
+                    }
+                ]
+            }
+        ),
+    )
+    try:
+        for _ in range(150):
+            if pipeline.queue_counts(aws.dlq_url)[0] == 1:
+                break
+            await asyncio.sleep(0.2)
+        assert pipeline.queue_counts(aws.dlq_url)[0] == 1, "poison message moved to the DLQ"
+        assert pipeline.queue_counts() == (0, 0)
+    finally:
+        process.stop()
+        await _allow_connections(database_url, admin, True)
+    (record,) = (await pipeline.records([image_id])).values()
+    assert record["status"] == "pending", "left for an operator to redrive"
+
+
+async def test_sigkill_mid_job_then_restart_ends_every_upload_once(
+    database_url: str, aws_server: AwsServer, tmp_path: Path
+) -> None:
+    aws = aws_server.new_resources(visibility_timeout=3)
+    pipeline = Pipeline(database_url, aws, tmp_path)
+    fast_recovery = {"PROCESSOR_JOB_TIMEOUT_SECONDS": "2", "PROCESSOR_CLAIM_STALE_SECONDS": "3"}
+    first = pipeline.processor(**fast_recovery)
+    ids = [
+        await pipeline.submit(images.jpeg(1600, 1200, quality=95), "image/jpeg") for _ in range(8)
+    ]
+    ids += [await pipeline.submit(images.html(), "image/jpeg") for _ in range(2)]
+    for _ in range(100):
+        if '"upload processed"' in first.log_path.read_text():
+            break
+        await asyncio.sleep(0.05)
+    assert first.proc is not None
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(10)
+    second = pipeline.processor(**fast_recovery)
+    try:
+        records = await pipeline.wait_terminal(ids, within=90)
+        assert {r["status"] for i, r in records.items() if i in ids[:8]} == {"ready"}
+        assert {r["failure_reason"] for i, r in records.items() if i in ids[8:]} == {
+            "UNSUPPORTED_FORMAT"
+        }
+        await pipeline.wait_queue_empty(within=60)
+        await pipeline.assert_invariants()
+    finally:
+        second.stop()
+
+
+async def test_sigterm_with_jobs_in_flight_loses_none(pipeline: Pipeline) -> None:
+    first = pipeline.processor(PROCESSOR_SHUTDOWN_GRACE_SECONDS="0")
+    ids = [
+        await pipeline.submit(images.jpeg(2000, 1500, quality=95), "image/jpeg") for _ in range(6)
+    ]
+    for _ in range(100):
+        if "upload processed" in first.log_path.read_text() or (
+            (await pipeline.records(ids))
+            and any(r["status"] == "processing" for r in (await pipeline.records(ids)).values())
+        ):
+            break
+        await asyncio.sleep(0.05)
+    assert first.proc is not None
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(30) == 0
+    log = first.log_path.read_text()
+    assert "processor stopped" in log
+    statuses = {r["status"] for r in (await pipeline.records(ids)).values()}
+    assert "processing" not in statuses, "in-flight work was finished or released"
+    second = pipeline.processor()
+    try:
+        records = await pipeline.wait_terminal(ids, within=60)
+        assert {r["status"] for r in records.values()} == {"ready"}
+        await pipeline.wait_queue_empty()
+        await pipeline.assert_invariants()
+    finally:
+        second.stop()

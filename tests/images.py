@@ -1,0 +1,104 @@
+"""Real image files made by the tests, including hostile ones."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+
+from PIL import Image
+
+
+def jpeg(
+    width: int = 64, height: int = 48, *, orientation: int | None = None, quality: int = 90
+) -> bytes:
+    image = Image.new("RGB", (width, height), (200, 30, 30))
+    image.paste((30, 200, 30), (0, 0, width // 2, height // 2))
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    image.save(buffer, "JPEG", quality=quality, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def png(width: int = 64, height: int = 48, *, alpha: bool = False) -> bytes:
+    image = Image.new(
+        "RGBA" if alpha else "RGB", (width, height), (10, 20, 200, 128) if alpha else (10, 20, 200)
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def webp(width: int = 64, height: int = 48) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "orange").save(buffer, "WEBP")
+    return buffer.getvalue()
+
+
+def gif(frames: int = 3, size: tuple[int, int] = (16, 16)) -> bytes:
+    images = [
+        Image.new("L", size, (i * 37) % 256) for i in range(frames)
+    ]  # consecutive frames differ
+    buffer = io.BytesIO()
+    images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], duration=10, loop=0)
+    return buffer.getvalue()
+
+
+def avif(width: int = 32, height: int = 24) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "purple").save(buffer, "AVIF")
+    return buffer.getvalue()
+
+
+def tiff() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+def bmp() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(buffer, "BMP")
+    return buffer.getvalue()
+
+
+def psd() -> bytes:
+    """A Photoshop header: signature, version 1, 3 channels, 8x8, 8 bits, RGB."""
+    return b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, 8, 8, 8, 3) + b"\x00" * 64
+
+
+def truncated_jpeg() -> bytes:
+    data = jpeg(400, 300, quality=95)
+    return data[: len(data) // 2]
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload))
+    )
+
+
+def pixel_flood_png(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A few hundred bytes that claim width x height pixels (a decompression bomb)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * (1 + 3 * 64) * 64)  # a little real data; the rest is missing
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", rows)
+        + _chunk(b"IEND", b"")
+    )
+
+
+def html() -> bytes:
+    return b"<!doctype html><html><body><script>alert(1)</script></body></html>"
+
+
+def random_bytes(size: int = 4096) -> bytes:
+    return os.urandom(size)

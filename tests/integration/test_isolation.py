@@ -1,0 +1,64 @@
+"""Isolated job processes: a hostile job costs its own process, never the others'."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from imagery.processor.isolation import IsolatedRunner, JobKilled, JobLimits
+from imagery.processor.verify import Limits, Rejected, verify
+from tests import images
+from tests.jobs import allocate, burn_cpu, crash, pid, sleep_then_return
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def runner() -> Iterator[IsolatedRunner]:
+    runner = IsolatedRunner(4, JobLimits(memory_bytes=512 * 1024**2, cpu_seconds=1, wall_seconds=4))
+    runner.warm_up()
+    yield runner
+    runner.close()
+
+
+async def test_results_and_exceptions_cross_back(runner: IsolatedRunner) -> None:
+    result = await runner.run(verify, images.png(20, 10), "image/png", Limits())
+    assert (result.width, result.height) == (20, 10)
+    with pytest.raises(Rejected) as caught:
+        await runner.run(verify, images.html(), "image/png", Limits())
+    assert caught.value.reason == "UNSUPPORTED_FORMAT"
+
+
+async def test_each_job_gets_a_fresh_process(runner: IsolatedRunner) -> None:
+    assert len({await runner.run(pid) for _ in range(3)}) == 3
+
+
+@pytest.mark.parametrize(
+    ("job", "reason"),
+    [(burn_cpu, "CPU_LIMIT"), (allocate, "MEMORY_LIMIT"), (crash, "PROCESSING_CRASHED")],
+)
+async def test_a_job_over_its_limits_fails_alone(
+    runner: IsolatedRunner, job: object, reason: str
+) -> None:
+    bystanders = [asyncio.create_task(runner.run(sleep_then_return, 0.5, i)) for i in range(2)]
+    with pytest.raises(JobKilled) as caught:
+        await runner.run(job)  # type: ignore[arg-type]
+    assert caught.value.reason == reason
+    assert await asyncio.gather(*bystanders) == [0, 1], "the other jobs finished normally"
+    assert (await runner.run(verify, images.jpeg(), "image/jpeg", Limits())).format == "jpeg"
+
+
+async def test_a_job_that_hangs_is_stopped_at_the_wall_clock_limit(runner: IsolatedRunner) -> None:
+    started = time.monotonic()
+    with pytest.raises(JobKilled) as caught:
+        await runner.run(sleep_then_return, 30, 0)
+    assert caught.value.reason == "PROCESSING_TIMEOUT"
+    assert time.monotonic() - started < 10
+
+
+def test_the_parent_keeps_no_limits() -> None:
+    assert resource.getrlimit(resource.RLIMIT_CPU)[0] == resource.RLIM_INFINITY

@@ -1,0 +1,28 @@
+"""Module-level jobs for the isolation tests (the child process imports them by name)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def burn_cpu() -> None:
+    while True:
+        pass
+
+
+def allocate() -> int:
+    return len(bytearray(4 * 1024**3))
+
+
+def crash() -> None:
+    os._exit(3)
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def sleep_then_return(seconds: float, value: int) -> int:
+    time.sleep(seconds)
+    return value

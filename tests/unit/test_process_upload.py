@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import pytest
+
+from imagery.common.domain import ImageRecord, ImageStatus
+from imagery.common.errors import Unavailable
+from imagery.common.ids import new_image_id, upload_key
+from imagery.processor.process import Outcome, UploadProcessor
+from imagery.processor.verify import Limits
+from tests import images
+from tests.fakes import FakeObjects, FakeOutcomes, InlineWork, InMemoryImageRepository
+
+MAX = 10_000
+
+
+class World:
+    def __init__(self) -> None:
+        self.images = InMemoryImageRepository()
+        self.outcomes = FakeOutcomes(self.images)
+        self.objects = FakeObjects()
+        self.process = UploadProcessor(
+            self.images,
+            self.outcomes,
+            self.objects,
+            InlineWork(),
+            limits=Limits(),
+            max_upload_bytes=MAX,
+            claim_stale_seconds=300,
+        )
+
+    async def upload(self, body: bytes | None, content_type: str = "image/jpeg") -> str:
+        image_id = new_image_id()
+        await self.images.save(
+            ImageRecord(image_id, ImageStatus.PENDING, content_type, "x", upload_key(image_id))
+        )
+        if body is not None:
+            self.objects.objects[upload_key(image_id)] = (body, content_type)
+        return image_id
+
+    def status(self, image_id: str) -> tuple[ImageStatus, str | None]:
+        record = self.images.records[image_id]
+        return record.status, record.failure_reason
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+async def test_a_good_upload_ends_ready_and_its_upload_object_goes(world: World) -> None:
+    image_id = await world.upload(images.jpeg(64, 48))
+    result = await world.process(image_id, upload_key(image_id))
+    assert result.outcome is Outcome.READY
+    record = world.images.records[image_id]
+    assert (record.status, record.width, record.height, record.detected_format) == (
+        ImageStatus.READY,
+        64,
+        48,
+        "jpeg",
+    )
+    assert record.sha256 is not None and world.outcomes.blobs[record.sha256] == 1
+    assert upload_key(image_id) not in world.objects.objects
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "EMPTY"),
+        (None, "MISSING"),
+        (b"x" * (MAX + 1), "TOO_LARGE"),
+        (images.html(), "UNSUPPORTED_FORMAT"),
+        (images.png(), "CONTENT_TYPE_MISMATCH"),
+        (images.truncated_jpeg(), "CORRUPT"),
+    ],
+)
+async def test_bad_uploads_fail_with_their_reason_and_the_object_goes(
+    world: World, body: bytes | None, reason: str
+) -> None:
+    image_id = await world.upload(body)
+    result = await world.process(image_id, upload_key(image_id))
+    assert (result.outcome, result.reason) == (Outcome.FAILED, reason)
+    assert world.status(image_id) == (ImageStatus.FAILED, reason)
+    assert upload_key(image_id) not in world.objects.objects
+    assert world.outcomes.blobs == {}
+
+
+async def test_an_oversized_upload_is_never_downloaded(world: World) -> None:
+    image_id = await world.upload(b"x" * (MAX + 1))
+    await world.process(image_id, upload_key(image_id))
+    assert world.objects.reads == []
+    assert world.images.records[image_id].size_bytes == MAX + 1
+
+
+async def test_an_unknown_image_only_loses_its_object(world: World) -> None:
+    stray = new_image_id()
+    world.objects.objects[upload_key(stray)] = (images.jpeg(), "image/jpeg")
+    assert (await world.process(stray, upload_key(stray))).outcome is Outcome.UNKNOWN
+    assert world.objects.objects == {}
+
+
+async def test_a_duplicate_delivery_changes_nothing(world: World) -> None:
+    image_id = await world.upload(images.jpeg())
+    await world.process(image_id, upload_key(image_id))
+    before = world.images.records[image_id]
+    world.objects.objects[upload_key(image_id)] = (images.png(), "image/jpeg")  # a late re-PUT
+    assert (await world.process(image_id, upload_key(image_id))).outcome is Outcome.DUPLICATE
+    assert world.images.records[image_id] == before
+    assert sum(world.outcomes.blobs.values()) == 1
+    assert world.objects.objects == {}, "cleanup of the late object"
+
+
+async def test_a_record_claimed_by_another_worker_is_left_alone(world: World) -> None:
+    image_id = await world.upload(images.jpeg())
+    await world.images.claim_for_processing(image_id, stale_after_seconds=300)
+    assert (await world.process(image_id, upload_key(image_id))).outcome is Outcome.BUSY
+    assert upload_key(image_id) in world.objects.objects
+    assert world.status(image_id) == (ImageStatus.PROCESSING, None)
+
+
+async def test_a_transient_failure_gives_the_claim_back(world: World) -> None:
+    image_id = await world.upload(images.jpeg())
+    world.objects.fail_reads = Unavailable("S3 GetObject failed (SlowDown): retry shortly.")
+    with pytest.raises(Unavailable):
+        await world.process(image_id, upload_key(image_id))
+    assert world.status(image_id) == (ImageStatus.PENDING, None)
+    assert upload_key(image_id) in world.objects.objects
+    world.objects.fail_reads = None
+    assert (await world.process(image_id, upload_key(image_id))).outcome is Outcome.READY
+
+
+async def test_identical_content_shares_one_blob(world: World) -> None:
+    body = images.jpeg(32, 32)
+    first, second = await world.upload(body), await world.upload(body)
+    for image_id in (first, second):
+        await world.process(image_id, upload_key(image_id))
+    sha = world.images.records[first].sha256
+    assert sha == world.images.records[second].sha256
+    assert world.outcomes.blobs == {sha: 2}
+
+
+async def test_a_claim_that_could_not_be_given_back_is_retaken_at_once(world: World) -> None:
+    image_id = await world.upload(images.jpeg())
+    world.objects.fail_reads = Unavailable("S3 down")
+
+    async def database_gone(image_id: str) -> None:
+        raise ConnectionResetError("database went away")
+
+    world.outcomes.release_claim = database_gone  # type: ignore[method-assign]
+    with pytest.raises(Unavailable):
+        await world.process(image_id, upload_key(image_id))
+    assert world.status(image_id) == (ImageStatus.PROCESSING, None), "stuck: the release failed"
+    world.objects.fail_reads = None
+    result = await world.process(image_id, upload_key(image_id))
+    assert result.outcome is Outcome.READY, "no waiting for the 300 s stale-claim timeout"
