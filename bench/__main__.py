@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from bench import delivery, upload
+from bench import delivery, processor, upload
 
-BENCHMARKS = {"upload": upload.main, "delivery": delivery.main}
+BENCHMARKS = {"upload": upload.main, "delivery": delivery.main, "processor": processor.main}
 
 
 def main(argv: list[str]) -> int:

@@ -12,6 +12,7 @@ from imagery.common.db.images import ImageAlreadyExists
 from imagery.common.db.outcomes import NotProcessing, VerifiedImage
 from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus, VariantInfo
 from imagery.common.ports import ObjectInfo, PresignedUpload
+from imagery.processor.isolation import JobResult
 
 
 class FakeClock:
@@ -208,5 +209,5 @@ class FakeOutcomes:
 class InlineWork:
     """Runs isolated work in-process (unit tests only; the real runner forks a limited child)."""
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return fn(*args)
+    async def run(self, fn: Callable[..., Any], *args: Any) -> JobResult:
+        return JobResult(fn(*args), 0)

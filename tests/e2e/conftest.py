@@ -6,23 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from imagery.devstack.aws import LOCAL_CREDENTIALS, AwsResources
+from imagery.devstack.aws import AwsResources
+from imagery.devstack.pipeline import service_env
 from imagery.devstack.procs import free_port
 from imagery.devstack.services import ServiceProcess
 from tests.keys import pem, private_key, public_pem
-
-
-def service_env(database_url: str, aws: AwsResources) -> dict[str, str]:
-    return {
-        **LOCAL_CREDENTIALS,
-        "DATABASE_URL": database_url,
-        "AWS_ENDPOINT_URL": aws.endpoint_url,
-        "AWS_REGION": aws.region,
-        "S3_BUCKET": aws.bucket,
-        "SQS_QUEUE_URL": aws.queue_url,
-        "SQS_DLQ_URL": aws.dlq_url,
-        "LOG_FORMAT": "json",
-    }
 
 
 @pytest.fixture

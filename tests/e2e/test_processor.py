@@ -14,9 +14,9 @@ import pytest
 
 from imagery.devstack.aws import AwsResources
 from imagery.devstack.fixtures import AwsServer
+from imagery.devstack.pipeline import Pipeline
 from imagery.devstack.services import ServiceProcess, grpc_serving
 from tests import images
-from tests.e2e.pipeline import Pipeline
 
 pytestmark = pytest.mark.e2e
 MIB = 1024 * 1024

@@ -27,14 +27,15 @@ def runner() -> Iterator[IsolatedRunner]:
 
 async def test_results_and_exceptions_cross_back(runner: IsolatedRunner) -> None:
     result = await runner.run(verify, images.png(20, 10), "image/png", Limits())
-    assert (result.width, result.height) == (20, 10)
+    assert (result.value.width, result.value.height) == (20, 10)
+    assert 1_000_000 < result.peak_rss_bytes < 500_000_000
     with pytest.raises(Rejected) as caught:
         await runner.run(verify, images.html(), "image/png", Limits())
     assert caught.value.reason == "UNSUPPORTED_FORMAT"
 
 
 async def test_each_job_gets_a_fresh_process(runner: IsolatedRunner) -> None:
-    assert len({await runner.run(pid) for _ in range(3)}) == 3
+    assert len({(await runner.run(pid)).value for _ in range(3)}) == 3
 
 
 @pytest.mark.parametrize(
@@ -48,8 +49,8 @@ async def test_a_job_over_its_limits_fails_alone(
     with pytest.raises(JobKilled) as caught:
         await runner.run(job)  # type: ignore[arg-type]
     assert caught.value.reason == reason
-    assert await asyncio.gather(*bystanders) == [0, 1], "the other jobs finished normally"
-    assert (await runner.run(verify, images.jpeg(), "image/jpeg", Limits())).format == "jpeg"
+    assert [r.value for r in await asyncio.gather(*bystanders)] == [0, 1], "the others finished"
+    assert (await runner.run(verify, images.jpeg(), "image/jpeg", Limits())).value.format == "jpeg"
 
 
 async def test_a_job_that_hangs_is_stopped_at_the_wall_clock_limit(runner: IsolatedRunner) -> None:

@@ -37,8 +37,16 @@ class JobLimits:
     wall_seconds: float = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    value: Any
+    peak_rss_bytes: int  # the job process's peak resident memory
+
+
 class JobKilled(Exception):
     """The child died (a limit, a crash) or overran its wall-clock time."""
+
+    peak_rss_bytes: int | None = None
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -61,7 +69,8 @@ def _child(
         result = ("killed", ("MEMORY_LIMIT", "the image needs more memory than a job may use"))
     except BaseException as exc:  # noqa: BLE001 - everything crosses the pipe, the parent decides
         result = ("error", exc)
-    conn.send(result)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    conn.send((*result, peak_rss))
     conn.close()
 
 
@@ -76,12 +85,13 @@ class IsolatedRunner:
         """Start the forkserver now rather than on the first upload."""
         self._run(len, (b"",))
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """fn(*args) in a fresh limited process; raises what fn raised, or JobKilled."""
+    async def run(self, fn: Callable[..., Any], *args: Any) -> JobResult:
+        """fn(*args) in a fresh limited process; raises what fn raised, or JobKilled. Either
+        way the exception carries `peak_rss_bytes` when the child reported it."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._threads, self._run, fn, args)
 
-    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> JobResult:
         receiver, sender = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_child, args=(sender, self._limits, fn, args), daemon=True
@@ -93,7 +103,7 @@ class IsolatedRunner:
                 raise JobKilled(
                     "PROCESSING_TIMEOUT", f"no result within {self._limits.wall_seconds:.0f} s"
                 )
-            status, value = receiver.recv()
+            status, value, peak_rss = receiver.recv()
         except EOFError:
             process.join(5)
             raise JobKilled(
@@ -107,10 +117,10 @@ class IsolatedRunner:
             with contextlib.suppress(ValueError):
                 process.close()
         if status == "ok":
-            return value
-        if status == "killed":
-            raise JobKilled(*value)
-        raise value
+            return JobResult(value, peak_rss)
+        error = JobKilled(*value) if status == "killed" else value
+        error.peak_rss_bytes = peak_rss
+        raise error
 
     def close(self) -> None:
         self._threads.shutdown(wait=True, cancel_futures=True)

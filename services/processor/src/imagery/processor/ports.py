@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from imagery.common.db.outcomes import VerifiedImage
 from imagery.common.domain import ImageRecord, VariantInfo
 from imagery.common.ports import MessageQueue, ObjectInfo
+from imagery.processor.isolation import JobResult
 
 __all__ = ["Images", "IsolatedWork", "MessageQueue", "Objects", "Outcomes"]
 
@@ -52,4 +53,4 @@ class Objects(Protocol):
 
 
 class IsolatedWork(Protocol):
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+    async def run(self, fn: Callable[..., Any], *args: Any) -> JobResult: ...

@@ -10,9 +10,12 @@ DUPLICATE (already terminal: only cleanup), UNKNOWN (no record: object deleted),
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from imagery.common.aws.s3 import ObjectTooLarge
 from imagery.common.db.outcomes import NotProcessing, VerifiedImage
@@ -41,6 +44,23 @@ class Outcome(enum.Enum):
 class Result:
     outcome: Outcome
     reason: str | None = None
+    stages_ms: dict[str, float] = field(default_factory=dict)  # head, download, verify, ...
+    peak_rss_bytes: int | None = None  # of the isolated job process
+
+
+class _Stages:
+    """Wall time per processing stage, for logs, metrics and the benchmark."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = round((time.perf_counter() - started) * 1000, 2)
 
 
 class UploadProcessor:
@@ -95,41 +115,57 @@ class UploadProcessor:
             log.warning("could not release claim", extra={"image_id": image_id, "error": str(exc)})
 
     async def _process(self, record: ImageRecord, key: str) -> Result:
-        info = await self._objects.head(key)
+        stage = _Stages()
+        with stage("head"):
+            info = await self._objects.head(key)
         if info is None:
-            return await self._fail(record, key, "MISSING")
+            return await self._fail(record, key, "MISSING", stage)
         if info.size == 0:
-            return await self._fail(record, key, "EMPTY", size=0)
+            return await self._fail(record, key, "EMPTY", stage, size=0)
         if info.size > self._max_upload_bytes:
-            return await self._fail(record, key, "TOO_LARGE", size=info.size)
+            return await self._fail(record, key, "TOO_LARGE", stage, size=info.size)
         try:
-            data = await self._objects.get(key, max_bytes=self._max_upload_bytes)
+            with stage("download"):
+                data = await self._objects.get(key, max_bytes=self._max_upload_bytes)
         except ObjectTooLarge:  # replaced by a bigger PUT after HeadObject
-            return await self._fail(record, key, "TOO_LARGE")
+            return await self._fail(record, key, "TOO_LARGE", stage)
         try:
-            verified: Verified = await self._work.run(
-                verify, data, record.content_type, self._limits
-            )
+            with stage("verify"):
+                job = await self._work.run(verify, data, record.content_type, self._limits)
         except (Rejected, JobKilled) as rejected:
             log.info(
                 "upload rejected",
                 extra={"image_id": record.id, "reason": rejected.reason, "detail": rejected.detail},
             )
-            return await self._fail(record, key, rejected.reason, size=len(data))
+            rss = getattr(rejected, "peak_rss_bytes", None)
+            return await self._fail(record, key, rejected.reason, stage, size=len(data), rss=rss)
+        verified: Verified = job.value
         image = VerifiedImage(
             verified.sha256, verified.format, verified.width, verified.height, verified.size_bytes
         )
         try:
-            await self._outcomes.mark_ready(record.id, image)
+            with stage("commit"):
+                await self._outcomes.mark_ready(record.id, image)
         except NotProcessing:  # our claim went stale and another worker finished the record
             return Result(Outcome.DUPLICATE)
-        await self._objects.delete(key)
-        return Result(Outcome.READY)
+        with stage("cleanup"):
+            await self._objects.delete(key)
+        return Result(Outcome.READY, None, stage.ms, job.peak_rss_bytes)
 
     async def _fail(
-        self, record: ImageRecord, key: str, reason: str, *, size: int | None = None
+        self,
+        record: ImageRecord,
+        key: str,
+        reason: str,
+        stage: _Stages,
+        *,
+        size: int | None = None,
+        rss: int | None = None,
     ) -> Result:
-        if not await self._outcomes.mark_failed(record.id, reason, size_bytes=size):
+        with stage("commit"):
+            marked = await self._outcomes.mark_failed(record.id, reason, size_bytes=size)
+        if not marked:
             return Result(Outcome.DUPLICATE)
-        await self._objects.delete(key)
-        return Result(Outcome.FAILED, reason)
+        with stage("cleanup"):
+            await self._objects.delete(key)
+        return Result(Outcome.FAILED, reason, stage.ms, rss)

@@ -44,6 +44,8 @@ class Verified:
 class Rejected(Exception):
     """The bytes are not an acceptable image; `reason` is the record's failure_reason."""
 
+    peak_rss_bytes: int | None = None  # set by the isolated runner
+
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason

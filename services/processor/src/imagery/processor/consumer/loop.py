@@ -147,6 +147,8 @@ class Consumer:
                     "failure_reason": result.reason,
                     "receive_count": message.receive_count,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "stages_ms": result.stages_ms,
+                    "job_peak_rss_bytes": result.peak_rss_bytes,
                 },
             )
         if busy:  # another worker holds the claim: look again once it should be done

@@ -1,4 +1,6 @@
-"""Helpers for end-to-end tests of the processing pipeline."""
+"""Drive the processing pipeline as a client would, for end-to-end tests and benchmarks:
+start processors, submit uploads (pending record + bytes PUT to the bucket, whose event
+notification does the rest), wait for outcomes, check the invariants."""
 
 from __future__ import annotations
 
@@ -11,10 +13,23 @@ import asyncpg
 import boto3
 
 from imagery.common.ids import new_image_id, upload_key
-from imagery.devstack.aws import AwsResources
+from imagery.devstack.aws import LOCAL_CREDENTIALS, AwsResources
 from imagery.devstack.procs import free_port
 from imagery.devstack.services import ServiceProcess
-from tests.e2e.conftest import service_env
+
+
+def service_env(database_url: str, aws: AwsResources) -> dict[str, str]:
+    """The settings every imagery process needs to reach this Postgres and this S3/SQS."""
+    return {
+        **LOCAL_CREDENTIALS,
+        "DATABASE_URL": database_url,
+        "AWS_ENDPOINT_URL": aws.endpoint_url,
+        "AWS_REGION": aws.region,
+        "S3_BUCKET": aws.bucket,
+        "SQS_QUEUE_URL": aws.queue_url,
+        "SQS_DLQ_URL": aws.dlq_url,
+        "LOG_FORMAT": "json",
+    }
 
 
 @dataclass
