@@ -148,8 +148,9 @@ async def run() -> str:
                 ],
                 rows,
             ),
-            f"pixel flood (30000x30000 PNG, {len(pixel_flood())} bytes): {flood['failure_reason']}, "
-            f"job peak RSS {flood_rss:.0f} MiB vs {decoded:,.0f} MiB decoded ({flood_rss / decoded:.3%})",
+            f"pixel flood (30000x30000 PNG, {len(pixel_flood())} bytes): "
+            f"{flood['failure_reason']}, job peak RSS {flood_rss:.0f} MiB "
+            f"vs {decoded:,.0f} MiB decoded ({flood_rss / decoded:.3%})",
             "",
         ]
     )
