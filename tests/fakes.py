@@ -4,13 +4,19 @@ tests/integration/test_repository.py hold them to the same behaviour as the real
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from imagery.common.db.images import ImageAlreadyExists
-from imagery.common.db.outcomes import NotProcessing, VerifiedImage
-from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus, VariantInfo
+from imagery.common.db.outcomes import LinkResult, NotProcessing, VerifiedImage
+from imagery.common.domain import (
+    DeletedImage,
+    DownloadTarget,
+    ImageRecord,
+    ImageStatus,
+    VariantInfo,
+)
 from imagery.common.ports import ObjectInfo, PresignedUpload
 from imagery.processor.isolation import JobResult
 
@@ -31,12 +37,25 @@ class InMemoryImageRepository:
         self.records: dict[str, ImageRecord] = {}
         self.clock = clock or FakeClock()
         self.queries = 0
+        self.blob_counts: dict[str, int] | None = None  # shared with FakeOutcomes.blobs when wired
 
     async def save(self, record: ImageRecord) -> None:
         if record.id in self.records:
             raise ImageAlreadyExists(f"Image {record.id} already exists.")
         now = self.clock()
         self.records[record.id] = dataclasses.replace(record, created_at=now, updated_at=now)
+
+    async def delete(self, image_id: str) -> DeletedImage | None:
+        record = self.records.pop(image_id, None)
+        if record is None:
+            return None
+        unreferenced = False
+        if record.sha256 is not None and self.blob_counts is not None:
+            self.blob_counts[record.sha256] -= 1
+            unreferenced = self.blob_counts[record.sha256] == 0
+        return DeletedImage(
+            record.id, record.status, record.object_key, record.sha256, unreferenced
+        )
 
     async def find_by_id(self, image_id: str) -> ImageRecord | None:
         self.queries += 1
@@ -131,6 +150,7 @@ class FakeObjects:
 
     def __init__(self) -> None:
         self.objects: dict[str, tuple[bytes, str]] = {}
+        self.cache_control: dict[str, str | None] = {}
         self.reads: list[str] = []
         self.fail_reads: Exception | None = None
 
@@ -150,6 +170,7 @@ class FakeObjects:
         self, key: str, body: bytes, *, content_type: str, cache_control: str | None = None
     ) -> None:
         self.objects[key] = (body, content_type)
+        self.cache_control[key] = cache_control
 
     async def delete(self, key: str) -> None:
         self.objects.pop(key, None)
@@ -161,20 +182,44 @@ class FakeOutcomes:
     def __init__(self, images: InMemoryImageRepository) -> None:
         self.images = images
         self.blobs: dict[str, int] = {}
+        self.formats: dict[str, VerifiedImage] = {}
+        images.blob_counts = self.blobs
 
-    async def blob_exists(self, sha256: str) -> bool:
-        return self.blobs.get(sha256, 0) > 0
+    async def link_existing(self, image_id: str, sha256: str, declared_format: str) -> LinkResult:
+        self._require_processing(image_id)
+        if self.blobs.get(sha256, 0) == 0:
+            return LinkResult(linked=False)
+        image = self.formats[sha256]
+        if image.format != declared_format:
+            return LinkResult(linked=False, mismatch=image.format)
+        self.blobs[sha256] += 1
+        self._ready(image_id, image)
+        return LinkResult(linked=True, image=image)
 
     async def mark_ready(
-        self, image_id: str, image: VerifiedImage, variants: Sequence[VariantInfo] = ()
+        self,
+        image_id: str,
+        image: VerifiedImage,
+        variants: Sequence[VariantInfo] = (),
+        write_objects: Callable[[], Awaitable[None]] | None = None,
     ) -> bool:
-        record = self.images.records[image_id]
-        if record.status is not ImageStatus.PROCESSING:
-            raise NotProcessing(image_id)
-        new = image.sha256 not in self.blobs
+        self._require_processing(image_id)
+        fresh = self.blobs.get(image.sha256, 0) == 0
+        if fresh and write_objects is not None:
+            await write_objects()
         self.blobs[image.sha256] = self.blobs.get(image.sha256, 0) + 1
+        self.formats[image.sha256] = image
+        self._ready(image_id, image)
+        return fresh
+
+    def _require_processing(self, image_id: str) -> None:
+        record = self.images.records.get(image_id)
+        if record is None or record.status is not ImageStatus.PROCESSING:
+            raise NotProcessing(image_id)
+
+    def _ready(self, image_id: str, image: VerifiedImage) -> None:
         self.images.records[image_id] = dataclasses.replace(
-            record,
+            self.images.records[image_id],
             status=ImageStatus.READY,
             sha256=image.sha256,
             size_bytes=image.size_bytes,
@@ -182,7 +227,6 @@ class FakeOutcomes:
             height=image.height,
             detected_format=image.format,
         )
-        return new
 
     async def mark_failed(
         self,
@@ -209,5 +253,9 @@ class FakeOutcomes:
 class InlineWork:
     """Runs isolated work in-process (unit tests only; the real runner forks a limited child)."""
 
+    def __init__(self) -> None:
+        self.calls = 0
+
     async def run(self, fn: Callable[..., Any], *args: Any) -> JobResult:
+        self.calls += 1
         return JobResult(fn(*args), 0)

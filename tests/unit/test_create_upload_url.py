@@ -5,10 +5,10 @@ from datetime import timedelta
 import pytest
 
 from imagery.common.domain import ImageRecord, ImageStatus
-from imagery.common.errors import InvalidArgument, Unavailable, Unimplemented
-from imagery.common.ids import is_image_id
+from imagery.common.errors import InvalidArgument, Unavailable
+from imagery.common.ids import is_image_id, new_image_id, upload_key
 from imagery.upload.use_cases import CreateUploadUrl, DeleteImage
-from tests.fakes import FakeClock, FakeSigner, InMemoryImageRepository
+from tests.fakes import FakeClock, FakeObjects, FakeSigner, InMemoryImageRepository
 
 
 def _use_case(
@@ -74,8 +74,63 @@ async def test_no_url_leaves_when_the_record_cannot_be_saved() -> None:
         )
 
 
-async def test_delete_image_validates_the_id_then_says_it_is_not_available_yet() -> None:
+class RecordingCollector:
+    def __init__(self, fail: bool = False) -> None:
+        self.collected: list[str] = []
+        self.fail = fail
+
+    async def collect(self, sha256: str) -> bool:
+        if self.fail:
+            raise Unavailable("S3 DeleteObject failed: retry shortly.")
+        self.collected.append(sha256)
+        return True
+
+
+async def _ready(repo: InMemoryImageRepository, sha: str) -> str:
+    image_id = new_image_id()
+    await repo.save(
+        ImageRecord(
+            image_id, ImageStatus.READY, "image/png", "a.png", upload_key(image_id), sha256=sha
+        )
+    )
+    assert repo.blob_counts is not None
+    repo.blob_counts[sha] = repo.blob_counts.get(sha, 0) + 1
+    return image_id
+
+
+async def test_deleting_shared_content_keeps_it_until_the_last_reference() -> None:
+    repo, objects, collector = InMemoryImageRepository(), FakeObjects(), RecordingCollector()
+    repo.blob_counts = {}
+    first, second = await _ready(repo, "a" * 64), await _ready(repo, "a" * 64)
+    delete = DeleteImage(repo, objects, collector)
+    assert await delete(image_id=first) is True
+    assert collector.collected == []
+    assert await delete(image_id=first) is False, "deleting twice is harmless"
+    assert await delete(image_id=second) is True
+    assert collector.collected == ["a" * 64]
+
+
+async def test_deleting_a_pending_image_removes_its_upload_object() -> None:
+    repo, objects = InMemoryImageRepository(), FakeObjects()
+    image_id = new_image_id()
+    await repo.save(
+        ImageRecord(image_id, ImageStatus.PENDING, "image/png", "a.png", upload_key(image_id))
+    )
+    objects.objects[upload_key(image_id)] = (b"bytes", "image/png")
+    assert await DeleteImage(repo, objects, RecordingCollector())(image_id=image_id)
+    assert objects.objects == {} and repo.records == {}
+
+
+async def test_a_failed_content_deletion_does_not_fail_the_delete() -> None:
+    repo = InMemoryImageRepository()
+    repo.blob_counts = {}
+    image_id = await _ready(repo, "b" * 64)
+    assert await DeleteImage(repo, FakeObjects(), RecordingCollector(fail=True))(image_id=image_id)
+    assert repo.records == {}
+
+
+async def test_delete_image_validates_the_id() -> None:
     with pytest.raises(InvalidArgument):
-        await DeleteImage()(image_id="nope")
-    with pytest.raises(Unimplemented):
-        await DeleteImage()(image_id="01ARZ3NDEKTSV4RRFFQ69G5FAV")
+        await DeleteImage(InMemoryImageRepository(), FakeObjects(), RecordingCollector())(
+            image_id="nope"
+        )

@@ -18,11 +18,12 @@ class World:
         self.images = InMemoryImageRepository()
         self.outcomes = FakeOutcomes(self.images)
         self.objects = FakeObjects()
+        self.work = InlineWork()
         self.process = UploadProcessor(
             self.images,
             self.outcomes,
             self.objects,
-            InlineWork(),
+            self.work,
             limits=Limits(),
             max_upload_bytes=MAX,
             claim_stale_seconds=300,
@@ -106,7 +107,7 @@ async def test_a_duplicate_delivery_changes_nothing(world: World) -> None:
     assert (await world.process(image_id, upload_key(image_id))).outcome is Outcome.DUPLICATE
     assert world.images.records[image_id] == before
     assert sum(world.outcomes.blobs.values()) == 1
-    assert world.objects.objects == {}, "cleanup of the late object"
+    assert not [k for k in world.objects.objects if k.startswith("uploads/")], "late object cleaned"
 
 
 async def test_a_record_claimed_by_another_worker_is_left_alone(world: World) -> None:
@@ -128,14 +129,47 @@ async def test_a_transient_failure_gives_the_claim_back(world: World) -> None:
     assert (await world.process(image_id, upload_key(image_id))).outcome is Outcome.READY
 
 
-async def test_identical_content_shares_one_blob(world: World) -> None:
+async def test_identical_content_shares_one_blob_and_is_processed_once(world: World) -> None:
     body = images.jpeg(32, 32)
     first, second = await world.upload(body), await world.upload(body)
-    for image_id in (first, second):
-        await world.process(image_id, upload_key(image_id))
+    await world.process(first, upload_key(first))
+    stored = {k: v for k, v in world.objects.objects.items() if not k.startswith("uploads/")}
+    world.work.calls = 0
+    assert (await world.process(second, upload_key(second))).outcome is Outcome.READY
     sha = world.images.records[first].sha256
-    assert sha == world.images.records[second].sha256
+    assert sha is not None and sha == world.images.records[second].sha256
     assert world.outcomes.blobs == {sha: 2}
+    assert world.work.calls == 0, "known content is neither verified nor rendered again"
+    assert world.objects.objects == stored, "nor stored again; its upload object is gone"
+
+
+async def test_known_content_declared_as_something_else_fails(world: World) -> None:
+    body = images.png(20, 20)
+    first = await world.upload(body, "image/png")
+    await world.process(first, upload_key(first))
+    liar = await world.upload(body, "image/gif")
+    result = await world.process(liar, upload_key(liar))
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "CONTENT_TYPE_MISMATCH")
+    assert list(world.outcomes.blobs.values()) == [1]
+
+
+async def test_new_content_stores_the_original_and_every_variant(world: World) -> None:
+    body = images.jpeg(640, 480)
+    image_id = await world.upload(body)
+    await world.process(image_id, upload_key(image_id))
+    sha = world.images.records[image_id].sha256
+    keys = set(world.objects.objects)
+    assert f"originals/{sha}" in keys and world.objects.objects[f"originals/{sha}"][0] == body
+    expected = {
+        f"variants/{sha}/{n}.{e}"
+        for n in ("thumbnail", "small", "medium", "large", "original")
+        for e in ("webp", "jpg")
+    }
+    assert expected <= keys
+    assert (
+        world.objects.cache_control[f"variants/{sha}/small.webp"]
+        == "public, max-age=31536000, immutable"
+    )
 
 
 async def test_a_claim_that_could_not_be_given_back_is_retaken_at_once(world: World) -> None:

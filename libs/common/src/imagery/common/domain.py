@@ -57,3 +57,14 @@ class ImageRecord:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     variants: tuple[VariantInfo, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedImage:
+    """What a deletion removed: enough to clean up after the commit."""
+
+    id: str
+    status: ImageStatus
+    object_key: str
+    sha256: str | None
+    unreferenced: bool  # the record was the blob's last reference

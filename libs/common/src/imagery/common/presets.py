@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imagery.common.config import ConfigError
+
 
 @dataclass(frozen=True, slots=True)
 class Preset:
@@ -21,6 +23,37 @@ DEFAULT_PRESETS: tuple[Preset, ...] = (
     Preset("original", None, None),
 )
 PRESET_NAMES: tuple[str, ...] = tuple(p.name for p in DEFAULT_PRESETS)
+# VARIANT_PRESETS syntax: comma-separated `name:WxH` (fit inside), `name:WxH:crop` (cover-crop
+# to exactly WxH, centre) or `name:full`; never upscaled.
+DEFAULT_PRESETS_SPEC = (
+    "thumbnail:150x150:crop,small:400x400,medium:800x800,large:1600x1600,original:full"
+)
+
+
+def parse_presets(spec: str) -> tuple[Preset, ...]:
+    presets = []
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        name, _, rest = item.partition(":")
+        if not name.isidentifier() or not rest:
+            raise ConfigError(
+                f"VARIANT_PRESETS entry {item!r} is not name:WxH[:crop] or name:full."
+            )
+        if rest == "full":
+            presets.append(Preset(name, None, None))
+            continue
+        size, _, crop = rest.partition(":")
+        width, _, height = size.partition("x")
+        if not (
+            width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0
+        ) or crop not in ("", "crop"):
+            raise ConfigError(
+                f"VARIANT_PRESETS entry {item!r} is not name:WxH[:crop] or name:full."
+            )
+        presets.append(Preset(name, int(width), int(height), crop == "crop"))
+    if len({p.name for p in presets}) != len(presets) or not presets:
+        raise ConfigError("VARIANT_PRESETS must name at least one preset, each once.")
+    return tuple(presets)
+
 
 # Formats a variant can be encoded in, and which the delivery `format` preference picks.
 WEBP, AVIF = "webp", "avif"

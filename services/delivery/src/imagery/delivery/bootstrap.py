@@ -9,7 +9,6 @@ from imagery.common.cdn import CloudFrontUrlBuilder
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.pool import create_pool
 from imagery.common.grpc.server import GrpcServer
-from imagery.common.presets import PRESET_NAMES
 from imagery.delivery.adapters.cloudfront import CachedCloudFrontSigner
 from imagery.delivery.config import DeliverySettings
 from imagery.delivery.grpc_api.servicer import DeliveryServiceServicer
@@ -45,7 +44,7 @@ async def build_server(settings: DeliverySettings, stack: AsyncExitStack) -> Grp
     signer = build_signer(settings, executor)
     servicer = DeliveryServiceServicer(
         GetImage(images),
-        GetDownloadUrl(images, signer, PRESET_NAMES),
-        BatchGetDownloadUrls(images, signer, PRESET_NAMES),
+        GetDownloadUrl(images, signer, settings.presets),
+        BatchGetDownloadUrls(images, signer, settings.presets),
     )
     return GrpcServer([servicer.registration()])

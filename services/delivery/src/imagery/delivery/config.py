@@ -9,6 +9,7 @@ from pathlib import Path
 
 from imagery.common.cdn import PrivateKey, SigningKeyError, base_url_for, load_private_key
 from imagery.common.config import ConfigError, Env, Settings
+from imagery.common.presets import DEFAULT_PRESETS_SPEC, parse_presets
 
 DEFAULT_PORT = 50052
 
@@ -24,6 +25,7 @@ class DeliverySettings:
     expiry_bucket_seconds: int
     url_cache_size: int
     signing_threads: int
+    presets: tuple[str, ...]
 
 
 def _private_key(env: Env) -> PrivateKey:
@@ -73,4 +75,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> DeliverySettings:
         ),
         url_cache_size=env.integer("SIGNED_URL_CACHE_SIZE", 100_000, minimum=0),
         signing_threads=env.integer("SIGNING_THREADS", 2, minimum=1, maximum=64),
+        presets=tuple(
+            p.name for p in parse_presets(env.optional("VARIANT_PRESETS", DEFAULT_PRESETS_SPEC))
+        ),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from contextlib import AsyncExitStack
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from imagery.common.aws.clients import s3_client, sqs_client
 from imagery.common.aws.s3 import S3ObjectStore
 from imagery.common.aws.sqs import SqsMessageQueue
+from imagery.common.collector import BlobCollector
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.outcomes import PostgresOutcomeRepository
 from imagery.common.db.pool import create_pool
@@ -28,6 +30,7 @@ class ProcessorApp:
     consumer: Consumer
     health: GrpcServer
     settings: ProcessorSettings
+    collector: BlobCollector
 
     async def start(self, port: int, host: str = "[::]") -> int:
         """The health endpoint for Kubernetes probes (PROCESSOR_HEALTH_PORT)."""
@@ -42,11 +45,26 @@ class ProcessorApp:
             "processor consuming",
             extra={"queue": self.settings.queue_url, "concurrency": self.settings.concurrency},
         )
+        sweeper = asyncio.create_task(self._sweep_unreferenced(stop))
         try:
             await self.consumer.run(stop, grace_seconds=self.settings.shutdown_grace_seconds)
         finally:
+            sweeper.cancel()
             await self.health.stop()
         log.info("processor stopped")
+
+    async def _sweep_unreferenced(self, stop: asyncio.Event) -> None:
+        """Retry content deletions that failed or were interrupted (DeleteImage does the
+        common case right after its commit)."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.gc_interval_seconds)
+            if stop.is_set():
+                return
+            try:
+                await self.collector.sweep()
+            except Exception as exc:  # noqa: BLE001 - a failed sweep is retried next interval
+                log.warning("sweep of unreferenced content failed", extra={"error": str(exc)})
 
 
 async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) -> ProcessorApp:
@@ -58,14 +76,16 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
     s3 = await stack.enter_async_context(s3_client(settings.base.aws))
     sqs = await stack.enter_async_context(sqs_client(settings.base.aws))
     queue = SqsMessageQueue(sqs, settings.queue_url)
+    store = S3ObjectStore(s3, settings.base.aws.bucket)
     process = UploadProcessor(
         PostgresImageRepository(pool),
         PostgresOutcomeRepository(pool),
-        S3ObjectStore(s3, settings.base.aws.bucket),
+        store,
         runner,
         limits=settings.limits,
         max_upload_bytes=settings.base.max_upload_bytes,
         claim_stale_seconds=settings.claim_stale_seconds,
+        spec=settings.render,
     )
     consumer = Consumer(
         queue,
@@ -75,4 +95,6 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
         visibility_timeout=await queue.visibility_timeout(),
         retry_base_seconds=settings.retry_base_seconds,
     )
-    return ProcessorApp(consumer, GrpcServer([], grace_seconds=1), settings)
+    return ProcessorApp(
+        consumer, GrpcServer([], grace_seconds=1), settings, BlobCollector(pool, store)
+    )

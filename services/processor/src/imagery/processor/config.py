@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from imagery.common.config import Env, Settings
+from imagery.common.presets import DEFAULT_PRESETS_SPEC, parse_presets
 from imagery.processor.isolation import JobLimits
+from imagery.processor.render import RenderSpec
 from imagery.processor.verify import Limits
 
 DEFAULT_HEALTH_PORT = 50053
@@ -24,6 +26,8 @@ class ProcessorSettings:
     claim_stale_seconds: int
     shutdown_grace_seconds: float
     retry_base_seconds: int
+    gc_interval_seconds: int
+    render: RenderSpec
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings:
@@ -62,4 +66,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings
             env.integer("PROCESSOR_SHUTDOWN_GRACE_SECONDS", 25, minimum=0)
         ),
         retry_base_seconds=env.integer("PROCESSOR_RETRY_BASE_SECONDS", 5, minimum=0),
+        gc_interval_seconds=env.integer("PROCESSOR_GC_INTERVAL_SECONDS", 60, minimum=1),
+        render=RenderSpec(
+            presets=parse_presets(env.optional("VARIANT_PRESETS", DEFAULT_PRESETS_SPEC)),
+            avif=env.choice("VARIANT_AVIF", "off", ("on", "off")) == "on",
+        ),
     )

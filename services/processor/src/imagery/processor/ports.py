@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from imagery.common.db.outcomes import VerifiedImage
+from imagery.common.db.outcomes import LinkResult, VerifiedImage
 from imagery.common.domain import ImageRecord, VariantInfo
 from imagery.common.ports import MessageQueue, ObjectInfo
 from imagery.processor.isolation import JobResult
@@ -22,10 +22,16 @@ class Images(Protocol):
 
 
 class Outcomes(Protocol):
-    async def blob_exists(self, sha256: str) -> bool: ...
+    async def link_existing(
+        self, image_id: str, sha256: str, declared_format: str
+    ) -> LinkResult: ...
 
     async def mark_ready(
-        self, image_id: str, image: VerifiedImage, variants: Sequence[VariantInfo] = ()
+        self,
+        image_id: str,
+        image: VerifiedImage,
+        variants: Sequence[VariantInfo] = (),
+        write_objects: Callable[[], Awaitable[None]] | None = None,
     ) -> bool: ...
 
     async def mark_failed(

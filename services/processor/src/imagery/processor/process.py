@@ -12,17 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from imagery.common.aws.s3 import ObjectTooLarge
+from imagery.common.collector import original_key
 from imagery.common.db.outcomes import NotProcessing, VerifiedImage
-from imagery.common.domain import ImageRecord
+from imagery.common.domain import ImageRecord, VariantInfo
+from imagery.common.formats import ALLOWED_CONTENT_TYPES
+from imagery.common.presets import CONTENT_TYPES, VARIANT_CACHE_CONTROL, variant_key
 from imagery.processor.isolation import JobKilled
 from imagery.processor.ports import Images, IsolatedWork, Objects, Outcomes
-from imagery.processor.verify import Limits, Rejected, Verified, verify
+from imagery.processor.render import Processed, Rendered, RenderSpec, verify_and_render
+from imagery.processor.verify import Limits, Rejected, Verified
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +79,9 @@ class UploadProcessor:
         limits: Limits,
         max_upload_bytes: int,
         claim_stale_seconds: float,
+        spec: RenderSpec | None = None,
     ) -> None:
+        self._spec = spec or RenderSpec()
         self._images = images
         self._outcomes = outcomes
         self._objects = objects
@@ -129,9 +136,14 @@ class UploadProcessor:
                 data = await self._objects.get(key, max_bytes=self._max_upload_bytes)
         except ObjectTooLarge:  # replaced by a bigger PUT after HeadObject
             return await self._fail(record, key, "TOO_LARGE", stage)
+        linked = await self._link_known_content(record, key, data, stage)
+        if linked is not None:
+            return linked
         try:
             with stage("verify"):
-                job = await self._work.run(verify, data, record.content_type, self._limits)
+                job = await self._work.run(
+                    verify_and_render, data, record.content_type, self._limits, self._spec
+                )
         except (Rejected, JobKilled) as rejected:
             log.info(
                 "upload rejected",
@@ -139,18 +151,64 @@ class UploadProcessor:
             )
             rss = getattr(rejected, "peak_rss_bytes", None)
             return await self._fail(record, key, rejected.reason, stage, size=len(data), rss=rss)
-        verified: Verified = job.value
+        processed: Processed = job.value
+        verified = processed.verified
         image = VerifiedImage(
             verified.sha256, verified.format, verified.width, verified.height, verified.size_bytes
         )
+        variants = [_variant_info(verified.sha256, v) for v in processed.variants]
         try:
             with stage("commit"):
-                await self._outcomes.mark_ready(record.id, image)
+                await self._outcomes.mark_ready(
+                    record.id,
+                    image,
+                    variants,
+                    lambda: self._store(data, verified, processed, stage),
+                )
         except NotProcessing:  # our claim went stale and another worker finished the record
             return Result(Outcome.DUPLICATE)
         with stage("cleanup"):
             await self._objects.delete(key)
         return Result(Outcome.READY, None, stage.ms, job.peak_rss_bytes)
+
+    async def _link_known_content(
+        self, record: ImageRecord, key: str, data: bytes, stage: _Stages
+    ) -> Result | None:
+        """Known content: link to it, nothing re-verified, re-rendered or re-stored."""
+        with stage("hash"):
+            sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+        declared = ALLOWED_CONTENT_TYPES.get(record.content_type, "")
+        try:
+            with stage("commit"):
+                linked = await self._outcomes.link_existing(record.id, sha256, declared)
+        except NotProcessing:
+            return Result(Outcome.DUPLICATE)
+        if linked.mismatch is not None:
+            return await self._fail(record, key, "CONTENT_TYPE_MISMATCH", stage, size=len(data))
+        if not linked.linked:
+            return None
+        with stage("cleanup"):
+            await self._objects.delete(key)
+        return Result(Outcome.READY, None, stage.ms, None)
+
+    async def _store(
+        self, data: bytes, verified: Verified, processed: Processed, stage: _Stages
+    ) -> None:
+        """Original and variants, all at once (called inside the blob-locking transaction)."""
+        original = CONTENT_TYPES.get(verified.format, f"image/{verified.format}")
+        with stage("store"):
+            await asyncio.gather(
+                self._objects.put(original_key(verified.sha256), data, content_type=original),
+                *(
+                    self._objects.put(
+                        variant_key(verified.sha256, v.name, v.format),
+                        v.body,
+                        content_type=v.content_type,
+                        cache_control=VARIANT_CACHE_CONTROL,
+                    )
+                    for v in processed.variants
+                ),
+            )
 
     async def _fail(
         self,
@@ -169,3 +227,15 @@ class UploadProcessor:
         with stage("cleanup"):
             await self._objects.delete(key)
         return Result(Outcome.FAILED, reason, stage.ms, rss)
+
+
+def _variant_info(sha256: str, rendered: Rendered) -> VariantInfo:
+    return VariantInfo(
+        rendered.name,
+        rendered.format,
+        rendered.content_type,
+        rendered.width,
+        rendered.height,
+        len(rendered.body),
+        variant_key(sha256, rendered.name, rendered.format),
+    )

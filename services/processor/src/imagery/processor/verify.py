@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from PIL import Image, ImageFile, ImageSequence, UnidentifiedImageError
 
 from imagery.common.formats import ALLOWED_CONTENT_TYPES
 
+T = TypeVar("T")
 PILLOW_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF", "gif": "GIF"}
 _ORIENTATION_TAG = 0x0112
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # rotated 90/270: displayed width is stored height
@@ -77,6 +80,18 @@ def _is_avif_brand(data: bytes) -> bool:
 
 
 def verify(data: bytes, declared_content_type: str, limits: Limits) -> Verified:
+    """Verify only (no variants)."""
+    return verify_then(data, declared_content_type, limits, None)[0]
+
+
+def verify_then(
+    data: bytes,
+    declared_content_type: str,
+    limits: Limits,
+    then: Callable[[Image.Image, Verified], T] | None,
+) -> tuple[Verified, T | None]:
+    """Verify, then hand the already decoded image (first frame) to `then`, so variants are
+    made without decoding or copying the picture again."""
     if not data:
         raise Rejected("EMPTY", "the upload has no bytes")
     detected = sniff(data)
@@ -96,13 +111,16 @@ def verify(data: bytes, declared_content_type: str, limits: Limits) -> Verified:
                 frames = _check_header(image, limits)
                 _decode_fully(image, frames)
                 width, height = _displayed_size(image)
+                verified = Verified(
+                    detected, width, height, frames, len(data), hashlib.sha256(data).hexdigest()
+                )
+                return verified, (then(image, verified) if then is not None else None)
         except Rejected:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise Rejected("DIMENSIONS_EXCEEDED", str(exc)) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
             raise Rejected("CORRUPT", f"{type(exc).__name__}: {exc}") from None
-    return Verified(detected, width, height, frames, len(data), hashlib.sha256(data).hexdigest())
 
 
 def _check_header(image: Image.Image, limits: Limits) -> int:

@@ -6,6 +6,7 @@ from contextlib import AsyncExitStack
 
 from imagery.common.aws.clients import s3_client_and_credentials
 from imagery.common.aws.s3 import S3ObjectStore
+from imagery.common.collector import BlobCollector
 from imagery.common.config import Settings
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.pool import create_pool
@@ -28,6 +29,6 @@ async def build_server(settings: Settings, stack: AsyncExitStack) -> GrpcServer:
             expiry_seconds=settings.upload_url_expiry_seconds,
             max_upload_bytes=settings.max_upload_bytes,
         ),
-        DeleteImage(),
+        DeleteImage(images, store, BlobCollector(pool, store)),
     )
     return GrpcServer([servicer.registration()])

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from imagery.common.domain import ImageRecord, ImageStatus
-from imagery.common.errors import Unimplemented
+from imagery.common.errors import ImageryError
 from imagery.common.ids import new_image_id, require_image_id, upload_key
-from imagery.upload.ports import ImageRepository, UploadSigner
+from imagery.upload.ports import (
+    Collector,
+    ImageDeleter,
+    ImageRepository,
+    ObjectDeleter,
+    UploadSigner,
+)
 from imagery.upload.validation import validate_content_type, validate_file_name
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +79,25 @@ class CreateUploadUrl:
 
 
 class DeleteImage:
-    """Arrives with content deduplication (reference counts decide what may be removed)."""
+    """The caller's reference goes; shared content goes only with its last reference."""
+
+    def __init__(self, images: ImageDeleter, objects: ObjectDeleter, collector: Collector) -> None:
+        self._images = images
+        self._objects = objects
+        self._collector = collector
 
     async def __call__(self, *, image_id: str) -> bool:
-        require_image_id(image_id)
-        raise Unimplemented(
-            "DeleteImage is not available yet: it ships with content deduplication."
-        )
+        deleted = await self._images.delete(require_image_id(image_id))
+        if deleted is None:
+            return False  # deleting twice is harmless
+        if not deleted.status.terminal:  # the bytes may still sit in uploads/
+            await self._objects.delete(deleted.object_key)
+        if deleted.unreferenced and deleted.sha256 is not None:
+            try:
+                await self._collector.collect(deleted.sha256)
+            except ImageryError as exc:  # the processor's sweep deletes it later
+                log.warning(
+                    "content deletion postponed",
+                    extra={"sha256": deleted.sha256, "error": str(exc)},
+                )
+        return True

@@ -8,7 +8,13 @@ from typing import Any
 
 import asyncpg
 
-from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus, VariantInfo
+from imagery.common.domain import (
+    DeletedImage,
+    DownloadTarget,
+    ImageRecord,
+    ImageStatus,
+    VariantInfo,
+)
 from imagery.common.errors import ImageryError
 
 _RECORD_COLUMNS = """r.id, r.status, r.content_type, r.file_name, r.object_key, r.size_bytes,
@@ -79,6 +85,27 @@ class PostgresImageRepository:
             ):
                 best[image_id] = DownloadTarget(image_id, _STATUSES[status], key, content_type, fmt)
         return list(best.values())
+
+    async def delete(self, image_id: str) -> DeletedImage | None:
+        """Remove the record and its reference in one transaction (waits for a processor
+        finishing it); None when there was nothing to delete."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "DELETE FROM image_records WHERE id = $1 RETURNING status, object_key, sha256",
+                image_id,
+            )
+            if row is None:
+                return None
+            remaining = None
+            if row["sha256"] is not None:
+                remaining = await conn.fetchval(
+                    "UPDATE image_blobs SET reference_count = reference_count - 1,"
+                    " updated_at = now() WHERE sha256 = $1 RETURNING reference_count",
+                    row["sha256"],
+                )
+        return DeletedImage(
+            image_id, _STATUSES[row["status"]], row["object_key"], row["sha256"], remaining == 0
+        )
 
     async def update_status(
         self,

@@ -1,0 +1,170 @@
+"""Variants: metadata-free, sRGB, re-encoded renditions of a verified image. Runs in the
+isolated job process, on the image `verify_then` already decoded.
+
+Speed, as measured on a 12 MP JPEG (issue 5): each size is resized from the previous, larger
+one with `reducing_gap` (one expensive full-size pass, then cheap ones), never with
+`Image.copy()` (~42 ms and ~48 MB per 12 MP copy). JPEG draft (DCT-scaled) decoding would only
+help when no full-size output is wanted; the default presets include `original`, and
+verification must decode every byte anyway.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image, ImageCms, ImageOps
+
+from imagery.common.presets import CONTENT_TYPES, DEFAULT_PRESETS, Preset
+from imagery.processor.verify import Limits, Verified, verify_then
+
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderSpec:
+    presets: tuple[Preset, ...] = DEFAULT_PRESETS
+    avif: bool = False
+    webp_quality: int = 80
+    webp_method: int = 4  # 6 costs 2.2x for 3-6% smaller files
+    jpeg_quality: int = 85
+    avif_speed: int = 8  # Pillow's default speed is ~3x slower
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    name: str
+    format: str  # webp | jpeg | png | avif
+    content_type: str
+    width: int
+    height: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    verified: Verified
+    variants: tuple[Rendered, ...]
+
+
+def verify_and_render(
+    data: bytes, content_type: str, limits: Limits, spec: RenderSpec
+) -> Processed:
+    verified, variants = verify_then(
+        data, content_type, limits, lambda image, _: render(image, spec)
+    )
+    return Processed(verified, tuple(variants or ()))
+
+
+def render(image: Image.Image, spec: RenderSpec) -> list[Rendered]:
+    base = _normalise(image)
+    alpha = base.mode == "RGBA"
+    fallback = "png" if alpha else "jpeg"
+    formats = ["webp", fallback] + (["avif"] if spec.avif else [])
+    outputs = []
+    made = [base]  # largest first; each preset starts from the smallest that still covers it
+    for preset in sorted(spec.presets, key=_area, reverse=True):
+        need_w, need_h = _needed(base, preset)
+        source = min((m for m in made if m.width >= need_w and m.height >= need_h), key=_pixels)
+        current = _resize(source, preset)
+        made.append(current)
+        for fmt in formats:
+            outputs.append(
+                Rendered(
+                    preset.name,
+                    fmt,
+                    CONTENT_TYPES[fmt],
+                    current.width,
+                    current.height,
+                    _encode(current, fmt, spec),
+                )
+            )
+    return outputs
+
+
+def _normalise(image: Image.Image) -> Image.Image:
+    """Upright (EXIF orientation applied), sRGB, RGB or RGBA, first frame, no metadata."""
+    image.seek(0)
+    icc = image.info.get("icc_profile")
+    upright = ImageOps.exif_transpose(image)  # a new image; the orientation is now in the pixels
+    alpha = upright.mode in ("RGBA", "LA", "PA") or (
+        upright.mode == "P" and "transparency" in upright.info
+    )
+    mode = "RGBA" if alpha else "RGB"
+    if icc:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            converted = ImageCms.profileToProfile(
+                upright.convert(mode), source, _SRGB, outputMode=mode
+            )
+            upright = converted if converted is not None else upright.convert(mode)
+        except ImageCms.PyCMSError:  # a broken profile: keep the pixels as they are
+            upright = upright.convert(mode)
+    elif upright.mode != mode:
+        upright = upright.convert(mode)
+    upright.info = {}  # Pillow re-emits comments, ICC and EXIF from info unless cleared
+    return upright
+
+
+def _pixels(image: Image.Image) -> int:
+    return image.width * image.height
+
+
+def _needed(base: Image.Image, preset: Preset) -> tuple[int, int]:
+    """The smallest size (base's aspect) this preset can be made from without upscaling."""
+    if preset.max_width is None or preset.max_height is None:
+        return base.size
+    if preset.crop:
+        fit = min(1.0, base.width / preset.max_width, base.height / preset.max_height)
+        scale = max(preset.max_width * fit / base.width, preset.max_height * fit / base.height)
+    else:
+        scale = min(1.0, preset.max_width / base.width, preset.max_height / base.height)
+    return round(base.width * scale), round(base.height * scale)
+
+
+def _area(preset: Preset) -> int:
+    if preset.max_width is None or preset.max_height is None:
+        return 1 << 62
+    return preset.max_width * preset.max_height
+
+
+def _resize(image: Image.Image, preset: Preset) -> Image.Image:
+    if preset.max_width is None or preset.max_height is None:
+        return image
+    if preset.crop:
+        return _cover_crop(image, preset.max_width, preset.max_height)
+    scale = min(preset.max_width / image.width, preset.max_height / image.height, 1.0)
+    if scale >= 1.0:
+        return image  # never upscale
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    resized = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    resized.info = {}
+    return resized
+
+
+def _cover_crop(image: Image.Image, box_w: int, box_h: int) -> Image.Image:
+    """The box's shape, as large as the box allows without upscaling, from the centre."""
+    fit = min(1.0, image.width / box_w, image.height / box_h)
+    out_w, out_h = max(1, round(box_w * fit)), max(1, round(box_h * fit))
+    scale = max(out_w / image.width, out_h / image.height)  # cover: both sides reach the box
+    resized = image
+    if scale < 1.0:
+        size = (max(out_w, round(image.width * scale)), max(out_h, round(image.height * scale)))
+        resized = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    left, top = (resized.width - out_w) // 2, (resized.height - out_h) // 2
+    cropped = resized.crop((left, top, left + out_w, top + out_h))
+    cropped.info = {}
+    return cropped
+
+
+def _encode(image: Image.Image, fmt: str, spec: RenderSpec) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "webp":
+        image.save(buffer, "WEBP", quality=spec.webp_quality, method=spec.webp_method)
+    elif fmt == "jpeg":
+        image.save(buffer, "JPEG", quality=spec.jpeg_quality, optimize=True, progressive=True)
+    elif fmt == "png":
+        image.save(buffer, "PNG", compress_level=6)
+    else:
+        image.save(buffer, "AVIF", quality=60, speed=spec.avif_speed)
+    return buffer.getvalue()
