@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import delivery, processor, upload
+from bench import delivery, processor, upload, variants
 
-BENCHMARKS = {"upload": upload.main, "delivery": delivery.main, "processor": processor.main}
+BENCHMARKS = {
+    "upload": upload.main,
+    "delivery": delivery.main,
+    "processor": processor.main,
+    "variants": variants.main,
+}
 
 
 def main(argv: list[str]) -> int:

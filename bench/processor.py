@@ -25,19 +25,37 @@ from imagery.devstack.pipeline import Pipeline
 
 COUNT = int(os.environ.get("BENCH_UPLOADS", "16"))
 MB = 1024 * 1024
-STAGES = ("head", "download", "verify", "commit", "cleanup")
+STAGES = ("head", "download", "hash", "verify", "store", "commit", "cleanup")
 
 
-def photo(width: int, height: int, fmt: str) -> bytes:
+def photo_image(width: int, height: int, noise: float) -> Image.Image:
     """Photo-like content: gradients, a fractal and sensor-like noise (compresses like a photo)."""
     bands = [
         Image.linear_gradient("L").resize((width, height)),
         Image.effect_mandelbrot((width, height), (-2, -1.2, 1, 1.2), 60),
-        Image.effect_noise((width, height), 12 if fmt == "JPEG" else 4),
+        Image.effect_noise((width, height), noise),
     ]
+    return Image.merge("RGB", bands)
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
     buffer = io.BytesIO()
-    Image.merge("RGB", bands).save(buffer, fmt, **({"quality": 88} if fmt == "JPEG" else {}))
+    image.save(buffer, fmt, **({"quality": 88} if fmt == "JPEG" else {}))
     return buffer.getvalue()
+
+
+def photo(width: int, height: int, fmt: str) -> bytes:
+    return encode(photo_image(width, height, 12 if fmt == "JPEG" else 4), fmt)
+
+
+def distinct(base: Image.Image, fmt: str, count: int) -> list[bytes]:
+    """`count` different files (a small mark moves), so none is deduplicated away."""
+    files = []
+    for i in range(count):
+        marked = base.copy()
+        marked.paste((i * 37 % 256, 255, 0), (16 * i, 16, 16 * i + 12, 28))
+        files.append(encode(marked, fmt))
+    return files
 
 
 def pixel_flood(side: int = 30_000) -> bytes:
@@ -68,11 +86,11 @@ def _outcomes(log_path: Path, ids: set[str]) -> list[dict[str, Any]]:
 
 
 async def _measure(
-    pipeline: Pipeline, log_path: Path, name: str, body: bytes, content_type: str
+    pipeline: Pipeline, log_path: Path, name: str, bodies: list[bytes], content_type: str
 ) -> list[object]:
     started = time.perf_counter()
     submitted: dict[str, float] = {}
-    for _ in range(COUNT):
+    for body in bodies:
         image_id = await pipeline.submit(body, content_type)
         submitted[image_id] = time.time()
     records = await pipeline.wait_terminal(list(submitted), within=600)
@@ -80,20 +98,11 @@ async def _measure(
     assert {r["status"] for r in records.values()} == {"ready"}, records
     latencies = [(records[i]["updated_at"].timestamp() - t) * 1000 for i, t in submitted.items()]
     outcomes = _outcomes(log_path, set(submitted))
-    stages = {
-        s: statistics.mean(o["stages_ms"].get(s, 0) for o in outcomes)
-        for s in ("head", "download", "verify", "commit", "cleanup")
-    }
-    rss = max(o["job_peak_rss_bytes"] for o in outcomes) / MB
-    return [
-        name,
-        f"{len(body) / MB:.1f} MB",
-        COUNT,
-        COUNT / elapsed,
-        statistics.median(latencies),
-        *(stages[s] for s in ("head", "download", "verify", "commit", "cleanup")),
-        rss,
-    ]
+    stages = {s: statistics.mean(o["stages_ms"].get(s, 0) for o in outcomes) for s in STAGES}
+    rss = max(o["job_peak_rss_bytes"] or 0 for o in outcomes) / MB
+    size = statistics.mean(len(b) for b in bodies) / MB
+    throughput, p50 = COUNT / elapsed, statistics.median(latencies)
+    return [name, f"{size:.1f} MB", COUNT, throughput, p50, *(stages[s] for s in STAGES), rss]
 
 
 async def run() -> str:
@@ -106,17 +115,11 @@ async def run() -> str:
             PROCESSOR_CONCURRENCY=str(os.cpu_count() or 2), LOG_FORMAT="json"
         )
         try:
+            jpegs = distinct(photo_image(4000, 3000, 12), "JPEG", COUNT)
+            pngs = distinct(photo_image(1000, 1000, 4), "PNG", COUNT)
             rows = [
-                await _measure(
-                    pipeline,
-                    processor.log_path,
-                    "12 MP JPEG",
-                    photo(4000, 3000, "JPEG"),
-                    "image/jpeg",
-                ),
-                await _measure(
-                    pipeline, processor.log_path, "1 MP PNG", photo(1000, 1000, "PNG"), "image/png"
-                ),
+                await _measure(pipeline, processor.log_path, "12 MP JPEG", jpegs, "image/jpeg"),
+                await _measure(pipeline, processor.log_path, "1 MP PNG", pngs, "image/png"),
             ]
             flood_id = await pipeline.submit(pixel_flood(), "image/png")
             (flood,) = (await pipeline.wait_terminal([flood_id])).values()
@@ -139,11 +142,7 @@ async def run() -> str:
                     "uploads",
                     "uploads/s",
                     "p50 PUT->ready ms",
-                    "head ms",
-                    "download ms",
-                    "verify ms",
-                    "commit ms",
-                    "cleanup ms",
+                    *(f"{stage} ms" for stage in STAGES),
                     "peak job RSS MiB",
                 ],
                 rows,

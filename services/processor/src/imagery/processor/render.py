@@ -51,9 +51,30 @@ def verify_and_render(
     data: bytes, content_type: str, limits: Limits, spec: RenderSpec
 ) -> Processed:
     verified, variants = verify_then(
-        data, content_type, limits, lambda image, _: render(image, spec)
+        data,
+        content_type,
+        limits,
+        lambda image, _: render(image, spec),
+        lambda size: _draft_size(size, spec),
     )
     return Processed(verified, tuple(variants or ()))
+
+
+def _draft_size(stored: tuple[int, int], spec: RenderSpec) -> tuple[int, int] | None:
+    """Per axis, the largest size any preset needs, in the file's stored orientation (EXIF
+    orientation is applied after decoding, so a rotated file needs the axes swapped); None
+    when a full-size output is wanted. Never a square box: a 4000x3000 photo for a 1600x1600
+    box needs 1600x1200, which a 1/2-scale decode (2000x1500) covers; 1600x1600 would not."""
+    width, height = stored
+    need_w = need_h = 0
+    for preset in spec.presets:
+        if preset.max_width is None or preset.max_height is None:
+            return None
+        upright = _needed_size(width, height, preset)
+        rotated = _needed_size(height, width, preset)[::-1]
+        need_w = max(need_w, upright[0], rotated[0])
+        need_h = max(need_h, upright[1], rotated[1])
+    return (need_w, need_h) if need_w < width or need_h < height else None
 
 
 def render(image: Image.Image, spec: RenderSpec) -> list[Rendered]:
@@ -112,14 +133,18 @@ def _pixels(image: Image.Image) -> int:
 
 def _needed(base: Image.Image, preset: Preset) -> tuple[int, int]:
     """The smallest size (base's aspect) this preset can be made from without upscaling."""
+    return _needed_size(base.width, base.height, preset)
+
+
+def _needed_size(width: int, height: int, preset: Preset) -> tuple[int, int]:
     if preset.max_width is None or preset.max_height is None:
-        return base.size
+        return width, height
     if preset.crop:
-        fit = min(1.0, base.width / preset.max_width, base.height / preset.max_height)
-        scale = max(preset.max_width * fit / base.width, preset.max_height * fit / base.height)
+        fit = min(1.0, width / preset.max_width, height / preset.max_height)
+        scale = max(preset.max_width * fit / width, preset.max_height * fit / height)
     else:
-        scale = min(1.0, preset.max_width / base.width, preset.max_height / base.height)
-    return round(base.width * scale), round(base.height * scale)
+        scale = min(1.0, preset.max_width / width, preset.max_height / height)
+    return round(width * scale), round(height * scale)
 
 
 def _area(preset: Preset) -> int:

@@ -89,9 +89,13 @@ def verify_then(
     declared_content_type: str,
     limits: Limits,
     then: Callable[[Image.Image, Verified], T] | None,
+    needed: Callable[[tuple[int, int]], tuple[int, int] | None] | None = None,
 ) -> tuple[Verified, T | None]:
     """Verify, then hand the already decoded image (first frame) to `then`, so variants are
-    made without decoding or copying the picture again."""
+    made without decoding or copying the picture again. `needed(stored size)` may name the
+    smallest size the outputs need: a JPEG is then decoded with DCT scaling (`draft`) at
+    the largest scale still >= that size — every byte is still decoded, so truncation is
+    still caught, at a fraction of the cost."""
     if not data:
         raise Rejected("EMPTY", "the upload has no bytes")
     detected = sniff(data)
@@ -109,6 +113,9 @@ def verify_then(
         try:
             with Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[detected]]) as image:
                 frames = _check_header(image, limits)
+                target = needed(image.size) if needed is not None else None
+                if target is not None and detected == "jpeg":
+                    image.draft(image.mode, target)
                 _decode_fully(image, frames)
                 width, height = _displayed_size(image)
                 verified = Verified(
