@@ -124,6 +124,11 @@ def test_deployments_roll_safely_and_probe_grpc(overlay: str) -> None:
         if name in SERVICES:
             assert container["readinessProbe"]["grpc"]["service"] == SERVICES[name][0]
         assert "DATABASE_URL" not in str(container.get("env", [])), "secrets come from the Secret"
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        metrics_port = {p["name"]: p["containerPort"] for p in container["ports"]}["metrics"]
+        assert annotations["prometheus.io/port"] == str(metrics_port)
+        assert {"name": "METRICS_PORT", "value": str(metrics_port)} in container["env"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

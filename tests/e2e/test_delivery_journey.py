@@ -3,6 +3,7 @@ CloudFront stand-in serving from the local S3."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -159,3 +160,52 @@ async def test_not_found_and_not_ready_carry_their_reasons(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _call(delivery_service, "GetImage", pb.GetImageRequest(image_id="../etc/passwd"))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_signing_and_cache_metrics(
+    database_url: str, aws: AwsResources, cdn_env: dict[str, str], tmp_path: Path
+) -> None:
+    from imagery.devstack.pipeline import service_env
+    from imagery.devstack.procs import free_port
+
+    metrics_port = free_port()
+    service = ServiceProcess(
+        "delivery",
+        "imagery.delivery",
+        free_port(),
+        tmp_path / "d.log",
+        {**service_env(database_url, aws), **cdn_env, "METRICS_PORT": str(metrics_port)},
+        echo=None,
+    )
+    service.start()
+    try:
+        service.wait_ready()
+        (image_id,) = await seed_ready_images(database_url, aws, 1, put_objects=False)
+        for _ in range(3):
+            await _call(
+                service,
+                "GetDownloadUrl",
+                pb.GetDownloadUrlRequest(image_id=image_id, variant="small"),
+            )
+        async with httpx.AsyncClient() as http:
+            exposition = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        lines = exposition.splitlines()
+        assert any(
+            line.startswith("imagery_delivery_urls_signed_total{") and line.endswith(" 1.0")
+            for line in lines
+        )
+        assert any(
+            'result="hit"' in line and line.endswith(" 2.0")
+            for line in lines
+            if "signature_cache_lookups" in line
+        )
+        rpc = [
+            line
+            for line in lines
+            if line.startswith("rpc_server_duration")
+            and "GetDownloadUrl" in line
+            and "_count" in line
+        ]
+        assert rpc and rpc[0].endswith(" 3.0"), rpc
+    finally:
+        service.stop()

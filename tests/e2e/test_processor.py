@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from imagery.devstack.aws import AwsResources
@@ -268,3 +269,56 @@ async def test_sigterm_with_jobs_in_flight_loses_none(pipeline: Pipeline) -> Non
         await pipeline.assert_invariants()
     finally:
         second.stop()
+
+
+async def test_metrics_endpoint_and_logs_that_join_the_trace(pipeline: Pipeline) -> None:
+    from imagery.devstack.procs import free_port
+
+    metrics_port = free_port()
+    process = pipeline.processor(METRICS_PORT=str(metrics_port))
+    try:
+        bad = await pipeline.submit(images.html(), "image/jpeg")
+        good = await pipeline.submit(images.jpeg(), "image/jpeg")
+        await pipeline.wait_terminal([bad, good])
+        await pipeline.wait_queue_empty()
+        async with httpx.AsyncClient() as http:
+            exposition = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        jobs = [
+            line
+            for line in exposition.splitlines()
+            if line.startswith("imagery_processor_jobs_total{")
+        ]
+        assert any(
+            'reason="UNSUPPORTED_FORMAT"' in line
+            and 'outcome="failed"' in line
+            and line.endswith(" 1.0")
+            for line in jobs
+        ), jobs
+        assert any('outcome="ready"' in line for line in jobs)
+        for name in (
+            "imagery_processor_stage_duration",
+            "imagery_processor_upload_to_ready",
+            "imagery_processor_messages_in_flight",
+            "imagery_processor_message_receive_count",
+            "imagery_processor_dlq_depth",
+        ):
+            assert name in exposition, name
+        lines = [
+            json.loads(line)
+            for line in process.log_path.read_text().splitlines()
+            if line.startswith("{")
+        ]
+        processed = next(
+            line
+            for line in lines
+            if line.get("message") == "upload processed" and line["image_id"] == bad
+        )
+        rejected = next(
+            line
+            for line in lines
+            if line.get("message") == "upload rejected" and line["image_id"] == bad
+        )
+        assert len(processed["trace_id"]) == 32 and processed["trace_id"] == rejected["trace_id"]
+        assert processed["service"] == "processor"
+    finally:
+        process.stop()

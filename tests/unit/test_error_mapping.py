@@ -108,3 +108,21 @@ def test_transient_database_errors_are_told_apart_from_bugs(
     error: BaseException, transient: bool
 ) -> None:
     assert is_transient(error) is transient
+
+
+def test_log_lines_carry_the_current_trace_and_span_ids() -> None:
+    import json
+    import logging
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from imagery.common.logs import JsonFormatter
+
+    record = logging.LogRecord("imagery", logging.INFO, __file__, 1, "upload processed", None, None)
+    outside = json.loads(JsonFormatter("processor").format(record))
+    assert "trace_id" not in outside
+    with TracerProvider().get_tracer("t").start_as_current_span("imagery.process_upload") as span:
+        inside = json.loads(JsonFormatter("processor").format(record))
+    assert inside["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert inside["span_id"] == format(span.get_span_context().span_id, "016x")
+    assert inside["service"] == "processor"

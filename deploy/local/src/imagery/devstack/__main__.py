@@ -27,6 +27,7 @@ PG_PORT = int(os.environ.get("DEVSTACK_PG_PORT", "54329"))
 AWS_PORT = int(os.environ.get("DEVSTACK_AWS_PORT", "4566"))
 EDGE_PORT = int(os.environ.get("DEVSTACK_EDGE_PORT", "4580"))
 PORTS = {"upload": 50051, "delivery": 50052, "processor": 50053}
+METRICS_PORTS = {"upload": 9461, "delivery": 9462, "processor": 9463}
 
 
 def _check_port_free(port: int, what: str) -> None:
@@ -43,7 +44,8 @@ def main() -> int:
         print(f"stopped {len(stopped)} process(es) left over from an earlier run")
     logs.mkdir(parents=True, exist_ok=True)
     pid_dir.mkdir(parents=True, exist_ok=True)
-    for name, port in {**PORTS, "CloudFront stand-in": EDGE_PORT}.items():
+    metrics = {f"{name} metrics": port for name, port in METRICS_PORTS.items()}
+    for name, port in {**PORTS, **metrics, "CloudFront stand-in": EDGE_PORT}.items():
         _check_port_free(port, name)
     cleanup: list[tuple[str, object]] = []
     stop = threading.Event()
@@ -52,7 +54,13 @@ def main() -> int:
     try:
         env = _start_infrastructure(pid_dir, logs, cleanup)
         services = [
-            ServiceProcess(name, f"imagery.{name}", port, logs / f"{name}.log", env)
+            ServiceProcess(
+                name,
+                f"imagery.{name}",
+                port,
+                logs / f"{name}.log",
+                {**env, "METRICS_PORT": str(METRICS_PORTS[name])},
+            )
             for name, port in PORTS.items()
         ]
         services.append(
@@ -178,6 +186,7 @@ Try it (another terminal, in this directory):
   {grpcurl} -plaintext -d '{{"image_id": "<image_id>", "variant": "small"}}' \\
       localhost:{PORTS["delivery"]} imagery.v1.DeliveryService/GetDownloadUrl
 
+Metrics (Prometheus): http://127.0.0.1:9461/metrics (upload), :9462 (delivery), :9463 (processor)
 Ctrl-C stops everything.
 """
     )

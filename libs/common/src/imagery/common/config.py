@@ -101,6 +101,7 @@ class Settings:
     log_format: str
     max_upload_bytes: int
     upload_url_expiry_seconds: int
+    metrics_port: int | None = None
 
     @property
     def base(self) -> Settings:
@@ -119,6 +120,7 @@ class Settings:
             log_level=env.choice("LOG_LEVEL", "info", LOG_LEVELS),
             log_format=env.choice("LOG_FORMAT", "json", LOG_FORMATS),
             max_upload_bytes=env.integer("MAX_UPLOAD_BYTES", 10 * 1024 * 1024, minimum=1),
+            metrics_port=env.integer("METRICS_PORT", 0, minimum=0, maximum=65535) or None,
             upload_url_expiry_seconds=min(
                 env.integer("UPLOAD_URL_EXPIRY_SECONDS", 300, minimum=1), S3_MAX_PRESIGN_SECONDS
             ),

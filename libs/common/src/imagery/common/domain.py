@@ -57,6 +57,7 @@ class ImageRecord:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     variants: tuple[VariantInfo, ...] = field(default=())
+    trace_context: str | None = None  # W3C traceparent of the call that created the record
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,20 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
+
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+
+def _trace_ids() -> dict[str, str]:
+    """The current span's ids, so a log line joins its trace."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {
+        "trace_id": format(context.trace_id, "032x"),
+        "span_id": format(context.span_id, "016x"),
+    }
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,6 +37,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        entry.update(_trace_ids())
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -36,7 +50,10 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS}
+        extras = {
+            **_trace_ids(),
+            **{k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS},
+        }
         return f"{text} {' '.join(f'{k}={v}' for k, v in extras.items())}" if extras else text
 
 

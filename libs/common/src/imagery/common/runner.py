@@ -11,6 +11,7 @@ from typing import Protocol, TypeVar
 from imagery.common.config import ConfigError, Settings
 from imagery.common.errors import Unavailable
 from imagery.common.logs import configure_logging
+from imagery.common.telemetry import configure_telemetry
 
 
 class Servable(Protocol):
@@ -38,6 +39,7 @@ def run_service(
         settings = load_settings(None)
         base = settings.base
         configure_logging(name, base.log_level, base.log_format)
+        configure_telemetry(name, metrics_port=base.metrics_port)  # before any server exists
         async with AsyncExitStack() as stack:
             server = await build(settings, stack)
             await server.start(base.grpc_port)

@@ -9,6 +9,9 @@ import signal
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
+from opentelemetry import metrics
+from opentelemetry.metrics import Observation
+
 from imagery.common.aws.clients import s3_client, sqs_client
 from imagery.common.aws.s3 import S3ObjectStore
 from imagery.common.aws.sqs import SqsMessageQueue
@@ -16,6 +19,7 @@ from imagery.common.collector import BlobCollector
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.outcomes import PostgresOutcomeRepository
 from imagery.common.db.pool import create_pool
+from imagery.common.errors import ImageryError
 from imagery.common.grpc.server import GrpcServer
 from imagery.processor.config import ProcessorSettings
 from imagery.processor.consumer.loop import Consumer
@@ -31,6 +35,15 @@ class ProcessorApp:
     health: GrpcServer
     settings: ProcessorSettings
     collector: BlobCollector
+    dlq: SqsMessageQueue
+    dlq_depth: int = 0
+
+    def __post_init__(self) -> None:
+        metrics.get_meter(__name__).create_observable_gauge(
+            "imagery.processor.dlq.depth",
+            callbacks=[lambda _: [Observation(self.dlq_depth)]],
+            description="Messages waiting in the dead-letter queue (refreshed every 30 s)",
+        )
 
     async def start(self, port: int, host: str = "[::]") -> int:
         """The health endpoint for Kubernetes probes (PROCESSOR_HEALTH_PORT)."""
@@ -46,12 +59,23 @@ class ProcessorApp:
             extra={"queue": self.settings.queue_url, "concurrency": self.settings.concurrency},
         )
         sweeper = asyncio.create_task(self._sweep_unreferenced(stop))
+        watcher = asyncio.create_task(self._watch_dlq(stop))
         try:
             await self.consumer.run(stop, grace_seconds=self.settings.shutdown_grace_seconds)
         finally:
             sweeper.cancel()
+            watcher.cancel()
             await self.health.stop()
         log.info("processor stopped")
+
+    async def _watch_dlq(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.dlq_depth = await self.dlq.approximate_depth()
+            except ImageryError as exc:
+                log.warning("cannot read the dead-letter queue depth", extra={"error": str(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 30)
 
     async def _sweep_unreferenced(self, stop: asyncio.Event) -> None:
         """Retry content deletions that failed or were interrupted (DeleteImage does the
@@ -96,5 +120,9 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
         retry_base_seconds=settings.retry_base_seconds,
     )
     return ProcessorApp(
-        consumer, GrpcServer([], grace_seconds=1), settings, BlobCollector(pool, store)
+        consumer,
+        GrpcServer([], grace_seconds=1),
+        settings,
+        BlobCollector(pool, store),
+        SqsMessageQueue(sqs, settings.dlq_url),
     )

@@ -17,6 +17,10 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from opentelemetry import metrics, trace
+from opentelemetry.trace import Span, Status, StatusCode
 
 from imagery.common.aws.s3 import ObjectTooLarge
 from imagery.common.collector import original_key
@@ -24,6 +28,7 @@ from imagery.common.db.outcomes import NotProcessing, VerifiedImage
 from imagery.common.domain import ImageRecord, VariantInfo
 from imagery.common.formats import ALLOWED_CONTENT_TYPES
 from imagery.common.presets import CONTENT_TYPES, VARIANT_CACHE_CONTROL, variant_key
+from imagery.common.telemetry import link_to
 from imagery.processor.isolation import JobKilled
 from imagery.processor.ports import Images, IsolatedWork, Objects, Outcomes
 from imagery.processor.render import Processed, Rendered, RenderSpec, verify_and_render
@@ -51,6 +56,36 @@ class Result:
     reason: str | None = None
     stages_ms: dict[str, float] = field(default_factory=dict)  # head, download, verify, ...
     peak_rss_bytes: int | None = None  # of the isolated job process
+    image: VerifiedImage | None = None
+    created_at: datetime | None = None
+
+
+_METER = metrics.get_meter(__name__)
+_JOBS = _METER.create_counter(
+    "imagery.processor.jobs", description="Uploads by outcome and failure reason"
+)
+_STAGE = _METER.create_histogram(
+    "imagery.processor.stage.duration", unit="ms", description="Time per processing stage"
+)
+_TO_READY = _METER.create_histogram(
+    "imagery.processor.upload_to_ready", unit="s", description="From CreateUploadUrl to READY"
+)
+
+
+def _record(span: Span, result: Result) -> None:
+    """Span attributes and metrics of one outcome (never file names or URLs)."""
+    span.set_attribute("imagery.outcome", result.outcome.value)
+    if result.reason:
+        span.set_attribute("imagery.failure_reason", result.reason)
+        span.set_status(Status(StatusCode.ERROR, result.reason))
+    _JOBS.add(1, {"outcome": result.outcome.value, "reason": result.reason or ""})
+    for stage, ms in result.stages_ms.items():
+        _STAGE.record(ms, {"stage": stage})
+    if result.created_at is not None and result.outcome is Outcome.READY:
+        _TO_READY.record((datetime.now(UTC) - result.created_at).total_seconds())
+    if result.image is not None:
+        span.set_attribute("image.size_bytes", result.image.size_bytes)
+        span.set_attribute("image.format", result.image.format)
 
 
 class _Stages:
@@ -95,7 +130,17 @@ class UploadProcessor:
         self._abandoned: set[str] = set()
 
     async def __call__(self, image_id: str, key: str) -> Result:
+        span = trace.get_current_span()  # the consumer's span for this upload
+        result = await self._process_traced(image_id, key, span)
+        _record(span, result)
+        return result
+
+    async def _process_traced(self, image_id: str, key: str, span: Span) -> Result:
         record = await self._images.find_by_id(image_id)
+        if record is not None:
+            for link in link_to(record.trace_context):  # back to CreateUploadUrl's trace
+                span.add_link(link.context)
+            span.set_attribute("image.content_type", record.content_type)
         if record is None:
             log.warning("upload without a record: deleting it", extra={"image_id": image_id})
             await self._objects.delete(key)
@@ -169,7 +214,7 @@ class UploadProcessor:
             return Result(Outcome.DUPLICATE)
         with stage("cleanup"):
             await self._objects.delete(key)
-        return Result(Outcome.READY, None, stage.ms, job.peak_rss_bytes)
+        return Result(Outcome.READY, None, stage.ms, job.peak_rss_bytes, image, record.created_at)
 
     async def _link_known_content(
         self, record: ImageRecord, key: str, data: bytes, stage: _Stages
@@ -189,7 +234,7 @@ class UploadProcessor:
             return None
         with stage("cleanup"):
             await self._objects.delete(key)
-        return Result(Outcome.READY, None, stage.ms, None)
+        return Result(Outcome.READY, None, stage.ms, None, linked.image, record.created_at)
 
     async def _store(
         self, data: bytes, verified: Verified, processed: Processed, stage: _Stages

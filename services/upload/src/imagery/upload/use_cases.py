@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from imagery.common.domain import ImageRecord, ImageStatus
 from imagery.common.errors import ImageryError
 from imagery.common.ids import new_image_id, require_image_id, upload_key
+from imagery.common.telemetry import current_trace_context
 from imagery.upload.ports import (
     Collector,
     ImageDeleter,
@@ -61,6 +62,7 @@ class CreateUploadUrl:
             content_type=content_type,
             file_name=file_name,
             object_key=key,
+            trace_context=current_trace_context(),  # the processor's span links back to it
         )
         # The record must exist before the URL is handed out; signing needs no I/O, so it
         # runs while the INSERT is in flight. If the INSERT fails, no URL leaves.

@@ -13,6 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from imagery.common.config import AwsSettings
 from imagery.common.errors import Unavailable
+from imagery.common.telemetry import trace_aws_calls
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -46,6 +47,7 @@ async def s3_client_and_credentials(settings: AwsSettings) -> AsyncIterator[tupl
     async with session.client(
         "s3", endpoint_url=settings.endpoint_url, config=_config(settings, "s3")
     ) as client:
+        trace_aws_calls(client)
         # aioboto3 forwards to aiobotocore's `async def get_credentials`; the stubs say sync.
         credentials = await cast(Awaitable[Any], session.get_credentials())
         yield client, credentials
@@ -57,6 +59,7 @@ async def sqs_client(settings: AwsSettings) -> AsyncIterator[SQSClient]:
     async with session.client(
         "sqs", endpoint_url=settings.endpoint_url, config=_config(settings, "sqs")
     ) as client:
+        trace_aws_calls(client)
         yield client
 
 

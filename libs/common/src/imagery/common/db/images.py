@@ -19,7 +19,7 @@ from imagery.common.errors import ImageryError
 
 _RECORD_COLUMNS = """r.id, r.status, r.content_type, r.file_name, r.object_key, r.size_bytes,
               r.width, r.height, r.sha256, r.detected_format, r.failure_reason,
-              r.created_at, r.updated_at"""
+              r.created_at, r.updated_at, r.trace_context"""
 _VARIANTS = """(SELECT jsonb_agg(jsonb_build_object(
                    'name', v.name, 'format', v.format, 'content_type', v.content_type,
                    'width', v.width, 'height', v.height, 'size_bytes', v.size_bytes,
@@ -50,14 +50,15 @@ class PostgresImageRepository:
         try:
             await self._pool.execute(
                 """INSERT INTO image_records
-                       (id, status, content_type, file_name, object_key, size_bytes)
-                   VALUES ($1, $2, $3, $4, $5, $6)""",
+                       (id, status, content_type, file_name, object_key, size_bytes, trace_context)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)""",
                 record.id,
                 record.status.value,
                 record.content_type,
                 record.file_name,
                 record.object_key,
                 record.size_bytes,
+                record.trace_context,
             )
         except asyncpg.UniqueViolationError as exc:
             raise ImageAlreadyExists(f"Image {record.id} already exists.") from exc
@@ -168,6 +169,7 @@ def record_from_row(row: asyncpg.Record) -> ImageRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         variants=_variants(row["variants"]),
+        trace_context=row["trace_context"],
     )
 
 

@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import metrics
 
 from imagery.common.errors import ImageryError
 from imagery.common.grpc.errors import internal_status, status_code_for, to_rpc_status
@@ -79,9 +80,26 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
         )
 
 
+_RPC_DURATION = metrics.get_meter("imagery.grpc").create_histogram(
+    "rpc.server.duration", unit="ms", description="Server-side duration of each RPC"
+)
+
+
 def _log_rpc(method: str, code: Any, started: float) -> None:
-    level = logging.DEBUG if method.startswith(_QUIET_PREFIXES) else logging.INFO
+    quiet = method.startswith(_QUIET_PREFIXES)
+    level = logging.DEBUG if quiet else logging.INFO
     name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    if not quiet:
+        service, _, rpc = method.lstrip("/").partition("/")
+        _RPC_DURATION.record(
+            (time.perf_counter() - started) * 1000,
+            {
+                "rpc.system": "grpc",
+                "rpc.service": service,
+                "rpc.method": rpc,
+                "rpc.grpc.status_code": name,
+            },
+        )
     log.log(
         level,
         "rpc",

@@ -12,14 +12,23 @@ from concurrent.futures import Executor
 from datetime import UTC, datetime
 
 from cachetools import LRUCache
+from opentelemetry import metrics
 
-from imagery.common.cdn import CloudFrontUrlBuilder
+from imagery.common.cdn import CloudFrontUrlBuilder, key_type
 from imagery.delivery.ports import SignedUrls
 
 # Sign on the event loop unless a batch would hold it longer than this: cold RSA batches
 # (~0.9 ms a signature, almost all in OpenSSL without the GIL) go to the threads; ECDSA
 # (~0.05 ms, half of it Python) stays inline, where threads would only add GIL contention.
 INLINE_BUDGET_SECONDS = 0.005
+_METER = metrics.get_meter(__name__)
+_SIGNED = _METER.create_counter(
+    "imagery.delivery.urls_signed", description="CloudFront URLs signed"
+)
+_CACHE = _METER.create_counter(
+    "imagery.delivery.signature_cache.lookups",
+    description="Signed-URL cache lookups by result (hit ratio = hit / all)",
+)
 
 
 class CachedCloudFrontSigner:
@@ -43,6 +52,7 @@ class CachedCloudFrontSigner:
         self._executor = executor
         self._threads = max(1, threads)
         self._clock = clock
+        self._key_type = key_type(builder.key)
         self.hits = 0
         self.misses = 0
         self.sign_cost_seconds = _measure_sign_cost(builder)
@@ -61,10 +71,14 @@ class CachedCloudFrontSigner:
             if cached is not None:
                 urls[key] = cached
         missing = [k for k in dict.fromkeys(object_keys) if k not in urls]
-        self.hits += len(object_keys) - len(missing)
+        hits = len(object_keys) - len(missing)
+        self.hits += hits
         self.misses += len(missing)
+        _CACHE.add(hits, {"result": "hit"})
+        _CACHE.add(len(missing), {"result": "miss"})
         if missing:
             fresh = await self._sign(missing, expires)
+            _SIGNED.add(len(fresh), {"key_type": self._key_type})
             urls.update(fresh)
             if self._cache is not None:
                 for key, url in fresh.items():

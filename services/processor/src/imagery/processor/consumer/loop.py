@@ -9,6 +9,9 @@ import contextlib
 import logging
 import time
 
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanKind
+
 from imagery.common.db.pool import is_transient
 from imagery.common.errors import ImageryError, Unavailable
 from imagery.common.ports import MessageQueue, QueueMessage
@@ -17,6 +20,13 @@ from imagery.processor.process import UploadProcessor
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 900
+_TRACER = trace.get_tracer(__name__)
+_METER = metrics.get_meter(__name__)
+_IN_FLIGHT = _METER.create_up_down_counter("imagery.processor.messages.in_flight")
+_RECEIVES = _METER.create_histogram(
+    "imagery.processor.message.receive_count",
+    description="ApproximateReceiveCount when a message is handled (redelivery shows here)",
+)
 
 
 class Consumer:
@@ -101,6 +111,14 @@ class Consumer:
             log.info("released unfinished jobs", extra={"jobs": len(pending)})
 
     async def _handle(self, message: QueueMessage) -> None:
+        _IN_FLIGHT.add(1)
+        _RECEIVES.record(message.receive_count)
+        try:
+            await self._handle_slot(message)
+        finally:
+            _IN_FLIGHT.add(-1)
+
+    async def _handle_slot(self, message: QueueMessage) -> None:
         async with self._slots:
             keeper = asyncio.create_task(self._keep_visible(message))
             try:
@@ -137,20 +155,28 @@ class Consumer:
         busy = False
         for upload in parsed.uploads:
             started = time.perf_counter()
-            result = await self._process(upload.image_id, upload.key)
-            busy |= not result.outcome.done
-            log.info(
-                "upload processed",
-                extra={
-                    "image_id": upload.image_id,
-                    "outcome": result.outcome.value,
-                    "failure_reason": result.reason,
-                    "receive_count": message.receive_count,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                    "stages_ms": result.stages_ms,
-                    "job_peak_rss_bytes": result.peak_rss_bytes,
-                },
-            )
+            attributes = {
+                "image.id": upload.image_id,
+                "messaging.system": "aws_sqs",
+                "messaging.message.id": message.message_id,
+            }
+            with _TRACER.start_as_current_span(
+                "imagery.process_upload", kind=SpanKind.CONSUMER, attributes=attributes
+            ):
+                result = await self._process(upload.image_id, upload.key)
+                busy |= not result.outcome.done
+                log.info(
+                    "upload processed",
+                    extra={
+                        "image_id": upload.image_id,
+                        "outcome": result.outcome.value,
+                        "failure_reason": result.reason,
+                        "receive_count": message.receive_count,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                        "stages_ms": result.stages_ms,
+                        "job_peak_rss_bytes": result.peak_rss_bytes,
+                    },
+                )
         if busy:  # another worker holds the claim: look again once it should be done
             await self._set_visibility(message, self._backoff(message.receive_count))
             return
