@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from imagery.common.domain import VariantInfo
 
@@ -66,6 +67,20 @@ class _Rollback(Exception):
         self.result = result
 
 
+async def _mark_ready(
+    conn: asyncpg.Connection | PoolConnectionProxy, image_id: str, image: VerifiedImage
+) -> None:
+    await conn.execute(
+        _MARK_READY,
+        image_id,
+        image.size_bytes,
+        image.width,
+        image.height,
+        image.sha256,
+        image.format,
+    )
+
+
 class PostgresOutcomeRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -86,15 +101,7 @@ class PostgresOutcomeRepository:
                 image = VerifiedImage(
                     sha256, blob["format"], blob["width"], blob["height"], blob["size_bytes"]
                 )
-                await conn.execute(
-                    _MARK_READY,
-                    image_id,
-                    image.size_bytes,
-                    image.width,
-                    image.height,
-                    sha256,
-                    image.format,
-                )
+                await _mark_ready(conn, image_id, image)
                 return LinkResult(linked=True, image=image)
         except _Rollback as rollback:
             return rollback.result
@@ -142,15 +149,7 @@ class PostgresOutcomeRepository:
                         for v in variants
                     ],
                 )
-            await conn.execute(
-                _MARK_READY,
-                image_id,
-                image.size_bytes,
-                image.width,
-                image.height,
-                image.sha256,
-                image.format,
-            )
+            await _mark_ready(conn, image_id, image)
         return fresh
 
     async def mark_failed(
