@@ -111,6 +111,15 @@ class InMemoryImageRepository:
         )
         return True
 
+    async def find_unfinished(self, *, idle_seconds: float, limit: int = 100) -> list[ImageRecord]:
+        cutoff = self.clock() - timedelta(seconds=idle_seconds)
+        unfinished = [
+            r
+            for r in self.records.values()
+            if not r.status.terminal and r.updated_at is not None and r.updated_at <= cutoff
+        ]
+        return sorted(unfinished, key=lambda r: r.updated_at or cutoff)[:limit]
+
     async def claim_for_processing(
         self, image_id: str, *, stale_after_seconds: float
     ) -> ImageRecord | None:

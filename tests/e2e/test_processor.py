@@ -322,3 +322,36 @@ async def test_metrics_endpoint_and_logs_that_join_the_trace(pipeline: Pipeline)
         assert processed["service"] == "processor"
     finally:
         process.stop()
+
+
+async def test_lost_events_and_unused_upload_urls_still_end_terminal(pipeline: Pipeline) -> None:
+    lost = await pipeline.submit(images.jpeg(), "image/jpeg")
+    await asyncio.sleep(0.5)
+    pipeline.sqs.purge_queue(QueueUrl=pipeline.aws.queue_url)  # the event is gone
+    conn = await asyncpg.connect(pipeline.dsn)
+    try:
+        never = "01" + lost[2:25] + ("A" if lost[25] != "A" else "B")
+        await conn.execute(
+            "INSERT INTO image_records (id, status, content_type, file_name, object_key)"
+            " VALUES ($1, 'pending', 'image/png', 'x.png', $2)",
+            never,
+            f"uploads/{never}",
+        )
+    finally:
+        await conn.close()
+    process = pipeline.processor(
+        PROCESSOR_GC_INTERVAL_SECONDS="1",
+        PROCESSOR_ABANDONED_AFTER_SECONDS="3",
+        PROCESSOR_JOB_TIMEOUT_SECONDS="2",
+        PROCESSOR_CLAIM_STALE_SECONDS="3",
+    )
+    try:
+        records = await pipeline.wait_terminal([lost, never], within=30)
+        assert records[lost]["status"] == "ready", "processed without its event"
+        assert (records[never]["status"], records[never]["failure_reason"]) == (
+            "failed",
+            "NOT_UPLOADED",
+        )
+        await pipeline.assert_invariants()
+    finally:
+        process.stop()

@@ -152,3 +152,20 @@ async def test_ready_records_carry_their_blobs_variants(
     assert fallback.key == f"variants/{record.sha256}/small.jpg"
     (none,) = await repo.find_download_targets([image_id], "small", ["avif"])
     assert (none.status, none.key, none.content_type) == (ImageStatus.READY, None, None)
+
+
+async def test_find_unfinished_lists_idle_pending_and_processing_records(
+    repo: ImageRepository,
+) -> None:
+    waiting, working, done = _pending(), _pending(), _pending()
+    for record in (waiting, working, done):
+        await repo.save(record)
+    await repo.claim_for_processing(working.id, stale_after_seconds=600)
+    await repo.update_status(done.id, ImageStatus.READY, size_bytes=1)
+    assert {r.id for r in await repo.find_unfinished(idle_seconds=3600)} == set()
+    if isinstance(repo, InMemoryImageRepository):
+        repo.clock.advance(1)
+    else:
+        await asyncio.sleep(0.05)
+    assert {r.id for r in await repo.find_unfinished(idle_seconds=0.01)} == {waiting.id, working.id}
+    assert len(await repo.find_unfinished(idle_seconds=0.01, limit=1)) == 1

@@ -25,6 +25,7 @@ from imagery.processor.config import ProcessorSettings
 from imagery.processor.consumer.loop import Consumer
 from imagery.processor.isolation import IsolatedRunner
 from imagery.processor.process import UploadProcessor
+from imagery.processor.reaper import Reaper
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class ProcessorApp:
     health: GrpcServer
     settings: ProcessorSettings
     collector: BlobCollector
+    reaper: Reaper
     dlq: SqsMessageQueue
     dlq_depth: int = 0
 
@@ -58,7 +60,7 @@ class ProcessorApp:
             "processor consuming",
             extra={"queue": self.settings.queue_url, "concurrency": self.settings.concurrency},
         )
-        sweeper = asyncio.create_task(self._sweep_unreferenced(stop))
+        sweeper = asyncio.create_task(self._housekeeping(stop))
         watcher = asyncio.create_task(self._watch_dlq(stop))
         try:
             await self.consumer.run(stop, grace_seconds=self.settings.shutdown_grace_seconds)
@@ -77,18 +79,22 @@ class ProcessorApp:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 30)
 
-    async def _sweep_unreferenced(self, stop: asyncio.Event) -> None:
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
         """Retry content deletions that failed or were interrupted (DeleteImage does the
-        common case right after its commit)."""
+        common case right after its commit), and finish uploads the queue did not."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.gc_interval_seconds)
             if stop.is_set():
                 return
-            try:
-                await self.collector.sweep()
-            except Exception as exc:  # noqa: BLE001 - a failed sweep is retried next interval
-                log.warning("sweep of unreferenced content failed", extra={"error": str(exc)})
+            for name, sweep in (
+                ("unreferenced content", self.collector.sweep),
+                ("unfinished uploads", self.reaper.sweep),
+            ):
+                try:
+                    await sweep()
+                except Exception as exc:  # noqa: BLE001 - a failed sweep is retried next interval
+                    log.warning(f"sweep of {name} failed", extra={"error": str(exc)})
 
 
 async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) -> ProcessorApp:
@@ -101,8 +107,9 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
     sqs = await stack.enter_async_context(sqs_client(settings.base.aws))
     queue = SqsMessageQueue(sqs, settings.queue_url)
     store = S3ObjectStore(s3, settings.base.aws.bucket)
+    images = PostgresImageRepository(pool)
     process = UploadProcessor(
-        PostgresImageRepository(pool),
+        images,
         PostgresOutcomeRepository(pool),
         store,
         runner,
@@ -124,5 +131,12 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
         GrpcServer([], grace_seconds=1),
         settings,
         BlobCollector(pool, store),
+        Reaper(
+            images,
+            store,
+            process,
+            abandoned_after_seconds=settings.abandoned_after_seconds,
+            claim_stale_seconds=settings.claim_stale_seconds,
+        ),
         SqsMessageQueue(sqs, settings.dlq_url),
     )

@@ -27,6 +27,7 @@ class ProcessorSettings:
     shutdown_grace_seconds: float
     retry_base_seconds: int
     gc_interval_seconds: int
+    abandoned_after_seconds: int
     render: RenderSpec
 
 
@@ -34,15 +35,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings
     source = os.environ if environ is None else environ
     env = Env(source)
     job_wall = env.integer("PROCESSOR_JOB_TIMEOUT_SECONDS", 60, minimum=1)
+    # The processor serves only gRPC health, on PROCESSOR_HEALTH_PORT (GRPC_PORT also works).
+    health_port = source.get("PROCESSOR_HEALTH_PORT") or source.get("GRPC_PORT", "")
+    base = Settings.from_env({**source, "GRPC_PORT": health_port}, default_port=DEFAULT_HEALTH_PORT)
     return ProcessorSettings(
-        # The processor serves only gRPC health, on PROCESSOR_HEALTH_PORT (GRPC_PORT also works).
-        base=Settings.from_env(
-            {
-                **source,
-                "GRPC_PORT": source.get("PROCESSOR_HEALTH_PORT") or source.get("GRPC_PORT", ""),
-            },
-            default_port=DEFAULT_HEALTH_PORT,
-        ),
+        base=base,
         queue_url=env.required(
             "SQS_QUEUE_URL", "the queue that receives the bucket's upload events"
         ),
@@ -67,6 +64,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings
         ),
         retry_base_seconds=env.integer("PROCESSOR_RETRY_BASE_SECONDS", 5, minimum=0),
         gc_interval_seconds=env.integer("PROCESSOR_GC_INTERVAL_SECONDS", 60, minimum=1),
+        # An upload URL unused an hour after it expired will not be used any more.
+        abandoned_after_seconds=env.integer(
+            "PROCESSOR_ABANDONED_AFTER_SECONDS", base.upload_url_expiry_seconds + 3600, minimum=1
+        ),
         render=RenderSpec(
             presets=parse_presets(env.optional("VARIANT_PRESETS", DEFAULT_PRESETS_SPEC)),
             avif=env.choice("VARIANT_AVIF", "off", ("on", "off")) == "on",

@@ -130,6 +130,17 @@ class PostgresImageRepository:
         )
         return bool(result.endswith(" 1"))
 
+    async def find_unfinished(self, *, idle_seconds: float, limit: int = 100) -> list[ImageRecord]:
+        """Records still pending or processing and untouched for `idle_seconds`, oldest first."""
+        rows = await self._pool.fetch(
+            f"""{_SELECT} WHERE r.status IN ('pending', 'processing')
+                  AND r.updated_at <= now() - make_interval(secs => $1)
+                ORDER BY r.updated_at LIMIT $2""",
+            idle_seconds,
+            limit,
+        )
+        return [record_from_row(row) for row in rows]
+
     async def claim_for_processing(
         self, image_id: str, *, stale_after_seconds: float
     ) -> ImageRecord | None:

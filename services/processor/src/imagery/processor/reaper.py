@@ -1,0 +1,68 @@
+"""Uploads the queue never finished: an event that was lost or parked in the dead-letter
+queue, a claim nobody gave back, or an upload URL that was never used. Run periodically; it
+goes through the same claimed path as the consumer, so it can never double-count."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from imagery.common.domain import ImageRecord, ImageStatus
+from imagery.common.ports import ImageRepository
+from imagery.processor.ports import Objects
+from imagery.processor.process import Outcome, UploadProcessor
+
+log = logging.getLogger(__name__)
+
+
+class Reaper:
+    def __init__(
+        self,
+        images: ImageRepository,
+        objects: Objects,
+        process: UploadProcessor,
+        *,
+        abandoned_after_seconds: float,
+        claim_stale_seconds: float,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._clock = clock
+        self._images = images
+        self._objects = objects
+        self._process = process
+        self._abandoned_after = abandoned_after_seconds
+        self._stale = claim_stale_seconds
+
+    async def sweep(self, limit: int = 50) -> dict[str, int]:
+        """One pass; returns how many records ended how."""
+        counts: dict[str, int] = {}
+        idle = min(self._abandoned_after, self._stale)
+        for record in await self._images.find_unfinished(idle_seconds=idle, limit=limit):
+            outcome = await self._finish(record)
+            if outcome is not None:
+                counts[outcome] = counts.get(outcome, 0) + 1
+        if counts:
+            log.info("finished uploads the queue did not", extra={"outcomes": counts})
+        return counts
+
+    async def _finish(self, record: ImageRecord) -> str | None:
+        if await self._objects.head(record.object_key) is not None:
+            result = await self._process(record.id, record.object_key)  # a lost or parked event
+            return None if result.outcome is Outcome.BUSY else result.outcome.value
+        if record.status is ImageStatus.PENDING and self._old_enough(record):
+            failed = await self._images.update_status(
+                record.id,
+                ImageStatus.FAILED,
+                failure_reason="NOT_UPLOADED",
+                only_from={ImageStatus.PENDING},
+            )
+            return "not_uploaded" if failed else None
+        if record.status is ImageStatus.PROCESSING:  # a stale claim whose object is gone
+            result = await self._process(record.id, record.object_key)
+            return None if result.outcome is Outcome.BUSY else result.outcome.value
+        return None
+
+    def _old_enough(self, record: ImageRecord) -> bool:
+        created = record.created_at or self._clock()
+        return (self._clock() - created).total_seconds() >= self._abandoned_after
