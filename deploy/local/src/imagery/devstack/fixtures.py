@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import tempfile
 import uuid
@@ -74,8 +75,10 @@ class PostgresServer:
             await conn.close()
 
     def stop(self) -> None:
+        """Stop an embedded server and remove its throwaway data directory."""
         if self.embedded is not None:
             self.embedded.stop()
+            shutil.rmtree(self.embedded.data_dir.parent, ignore_errors=True)
 
 
 @dataclass
