@@ -65,7 +65,7 @@ class Client:
 
 
 @pytest.fixture
-def client(
+async def client(
     upload_service: ServiceProcess, delivery_service: ServiceProcess, processor: ServiceProcess
 ) -> Client:
     return Client(upload_service, delivery_service)

@@ -116,11 +116,9 @@ async def test_large_cold_batches_sign_on_the_thread_pool_with_the_same_result()
     assert len(set(threaded.urls)) == 50
 
 
-def test_duplicate_keys_in_a_batch_are_signed_once() -> None:
-    import asyncio
-
+async def test_duplicate_keys_in_a_batch_are_signed_once() -> None:
     signer = _signer(clock=Clock(1_800_000_001))
-    urls = asyncio.run(signer.sign_many([KEY, KEY, KEY]))
+    urls = await signer.sign_many([KEY, KEY, KEY])
     assert len(set(urls.urls)) == 1
     assert signer.misses == 1
 

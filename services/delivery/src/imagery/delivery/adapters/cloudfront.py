@@ -1,5 +1,6 @@
-"""CachedCloudFrontSigner: time-bucketed expiry, a bounded cache of signed URLs, and large
-cold batches signed on a small thread pool (`cryptography` releases the GIL while signing,
+"""CachedCloudFrontSigner: time-bucketed expiry, a bounded cache of signed URLs per expiry
+bucket (a new bucket starts an empty cache, so old URLs go all at once), and large cold
+batches signed on a small thread pool (`cryptography` releases the GIL while signing,
 so RSA batches use both cores instead of stalling the event loop)."""
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 
-from cachetools import LRUCache
 from opentelemetry import metrics
 
 from imagery.common.cdn import CloudFrontUrlBuilder, key_type
@@ -46,9 +46,9 @@ class CachedCloudFrontSigner:
         self._builder = builder
         self._expiry = expiry_seconds
         self._bucket = max(1, min(bucket_seconds, expiry_seconds))
-        self._cache: LRUCache[tuple[str, int], str] | None = (
-            LRUCache(cache_size) if cache_size else None
-        )
+        self._cache_size = cache_size
+        self._cache_expires = 0  # the expiry bucket `_cache` belongs to
+        self._cache: dict[str, str] = {}
         self._executor = executor
         self._threads = max(1, threads)
         self._clock = clock
@@ -65,25 +65,24 @@ class CachedCloudFrontSigner:
 
     async def sign_many(self, object_keys: Sequence[str]) -> SignedUrls:
         expires = self.expires_at()
-        urls: dict[str, str] = {}
-        for key in object_keys:
-            cached = self._cache.get((key, expires)) if self._cache is not None else None
-            if cached is not None:
-                urls[key] = cached
-        missing = [k for k in dict.fromkeys(object_keys) if k not in urls]
+        if expires != self._cache_expires:
+            self._cache, self._cache_expires = {}, expires
+        cache = self._cache
+        missing = [k for k in dict.fromkeys(object_keys) if k not in cache]
         hits = len(object_keys) - len(missing)
         self.hits += hits
         self.misses += len(missing)
         _CACHE.add(hits, {"result": "hit"})
         _CACHE.add(len(missing), {"result": "miss"})
+        fresh: dict[str, str] = {}
         if missing:
             fresh = await self._sign(missing, expires)
             _SIGNED.add(len(fresh), {"key_type": self._key_type})
-            urls.update(fresh)
-            if self._cache is not None:
-                for key, url in fresh.items():
-                    self._cache[(key, expires)] = url
-        return SignedUrls([urls[key] for key in object_keys], datetime.fromtimestamp(expires, UTC))
+            room = self._cache_size - len(cache)
+            if room > 0:
+                cache.update(fresh if len(fresh) <= room else dict(list(fresh.items())[:room]))
+        urls = [cache.get(key) or fresh[key] for key in object_keys]
+        return SignedUrls(urls, datetime.fromtimestamp(expires, UTC))
 
     async def _sign(self, keys: list[str], expires: int) -> dict[str, str]:
         if self._executor is None or len(keys) * self.sign_cost_seconds < INLINE_BUDGET_SECONDS:
