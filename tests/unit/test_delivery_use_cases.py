@@ -148,9 +148,7 @@ async def test_originals_and_uploads_are_never_signed(
 async def test_batch_keeps_first_appearance_order_and_collapses_duplicates(
     repo: InMemoryImageRepository, signer: RecordingSigner
 ) -> None:
-    a, b, c = (
-        (await _image(repo) for _ in range(3)) if False else [await _image(repo) for _ in range(3)]
-    )
+    a, b, c = [await _image(repo) for _ in range(3)]
     pending = await _image(repo, ImageStatus.PENDING)
     unknown = new_image_id()
     repo.queries = 0

@@ -63,25 +63,6 @@ class ObjectInfo:
     etag: str | None
 
 
-class ObjectStore(Protocol):
-    async def presign_put(
-        self, key: str, content_type: str, expires_in_seconds: int
-    ) -> PresignedUpload: ...
-
-    async def head(self, key: str) -> ObjectInfo | None:
-        """Object metadata, or None when the object does not exist."""
-
-    async def get(self, key: str, *, max_bytes: int) -> bytes:
-        """The body; raises `ObjectTooLarge` rather than read past `max_bytes`."""
-
-    async def put(
-        self, key: str, body: bytes, *, content_type: str, cache_control: str | None = None
-    ) -> None: ...
-
-    async def delete(self, key: str) -> None:
-        """Delete; deleting a missing object is not an error."""
-
-
 @dataclass(frozen=True, slots=True)
 class QueueMessage:
     message_id: str
