@@ -10,8 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.harness import Result, against_echo, table
-from imagery.devstack.fixtures import AwsServer, PostgresServer, seed_ready_images
+from bench.harness import Result, against_echo, infrastructure, table
+from imagery.devstack.fixtures import seed_ready_images
 from imagery.devstack.keys import ensure_key_pair
 from imagery.devstack.procs import free_port
 from imagery.devstack.services import ServiceProcess
@@ -23,44 +23,25 @@ CASES = [(kind, cache) for kind in ("rsa", "ecdsa") for cache in ("cold", "warm"
 
 
 async def run() -> dict[tuple[str, str], list[Result]]:
-    pg, aws_server = PostgresServer.start(), AwsServer.start()
     workdir = Path(tempfile.mkdtemp(prefix="imagery-bench-"))
-    try:
-        await pg.prepare_template()
-        dsn = await pg.new_database()
-        aws = aws_server.new_resources()
-        ids = await seed_ready_images(dsn, aws, 50, put_objects=False)
+    async with infrastructure() as infra:
+        ids = await seed_ready_images(infra.dsn, infra.aws, 50, put_objects=False)
         results = {}
         for kind, cache in CASES:
             private_file, _ = ensure_key_pair(workdir, kind)
             env = {
-                "DATABASE_URL": dsn,
-                "AWS_REGION": aws.region,
-                "S3_BUCKET": aws.bucket,
+                "DATABASE_URL": infra.dsn,
+                "AWS_REGION": infra.aws.region,
+                "S3_BUCKET": infra.aws.bucket,
                 "CLOUDFRONT_DOMAIN": "d111111abcdef8.cloudfront.net",
                 "CLOUDFRONT_KEY_PAIR_ID": "KBENCH",
                 "CLOUDFRONT_PRIVATE_KEY_FILE": str(private_file),
                 "SIGNED_URL_CACHE_SIZE": "0" if cache == "cold" else "100000",
             }
-            port = free_port()
-            server = ServiceProcess(
-                "delivery",
-                "bench.delivery_server",
-                port,
-                workdir / f"{kind}-{cache}.log",
-                env,
-                echo=None,
-            )
-            server.start()
-            try:
-                server.wait_ready()
+            port, log = free_port(), workdir / f"{kind}-{cache}.log"
+            with ServiceProcess("delivery", "bench.delivery_server", port, log, env, echo=None):
                 results[(kind, cache)] = await _measure(port, ids)
-            finally:
-                server.stop()
         return results
-    finally:
-        aws_server.stop()
-        pg.stop()
 
 
 async def _measure(port: int, ids: list[str]) -> list[Result]:

@@ -4,14 +4,36 @@ workers calling one RPC for a fixed time, with RPC/s and latency percentiles."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
 
 from bench.echo import ECHO_METHOD
+from imagery.devstack.aws import AwsResources
+from imagery.devstack.fixtures import AwsServer, PostgresServer
+
+
+@dataclass(frozen=True)
+class Infrastructure:
+    dsn: str  # a fresh, migrated database
+    aws: AwsResources  # a bucket, queue and DLQ of its own
+    aws_server: AwsServer
+
+
+@contextlib.asynccontextmanager
+async def infrastructure() -> AsyncIterator[Infrastructure]:
+    """Real Postgres and S3/SQS for one benchmark, stopped afterwards (as the tests use them)."""
+    pg, aws_server = PostgresServer.start(), AwsServer.start()
+    try:
+        await pg.prepare_template()
+        yield Infrastructure(await pg.new_database(), aws_server.new_resources(), aws_server)
+    finally:
+        aws_server.stop()
+        pg.stop()
 
 
 @dataclass(frozen=True)

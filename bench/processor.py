@@ -19,8 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from bench.harness import table
-from imagery.devstack.fixtures import AwsServer, PostgresServer
+from bench.harness import infrastructure, table
 from imagery.devstack.pipeline import Pipeline
 
 COUNT = int(os.environ.get("BENCH_UPLOADS", "16"))
@@ -106,17 +105,13 @@ async def _measure(
 
 
 async def run() -> str:
-    pg, aws_server = PostgresServer.start(), AwsServer.start()
     workdir = Path(tempfile.mkdtemp(prefix="imagery-bench-"))
-    try:
-        await pg.prepare_template()
-        pipeline = Pipeline(await pg.new_database(), aws_server.new_resources(), workdir)
-        processor = pipeline.processor(
-            PROCESSOR_CONCURRENCY=str(os.cpu_count() or 2), LOG_FORMAT="json"
-        )
-        try:
-            jpegs = distinct(photo_image(4000, 3000, 12), "JPEG", COUNT)
-            pngs = distinct(photo_image(1000, 1000, 4), "PNG", COUNT)
+    async with infrastructure() as infra:
+        pipeline = Pipeline(infra.dsn, infra.aws, workdir)
+        jpegs = distinct(photo_image(4000, 3000, 12), "JPEG", COUNT)
+        pngs = distinct(photo_image(1000, 1000, 4), "PNG", COUNT)
+        cores = str(os.cpu_count() or 2)
+        with pipeline.processor(PROCESSOR_CONCURRENCY=cores, LOG_FORMAT="json") as processor:
             rows = [
                 await _measure(pipeline, processor.log_path, "12 MP JPEG", jpegs, "image/jpeg"),
                 await _measure(pipeline, processor.log_path, "1 MP PNG", pngs, "image/png"),
@@ -124,11 +119,6 @@ async def run() -> str:
             flood_id = await pipeline.submit(pixel_flood(), "image/png")
             (flood,) = (await pipeline.wait_terminal([flood_id])).values()
             (flood_outcome,) = _outcomes(processor.log_path, {flood_id})
-        finally:
-            processor.stop()
-    finally:
-        aws_server.stop()
-        pg.stop()
     decoded = 30_000 * 30_000 * 3 / MB
     flood_rss = (flood_outcome["job_peak_rss_bytes"] or 0) / MB
     return "\n".join(

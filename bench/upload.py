@@ -8,8 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.harness import Result, against_echo, table
-from imagery.devstack.fixtures import AwsServer, PostgresServer
+from bench.harness import Result, against_echo, infrastructure, table
 from imagery.devstack.procs import free_port
 from imagery.devstack.services import ServiceProcess
 from imagery.v1 import upload_service_pb2 as pb
@@ -20,29 +19,17 @@ TARGET_RATIO = 0.35
 
 
 async def run() -> list[Result]:
-    pg, aws_server = PostgresServer.start(), AwsServer.start()
-    try:
-        await pg.prepare_template()
-        dsn = await pg.new_database()
-        aws = aws_server.new_resources()
+    async with infrastructure() as infra:
         env = {
-            "DATABASE_URL": dsn,
-            "AWS_ENDPOINT_URL": aws.endpoint_url,
-            "AWS_REGION": aws.region,
-            "S3_BUCKET": aws.bucket,
+            "DATABASE_URL": infra.dsn,
+            "AWS_ENDPOINT_URL": infra.aws.endpoint_url,
+            "AWS_REGION": infra.aws.region,
+            "S3_BUCKET": infra.aws.bucket,
         }
         port = free_port()
         log = Path(tempfile.mkdtemp()) / "upload-bench.log"
-        server = ServiceProcess("upload", "bench.upload_server", port, log, env, echo=None)
-        server.start()
-        try:
-            server.wait_ready()
+        with ServiceProcess("upload", "bench.upload_server", port, log, env, echo=None):
             return await _measure(port)
-        finally:
-            server.stop()
-    finally:
-        aws_server.stop()
-        pg.stop()
 
 
 async def _measure(port: int) -> list[Result]:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,26 +13,14 @@ from imagery.devstack.services import ServiceProcess
 from tests.keys import pem, private_key, public_pem
 
 
-@contextlib.contextmanager
-def running(
-    name: str, module: str, port: int, log: Path, env: dict[str, str], *, grpc_health: bool = True
-) -> Iterator[ServiceProcess]:
-    """A real service process, ready when entered, stopped when left."""
-    process = ServiceProcess(name, module, port, log, env, echo=None, grpc_health=grpc_health)
-    process.start()
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
-
-
 @pytest.fixture
 def upload_service(
     database_url: str, aws: AwsResources, tmp_path: Path
 ) -> Iterator[ServiceProcess]:
     env = service_env(database_url, aws)
-    with running("upload", "imagery.upload", free_port(), tmp_path / "upload.log", env) as service:
+    with ServiceProcess(
+        "upload", "imagery.upload", free_port(), tmp_path / "upload.log", env, echo=None
+    ) as service:
         yield service
 
 
@@ -61,7 +48,9 @@ def delivery_service(
 ) -> Iterator[ServiceProcess]:
     env = {**service_env(database_url, aws), **cdn_env}
     log = tmp_path / "delivery.log"
-    with running("delivery", "imagery.delivery", free_port(), log, env) as service:
+    with ServiceProcess(
+        "delivery", "imagery.delivery", free_port(), log, env, echo=None
+    ) as service:
         yield service
 
 
@@ -72,7 +61,9 @@ def edge(
     """The local CloudFront stand-in; yields its base URL."""
     env = {**service_env(database_url, aws), **cdn_env}
     port, log = int(cdn_env["EDGE_PORT"]), tmp_path / "edge.log"
-    with running("edge", "imagery.devstack.edge", port, log, env, grpc_health=False):
+    with ServiceProcess(
+        "edge", "imagery.devstack.edge", port, log, env, echo=None, grpc_health=False
+    ):
         yield cdn_env["CLOUDFRONT_DOMAIN"]
 
 

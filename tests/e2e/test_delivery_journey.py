@@ -169,17 +169,14 @@ async def test_signing_and_cache_metrics(
     from imagery.devstack.procs import free_port
 
     metrics_port = free_port()
-    service = ServiceProcess(
+    with ServiceProcess(
         "delivery",
         "imagery.delivery",
         free_port(),
         tmp_path / "d.log",
         {**service_env(database_url, aws), **cdn_env, "METRICS_PORT": str(metrics_port)},
         echo=None,
-    )
-    service.start()
-    try:
-        service.wait_ready()
+    ) as service:
         (image_id,) = await seed_ready_images(database_url, aws, 1, put_objects=False)
         for _ in range(3):
             await _call(
@@ -207,5 +204,3 @@ async def test_signing_and_cache_metrics(
             and "_count" in line
         ]
         assert rpc and rpc[0].endswith(" 3.0"), rpc
-    finally:
-        service.stop()

@@ -64,9 +64,7 @@ class Pipeline:
             env,
             echo=None,
         )
-        process.start()
-        process.wait_ready(timeout=60)
-        return process
+        return process.start_ready(timeout=60)
 
     async def submit(self, body: bytes, content_type: str = "image/jpeg") -> str:
         """What a client does after CreateUploadUrl: the pending record exists, the bytes arrive."""

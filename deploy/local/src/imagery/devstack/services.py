@@ -43,6 +43,23 @@ class ServiceProcess:
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _pump_thread: threading.Thread | None = field(default=None, init=False)
 
+    def __enter__(self) -> ServiceProcess:
+        """Started (unless it already was) and ready; stopped again on leaving."""
+        return self if self.proc is not None else self.start_ready()
+
+    def start_ready(self, timeout: float = 30.0) -> ServiceProcess:
+        """Start and wait until ready; a process that never gets ready is stopped again."""
+        self.start()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
     def start(self, pid_dir: Path | None = None) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(

@@ -47,10 +47,12 @@ class Reaper:
         return counts
 
     async def _finish(self, record: ImageRecord) -> str | None:
-        if await self._objects.head(record.object_key) is not None:
-            result = await self._process(record.id, record.object_key)  # a lost or parked event
+        uploaded = await self._objects.head(record.object_key) is not None
+        # A lost or parked event (the object is there), or a stale claim: the normal path.
+        if uploaded or record.status is ImageStatus.PROCESSING:
+            result = await self._process(record.id, record.object_key)
             return None if result.outcome is Outcome.BUSY else result.outcome.value
-        if record.status is ImageStatus.PENDING and self._old_enough(record):
+        if self._old_enough(record):  # pending, and its upload URL can no longer be used
             failed = await self._images.update_status(
                 record.id,
                 ImageStatus.FAILED,
@@ -58,9 +60,6 @@ class Reaper:
                 only_from={ImageStatus.PENDING},
             )
             return "not_uploaded" if failed else None
-        if record.status is ImageStatus.PROCESSING:  # a stale claim whose object is gone
-            result = await self._process(record.id, record.object_key)
-            return None if result.outcome is Outcome.BUSY else result.outcome.value
         return None
 
     def _old_enough(self, record: ImageRecord) -> bool:
