@@ -1,6 +1,6 @@
-"""BatchGetDownloadUrls of 50 READY images over a real socket: RSA and ECDSA keys, cold
-(no URL cache: every URL signed) and warm (cache on), at concurrency 1 and 16, each next to
-the echo RPC on the same server in the same run.
+"""BatchGetDownloadUrls of 50 READY images (among 20,000 others) over a real socket: RSA and
+ECDSA keys, cold (no URL cache: every URL signed) and warm (cache on), at concurrency 1 and
+16, each next to the echo RPC on the same server in the same run.
 Targets: warm batch >= 0.5 x echo; cold ECDSA >= 10 x cold RSA."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from bench.harness import Result, against_echo, infrastructure, table
-from imagery.devstack.fixtures import seed_ready_images
+from imagery.devstack.fixtures import seed_population, seed_ready_images
 from imagery.devstack.keys import ensure_key_pair
 from imagery.devstack.procs import free_port
 from imagery.devstack.services import ServiceProcess
@@ -19,6 +19,7 @@ from imagery.v1 import delivery_service_pb2 as pb
 from imagery.v1 import delivery_service_pb2_grpc as pb_grpc
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+POPULATION = 20_000  # other READY images in the tables, so lookups are index probes
 CASES = [(kind, cache) for kind in ("rsa", "ecdsa") for cache in ("cold", "warm")]
 
 
@@ -26,6 +27,7 @@ async def run() -> dict[tuple[str, str], list[Result]]:
     workdir = Path(tempfile.mkdtemp(prefix="imagery-bench-"))
     async with infrastructure() as infra:
         ids = await seed_ready_images(infra.dsn, infra.aws, 50, put_objects=False)
+        await seed_population(infra.dsn, POPULATION)
         results = {}
         for kind, cache in CASES:
             private_file, _ = ensure_key_pair(workdir, kind)

@@ -198,6 +198,82 @@ async def seed_ready_images(
     return ids
 
 
+async def seed_population(
+    dsn: str,
+    count: int,
+    *,
+    presets: Sequence[str] = PRESET_NAMES,
+    formats: Sequence[str] = ("webp", "jpeg"),
+) -> None:
+    """`count` more READY images with their blobs and variant rows (no objects), bulk-copied,
+    then ANALYZE: a table the size and shape of a service in use, so benchmarks see the plans
+    and index probes production sees rather than a few dozen unanalysed rows."""
+    blobs, variants, records = [], [], []
+    for _ in range(count):
+        sha, image_id = hashlib.sha256(uuid.uuid4().bytes).hexdigest(), new_image_id()
+        blobs.append((sha, "jpeg", 4000, 3000, 2_500_000, 1))
+        variants += [
+            (sha, name, fmt, CONTENT_TYPES[fmt], 400, 300, 20_000, variant_key(sha, name, fmt))
+            for name in presets
+            for fmt in formats
+        ]
+        records.append(
+            (
+                image_id,
+                "ready",
+                "image/jpeg",
+                "seeded.jpg",
+                upload_key(image_id),
+                2_500_000,
+                4000,
+                3000,
+                sha,
+                "jpeg",
+            )
+        )
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "image_blobs",
+                records=blobs,
+                columns=["sha256", "format", "width", "height", "size_bytes", "reference_count"],
+            )
+            await conn.copy_records_to_table(
+                "image_variants",
+                records=variants,
+                columns=[
+                    "sha256",
+                    "name",
+                    "format",
+                    "content_type",
+                    "width",
+                    "height",
+                    "size_bytes",
+                    "object_key",
+                ],
+            )
+            await conn.copy_records_to_table(
+                "image_records",
+                records=records,
+                columns=[
+                    "id",
+                    "status",
+                    "content_type",
+                    "file_name",
+                    "object_key",
+                    "size_bytes",
+                    "width",
+                    "height",
+                    "sha256",
+                    "detected_format",
+                ],
+            )
+        await conn.execute("ANALYZE image_blobs, image_variants, image_records")
+    finally:
+        await conn.close()
+
+
 async def seed_record(dsn: str, status: str, *, failure_reason: str | None = None) -> str:
     """One record in the given non-ready status."""
     image_id = new_image_id()
