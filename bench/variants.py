@@ -113,7 +113,7 @@ async def full_path(presets_spec: str) -> float:
             ids = [await pipeline.submit(body, "image/jpeg") for body in bodies]
             records = await pipeline.wait_terminal(ids, within=600)
     assert {r["status"] for r in records.values()} == {"ready"}, records
-    done = sorted(r["updated_at"].timestamp() for r in records.values())
+    done: list[float] = sorted(r["updated_at"].timestamp() for r in records.values())
     return (done[-1] - done[0]) / (len(done) - 1) * 1000
 
 

@@ -38,6 +38,7 @@ class InMemoryImageRepository:
         self.clock = clock or FakeClock()
         self.queries = 0
         self.blob_counts: dict[str, int] | None = None  # shared with FakeOutcomes.blobs when wired
+        self.deletion_log: list[str] = []  # the feed; a position in it plays the xid
 
     async def save(self, record: ImageRecord) -> None:
         if record.id in self.records:
@@ -49,6 +50,7 @@ class InMemoryImageRepository:
         record = self.records.pop(image_id, None)
         if record is None:
             return None
+        self.deletion_log.append(image_id)
         unreferenced = False
         if record.sha256 is not None and self.blob_counts is not None:
             self.blob_counts[record.sha256] -= 1
@@ -56,6 +58,15 @@ class InMemoryImageRepository:
         return DeletedImage(
             record.id, record.status, record.object_key, record.sha256, unreferenced
         )
+
+    async def deletion_horizon(self) -> int:
+        return len(self.deletion_log)
+
+    async def deletions_since(self, horizon: int) -> tuple[int, list[str]]:
+        return len(self.deletion_log), self.deletion_log[horizon:]
+
+    async def prune_deletions(self, older_than_seconds: float) -> int:
+        return 0
 
     async def find_by_id(self, image_id: str) -> ImageRecord | None:
         self.queries += 1

@@ -146,6 +146,10 @@ async def test_twenty_identical_uploads_then_deletes(
     )
 
     survivor, doomed = ids[0], ids[1:]
+    warm = await client.delivery.BatchGetDownloadUrls(
+        dpb.BatchGetDownloadUrlsRequest(image_ids=ids, variant="small")
+    )
+    assert len(warm.download_urls) == 20  # delivery now holds all twenty in its cache
     results = await asyncio.gather(
         *(client.upload.DeleteImage(upb.DeleteImageRequest(image_id=i)) for i in doomed)
     )
@@ -163,6 +167,13 @@ async def test_twenty_identical_uploads_then_deletes(
             dpb.GetDownloadUrlRequest(image_id=doomed[0], variant="small")
         )
     assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    after = await client.delivery.BatchGetDownloadUrls(
+        dpb.BatchGetDownloadUrlsRequest(image_ids=ids, variant="small")
+    )
+    assert [u.image_id for u in after.download_urls] == [survivor], (
+        "deleted images are never answered from delivery's cache"
+    )
+    assert list(after.not_found_image_ids) == doomed
 
     assert (await client.upload.DeleteImage(upb.DeleteImageRequest(image_id=survivor))).deleted
     assert not (await client.upload.DeleteImage(upb.DeleteImageRequest(image_id=survivor))).deleted

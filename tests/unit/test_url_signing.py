@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -114,6 +115,30 @@ async def test_large_cold_batches_sign_on_the_thread_pool_with_the_same_result()
     inline = await _signer("rsa", clock=Clock(1_800_000_001), cache=0).sign_many(keys)
     assert threaded.urls == inline.urls, "RSA PKCS#1 v1.5 is deterministic"
     assert len(set(threaded.urls)) == 50
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.submitted = 0
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        self.submitted += 1
+        return super().submit(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("kind", "threaded"), [("rsa", True), ("ecdsa", False)])
+async def test_only_rsa_batches_go_to_the_threads(kind: str, threaded: bool) -> None:
+    keys = [f"variants/{i:064x}/small.webp" for i in range(50)]
+    with CountingExecutor() as pool:
+        signed = await _signer(kind, clock=Clock(1_800_000_001), cache=0, executor=pool).sign_many(
+            keys
+        )
+        one = await _signer(kind, clock=Clock(1_800_000_001), cache=0, executor=pool).sign_many(
+            keys[:1]
+        )
+    assert len(set(signed.urls)) == 50 and len(one.urls) == 1
+    assert (pool.submitted > 0) is threaded, "ECDSA holds the GIL half the time: inline"
 
 
 async def test_duplicate_keys_in_a_batch_are_signed_once() -> None:

@@ -12,6 +12,8 @@ from imagery.common.grpc.server import GrpcServer
 from imagery.delivery.adapters.cloudfront import CachedCloudFrontSigner
 from imagery.delivery.config import DeliverySettings
 from imagery.delivery.grpc_api.servicer import DeliveryServiceServicer
+from imagery.delivery.ports import ImageReader
+from imagery.delivery.target_cache import ReadyTargetCache
 from imagery.delivery.use_cases import BatchGetDownloadUrls, GetDownloadUrl, GetImage
 
 
@@ -40,7 +42,12 @@ async def build_server(settings: DeliverySettings, stack: AsyncExitStack) -> Grp
     executor = stack.enter_context(
         ThreadPoolExecutor(settings.signing_threads, thread_name_prefix="cloudfront-sign")
     )
-    images = PostgresImageRepository(pool)
+    repository = PostgresImageRepository(pool)
+    images: ImageReader = repository
+    if settings.target_cache_size > 0:
+        cache = ReadyTargetCache(repository, repository, size=settings.target_cache_size)
+        await cache.start()
+        images = cache
     signer = build_signer(settings, executor)
     servicer = DeliveryServiceServicer(
         GetImage(images),

@@ -24,6 +24,7 @@ class DeliverySettings:
     expiry_seconds: int
     expiry_bucket_seconds: int
     url_cache_size: int
+    target_cache_size: int
     signing_threads: int
     presets: tuple[str, ...]
 
@@ -74,6 +75,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> DeliverySettings:
             "SIGNED_URL_BUCKET_SECONDS", min(300, expiry), minimum=1, maximum=expiry
         ),
         url_cache_size=env.integer("SIGNED_URL_CACHE_SIZE", 100_000, minimum=0),
+        target_cache_size=env.integer("DOWNLOAD_TARGET_CACHE_SIZE", 100_000, minimum=0),
         signing_threads=env.integer("SIGNING_THREADS", 2, minimum=1, maximum=64),
         presets=tuple(
             p.name for p in parse_presets(env.optional("VARIANT_PRESETS", DEFAULT_PRESETS_SPEC))

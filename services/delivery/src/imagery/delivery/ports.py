@@ -18,6 +18,16 @@ class ImageReader(Protocol):
     ) -> list[DownloadTarget]: ...
 
 
+class DeletionFeed(Protocol):
+    """Deleted image ids in commit-safe order (see migration 0004)."""
+
+    async def deletion_horizon(self) -> int: ...
+
+    async def deletions_since(self, horizon: int) -> tuple[int, list[str]]:
+        """(next horizon, ids deleted at or after `horizon`); repeats are possible."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class SignedUrls:
     urls: list[str]  # one per key, in order

@@ -62,6 +62,16 @@ class GetDownloadUrl:
     async def __call__(self, *, image_id: str, variant: str, preference: str) -> DownloadUrl:
         require_image_id(image_id)
         _require_preset(variant, self._presets)
+        targets = await self._images.find_download_targets(
+            [image_id], variant, PREFERENCES[preference]
+        )
+        target = targets[0] if targets else None
+        if target is not None and target.status is ImageStatus.READY and target.key:
+            signed = await self._signer.sign_many([target.key])
+            return DownloadUrl(
+                image_id, variant, signed.urls[0], signed.expire_time, target.content_type or ""
+            )
+        # Not servable as asked: the whole record says why (status, variants that exist).
         record = await self._images.find_by_id(image_id)
         if record is None:
             raise ImageNotFound(image_id)

@@ -16,7 +16,7 @@ from imagery.common.aws.clients import s3_client, sqs_client
 from imagery.common.aws.s3 import S3ObjectStore
 from imagery.common.aws.sqs import SqsMessageQueue
 from imagery.common.collector import BlobCollector
-from imagery.common.db.images import PostgresImageRepository
+from imagery.common.db.images import DELETION_FEED_RETENTION_SECONDS, PostgresImageRepository
 from imagery.common.db.outcomes import PostgresOutcomeRepository
 from imagery.common.db.pool import create_pool
 from imagery.common.errors import ImageryError
@@ -38,6 +38,7 @@ class ProcessorApp:
     collector: BlobCollector
     reaper: Reaper
     dlq: SqsMessageQueue
+    images: PostgresImageRepository
     dlq_depth: int = 0
 
     def __post_init__(self) -> None:
@@ -81,7 +82,8 @@ class ProcessorApp:
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         """Retry content deletions that failed or were interrupted (DeleteImage does the
-        common case right after its commit), and finish uploads the queue did not."""
+        common case right after its commit), finish uploads the queue did not, and trim the
+        deletion feed delivery's caches read."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.gc_interval_seconds)
@@ -90,11 +92,15 @@ class ProcessorApp:
             for name, sweep in (
                 ("unreferenced content", self.collector.sweep),
                 ("unfinished uploads", self.reaper.sweep),
+                ("deletion feed", self._prune_deletion_feed),
             ):
                 try:
                     await sweep()
                 except Exception as exc:  # noqa: BLE001 - a failed sweep is retried next interval
                     log.warning(f"sweep of {name} failed", extra={"error": str(exc)})
+
+    async def _prune_deletion_feed(self) -> None:
+        await self.images.prune_deletions(DELETION_FEED_RETENTION_SECONDS)
 
 
 async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) -> ProcessorApp:
@@ -139,4 +145,5 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
             claim_stale_seconds=settings.claim_stale_seconds,
         ),
         SqsMessageQueue(sqs, settings.dlq_url),
+        images,
     )
