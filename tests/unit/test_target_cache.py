@@ -154,3 +154,62 @@ async def test_lookups_before_start_are_refused() -> None:
     cache = ReadyTargetCache(repo, repo, size=10)
     with pytest.raises(RuntimeError, match="start"):
         await cache.find_download_targets(["x"], "small", FORMATS)
+
+
+class GatedFeed:
+    """The fake's feed, but a read takes its snapshot at once and answers when released."""
+
+    def __init__(self, inner: InMemoryImageRepository) -> None:
+        self.inner = inner
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.snapshotted = asyncio.Event()
+
+    async def deletion_horizon(self) -> int:
+        return await self.inner.deletion_horizon()
+
+    async def deletions_since(self, horizon: int) -> tuple[int, list[str]]:
+        answer = await self.inner.deletions_since(horizon)
+        self.snapshotted.set()
+        await self.gate.wait()
+        return answer
+
+
+async def test_concurrent_lookups_share_feed_reads() -> None:
+    repo = InMemoryImageRepository()
+    image = await _image(repo)
+    feed = GatedFeed(repo)
+    cache = ReadyTargetCache(repo, feed, size=100)
+    await cache.start()
+    await _ids(cache, [image.id])
+    reads = cache.feed_reads
+
+    feed.gate.clear()
+    lookups = [asyncio.create_task(_ids(cache, [image.id])) for _ in range(10)]
+    await asyncio.sleep(0)
+    feed.gate.set()
+    answers = await asyncio.gather(*lookups)
+
+    assert all(set(a) == {image.id} for a in answers)
+    assert cache.feed_reads - reads <= 2, "one read in flight, one for everyone who waited"
+
+
+async def test_a_lookup_never_trusts_a_feed_read_that_began_before_it() -> None:
+    repo = InMemoryImageRepository()
+    doomed = await _image(repo)
+    feed = GatedFeed(repo)
+    cache = ReadyTargetCache(repo, feed, size=100)
+    await cache.start()
+    await _ids(cache, [doomed.id])  # cached
+
+    feed.gate.clear()
+    feed.snapshotted.clear()
+    early = asyncio.create_task(_ids(cache, [doomed.id]))
+    await feed.snapshotted.wait()  # its feed read has looked, and is on its way back
+    await repo.delete(doomed.id)  # committed before the next lookup arrives
+    late = asyncio.create_task(_ids(cache, [doomed.id]))
+    await asyncio.sleep(0)
+    feed.gate.set()
+
+    await early  # concurrent with the delete: either answer is right
+    assert await late == {}, "arrived after the delete: must not be answered from memory"

@@ -9,10 +9,16 @@ never answered from here. A lookup that loaded from Postgres while a deletion of
 images was reported does not cache that image. After a long quiet spell (longer than the
 feed is kept) everything is dropped. Only READY targets are kept: PENDING, PROCESSING and
 missing images are asked for every time, so they turn READY as soon as Postgres says so.
+
+Concurrent lookups share feed reads, but only a read that starts after they arrived: a lookup
+that finds a read in flight waits for the next one, which every lookup arriving meanwhile
+joins (at 16 concurrent batches, a few reads serve them all instead of one each).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 
@@ -53,6 +59,9 @@ class ReadyTargetCache:
         self._epoch = 0  # +1 per feed read that reported deletions
         self._deleted: dict[str, int] = {}  # image id -> epoch its deletion was reported
         self._forgotten_before = 0  # loads started before this epoch are never cached
+        self._running: asyncio.Future[None] | None = None  # the feed read in flight
+        self._queued: asyncio.Future[None] | None = None  # the next one, not yet started
+        self.feed_reads = 0
 
     async def start(self) -> None:
         self._horizon = await self._feed.deletion_horizon()
@@ -101,8 +110,29 @@ class ReadyTargetCache:
         entry[want] = target
 
     async def _catch_up(self) -> None:
+        """Return once a feed read that started after this call has been applied."""
         if self._horizon is None:
             raise RuntimeError("ReadyTargetCache.start() was not awaited")
+        if self._queued is None:
+            self._queued = asyncio.ensure_future(self._read_after(self._running))
+        await asyncio.shield(self._queued)  # one caller's cancellation is not the others'
+
+    async def _read_after(self, previous: asyncio.Future[None] | None) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):  # its callers saw its failure
+                await asyncio.shield(previous)
+        this = self._queued
+        self._queued = None  # from here on, new callers queue the next read
+        self._running = this
+        try:
+            await self._read_feed()
+        finally:
+            if self._running is this:
+                self._running = None
+
+    async def _read_feed(self) -> None:
+        assert self._horizon is not None
+        self.feed_reads += 1
         started = self._clock()
         if started - self._checked > self._idle_limit:  # the feed may have been pruned since
             self._forget_everything()
