@@ -28,6 +28,9 @@ PRELOAD = [
     "PIL.AvifImagePlugin",
     # verify + render + ImageCms (and its sRGB profile): ~31 ms a job when left to the child
     "imagery.processor.render",
+    # `_child` itself is unpickled by reference: this module, and asyncio with it, was
+    # imported again in every job (a trivial job took ~39 ms)
+    "imagery.processor.isolation",
 ]
 
 
