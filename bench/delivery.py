@@ -11,9 +11,16 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
+from botocore.signers import CloudFrontSigner
+
 from bench.harness import Result, against_echo, infrastructure, table
+from imagery.common.cdn import CloudFrontUrlBuilder, load_private_key, signer_for
 from imagery.devstack.fixtures import seed_population, seed_ready_images
 from imagery.devstack.keys import ensure_key_pair
 from imagery.devstack.procs import free_port
@@ -114,7 +121,52 @@ def report(results: dict[tuple[str, str], list[Result]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_url_cost() -> str:
+    """One URL signed in this process, one thread, botocore's encoding included: where the
+    RPC-level cold ratio comes from."""
+    workdir = Path(tempfile.mkdtemp(prefix="imagery-bench-"))
+    when = datetime.now(UTC) + timedelta(minutes=10)
+    keys = [f"variants/{i:064x}/small.webp" for i in range(200)]
+    cost: dict[tuple[str, str], float] = {}
+    for kind in ("rsa", "ecdsa"):
+        private_file, _ = ensure_key_pair(workdir, kind)
+        key = load_private_key(private_file.read_bytes())
+        builder = CloudFrontUrlBuilder("https://d111111abcdef8.cloudfront.net", "KBENCH", key)
+        signer = signer_for(key, "SHA1")
+        policy = CloudFrontSigner("KBENCH", signer).build_policy(keys[0], when).encode()
+        runs: dict[str, Callable[[], object]] = {
+            "whole URL": partial(_sign_all, builder, keys, when),
+            "signature only": partial(_signature_only, signer, policy, len(keys)),
+        }
+        for part, run in runs.items():
+            run()
+            cost[(kind, part)] = min(_timed(run) for _ in range(5)) / len(keys) * 1e6
+    rows = [[k.upper(), part, us, cost[("rsa", part)] / us] for (k, part), us in cost.items()]
+    return table(
+        "One CloudFront URL, in process, one thread (best of 5 x 200)",
+        ["key", "what", "us per URL", "RSA / this"],
+        rows,
+    )
+
+
+def _sign_all(builder: CloudFrontUrlBuilder, keys: list[str], when: datetime) -> None:
+    for key in keys:
+        builder.sign(key, when)
+
+
+def _signature_only(signer: Callable[[bytes], bytes], policy: bytes, count: int) -> None:
+    for _ in range(count):
+        signer(policy)
+
+
+def _timed(run: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
 def main() -> None:
+    print(per_url_cost(), flush=True)
     print(report(asyncio.run(run())), flush=True)
 
 

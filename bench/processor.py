@@ -111,7 +111,9 @@ async def run() -> str:
         jpegs = distinct(photo_image(4000, 3000, 12), "JPEG", COUNT)
         pngs = distinct(photo_image(1000, 1000, 4), "PNG", COUNT)
         cores = str(os.cpu_count() or 2)
-        with pipeline.processor(PROCESSOR_CONCURRENCY=cores, LOG_FORMAT="json") as processor:
+        with pipeline.processor(
+            PROCESSOR_JOB_SLOTS=cores, PROCESSOR_CONCURRENCY=str(2 * int(cores)), LOG_FORMAT="json"
+        ) as processor:
             rows = [
                 await _measure(pipeline, processor.log_path, "12 MP JPEG", jpegs, "image/jpeg"),
                 await _measure(pipeline, processor.log_path, "1 MP PNG", pngs, "image/png"),

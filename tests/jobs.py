@@ -26,3 +26,10 @@ def pid() -> int:
 def sleep_then_return(seconds: float, value: int) -> int:
     time.sleep(seconds)
     return value
+
+
+def running_interval(seconds: float) -> tuple[float, float]:
+    """(start, end) on the wall clock of a job that sleeps `seconds`."""
+    started = time.time()
+    time.sleep(seconds)
+    return started, time.time()

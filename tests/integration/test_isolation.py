@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import resource
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ import pytest
 from imagery.processor.isolation import IsolatedRunner, JobKilled, JobLimits
 from imagery.processor.verify import Limits, Rejected, verify
 from tests import images
-from tests.jobs import allocate, burn_cpu, crash, pid, sleep_then_return
+from tests.jobs import allocate, burn_cpu, crash, pid, running_interval, sleep_then_return
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +63,15 @@ async def test_a_job_that_hangs_is_stopped_at_the_wall_clock_limit(runner: Isola
 
 def test_the_parent_keeps_no_limits() -> None:
     assert resource.getrlimit(resource.RLIMIT_CPU)[0] == resource.RLIM_INFINITY
+
+
+async def test_no_more_jobs_run_at_once_than_there_are_slots() -> None:
+    one_slot = IsolatedRunner(1, JobLimits(wall_seconds=10))
+    try:
+        results = await asyncio.gather(*(one_slot.run(running_interval, 0.2) for _ in range(3)))
+    finally:
+        one_slot.close()
+    spans = sorted(r.value for r in results)
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans)), (
+        "uploads beyond the slots wait for a slot instead of running a third job at once"
+    )

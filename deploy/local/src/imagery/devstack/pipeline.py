@@ -51,6 +51,7 @@ class Pipeline:
         self._starts += 1
         env = {
             **service_env(self.dsn, self.aws),
+            "PROCESSOR_JOB_SLOTS": "2",
             "PROCESSOR_CONCURRENCY": "2",
             "PROCESSOR_RETRY_BASE_SECONDS": "1",
             "LOG_LEVEL": "info",

@@ -59,7 +59,11 @@ class ProcessorApp:
             loop.add_signal_handler(sig, stop.set)
         log.info(
             "processor consuming",
-            extra={"queue": self.settings.queue_url, "concurrency": self.settings.concurrency},
+            extra={
+                "queue": self.settings.queue_url,
+                "concurrency": self.settings.concurrency,
+                "job_slots": self.settings.job_slots,
+            },
         )
         sweeper = asyncio.create_task(self._housekeeping(stop))
         watcher = asyncio.create_task(self._watch_dlq(stop))
@@ -104,7 +108,7 @@ class ProcessorApp:
 
 
 async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) -> ProcessorApp:
-    runner = IsolatedRunner(settings.concurrency, settings.job_limits)
+    runner = IsolatedRunner(settings.job_slots, settings.job_limits)
     stack.callback(runner.close)
     await asyncio.get_running_loop().run_in_executor(None, runner.warm_up)
     pool = await create_pool(settings.base.database_url, max_size=max(4, settings.concurrency * 2))

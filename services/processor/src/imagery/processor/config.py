@@ -20,7 +20,8 @@ class ProcessorSettings:
     base: Settings
     queue_url: str
     dlq_url: str
-    concurrency: int
+    concurrency: int  # uploads in flight (download, store, commit overlap the jobs)
+    job_slots: int  # image jobs running at once: the CPU-bound part, one core each
     limits: Limits
     job_limits: JobLimits
     claim_stale_seconds: int
@@ -35,6 +36,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings
     source = os.environ if environ is None else environ
     env = Env(source)
     job_wall = env.integer("PROCESSOR_JOB_TIMEOUT_SECONDS", 60, minimum=1)
+    job_slots = env.integer("PROCESSOR_JOB_SLOTS", os.cpu_count() or 2, minimum=1, maximum=64)
     # The processor serves only gRPC health, on PROCESSOR_HEALTH_PORT (GRPC_PORT also works).
     health_port = source.get("PROCESSOR_HEALTH_PORT") or source.get("GRPC_PORT", "")
     base = Settings.from_env({**source, "GRPC_PORT": health_port}, default_port=DEFAULT_HEALTH_PORT)
@@ -44,9 +46,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings
             "SQS_QUEUE_URL", "the queue that receives the bucket's upload events"
         ),
         dlq_url=env.required("SQS_DLQ_URL", "the dead-letter queue of SQS_QUEUE_URL"),
-        concurrency=env.integer(
-            "PROCESSOR_CONCURRENCY", os.cpu_count() or 2, minimum=1, maximum=64
-        ),
+        concurrency=env.integer("PROCESSOR_CONCURRENCY", 2 * job_slots, minimum=1, maximum=64),
+        job_slots=job_slots,
         limits=Limits(
             max_side=env.integer("MAX_IMAGE_SIDE", 10_000, minimum=1),
             max_pixels=env.integer("MAX_IMAGE_PIXELS", 40_000_000, minimum=1),
