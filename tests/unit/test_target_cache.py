@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from imagery.common.domain import DownloadTarget, ImageStatus
+from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus
 from imagery.delivery.target_cache import ReadyTargetCache
 from tests.fakes import InMemoryImageRepository
 from tests.unit.test_delivery_use_cases import _image
@@ -175,13 +175,20 @@ class GatedFeed:
         return answer
 
 
-async def test_concurrent_lookups_share_feed_reads() -> None:
+async def _cached_behind_gated_feed() -> tuple[
+    InMemoryImageRepository, ImageRecord, GatedFeed, ReadyTargetCache
+]:
     repo = InMemoryImageRepository()
     image = await _image(repo)
     feed = GatedFeed(repo)
     cache = ReadyTargetCache(repo, feed, size=100)
     await cache.start()
-    await _ids(cache, [image.id])
+    await _ids(cache, [image.id])  # cached
+    return repo, image, feed, cache
+
+
+async def test_concurrent_lookups_share_feed_reads() -> None:
+    _, image, feed, cache = await _cached_behind_gated_feed()
     reads = cache.feed_reads
 
     feed.gate.clear()
@@ -195,12 +202,7 @@ async def test_concurrent_lookups_share_feed_reads() -> None:
 
 
 async def test_a_lookup_never_trusts_a_feed_read_that_began_before_it() -> None:
-    repo = InMemoryImageRepository()
-    doomed = await _image(repo)
-    feed = GatedFeed(repo)
-    cache = ReadyTargetCache(repo, feed, size=100)
-    await cache.start()
-    await _ids(cache, [doomed.id])  # cached
+    repo, doomed, feed, cache = await _cached_behind_gated_feed()
 
     feed.gate.clear()
     feed.snapshotted.clear()
