@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -99,6 +101,30 @@ async def against_echo(
             )
             results.append(await closed_loop(name, call, concurrency=concurrency, seconds=seconds))
     return results
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by a process and its descendants, those it has reaped
+    included (Linux /proc; a job process forked and reaped by a forkserver child counts)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = sum(int(f) for f in fields[11:15]) / tick
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent and p not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(times.get(p, 0.0) for p in tree)
 
 
 def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
