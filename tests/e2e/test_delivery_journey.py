@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from imagery.devstack.aws import AwsResources
-from imagery.devstack.fixtures import seed_ready_images, seed_record
+from imagery.devstack.fixtures import allow_connections, seed_ready_images, seed_record
 from imagery.devstack.services import ServiceProcess
 from imagery.v1 import delivery_service_pb2 as pb
 from imagery.v1 import delivery_service_pb2_grpc as pb_grpc
@@ -204,3 +204,30 @@ async def test_signing_and_cache_metrics(
             and "_count" in line
         ]
         assert rpc and rpc[0].endswith(" 3.0"), rpc
+
+
+async def test_a_database_outage_is_unavailable_and_retryable_never_answered_from_memory(
+    delivery_service: ServiceProcess,
+    database_url: str,
+    aws: AwsResources,
+    postgres_server: object,
+) -> None:
+    (image_id,) = await seed_ready_images(database_url, aws, 1, put_objects=False)
+    request = pb.GetDownloadUrlRequest(image_id=image_id, variant="small")
+    batch = pb.BatchGetDownloadUrlsRequest(image_ids=[image_id], variant="small")
+    await _call(delivery_service, "GetDownloadUrl", request)  # cached in delivery now
+    admin = postgres_server.admin_dsn  # type: ignore[attr-defined]
+
+    await allow_connections(database_url, admin, False)
+    try:
+        for method, message in (("GetDownloadUrl", request), ("BatchGetDownloadUrls", batch)):
+            with pytest.raises(grpc.aio.AioRpcError) as down:
+                await _call(delivery_service, method, message)
+            assert down.value.code() == grpc.StatusCode.UNAVAILABLE, method
+            assert "retry with exponential backoff" in (down.value.details() or "")
+            assert _reason(down.value)[0] == "DEPENDENCY_UNAVAILABLE"
+    finally:
+        await allow_connections(database_url, admin, True)
+
+    answer = await _call(delivery_service, "GetDownloadUrl", request)  # the pool reconnects
+    assert answer.url and answer.image_id == image_id

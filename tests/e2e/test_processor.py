@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from imagery.devstack.aws import AwsResources
-from imagery.devstack.fixtures import AwsServer
+from imagery.devstack.fixtures import AwsServer, allow_connections
 from imagery.devstack.pipeline import Pipeline
 from imagery.devstack.services import ServiceProcess, grpc_serving
 from tests import images
@@ -131,29 +131,16 @@ async def test_the_same_event_five_times_at_once_has_one_effect(pipeline: Pipeli
         process.stop()
 
 
-async def _allow_connections(dsn: str, admin_dsn: str, allowed: bool) -> None:
-    name = dsn.rsplit("/", 1)[1]
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {str(allowed).lower()}")
-        if not allowed:
-            await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-            )
-    finally:
-        await conn.close()
-
-
 async def test_a_transient_database_outage_delays_but_loses_nothing(
     pipeline: Pipeline, processor: ServiceProcess, postgres_server: object
 ) -> None:
     admin = postgres_server.admin_dsn  # type: ignore[attr-defined]
-    await _allow_connections(pipeline.dsn, admin, False)
+    await allow_connections(pipeline.dsn, admin, False)
     try:
         image_id = await _submit_while_down(pipeline, admin)
         await asyncio.sleep(3)
     finally:
-        await _allow_connections(pipeline.dsn, admin, True)
+        await allow_connections(pipeline.dsn, admin, True)
     (record,) = (await pipeline.wait_terminal([image_id], within=60)).values()
     assert record["status"] == "ready"
     assert "it will be retried" in processor.log_path.read_text()
@@ -164,9 +151,9 @@ async def test_a_transient_database_outage_delays_but_loses_nothing(
 async def _submit_while_down(pipeline: Pipeline, admin: str) -> str:
     """The record is written by the (healthy) upload service before the outage; only the
     processor sees the database go away."""
-    await _allow_connections(pipeline.dsn, admin, True)
+    await allow_connections(pipeline.dsn, admin, True)
     image_id = await pipeline.submit(images.jpeg(), "image/jpeg")
-    await _allow_connections(pipeline.dsn, admin, False)
+    await allow_connections(pipeline.dsn, admin, False)
     return image_id
 
 
@@ -180,7 +167,7 @@ async def test_a_poison_message_reaches_the_dead_letter_queue(
     await asyncio.sleep(0.5)
     pipeline.sqs.purge_queue(QueueUrl=aws.queue_url)
     process = pipeline.processor()
-    await _allow_connections(database_url, admin, False)
+    await allow_connections(database_url, admin, False)
     pipeline.sqs.send_message(
         QueueUrl=aws.queue_url,
         MessageBody=json.dumps(
@@ -206,7 +193,7 @@ async def test_a_poison_message_reaches_the_dead_letter_queue(
         assert pipeline.queue_counts() == (0, 0)
     finally:
         process.stop()
-        await _allow_connections(database_url, admin, True)
+        await allow_connections(database_url, admin, True)
     (record,) = (await pipeline.records([image_id])).values()
     assert record["status"] == "pending", "left for an operator to redrive"
 

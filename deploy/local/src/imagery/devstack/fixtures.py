@@ -274,6 +274,21 @@ async def seed_population(
         await conn.close()
 
 
+async def allow_connections(dsn: str, admin_dsn: str, allowed: bool) -> None:
+    """A database outage as services see it: new connections refused and the open ones cut
+    (or connections allowed again)."""
+    name = dsn.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {str(allowed).lower()}")
+        if not allowed:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+    finally:
+        await conn.close()
+
+
 async def seed_record(dsn: str, status: str, *, failure_reason: str | None = None) -> str:
     """One record in the given non-ready status."""
     image_id = new_image_id()

@@ -17,13 +17,17 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import metrics
 
-from imagery.common.errors import ImageryError
+from imagery.common.db.pool import is_transient
+from imagery.common.errors import ImageryError, Unavailable
 from imagery.common.grpc.errors import internal_status, status_code_for, to_rpc_status
 
 log = logging.getLogger(__name__)
 
 MAX_RECEIVE_MESSAGE_BYTES = 64 * 1024  # requests carry ids and names; images never travel here
 _QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+_DEPENDENCY_DOWN = Unavailable(
+    "The image database cannot be reached right now: retry with exponential backoff."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +39,9 @@ class ServiceRegistration:
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Turns domain errors into rich statuses, hides unknown ones behind INTERNAL, and logs one
-    line per RPC with its outcome and duration."""
+    """Turns domain errors into rich statuses, transient database failures into UNAVAILABLE
+    (retryable), hides unknown ones behind INTERNAL, and logs one line per RPC with its
+    outcome and duration."""
 
     async def intercept_service(
         self,
@@ -65,10 +70,18 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 code = context.code() or grpc.StatusCode.CANCELLED
                 raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("rpc failed with an unexpected error", extra={"rpc": method})
-                status = internal_status()
+            except Exception as exc:
+                if is_transient(exc):  # Postgres down or failing over: the caller may retry
+                    code = grpc.StatusCode.UNAVAILABLE
+                    log.warning(
+                        "rpc failed: a dependency is unavailable",
+                        extra={"rpc": method, "error": f"{type(exc).__name__}: {exc}"},
+                    )
+                    status = to_rpc_status(_DEPENDENCY_DOWN)
+                else:
+                    code = grpc.StatusCode.INTERNAL
+                    log.exception("rpc failed with an unexpected error", extra={"rpc": method})
+                    status = internal_status()
                 await context.abort(status.code, status.details, status.trailing_metadata)
             finally:
                 _log_rpc(method, code, started)
