@@ -65,9 +65,6 @@ class InMemoryImageRepository:
     async def deletions_since(self, horizon: int) -> tuple[int, list[str]]:
         return len(self.deletion_log), self.deletion_log[horizon:]
 
-    async def prune_deletions(self, older_than_seconds: float) -> int:
-        return 0
-
     async def find_by_id(self, image_id: str) -> ImageRecord | None:
         self.queries += 1
         return self.records.get(image_id)

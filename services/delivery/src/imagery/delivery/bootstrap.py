@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 
 from imagery.common.cdn import CloudFrontUrlBuilder
+from imagery.common.db.deletions import PostgresDeletionFeed
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.pool import create_pool
 from imagery.common.grpc.server import GrpcServer
@@ -45,7 +46,9 @@ async def build_server(settings: DeliverySettings, stack: AsyncExitStack) -> Grp
     repository = PostgresImageRepository(pool)
     images: ImageReader = repository
     if settings.target_cache_size > 0:
-        cache = ReadyTargetCache(repository, repository, size=settings.target_cache_size)
+        feed = PostgresDeletionFeed(pool)
+        stack.push_async_callback(feed.close)  # runs before pool.close, which waits for it
+        cache = ReadyTargetCache(repository, feed, size=settings.target_cache_size)
         await cache.start()
         images = cache
     signer = build_signer(settings, executor)

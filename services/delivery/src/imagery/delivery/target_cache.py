@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 from opentelemetry import metrics
 
-from imagery.common.db.images import DELETION_FEED_RETENTION_SECONDS
+from imagery.common.db.deletions import DELETION_FEED_RETENTION_SECONDS
 from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus
 from imagery.delivery.ports import DeletionFeed, ImageReader
 

@@ -16,7 +16,8 @@ from imagery.common.aws.clients import s3_client, sqs_client
 from imagery.common.aws.s3 import S3ObjectStore
 from imagery.common.aws.sqs import SqsMessageQueue
 from imagery.common.collector import BlobCollector
-from imagery.common.db.images import DELETION_FEED_RETENTION_SECONDS, PostgresImageRepository
+from imagery.common.db.deletions import DELETION_FEED_RETENTION_SECONDS, PostgresDeletionFeed
+from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.outcomes import PostgresOutcomeRepository
 from imagery.common.db.pool import create_pool
 from imagery.common.errors import ImageryError
@@ -38,7 +39,7 @@ class ProcessorApp:
     collector: BlobCollector
     reaper: Reaper
     dlq: SqsMessageQueue
-    images: PostgresImageRepository
+    deletions: PostgresDeletionFeed
     dlq_depth: int = 0
 
     def __post_init__(self) -> None:
@@ -104,7 +105,7 @@ class ProcessorApp:
                     log.warning(f"sweep of {name} failed", extra={"error": str(exc)})
 
     async def _prune_deletion_feed(self) -> None:
-        await self.images.prune_deletions(DELETION_FEED_RETENTION_SECONDS)
+        await self.deletions.prune(DELETION_FEED_RETENTION_SECONDS)
 
 
 async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) -> ProcessorApp:
@@ -149,5 +150,5 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
             claim_stale_seconds=settings.claim_stale_seconds,
         ),
         SqsMessageQueue(sqs, settings.dlq_url),
-        images,
+        PostgresDeletionFeed(pool),
     )

@@ -38,11 +38,6 @@ SELECT r.id, r.status, v.format, v.object_key, v.content_type
  WHERE r.id = ANY($1::text[])"""
 
 
-# How long the deletion feed keeps a row (pruned by the processor's housekeeping). A reader
-# that has not caught up for half of this must drop what it cached instead.
-DELETION_FEED_RETENTION_SECONDS = 86_400
-
-
 class ImageAlreadyExists(ImageryError):
     reason = "IMAGE_ALREADY_EXISTS"
 
@@ -113,31 +108,6 @@ class PostgresImageRepository:
         return DeletedImage(
             image_id, _STATUSES[row["status"]], row["object_key"], row["sha256"], remaining == 0
         )
-
-    async def deletion_horizon(self) -> int:
-        """The oldest transaction still running: every delete committed from now on belongs
-        to a transaction at or after it (the starting point for `deletions_since`)."""
-        value = await self._pool.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
-        return int(value)
-
-    async def deletions_since(self, horizon: int) -> tuple[int, list[str]]:
-        """Ids deleted by transactions at or after `horizon` (as seen now), and the horizon
-        for the next call. Read in one statement, so both come from the same snapshot."""
-        row = await self._pool.fetchrow(
-            """SELECT pg_snapshot_xmin(pg_current_snapshot())::text,
-                      ARRAY(SELECT image_id FROM image_deletions WHERE xid >= $1::text::xid8)""",
-            str(horizon),
-        )
-        assert row is not None
-        return int(row[0]), list(row[1])
-
-    async def prune_deletions(self, older_than_seconds: float) -> int:
-        """Forget deletions older than the retention; returns how many rows went."""
-        result = await self._pool.execute(
-            "DELETE FROM image_deletions WHERE deleted_at < now() - make_interval(secs => $1)",
-            older_than_seconds,
-        )
-        return int(result.split()[-1])
 
     async def update_status(
         self,
