@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from imagery.common.aws.s3 import ObjectTooLarge
 from imagery.common.db.images import ImageAlreadyExists
 from imagery.common.db.outcomes import LinkResult, NotProcessing, VerifiedImage
 from imagery.common.domain import (
@@ -170,6 +171,7 @@ class FakeObjects:
         self.cache_control: dict[str, str | None] = {}
         self.reads: list[str] = []
         self.fail_reads: Exception | None = None
+        self.bytes_read = 0
 
     async def head(self, key: str) -> ObjectInfo | None:
         if key not in self.objects:
@@ -177,11 +179,17 @@ class FakeObjects:
         body, content_type = self.objects[key]
         return ObjectInfo(key, len(body), content_type, None)
 
-    async def get(self, key: str, *, max_bytes: int) -> bytes:
+    async def get(self, key: str, *, max_bytes: int) -> bytes | None:
         if self.fail_reads is not None:
             raise self.fail_reads
         self.reads.append(key)
-        return self.objects[key][0][: max_bytes + 1]
+        if key not in self.objects:
+            return None
+        body = self.objects[key][0]
+        self.bytes_read += min(len(body), max_bytes + 1)  # what a ranged GET transfers
+        if len(body) > max_bytes:
+            raise ObjectTooLarge(f"Object {key} is larger than {max_bytes} bytes.", size=len(body))
+        return body
 
     async def put(
         self, key: str, body: bytes, *, content_type: str, cache_control: str | None = None

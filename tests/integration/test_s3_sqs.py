@@ -78,8 +78,16 @@ async def test_get_never_reads_past_the_limit(store: S3ObjectStore) -> None:
     key = upload_key(new_image_id())
     await store.put(key, b"x" * 1000, content_type="image/png")
     assert await store.get(key, max_bytes=1000) == b"x" * 1000
-    with pytest.raises(ObjectTooLarge):
+    with pytest.raises(ObjectTooLarge) as too_large:
         await store.get(key, max_bytes=999)
+    assert too_large.value.size == 1000, "the object's real size, from the ranged answer"
+
+
+async def test_get_tells_missing_from_empty_in_one_request(store: S3ObjectStore) -> None:
+    assert await store.get("uploads/nothing-here", max_bytes=100) is None
+    key = upload_key(new_image_id())
+    await store.put(key, b"", content_type="image/png")
+    assert await store.get(key, max_bytes=100) == b"", "S3 answers a range of nothing with 416"
 
 
 async def test_uploads_raise_an_event_on_the_queue(

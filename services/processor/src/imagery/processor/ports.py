@@ -49,7 +49,9 @@ class Outcomes(Protocol):
 class Objects(Protocol):
     async def head(self, key: str) -> ObjectInfo | None: ...
 
-    async def get(self, key: str, *, max_bytes: int) -> bytes: ...
+    async def get(self, key: str, *, max_bytes: int) -> bytes | None:
+        """None when missing; raises ObjectTooLarge (with `size`) past `max_bytes`."""
+        ...
 
     async def put(
         self, key: str, body: bytes, *, content_type: str, cache_control: str | None = None

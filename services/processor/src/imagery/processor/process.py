@@ -54,7 +54,7 @@ class Outcome(enum.Enum):
 class Result:
     outcome: Outcome
     reason: str | None = None
-    stages_ms: dict[str, float] = field(default_factory=dict)  # head, download, verify, ...
+    stages_ms: dict[str, float] = field(default_factory=dict)  # download, verify, ...
     peak_rss_bytes: int | None = None  # of the isolated job process
     image: VerifiedImage | None = None
     created_at: datetime | None = None
@@ -168,19 +168,15 @@ class UploadProcessor:
 
     async def _process(self, record: ImageRecord, key: str) -> Result:
         stage = _Stages()
-        with stage("head"):
-            info = await self._objects.head(key)
-        if info is None:
-            return await self._fail(record, key, "MISSING", stage)
-        if info.size == 0:
-            return await self._fail(record, key, "EMPTY", stage, size=0)
-        if info.size > self._max_upload_bytes:
-            return await self._fail(record, key, "TOO_LARGE", stage, size=info.size)
         try:
             with stage("download"):
                 data = await self._objects.get(key, max_bytes=self._max_upload_bytes)
-        except ObjectTooLarge:  # replaced by a bigger PUT after HeadObject
-            return await self._fail(record, key, "TOO_LARGE", stage)
+        except ObjectTooLarge as too_large:
+            return await self._fail(record, key, "TOO_LARGE", stage, size=too_large.size)
+        if data is None:
+            return await self._fail(record, key, "MISSING", stage)
+        if not data:
+            return await self._fail(record, key, "EMPTY", stage, size=0)
         linked = await self._link_known_content(record, key, data, stage)
         if linked is not None:
             return linked

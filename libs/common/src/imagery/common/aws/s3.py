@@ -9,7 +9,7 @@ from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
 
-from imagery.common.aws.clients import aws_unavailable, is_not_found
+from imagery.common.aws.clients import aws_unavailable, error_code, is_not_found
 from imagery.common.errors import ImageryError
 from imagery.common.ports import ObjectInfo, PresignedUpload
 
@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 class ObjectTooLarge(ImageryError):
     reason = "TOO_LARGE"
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message)
+        self.size = size
 
 
 # Keys we presign need no URL quoting, so a resolved URL prefix + key is exactly the URL
@@ -97,18 +101,29 @@ class S3ObjectStore:
             etag=resp.get("ETag"),
         )
 
-    async def get(self, key: str, *, max_bytes: int) -> bytes:
-        """Read at most `max_bytes` (a ranged GET, so an object that grew is never
-        downloaded whole); raise ObjectTooLarge when there is more."""
+    async def get(self, key: str, *, max_bytes: int) -> bytes | None:
+        """The object's bytes: None when there is no such object, b"" when it is empty. Reads
+        at most `max_bytes` (a ranged GET, so an object that grew is never downloaded whole)
+        and raises ObjectTooLarge, with the object's size, when there is more. One request
+        where HeadObject then GetObject took two."""
         with aws_unavailable("S3 GetObject"):
-            resp = await self._client.get_object(
-                Bucket=self._bucket, Key=key, Range=f"bytes=0-{max_bytes}"
-            )
+            try:
+                resp = await self._client.get_object(
+                    Bucket=self._bucket, Key=key, Range=f"bytes=0-{max_bytes}"
+                )
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return None
+                if error_code(exc) == "InvalidRange":  # S3's answer to a range of nothing
+                    return b""
+                raise
             async with resp["Body"] as stream:
-                body = await stream.read()
+                body: bytes = await stream.read()
         total = _total_size(resp.get("ContentRange"), len(body))
         if len(body) > max_bytes or total > max_bytes:
-            raise ObjectTooLarge(f"Object {key} is larger than {max_bytes} bytes.")
+            raise ObjectTooLarge(
+                f"Object {key} is larger than {max_bytes} bytes.", size=max(total, len(body))
+            )
         return body
 
     async def put(
