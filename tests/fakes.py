@@ -3,7 +3,9 @@ tests/integration/test_repository.py hold them to the same behaviour as the real
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -172,6 +174,8 @@ class FakeObjects:
         self.reads: list[str] = []
         self.fail_reads: Exception | None = None
         self.bytes_read = 0
+        self.copies: list[tuple[str, str]] = []
+        self.before_copy: Callable[[str], None] | None = None  # e.g. a client's late re-PUT
 
     async def head(self, key: str) -> ObjectInfo | None:
         if key not in self.objects:
@@ -196,6 +200,17 @@ class FakeObjects:
     ) -> None:
         self.objects[key] = (body, content_type)
         self.cache_control[key] = cache_control
+
+    async def copy(self, source_key: str, key: str, *, content_type: str) -> str | None:
+        if self.before_copy is not None:
+            self.before_copy(source_key)
+        if source_key not in self.objects:
+            return None
+        body = self.objects[source_key][0]
+        self.objects[key] = (body, content_type)
+        self.cache_control[key] = None
+        self.copies.append((source_key, key))
+        return base64.b64encode(hashlib.sha256(body).digest()).decode()
 
     async def delete(self, key: str) -> None:
         self.objects.pop(key, None)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, unquote_plus, urlsplit
@@ -81,6 +83,16 @@ async def test_get_never_reads_past_the_limit(store: S3ObjectStore) -> None:
     with pytest.raises(ObjectTooLarge) as too_large:
         await store.get(key, max_bytes=999)
     assert too_large.value.size == 1000, "the object's real size, from the ranged answer"
+
+
+async def test_a_copy_reports_the_sha256_the_store_computed(store: S3ObjectStore) -> None:
+    source = upload_key(new_image_id())
+    await store.put(source, b"verified bytes", content_type="image/png")
+    checksum = await store.copy(source, "originals/abc", content_type="image/png")
+    assert checksum == base64.b64encode(hashlib.sha256(b"verified bytes").digest()).decode()
+    info = await store.head("originals/abc")
+    assert info is not None and info.content_type == "image/png"
+    assert await store.copy("uploads/gone", "originals/def", content_type="image/png") is None
 
 
 async def test_get_tells_missing_from_empty_in_one_request(store: S3ObjectStore) -> None:

@@ -63,6 +63,32 @@ async def test_a_good_upload_ends_ready_and_its_upload_object_goes(world: World)
     assert upload_key(image_id) not in world.objects.objects
 
 
+async def test_the_original_is_copied_by_the_store_not_uploaded_again(world: World) -> None:
+    body = images.jpeg(64, 48)
+    image_id = await world.upload(body)
+    await world.process(image_id, upload_key(image_id))
+    sha = world.images.records[image_id].sha256
+    assert world.objects.copies == [(upload_key(image_id), f"originals/{sha}")]
+    assert world.objects.objects[f"originals/{sha}"] == (body, "image/jpeg")
+
+
+async def test_an_upload_replaced_after_it_was_read_never_becomes_the_original(
+    world: World,
+) -> None:
+    verified = images.jpeg(64, 48)
+    image_id = await world.upload(verified)
+
+    def late_put(key: str) -> None:  # the client PUTs again with its still-valid URL
+        world.objects.objects[key] = (images.html(), "image/jpeg")
+
+    world.objects.before_copy = late_put
+    await world.process(image_id, upload_key(image_id))
+    sha = world.images.records[image_id].sha256
+    assert world.objects.objects[f"originals/{sha}"] == (verified, "image/jpeg"), (
+        "the store's checksum of the copy did not match: the verified bytes were written"
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [

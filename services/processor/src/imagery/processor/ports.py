@@ -57,6 +57,10 @@ class Objects(Protocol):
         self, key: str, body: bytes, *, content_type: str, cache_control: str | None = None
     ) -> None: ...
 
+    async def copy(self, source_key: str, key: str, *, content_type: str) -> str | None:
+        """The copy's SHA-256 (base64) as the store computed it; None if the source is gone."""
+        ...
+
     async def delete(self, key: str) -> None: ...
 
 

@@ -10,6 +10,7 @@ DUPLICATE (already terminal: only cleanup), UNKNOWN (no record: object deleted),
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import enum
 import hashlib
@@ -204,7 +205,7 @@ class UploadProcessor:
                     record.id,
                     image,
                     variants,
-                    lambda: self._store(data, verified, processed, stage),
+                    lambda: self._store(key, data, verified, processed, stage),
                 )
         except NotProcessing:  # our claim went stale and another worker finished the record
             return Result(Outcome.DUPLICATE)
@@ -233,13 +234,12 @@ class UploadProcessor:
         return Result(Outcome.READY, None, stage.ms, None, linked.image, record.created_at)
 
     async def _store(
-        self, data: bytes, verified: Verified, processed: Processed, stage: _Stages
+        self, key: str, data: bytes, verified: Verified, processed: Processed, stage: _Stages
     ) -> None:
         """Original and variants, all at once (called inside the blob-locking transaction)."""
-        original = CONTENT_TYPES.get(verified.format, f"image/{verified.format}")
         with stage("store"):
             await asyncio.gather(
-                self._objects.put(original_key(verified.sha256), data, content_type=original),
+                self._store_original(key, data, verified),
                 *(
                     self._objects.put(
                         variant_key(verified.sha256, v.name, v.format),
@@ -250,6 +250,20 @@ class UploadProcessor:
                     for v in processed.variants
                 ),
             )
+
+    async def _store_original(self, key: str, data: bytes, verified: Verified) -> None:
+        """The upload object copied in place by S3 (the bytes are not sent again), kept only if
+        S3's own SHA-256 of the copy is the verified one: a client that re-PUT its upload URL
+        after we read it gets our verified bytes written over the copy instead."""
+        target = original_key(verified.sha256)
+        content_type = CONTENT_TYPES.get(verified.format, f"image/{verified.format}")
+        copied = await self._objects.copy(key, target, content_type=content_type)
+        if copied != base64.b64encode(bytes.fromhex(verified.sha256)).decode():
+            log.info(
+                "the upload changed or went after it was read: storing the verified bytes",
+                extra={"key": key},
+            )
+            await self._objects.put(target, data, content_type=content_type)
 
     async def _fail(
         self,

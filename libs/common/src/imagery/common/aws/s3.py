@@ -126,6 +126,27 @@ class S3ObjectStore:
             )
         return body
 
+    async def copy(self, source_key: str, key: str, *, content_type: str) -> str | None:
+        """Server-side copy within the bucket. Returns the copy's SHA-256 as S3 computed it
+        (base64), so the caller can check the bytes are the ones it meant; None when the
+        source is gone."""
+        with aws_unavailable("S3 CopyObject"):
+            try:
+                resp = await self._client.copy_object(
+                    Bucket=self._bucket,
+                    Key=key,
+                    CopySource={"Bucket": self._bucket, "Key": source_key},
+                    ContentType=content_type,
+                    MetadataDirective="REPLACE",
+                    ChecksumAlgorithm="SHA256",
+                )
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return None
+                raise
+        checksum: str | None = resp.get("CopyObjectResult", {}).get("ChecksumSHA256")
+        return checksum
+
     async def put(
         self, key: str, body: bytes, *, content_type: str, cache_control: str | None = None
     ) -> None:
