@@ -21,7 +21,7 @@ from botocore.signers import CloudFrontSigner
 
 from bench.harness import Result, against_echo, infrastructure, table
 from imagery.common.cdn import CloudFrontUrlBuilder, load_private_key, signer_for
-from imagery.devstack.fixtures import seed_population, seed_ready_images
+from imagery.devstack.fixtures import seed_ready_images
 from imagery.devstack.keys import ensure_key_pair
 from imagery.devstack.procs import free_port
 from imagery.devstack.services import ServiceProcess
@@ -42,7 +42,7 @@ async def run() -> dict[tuple[str, str], list[Result]]:
     workdir = Path(tempfile.mkdtemp(prefix="imagery-bench-"))
     async with infrastructure() as infra:
         ids = await seed_ready_images(infra.dsn, infra.aws, 50, put_objects=False)
-        await seed_population(infra.dsn, POPULATION)
+        await seed_ready_images(infra.dsn, infra.aws, POPULATION, put_objects=False)
         results = {}
         for kind, cache in CASES:
             private_file, _ = ensure_key_pair(workdir, kind)

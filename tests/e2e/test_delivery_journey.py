@@ -35,6 +35,13 @@ async def _call(service: ServiceProcess, method: str, request: Any) -> Any:
         return await getattr(pb_grpc.DeliveryServiceStub(channel), method)(request)
 
 
+async def _refused(service: ServiceProcess, method: str, request: Any) -> grpc.aio.AioRpcError:
+    """The error a call fails with (the test fails if it succeeds)."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _call(service, method, request)
+    return caught.value
+
+
 @pytest.mark.parametrize("cdn_env", ["rsa", "ecdsa"], indirect=True)
 async def test_a_ready_images_url_is_served_by_the_edge(
     delivery_service: ServiceProcess, edge: str, database_url: str, aws: AwsResources
@@ -106,22 +113,20 @@ async def test_batch_over_the_wire(
         ([], "NO_IMAGE_IDS"),
         ([ready[0]] * 3 + ["x" * 26], "INVALID_IMAGE_ID"),
     ):
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await _call(
-                delivery_service,
-                "BatchGetDownloadUrls",
-                pb.BatchGetDownloadUrlsRequest(image_ids=image_ids, variant="medium"),
-            )
-        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert _reason(caught.value)[0] == reason
-    too_many = [seed for seed in await seed_ready_images(database_url, aws, 51, put_objects=False)]
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _call(
+        error = await _refused(
             delivery_service,
             "BatchGetDownloadUrls",
-            pb.BatchGetDownloadUrlsRequest(image_ids=too_many, variant="medium"),
+            pb.BatchGetDownloadUrlsRequest(image_ids=image_ids, variant="medium"),
         )
-    assert _reason(caught.value)[0] == "TOO_MANY_IMAGE_IDS"
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert _reason(error)[0] == reason
+    too_many = [seed for seed in await seed_ready_images(database_url, aws, 51, put_objects=False)]
+    error = await _refused(
+        delivery_service,
+        "BatchGetDownloadUrls",
+        pb.BatchGetDownloadUrlsRequest(image_ids=too_many, variant="medium"),
+    )
+    assert _reason(error)[0] == "TOO_MANY_IMAGE_IDS"
     fifty = await _call(
         delivery_service,
         "BatchGetDownloadUrls",
@@ -136,30 +141,29 @@ async def test_not_found_and_not_ready_carry_their_reasons(
     from imagery.common.ids import new_image_id
 
     unknown = new_image_id()
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _call(
-            delivery_service,
-            "GetDownloadUrl",
-            pb.GetDownloadUrlRequest(image_id=unknown, variant="small"),
-        )
-    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert _reason(caught.value) == ("IMAGE_NOT_FOUND", {"image_id": unknown})
+    error = await _refused(
+        delivery_service,
+        "GetDownloadUrl",
+        pb.GetDownloadUrlRequest(image_id=unknown, variant="small"),
+    )
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert _reason(error) == ("IMAGE_NOT_FOUND", {"image_id": unknown})
 
     failed = await seed_record(database_url, "failed", failure_reason="CORRUPT")
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _call(
-            delivery_service,
-            "GetDownloadUrl",
-            pb.GetDownloadUrlRequest(image_id=failed, variant="small"),
-        )
-    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert _reason(caught.value) == ("IMAGE_NOT_READY", {"image_id": failed, "status": "failed"})
+    error = await _refused(
+        delivery_service,
+        "GetDownloadUrl",
+        pb.GetDownloadUrlRequest(image_id=failed, variant="small"),
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _reason(error) == ("IMAGE_NOT_READY", {"image_id": failed, "status": "failed"})
     image = (await _call(delivery_service, "GetImage", pb.GetImageRequest(image_id=failed))).image
     assert (image.status, image.failure_reason) == (image_pb2.IMAGE_STATUS_FAILED, "CORRUPT")
 
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _call(delivery_service, "GetImage", pb.GetImageRequest(image_id="../etc/passwd"))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    error = await _refused(
+        delivery_service, "GetImage", pb.GetImageRequest(image_id="../etc/passwd")
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_signing_and_cache_metrics(
@@ -221,11 +225,10 @@ async def test_a_database_outage_is_unavailable_and_retryable_never_answered_fro
     await allow_connections(database_url, admin, False)
     try:
         for method, message in (("GetDownloadUrl", request), ("BatchGetDownloadUrls", batch)):
-            with pytest.raises(grpc.aio.AioRpcError) as down:
-                await _call(delivery_service, method, message)
-            assert down.value.code() == grpc.StatusCode.UNAVAILABLE, method
-            assert "retry with exponential backoff" in (down.value.details() or "")
-            assert _reason(down.value)[0] == "DEPENDENCY_UNAVAILABLE"
+            down = await _refused(delivery_service, method, message)
+            assert down.code() == grpc.StatusCode.UNAVAILABLE, method
+            assert "retry with exponential backoff" in (down.details() or "")
+            assert _reason(down)[0] == "DEPENDENCY_UNAVAILABLE"
     finally:
         await allow_connections(database_url, admin, True)
 
