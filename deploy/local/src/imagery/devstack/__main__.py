@@ -181,6 +181,7 @@ Try it (another terminal, in this directory):
   {grpcurl} -plaintext -d '{{"content_type": "image/png", "file_name": "cat.png"}}' \\
       localhost:{PORTS["upload"]} imagery.v1.UploadService/CreateUploadUrl
   curl -X PUT -H 'Content-Type: image/png' --data-binary @cat.png '<upload_url from the answer>'
+  (grpcurl's JSON prints each & of a URL as \\u0026: put & back before using a URL)
   {grpcurl} -plaintext -d '{{"image_id": "<image_id>"}}' \\
       localhost:{PORTS["delivery"]} imagery.v1.DeliveryService/GetImage
   {grpcurl} -plaintext -d '{{"image_id": "<image_id>", "variant": "small"}}' \\
