@@ -175,13 +175,19 @@ class GatedFeed:
         return answer
 
 
-async def _cached_behind_gated_feed() -> tuple[
-    InMemoryImageRepository, ImageRecord, GatedFeed, ReadyTargetCache
-]:
+async def _cached_behind_gated_feed(
+    min_read_interval_seconds: float = 0.0, clock: Clock | None = None
+) -> tuple[InMemoryImageRepository, ImageRecord, GatedFeed, ReadyTargetCache]:
     repo = InMemoryImageRepository()
     image = await _image(repo)
     feed = GatedFeed(repo)
-    cache = ReadyTargetCache(repo, feed, size=100)
+    cache = ReadyTargetCache(
+        repo,
+        feed,
+        size=100,
+        min_read_interval_seconds=min_read_interval_seconds,
+        clock=clock or Clock(),
+    )
     await cache.start()
     await _ids(cache, [image.id])  # cached
     return repo, image, feed, cache
@@ -215,3 +221,41 @@ async def test_a_lookup_never_trusts_a_feed_read_that_began_before_it() -> None:
 
     await early  # concurrent with the delete: either answer is right
     assert await late == {}, "arrived after the delete: must not be answered from memory"
+
+
+async def test_reads_for_overlapping_lookups_are_spaced_so_late_arrivals_join_them() -> None:
+    # The clock stands still, so the read queued behind the one in flight waits the whole
+    # spacing; lookups arriving during that wait must join it instead of queueing a third.
+    _, image, feed, cache = await _cached_behind_gated_feed(min_read_interval_seconds=0.5)
+    reads = cache.feed_reads
+
+    feed.gate.clear()
+    feed.snapshotted.clear()
+    first = asyncio.create_task(_ids(cache, [image.id]))
+    await feed.snapshotted.wait()  # a read is in flight
+    waiting = [asyncio.create_task(_ids(cache, [image.id])) for _ in range(5)]
+    await asyncio.sleep(0)
+    feed.gate.set()
+    await first  # the first read is done; the queued one now waits out the spacing
+    for _ in range(10):  # (without the spacing it would start and finish meanwhile)
+        await asyncio.sleep(0)
+    late = [asyncio.create_task(_ids(cache, [image.id])) for _ in range(5)]
+    answers = await asyncio.gather(*waiting, *late)
+
+    assert all(set(a) == {image.id} for a in answers)
+    assert cache.feed_reads - reads == 2, "the late lookups joined the spaced read"
+
+
+async def test_a_sequential_caller_never_waits_for_the_spacing() -> None:
+    # An hour's spacing with the clock standing still: any wait would never end.
+    repo = InMemoryImageRepository()
+    image = await _image(repo)
+    cache = ReadyTargetCache(repo, repo, size=100, min_read_interval_seconds=3600, clock=Clock())
+    await cache.start()
+
+    async def ten_in_a_row() -> None:
+        for _ in range(10):
+            assert set(await _ids(cache, [image.id])) == {image.id}
+
+    await asyncio.wait_for(ten_in_a_row(), timeout=30)
+    assert cache.feed_reads == 10, "each lookup read the feed itself, at once"

@@ -12,13 +12,18 @@ missing images are asked for every time, so they turn READY as soon as Postgres 
 
 Concurrent lookups share feed reads, but only a read that starts after they arrived: a lookup
 that finds a read in flight waits for the next one, which every lookup arriving meanwhile
-joins (at 16 concurrent batches, a few reads serve them all instead of one each).
+joins. While lookups overlap like that, reads also start at most every
+`min_read_interval_seconds` (1 ms): a read costs a Postgres round trip (~70 us of our CPU and
+~50 us of Postgres'), and without the spacing 16 concurrent batches still made 0.9 reads per
+batch, since a read is quicker than the gap between arrivals. A lookup that finds no read in
+flight (any sequential caller) reads at once and never waits for the spacing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -33,6 +38,7 @@ _LOOKUPS = metrics.get_meter(__name__).create_counter(
     description="Download-target cache lookups by result (hit ratio = hit / all)",
 )
 _DELETED_MEMORY = 10_000  # recent deletions remembered to veto loads that raced them
+MIN_READ_INTERVAL_SECONDS = 0.001
 
 
 class ReadyTargetCache:
@@ -45,13 +51,16 @@ class ReadyTargetCache:
         *,
         size: int,
         idle_limit_seconds: float = DELETION_FEED_RETENTION_SECONDS / 2,
+        min_read_interval_seconds: float = MIN_READ_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._images = images
         self._feed = feed
         self._size = max(1, size)
         self._idle_limit = idle_limit_seconds
+        self._min_interval = min_read_interval_seconds
         self._clock = clock
+        self._last_read_started = -math.inf
         # image id -> (preset, formats) -> target; insertion order is eviction order
         self._entries: dict[str, dict[tuple[str, tuple[str, ...]], DownloadTarget]] = {}
         self._horizon: int | None = None
@@ -118,9 +127,12 @@ class ReadyTargetCache:
         await asyncio.shield(self._queued)  # one caller's cancellation is not the others'
 
     async def _read_after(self, previous: asyncio.Future[None] | None) -> None:
-        if previous is not None:
+        if previous is not None:  # lookups overlap: space the reads out, they all join
             with contextlib.suppress(Exception):  # its callers saw its failure
                 await asyncio.shield(previous)
+            wait = self._last_read_started + self._min_interval - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
         this = self._queued
         self._queued = None  # from here on, new callers queue the next read
         self._running = this
@@ -133,7 +145,7 @@ class ReadyTargetCache:
     async def _read_feed(self) -> None:
         assert self._horizon is not None
         self.feed_reads += 1
-        started = self._clock()
+        started = self._last_read_started = self._clock()
         if started - self._checked > self._idle_limit:  # the feed may have been pruned since
             self._forget_everything()
         horizon, deleted = await self._feed.deletions_since(self._horizon)

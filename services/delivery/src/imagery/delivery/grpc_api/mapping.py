@@ -66,8 +66,9 @@ def image_to_proto(record: ImageRecord) -> image_pb2.Image:
 
 
 def batch_response(result: BatchResult) -> pb.BatchGetDownloadUrlsResponse:
-    """Built in place with `add()` (a standalone message passed to the constructor is copied
-    again), with one Timestamp per distinct expiry: 3x cheaper for a batch of 50."""
+    """Built in place with `add()` and attribute assignment (a standalone message passed to the
+    constructor is copied again; keyword arguments cost more than setting the fields), with one
+    Timestamp per distinct expiry: 3x cheaper for a batch of 50."""
     response = pb.BatchGetDownloadUrlsResponse(not_found_image_ids=result.not_found_image_ids)
     stamps: dict[datetime, Timestamp] = {}
     add = response.download_urls.add
@@ -76,9 +77,10 @@ def batch_response(result: BatchResult) -> pb.BatchGetDownloadUrlsResponse:
         if stamp is None:
             stamp = stamps[u.expire_time] = Timestamp()
             stamp.FromDatetime(u.expire_time)
-        add(
-            image_id=u.image_id, variant=u.variant, url=u.url, content_type=u.content_type
-        ).expire_time.CopyFrom(stamp)
+        item = add()
+        item.image_id, item.variant, item.url = u.image_id, u.variant, u.url
+        item.content_type = u.content_type
+        item.expire_time.CopyFrom(stamp)
     return response
 
 
