@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 
@@ -33,3 +34,8 @@ def running_interval(seconds: float) -> tuple[float, float]:
     started = time.time()
     time.sleep(seconds)
     return started, time.time()
+
+
+def preloaded_modules() -> list[str]:
+    """What the job process had imported before it started (inherited from the forkserver)."""
+    return sorted(name for name in sys.modules if name.startswith("imagery."))

@@ -12,7 +12,15 @@ import pytest
 from imagery.processor.isolation import IsolatedRunner, JobKilled, JobLimits
 from imagery.processor.verify import Limits, Rejected, verify
 from tests import images
-from tests.jobs import allocate, burn_cpu, crash, pid, running_interval, sleep_then_return
+from tests.jobs import (
+    allocate,
+    burn_cpu,
+    crash,
+    pid,
+    preloaded_modules,
+    running_interval,
+    sleep_then_return,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +44,14 @@ async def test_results_and_exceptions_cross_back(runner: IsolatedRunner) -> None
 
 async def test_each_job_gets_a_fresh_process(runner: IsolatedRunner) -> None:
     assert len({(await runner.run(pid)).value for _ in range(3)}) == 3
+
+
+async def test_job_processes_start_with_render_loaded_and_warmed_up(
+    runner: IsolatedRunner,
+) -> None:
+    modules = (await runner.run(preloaded_modules)).value
+    assert "imagery.processor.render" in modules
+    assert "imagery.processor.warmup" in modules, "the forkserver warmed the libraries up"
 
 
 @pytest.mark.parametrize(

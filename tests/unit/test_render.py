@@ -168,3 +168,14 @@ def test_default_presets_match_the_issue() -> None:
         ("large", 1600, 1600, False),
         ("original", None, None, False),
     ]
+
+
+def test_the_forkserver_warm_up_exercises_every_encoder_and_both_colour_paths() -> None:
+    from imagery.processor import warmup
+
+    spec = RenderSpec(avif=True)
+    made = [verify_and_render(data, ct, Limits(), spec) for data, ct in warmup.samples()]
+
+    assert {v.format for p in made for v in p.variants} == {"webp", "jpeg", "png", "avif"}
+    assert _open(warmup.samples()[0][0]).info.get("icc_profile"), "the colour-managed path"
+    assert warmup.warm_up(spec) == sum(len(p.variants) for p in made)

@@ -31,6 +31,8 @@ PRELOAD = [
     # `_child` itself is unpickled by reference: this module, and asyncio with it, was
     # imported again in every job (a trivial job took ~39 ms)
     "imagery.processor.isolation",
+    # renders two tiny images of our own: the libraries' first-use set-up, ~10 ms a job
+    "imagery.processor.warmup",
 ]
 
 
