@@ -169,11 +169,17 @@ def main() -> None:
             )
         to_naive = measured["ours"][0] / measured["naive Pillow"][0]
         to_vips = measured["ours"][0] / measured["pyvips"][0]
-        verdicts.append(
-            f"{label}: ours / naive {to_naive:.2f} "
-            f"({'meets' if to_naive <= 0.25 else 'MISSES'} the target of 0.25), "
-            f"ours / pyvips {to_vips:.2f} ({'meets' if to_vips <= 0.9 else 'MISSES'} 0.9)"
-        )
+        if presets is THREE_SIZES:  # the targets are set on its three sizes
+            verdicts.append(
+                f"{label}: ours / naive {to_naive:.2f} "
+                f"({'meets' if to_naive <= 0.25 else 'MISSES'} the target of 0.25), "
+                f"ours / pyvips {to_vips:.2f} ({'meets' if to_vips <= 0.9 else 'MISSES'} 0.9)"
+            )
+        else:  # encoding the 1600 px and full-size outputs dominates every pipeline here
+            verdicts.append(
+                f"{label}: ours / naive {to_naive:.2f}, ours / pyvips {to_vips:.2f} "
+                "(for reference: the targets are set on the issue's 3 sizes)"
+            )
         # Each full-path run is paired with an in-process measurement taken just before it:
         # this machine's speed drifts by more than the margin being measured.
         pairs = []
