@@ -16,7 +16,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup run test test-unit test-integration test-e2e test-deploy bench proto proto-check \
+.PHONY: help setup run test test-unit test-integration test-e2e test-deploy bench proto proto-check proto-breaking \
 	lint fmt typecheck k8s-render images clean
 
 help: ## Show the targets
@@ -36,7 +36,7 @@ setup: $(STAMP) ## Install uv and the locked dependencies into .tools/ and .venv
 run: $(STAMP) ## Start the local stack: Postgres, S3+SQS, CloudFront stand-in and the services (Ctrl-C stops it)
 	$(RUN) python -m imagery.devstack
 
-test: $(STAMP) lint typecheck proto-check ## Everything: lint, types, stub drift, unit, integration and e2e tests
+test: $(STAMP) lint typecheck proto-check proto-breaking ## Everything: lint, types, stub drift, API compatibility, unit, integration and e2e tests
 	$(RUN) pytest tests
 
 test-unit: $(STAMP) ## Unit tests (no I/O)
@@ -69,6 +69,12 @@ proto-check: $(STAMP) ## Fail when buf lint fails or checked-in stubs differ fro
 	for f in $$(cd $$tmp && find . -type f | sort); do \
 		cmp -s "$$tmp/$$f" "$(PROTO_OUT)/$$f" || { echo "stub drift: $(PROTO_OUT)/$$f differs from protos/ (run make proto)" >&2; exit 1; }; \
 	done; echo "proto-check: stubs match protos/"
+
+proto-breaking: $(STAMP) ## Fail when protos/ breaks imagery.v1 as any commit had it (buf breaking)
+	@revs=$$(git log --format=%H -- protos 2>/dev/null); \
+	for rev in $$revs; do \
+		$(RUN) buf breaking --against ".git#ref=$$rev" || { echo "protos/ breaks imagery.v1 as commit $$rev published it: add fields and methods, never rename, renumber or remove them (a break needs imagery.v2)" >&2; exit 1; }; \
+	done; echo "proto-breaking: protos/ is compatible with all $$(echo $$revs | wc -w) committed version(s)"
 
 lint: $(STAMP) ## ruff lint and format check
 	$(RUN) ruff check .
