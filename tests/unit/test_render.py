@@ -170,12 +170,16 @@ def test_default_presets_match_the_issue() -> None:
     ]
 
 
-def test_the_forkserver_warm_up_exercises_every_encoder_and_both_colour_paths() -> None:
+def test_the_forkserver_warm_up_exercises_every_decoder_encoder_and_colour_path() -> None:
+    from imagery.common.formats import ALLOWED_CONTENT_TYPES
     from imagery.processor import warmup
 
     spec = RenderSpec(avif=True)
-    made = [verify_and_render(data, ct, Limits(), spec) for data, ct in warmup.samples()]
+    samples = warmup.samples()
+    made = [verify_and_render(data, ct, Limits(), spec) for data, ct in samples]
 
+    assert [p.verified.format for p in made] == [ALLOWED_CONTENT_TYPES[ct] for _, ct in samples]
+    assert {ct for _, ct in samples} == set(ALLOWED_CONTENT_TYPES), "every accepted type"
     assert {v.format for p in made for v in p.variants} == {"webp", "jpeg", "png", "avif"}
     assert _open(warmup.samples()[0][0]).info.get("icc_profile"), "the colour-managed path"
     assert warmup.warm_up(spec) == sum(len(p.variants) for p in made)

@@ -1,9 +1,10 @@
-"""Imported once by the job forkserver (see `isolation.PRELOAD`): verifies and renders two
-tiny images we make here, so the lazy first-use work of Pillow, libjpeg, libwebp, zlib and
-LittleCMS (format registration, encoder set-up, colour transforms) is done before the fork and
-inherited by every job process instead of repeated in each. Measured on the 12 MP JPEG with
-three sizes: a job's first render in a fresh process took ~102 ms against ~87 ms for a second
-render in the same process; with this preload the first took ~91 ms.
+"""Imported once by the job forkserver (see `isolation.PRELOAD`): verifies and renders a
+tiny image of each accepted type, made here, so the lazy first-use work of Pillow, libjpeg,
+libwebp, libavif, zlib and LittleCMS (format registration, encoder set-up, colour transforms)
+is done before the fork and inherited by every job process instead of repeated in each.
+Measured on the 12 MP JPEG with three sizes: a job's first render in a fresh process took
+~102 ms against ~87 ms for a second render in the same process; with this preload the first
+took ~90 ms.
 
 Nothing here touches an upload. A failure only costs the saving: it is reported on stderr
 (the processor's log) and jobs initialise themselves as before."""
@@ -21,13 +22,23 @@ from imagery.processor.verify import Limits
 
 
 def samples() -> list[tuple[bytes, str]]:
-    """An opaque JPEG with an ICC profile (the colour-managed path) and a PNG with alpha
-    (the PNG fallback path): between them every encoder and conversion a job uses."""
+    """One tiny image per accepted type: an opaque JPEG with an ICC profile (the colour-managed
+    path), a PNG with alpha (the PNG fallback), a WebP, an AVIF and a GIF with a transparent
+    colour: between them every decoder, encoder and conversion a job uses."""
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    jpeg, png = io.BytesIO(), io.BytesIO()
-    Image.new("RGB", (64, 48), (200, 120, 40)).save(jpeg, "JPEG", icc_profile=icc)
-    Image.new("RGBA", (48, 64), (40, 120, 200, 128)).save(png, "PNG")
-    return [(jpeg.getvalue(), "image/jpeg"), (png.getvalue(), "image/png")]
+    opaque = Image.new("RGB", (64, 48), (200, 120, 40))
+    made = []
+    for image, fmt, options in (
+        (opaque, "JPEG", {"icc_profile": icc}),
+        (Image.new("RGBA", (48, 64), (40, 120, 200, 128)), "PNG", {}),
+        (opaque, "WEBP", {}),
+        (opaque, "AVIF", {}),
+        (opaque.convert("P"), "GIF", {"transparency": 0}),
+    ):
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **options)
+        made.append((buffer.getvalue(), f"image/{fmt.lower()}"))
+    return made
 
 
 def warm_up(spec: RenderSpec | None = None) -> int:
