@@ -99,6 +99,8 @@ def test_internal_errors_never_show_their_own_message() -> None:
         (asyncpg.exceptions.DeadlockDetectedError("retry"), True),
         (asyncpg.exceptions.AdminShutdownError("bye"), True),
         (asyncpg.exceptions.ObjectNotInPrerequisiteStateError("not accepting connections"), True),
+        (asyncpg.exceptions.InterfaceError("connection is closed"), True),
+        (asyncpg.exceptions.InternalClientError("cannot switch to state 12"), True),
         (asyncpg.exceptions.UniqueViolationError("dup"), False),
         (asyncpg.exceptions.UndefinedColumnError("bug"), False),
         (KeyError("bug"), False),

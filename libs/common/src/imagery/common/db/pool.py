@@ -44,8 +44,18 @@ _TRANSIENT_SQLSTATES = frozenset({"55000"})
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether retrying the same work later may succeed."""
-    if isinstance(exc, OSError | TimeoutError | asyncpg.exceptions.InterfaceError):
+    """Whether retrying the same work later may succeed. asyncpg reports a connection that the
+    server terminated (failover, `pg_terminate_backend`, idle timeouts) as InterfaceError most
+    of the time, but as InternalClientError ("cannot switch to state 12; another operation is
+    in progress") when the termination lands mid-exchange: here, in about half the runs of
+    a test that terminates a kept connection. Both mean this connection is gone."""
+    if isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | asyncpg.exceptions.InterfaceError
+        | asyncpg.exceptions.InternalClientError,
+    ):
         return True
     sqlstate = getattr(exc, "sqlstate", None)
     if isinstance(exc, asyncpg.PostgresError) and isinstance(sqlstate, str):
