@@ -176,7 +176,7 @@ class GatedFeed:
 
 
 async def _cached_behind_gated_feed(
-    min_read_interval_seconds: float = 0.0, clock: Clock | None = None
+    min_read_interval_seconds: float = 0.0,
 ) -> tuple[InMemoryImageRepository, ImageRecord, GatedFeed, ReadyTargetCache]:
     repo = InMemoryImageRepository()
     image = await _image(repo)
@@ -186,7 +186,7 @@ async def _cached_behind_gated_feed(
         feed,
         size=100,
         min_read_interval_seconds=min_read_interval_seconds,
-        clock=clock or Clock(),
+        clock=Clock(),  # stands still: a spacing, when asked for, is always waited out in full
     )
     await cache.start()
     await _ids(cache, [image.id])  # cached
