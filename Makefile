@@ -76,9 +76,10 @@ proto-breaking: $(STAMP) ## Fail when protos/ breaks imagery.v1 as any commit ha
 		$(RUN) buf breaking --against ".git#ref=$$rev" || { echo "protos/ breaks imagery.v1 as commit $$rev published it: add fields and methods, never rename, renumber or remove them (a break needs imagery.v2)" >&2; exit 1; }; \
 	done; echo "proto-breaking: protos/ is compatible with all $$(echo $$revs | wc -w) committed version(s)"
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, and the layering contracts (lint-imports)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports --no-cache
 
 fmt: $(STAMP) ## Format the code
 	$(RUN) ruff check --fix .

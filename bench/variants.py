@@ -30,8 +30,8 @@ from bench.harness import infrastructure, table, tree_cpu_seconds
 from bench.processor import distinct, photo, photo_image
 from imagery.common.presets import DEFAULT_PRESETS, DEFAULT_PRESETS_SPEC, Preset
 from imagery.devstack.pipeline import Pipeline
-from imagery.processor.render import RenderSpec, verify_and_render
-from imagery.processor.verify import Limits
+from imagery.processor.adapters.render import verify_and_render
+from imagery.processor.imaging import Limits, RenderSpec
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 UPLOADS = int(os.environ.get("BENCH_UPLOADS", "24"))

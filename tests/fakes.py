@@ -1,18 +1,17 @@
 """Small fakes behind the ports, for unit tests. The conformance tests in
-tests/integration/test_repository.py hold them to the same behaviour as the real adapters."""
+tests/integration/test_repository.py and test_outcomes.py hold them to the same behaviour as
+the real adapters."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import copy
 import dataclasses
 import hashlib
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from imagery.common.aws.s3 import ObjectTooLarge
-from imagery.common.db.images import ImageAlreadyExists
-from imagery.common.db.outcomes import LinkResult, NotProcessing, VerifiedImage
 from imagery.common.domain import (
     DeletedImage,
     DownloadTarget,
@@ -20,8 +19,19 @@ from imagery.common.domain import (
     ImageStatus,
     VariantInfo,
 )
-from imagery.common.ports import ObjectInfo, PresignedUpload
-from imagery.processor.isolation import JobResult
+from imagery.common.errors import ImageAlreadyExists
+from imagery.common.storage_keys import GLOBAL_SCOPE, original_key
+from imagery.processor.adapters.render import verify_and_render
+from imagery.processor.imaging import Limits, RenderSpec
+from imagery.processor.ports import (
+    JobResult,
+    LinkResult,
+    ObjectInfo,
+    ObjectTooLarge,
+    UnreferencedContent,
+    VerifiedImage,
+)
+from imagery.upload.ports import PresignedUpload
 
 
 class FakeClock:
@@ -35,12 +45,22 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
+@dataclasses.dataclass
+class FakeBlob:
+    image: VerifiedImage
+    variants: tuple[VariantInfo, ...]
+    updated_at: datetime
+    references: int = 0
+    stored: bool = False
+    collecting_since: datetime | None = None
+
+
 class InMemoryImageRepository:
     def __init__(self, clock: FakeClock | None = None) -> None:
         self.records: dict[str, ImageRecord] = {}
         self.clock = clock or FakeClock()
         self.queries = 0
-        self.blob_counts: dict[str, int] | None = None  # shared with FakeOutcomes.blobs when wired
+        self.blobs: dict[str, FakeBlob] = {}  # the content table, shared with FakeOutcomes
         self.deletion_log: list[str] = []  # the feed; a position in it plays the xid
 
     async def save(self, record: ImageRecord) -> None:
@@ -55,9 +75,11 @@ class InMemoryImageRepository:
             return None
         self.deletion_log.append(image_id)
         unreferenced = False
-        if record.sha256 is not None and self.blob_counts is not None:
-            self.blob_counts[record.sha256] -= 1
-            unreferenced = self.blob_counts[record.sha256] == 0
+        blob = self.blobs.get(record.sha256) if record.sha256 is not None else None
+        if blob is not None:
+            blob.references -= 1
+            blob.updated_at = self.clock()
+            unreferenced = blob.references == 0
         return DeletedImage(
             record.id, record.status, record.object_key, record.sha256, unreferenced
         )
@@ -71,10 +93,6 @@ class InMemoryImageRepository:
     async def find_by_id(self, image_id: str) -> ImageRecord | None:
         self.queries += 1
         return self.records.get(image_id)
-
-    async def find_by_ids(self, image_ids: Sequence[str]) -> list[ImageRecord]:
-        self.queries += 1
-        return [self.records[i] for i in dict.fromkeys(image_ids) if i in self.records]
 
     async def find_download_targets(
         self, image_ids: Sequence[str], preset: str, formats: Sequence[str]
@@ -192,7 +210,7 @@ class FakeObjects:
         body = self.objects[key][0]
         self.bytes_read += min(len(body), max_bytes + 1)  # what a ranged GET transfers
         if len(body) > max_bytes:
-            raise ObjectTooLarge(f"Object {key} is larger than {max_bytes} bytes.", size=len(body))
+            raise ObjectTooLarge(key, size=len(body))
         return body
 
     async def put(
@@ -216,65 +234,93 @@ class FakeObjects:
         self.objects.pop(key, None)
 
 
-class FakeOutcomes:
-    """The processor's writes against the in-memory repository."""
-
+class FakeOutcomeWrites:
     def __init__(self, images: InMemoryImageRepository) -> None:
         self.images = images
-        self.blobs: dict[str, int] = {}
-        self.formats: dict[str, VerifiedImage] = {}
-        images.blob_counts = self.blobs
 
-    async def link_existing(self, image_id: str, sha256: str, declared_format: str) -> LinkResult:
-        self._require_processing(image_id)
-        if self.blobs.get(sha256, 0) == 0:
+    async def lock_processing(self, image_id: str) -> bool:
+        record = self.images.records.get(image_id)
+        return record is not None and record.status is ImageStatus.PROCESSING
+
+    async def link_stored_content(self, sha256: str, declared_format: str) -> LinkResult:
+        blob = self.images.blobs.get(sha256)
+        if blob is None:
             return LinkResult(linked=False)
-        image = self.formats[sha256]
-        if image.format != declared_format:
-            return LinkResult(linked=False, mismatch=image.format)
-        self.blobs[sha256] += 1
-        self._ready(image_id, image)
-        return LinkResult(linked=True, image=image)
+        if blob.image.format != declared_format:
+            return LinkResult(linked=False, mismatch=blob.image.format)
+        if not blob.stored or blob.collecting_since is not None:
+            return LinkResult(linked=False)
+        self._touch(blob, +1)
+        return LinkResult(linked=True, image=blob.image)
 
-    async def mark_ready(
-        self,
-        image_id: str,
-        image: VerifiedImage,
-        variants: Sequence[VariantInfo] = (),
-        write_objects: Callable[[], Awaitable[None]] | None = None,
-    ) -> bool:
-        self._require_processing(image_id)
-        fresh = self.blobs.get(image.sha256, 0) == 0
-        if fresh and write_objects is not None:
-            await write_objects()
-        self.blobs[image.sha256] = self.blobs.get(image.sha256, 0) + 1
-        self.formats[image.sha256] = image
-        self._ready(image_id, image)
-        return fresh
+    async def reserve_content(self, image: VerifiedImage, variants: Sequence[VariantInfo]) -> bool:
+        blob = self.images.blobs.get(image.sha256)
+        if blob is None:
+            blob = FakeBlob(image, (), self.images.clock())
+            self.images.blobs[image.sha256] = blob
+        elif blob.collecting_since is not None:
+            return False
+        known = {(v.name, v.format) for v in blob.variants}
+        blob.variants += tuple(v for v in variants if (v.name, v.format) not in known)
+        self._touch(blob, 0)
+        return True
 
-    def _require_processing(self, image_id: str) -> None:
+    async def reference_content(self, sha256: str) -> bool:
+        blob = self.images.blobs.get(sha256)
+        if blob is None or blob.collecting_since is not None:
+            return False
+        blob.stored = True
+        self._touch(blob, +1)
+        return True
+
+    async def mark_ready(self, image_id: str, image: VerifiedImage) -> None:
         record = self.images.records.get(image_id)
         if record is None or record.status is not ImageStatus.PROCESSING:
-            raise NotProcessing(image_id)
-
-    def _ready(self, image_id: str, image: VerifiedImage) -> None:
+            return
+        blob = self.images.blobs[image.sha256]
         self.images.records[image_id] = dataclasses.replace(
-            self.images.records[image_id],
+            record,
             status=ImageStatus.READY,
             sha256=image.sha256,
             size_bytes=image.size_bytes,
             width=image.width,
             height=image.height,
             detected_format=image.format,
+            failure_reason=None,
+            variants=tuple(sorted(blob.variants, key=lambda v: (v.name, v.format))),
+            updated_at=self.images.clock(),
         )
 
+    def _touch(self, blob: FakeBlob, references: int) -> None:
+        blob.references += references
+        blob.updated_at = self.images.clock()
+
+
+class FakeOutcomes:
+    """The processor's writes against the in-memory repository; a unit of work that raises
+    leaves records and content as they were."""
+
+    def __init__(self, images: InMemoryImageRepository) -> None:
+        self.images = images
+
+    @property
+    def references(self) -> dict[str, int]:
+        return {sha: blob.references for sha, blob in self.images.blobs.items()}
+
+    @contextlib.asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[FakeOutcomeWrites]:
+        records, blobs = dict(self.images.records), copy.deepcopy(self.images.blobs)
+        try:
+            yield FakeOutcomeWrites(self.images)
+        except BaseException:
+            self.images.records.clear()
+            self.images.records.update(records)
+            self.images.blobs.clear()
+            self.images.blobs.update(blobs)
+            raise
+
     async def mark_failed(
-        self,
-        image_id: str,
-        reason: str,
-        *,
-        size_bytes: int | None = None,
-        detected_format: str | None = None,
+        self, image_id: str, reason: str, *, size_bytes: int | None = None
     ) -> bool:
         return await self.images.update_status(
             image_id,
@@ -290,12 +336,46 @@ class FakeOutcomes:
         )
 
 
-class InlineWork:
-    """Runs isolated work in-process (unit tests only; the real runner forks a limited child)."""
+class FakeContentStore:
+    def __init__(self, images: InMemoryImageRepository) -> None:
+        self.images = images
+
+    async def claim_unreferenced(
+        self, *, grace_seconds: float, limit: int
+    ) -> list[UnreferencedContent]:
+        now = self.images.clock()
+        due = sorted(
+            (
+                (sha, blob)
+                for sha, blob in self.images.blobs.items()
+                if blob.references == 0
+                and blob.updated_at <= now - timedelta(seconds=grace_seconds)
+            ),
+            key=lambda item: item[1].updated_at,
+        )[:limit]
+        claimed = []
+        for sha, blob in due:
+            blob.collecting_since = blob.updated_at = now
+            keys = (*(v.key for v in blob.variants), original_key(GLOBAL_SCOPE, sha))
+            claimed.append(UnreferencedContent(sha, now, keys))
+        return claimed
+
+    async def forget(self, content: UnreferencedContent) -> bool:
+        blob = self.images.blobs.get(content.sha256)
+        if blob is None or blob.collecting_since != content.claimed_at:
+            return False
+        del self.images.blobs[content.sha256]
+        return True
+
+
+class InlineJobs:
+    """Runs image jobs in-process (unit tests only; the real runner forks a limited child)."""
 
     def __init__(self) -> None:
         self.calls = 0
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> JobResult:
+    async def verify_and_render(
+        self, data: bytes, content_type: str, limits: Limits, spec: RenderSpec
+    ) -> JobResult:
         self.calls += 1
-        return JobResult(fn(*args), 0)
+        return JobResult(verify_and_render(data, content_type, limits, spec), 0)

@@ -16,10 +16,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from imagery.common.aws.clients import sqs_client
-from imagery.common.aws.sqs import SqsMessageQueue
 from imagery.common.config import AwsSettings
 from imagery.devstack.aws import AwsResources
 from imagery.devstack.services import ServiceProcess
+from imagery.processor.adapters.sqs import SqsMessageQueue
 from imagery.v1 import upload_service_pb2 as pb
 from imagery.v1 import upload_service_pb2_grpc as pb_grpc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def processor(database_url: str, aws: AwsResources, tmp_path: Path) -> Iterator[ServiceProcess]:
-    process = Pipeline(database_url, aws, tmp_path).processor()
+    process = Pipeline(database_url, aws, tmp_path).processor(
+        PROCESSOR_CONTENT_GRACE_SECONDS="1", PROCESSOR_GC_INTERVAL_SECONDS="1"
+    )
     yield process
     process.stop()
 
@@ -177,15 +180,20 @@ async def test_twenty_identical_uploads_then_deletes(
 
     assert (await client.upload.DeleteImage(upb.DeleteImageRequest(image_id=survivor))).deleted
     assert not (await client.upload.DeleteImage(upb.DeleteImageRequest(image_id=survivor))).deleted
-    assert await _blob(database_url, sha) == (None, 0)
-    assert (
-        pipeline.s3.list_objects_v2(Bucket=aws.bucket, Prefix=f"variants/{sha}/").get("KeyCount")
-        == 0
-    )
-    assert (
-        pipeline.s3.list_objects_v2(Bucket=aws.bucket, Prefix=f"originals/{sha}").get("KeyCount")
-        == 0
-    )
+    assert (await _blob(database_url, sha))[1] == 0
+
+    async def collected() -> bool:
+        """The processor's collector took the content once its grace period was over."""
+        listed = [
+            pipeline.s3.list_objects_v2(Bucket=aws.bucket, Prefix=prefix).get("KeyCount")
+            for prefix in (f"variants/{sha}/", f"originals/{sha}")
+        ]
+        return listed == [0, 0] and await _blob(database_url, sha) == (None, 0)
+
+    deadline = time.monotonic() + 30
+    while not await collected():
+        assert time.monotonic() < deadline, "unreferenced content still stored after 30 s"
+        await asyncio.sleep(0.2)
     await pipeline.assert_invariants()
 
 

@@ -12,7 +12,8 @@ from botocore.signers import CloudFrontSigner
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from imagery.common.cdn import CloudFrontUrlBuilder, signer_for, verify_signed_url
+from imagery.common.cdn import CloudFrontUrlBuilder, signer_for
+from imagery.devstack.edge import verify_signed_url
 from tests.keys import private_key
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,5 @@
-"""Unreferenced content really leaves S3 and Postgres, and failures are retried, not forgotten."""
+"""Unreferenced content really leaves S3 and Postgres after its grace period, and failures are
+retried, not forgotten."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import asyncpg
 import pytest
 
 from imagery.common.aws.clients import s3_client
-from imagery.common.aws.s3 import S3ObjectStore
-from imagery.common.collector import BlobCollector, original_key
 from imagery.common.config import AwsSettings
 from imagery.common.db.images import PostgresImageRepository
-from imagery.common.db.outcomes import PostgresOutcomeRepository, VerifiedImage
 from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
-from imagery.common.errors import Unavailable
-from imagery.common.ids import new_image_id, upload_key
+from imagery.common.errors import DependencyUnavailable
+from imagery.common.ids import new_image_id
+from imagery.common.storage_keys import GLOBAL_SCOPE, original_key, upload_key
+from imagery.processor.adapters.postgres import PostgresContentStore, PostgresOutcomes
+from imagery.processor.adapters.s3 import S3ObjectStore
+from imagery.processor.ports import VerifiedImage
+from imagery.processor.use_cases.collect_content import ContentCollector
 
 pytestmark = pytest.mark.integration
 SHA = hashlib.sha256(b"collect me").hexdigest()
@@ -34,61 +37,96 @@ async def store(aws_settings: AwsSettings) -> AsyncIterator[S3ObjectStore]:
 
 class BrokenDeletes:
     async def delete(self, key: str) -> None:
-        raise Unavailable("S3 DeleteObject failed (SlowDown): retry shortly.")
+        raise DependencyUnavailable("S3 DeleteObject failed (SlowDown): retry shortly.")
 
 
 async def _ready_image(pool: asyncpg.Pool, store: S3ObjectStore) -> str:
-    repo, outcomes = PostgresImageRepository(pool), PostgresOutcomeRepository(pool)
+    """An image READY the way the processor makes one: reserve, write, reference."""
+    repo, outcomes = PostgresImageRepository(pool), PostgresOutcomes(pool)
     image_id = new_image_id()
     await repo.save(
-        ImageRecord(image_id, ImageStatus.PENDING, "image/webp", "a.webp", upload_key(image_id))
+        ImageRecord(
+            image_id,
+            ImageStatus.PENDING,
+            "image/webp",
+            "a.webp",
+            upload_key(GLOBAL_SCOPE, image_id),
+        )
     )
     await repo.claim_for_processing(image_id, stale_after_seconds=300)
-
-    async def write() -> None:
-        for key in [original_key(SHA), *(v.key for v in VARIANTS)]:
-            await store.put(key, b"abc", content_type="image/webp")
-
-    await outcomes.mark_ready(image_id, VerifiedImage(SHA, "webp", 10, 10, 3), VARIANTS, write)
+    image = VerifiedImage(SHA, "webp", 10, 10, 3)
+    async with outcomes.unit_of_work() as uow:
+        assert await uow.reserve_content(image, VARIANTS)
+    for key in [original_key(GLOBAL_SCOPE, SHA), *(v.key for v in VARIANTS)]:
+        await store.put(key, b"abc", content_type="image/webp")
+    async with outcomes.unit_of_work() as uow:
+        assert await uow.lock_processing(image_id)
+        assert await uow.reference_content(SHA)
+        await uow.mark_ready(image_id, image)
     return image_id
 
 
 async def _keys(store: S3ObjectStore) -> list[str]:
     return [
         k
-        for k in [original_key(SHA), *(v.key for v in VARIANTS)]
+        for k in [original_key(GLOBAL_SCOPE, SHA), *(v.key for v in VARIANTS)]
         if await store.head(k) is not None
     ]
 
 
-async def test_the_last_reference_takes_the_objects_and_the_row(
+def _collector(pool: asyncpg.Pool, objects: object, grace: float = 0) -> ContentCollector:
+    return ContentCollector(PostgresContentStore(pool), objects, grace_seconds=grace)  # type: ignore[arg-type]
+
+
+async def test_the_last_reference_takes_the_objects_and_the_row_after_the_grace(
     pool: asyncpg.Pool, store: S3ObjectStore
 ) -> None:
     first, second = await _ready_image(pool, store), await _ready_image(pool, store)
-    repo, collector = PostgresImageRepository(pool), BlobCollector(pool, store)
+    repo = PostgresImageRepository(pool)
     deleted = await repo.delete(first)
     assert deleted is not None and not deleted.unreferenced
-    assert not await collector.collect(SHA), "still referenced"
+    assert await _collector(pool, store).sweep() == 0, "still referenced"
     assert len(await _keys(store)) == 3
     deleted = await repo.delete(second)
     assert deleted is not None and deleted.unreferenced
-    assert await collector.collect(SHA)
+    assert await _collector(pool, store, grace=3600).sweep() == 0, "within the grace period"
+    assert len(await _keys(store)) == 3
+    assert await _collector(pool, store).sweep() == 1
     assert await _keys(store) == []
     assert await pool.fetchval("SELECT count(*) FROM image_blobs") == 0
     assert await pool.fetchval("SELECT count(*) FROM image_variants") == 0
 
 
-async def test_a_failed_deletion_is_kept_for_the_sweep(
+async def test_a_failed_deletion_is_kept_for_a_later_sweep(
     pool: asyncpg.Pool, store: S3ObjectStore
 ) -> None:
     image_id = await _ready_image(pool, store)
     await PostgresImageRepository(pool).delete(image_id)
-    with pytest.raises(Unavailable):
-        await BlobCollector(pool, BrokenDeletes()).collect(SHA)
-    assert (
-        await pool.fetchval("SELECT reference_count FROM image_blobs WHERE sha256 = $1", SHA) == 0
-    )
-    assert await BlobCollector(pool, BrokenDeletes()).sweep() == 0
-    assert await BlobCollector(pool, store).sweep() == 1
+    assert await _collector(pool, BrokenDeletes()).sweep() == 0
+    assert await pool.fetchval(
+        "SELECT collecting_since IS NOT NULL FROM image_blobs WHERE sha256 = $1", SHA
+    ), "still claimed: nothing may revive half-deleted content"
+    assert await _collector(pool, store).sweep() == 1
     assert await _keys(store) == []
     assert await pool.fetchval("SELECT count(*) FROM image_blobs") == 0
+
+
+async def test_no_transaction_is_open_while_objects_are_deleted(
+    pool: asyncpg.Pool, store: S3ObjectStore
+) -> None:
+    image_id = await _ready_image(pool, store)
+    await PostgresImageRepository(pool).delete(image_id)
+    seen: list[int] = []
+
+    class Watching:
+        async def delete(self, key: str) -> None:
+            seen.append(
+                await pool.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+                )
+            )
+            await store.delete(key)
+
+    assert await _collector(pool, Watching()).sweep() == 1
+    assert seen and set(seen) == {0}

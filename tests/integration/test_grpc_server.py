@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from imagery.common.errors import FieldViolation, InvalidArgument
+from imagery.common.errors import InvalidFileName
 from imagery.common.grpc.server import GrpcServer
 from imagery.v1 import upload_service_pb2 as pb
 from imagery.v1 import upload_service_pb2_grpc as pb_grpc
@@ -28,11 +28,7 @@ class ScriptedUploadService(pb_grpc.UploadServiceServicer):
         self, request: pb.CreateUploadUrlRequest, context: Any
     ) -> pb.CreateUploadUrlResponse:
         if request.file_name == "invalid":
-            raise InvalidArgument(
-                "file_name is invalid: send a real name.",
-                reason="INVALID_FILE_NAME",
-                violations=[FieldViolation("file_name", "bad")],
-            )
+            raise InvalidFileName("is invalid", 255)
         if request.file_name == "crash":
             raise KeyError("secret-internal-detail")
         return pb.CreateUploadUrlResponse(image_id="ok", upload_url=request.file_name)
@@ -73,7 +69,9 @@ async def test_domain_errors_arrive_as_rich_statuses(channel: grpc.aio.Channel) 
         await stub.CreateUploadUrl(pb.CreateUploadUrlRequest(file_name="invalid"))
     err = caught.value
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.details() == "file_name is invalid: send a real name."
+    assert (
+        err.details() == "file_name is invalid: send the original name, 1-255 printable characters."
+    )
     status = rpc_status.from_call(err)  # type: ignore[arg-type]
     assert status is not None
     info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()

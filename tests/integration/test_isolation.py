@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from imagery.processor.isolation import IsolatedRunner, JobKilled, JobLimits
-from imagery.processor.verify import Limits, Rejected, verify
+from imagery.processor.adapters.isolation import IsolatedRunner, JobLimits
+from imagery.processor.adapters.verify import verify
+from imagery.processor.imaging import Limits, Rejected
 from tests import images
 from tests.jobs import (
     allocate,
@@ -50,8 +51,8 @@ async def test_job_processes_start_with_render_loaded_and_warmed_up(
     runner: IsolatedRunner,
 ) -> None:
     modules = (await runner.run(preloaded_modules)).value
-    assert "imagery.processor.render" in modules
-    assert "imagery.processor.warmup" in modules, "the forkserver warmed the libraries up"
+    assert "imagery.processor.adapters.render" in modules
+    assert "imagery.processor.adapters.warmup" in modules, "the forkserver warmed the libraries up"
 
 
 @pytest.mark.parametrize(
@@ -62,7 +63,7 @@ async def test_a_job_over_its_limits_fails_alone(
     runner: IsolatedRunner, job: object, reason: str
 ) -> None:
     bystanders = [asyncio.create_task(runner.run(sleep_then_return, 0.5, i)) for i in range(2)]
-    with pytest.raises(JobKilled) as caught:
+    with pytest.raises(Rejected) as caught:
         await runner.run(job)  # type: ignore[arg-type]
     assert caught.value.reason == reason
     assert [r.value for r in await asyncio.gather(*bystanders)] == [0, 1], "the others finished"
@@ -70,7 +71,7 @@ async def test_a_job_over_its_limits_fails_alone(
 
 
 async def test_a_job_that_hangs_is_stopped_at_the_wall_clock_limit(runner: IsolatedRunner) -> None:
-    with pytest.raises(JobKilled) as caught:
+    with pytest.raises(Rejected) as caught:
         await runner.run(sleep_then_return, 30, 0)
     assert caught.value.reason == "PROCESSING_TIMEOUT", (
         "killed by the 4 s wall clock, not left to sleep"

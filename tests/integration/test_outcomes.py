@@ -1,76 +1,126 @@
-"""The processor's writes against real Postgres: one transaction, guarded, convergent."""
+"""The processor's Outcomes / unit-of-work contract, held against real Postgres and the
+unit-test fake: guarded on `processing`, all-or-nothing, convergent, and collection-safe."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass
 
 import asyncpg
 import pytest
 
 from imagery.common.db.images import PostgresImageRepository
-from imagery.common.db.outcomes import NotProcessing, PostgresOutcomeRepository, VerifiedImage
 from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
-from imagery.common.ids import new_image_id, upload_key
+from imagery.common.ids import new_image_id
+from imagery.common.storage_keys import GLOBAL_SCOPE, original_key, upload_key, variant_key
+from imagery.processor.adapters.postgres import PostgresContentStore, PostgresOutcomes
+from imagery.processor.ports import ContentStore, Outcomes, VerifiedImage
+from tests.fakes import FakeContentStore, FakeOutcomes, InMemoryImageRepository
 
 pytestmark = pytest.mark.integration
 SHA = hashlib.sha256(b"same bytes").hexdigest()
 IMAGE = VerifiedImage(SHA, "jpeg", 640, 480, 12345)
+SMALL = VariantInfo(
+    "small", "webp", "image/webp", 400, 300, 999, variant_key(GLOBAL_SCOPE, SHA, "small", "webp")
+)
 
 
-async def _claimed(repo: PostgresImageRepository) -> str:
-    image_id = new_image_id()
-    await repo.save(
-        ImageRecord(image_id, ImageStatus.PENDING, "image/jpeg", "a.jpg", upload_key(image_id))
-    )
-    assert await repo.claim_for_processing(image_id, stale_after_seconds=300) is not None
-    return image_id
+@dataclass
+class World:
+    images: PostgresImageRepository | InMemoryImageRepository
+    outcomes: Outcomes
+    content: ContentStore
+    references: object  # (sha256) -> awaitable reference count, or None without a row
 
+    async def count(self, sha256: str = SHA) -> int | None:
+        return await self.references(sha256)  # type: ignore[operator, no-any-return]
 
-async def test_concurrent_identical_uploads_converge_on_one_blob(pool: asyncpg.Pool) -> None:
-    repo, outcomes = PostgresImageRepository(pool), PostgresOutcomeRepository(pool)
-    ids = [await _claimed(repo) for _ in range(20)]
-    new = await asyncio.gather(*(outcomes.mark_ready(i, IMAGE) for i in ids))
-    assert sum(new) == 1, "exactly one worker inserted the blob"
-    assert (
-        await pool.fetchval("SELECT reference_count FROM image_blobs WHERE sha256 = $1", SHA) == 20
-    )
-    assert (
-        await pool.fetchval(
-            "SELECT count(*) FROM image_records WHERE sha256 = $1 AND status = 'ready'", SHA
+    async def claimed(self) -> str:
+        image_id = new_image_id()
+        await self.images.save(
+            ImageRecord(
+                image_id,
+                ImageStatus.PENDING,
+                "image/jpeg",
+                "a.jpg",
+                upload_key(GLOBAL_SCOPE, image_id),
+            )
         )
-        == 20
+        assert await self.images.claim_for_processing(image_id, stale_after_seconds=300)
+        return image_id
+
+    async def store_new(self, image_id: str, variants: tuple[VariantInfo, ...] = ()) -> bool:
+        """The processor's path for new content: reserve, (write objects), reference."""
+        async with self.outcomes.unit_of_work() as uow:
+            if not await uow.reserve_content(IMAGE, variants):
+                return False
+        async with self.outcomes.unit_of_work() as uow:
+            assert await uow.lock_processing(image_id)
+            if not await uow.reference_content(IMAGE.sha256):
+                return False
+            await uow.mark_ready(image_id, IMAGE)
+        return True
+
+    async def link(self, image_id: str, declared: str = "jpeg") -> bool:
+        async with self.outcomes.unit_of_work() as uow:
+            assert await uow.lock_processing(image_id)
+            linked = await uow.link_stored_content(SHA, declared)
+            if linked.linked:
+                assert linked.image is not None
+                await uow.mark_ready(image_id, linked.image)
+        return linked.linked
+
+
+@pytest.fixture(params=["postgres", "fake"])
+def world(request: pytest.FixtureRequest) -> World:
+    if request.param == "fake":
+        images = InMemoryImageRepository()
+        outcomes = FakeOutcomes(images)
+
+        async def fake_count(sha256: str) -> int | None:
+            return outcomes.references.get(sha256)
+
+        return World(images, outcomes, FakeContentStore(images), fake_count)
+    pool: asyncpg.Pool = request.getfixturevalue("pool")
+
+    async def count(sha256: str) -> int | None:
+        value: int | None = await pool.fetchval(
+            "SELECT reference_count FROM image_blobs WHERE sha256 = $1", sha256
+        )
+        return value
+
+    return World(
+        PostgresImageRepository(pool), PostgresOutcomes(pool), PostgresContentStore(pool), count
     )
-    linked_id = await _claimed(repo)
-    linked = await outcomes.link_existing(linked_id, SHA, "jpeg")
-    assert linked.linked and linked.image == IMAGE
-    assert (
-        await pool.fetchval("SELECT reference_count FROM image_blobs WHERE sha256 = $1", SHA) == 21
-    )
 
 
-async def test_variants_are_stored_with_a_new_blob(pool: asyncpg.Pool) -> None:
-    repo, outcomes = PostgresImageRepository(pool), PostgresOutcomeRepository(pool)
-    image_id = await _claimed(repo)
-    variants = [
-        VariantInfo("small", "webp", "image/webp", 400, 300, 999, f"variants/{SHA}/small.webp")
-    ]
-    await outcomes.mark_ready(image_id, IMAGE, variants)
-    record = await repo.find_by_id(image_id)
-    assert record is not None and record.variants == tuple(variants)
+async def test_concurrent_identical_uploads_converge_on_one_blob(world: World) -> None:
+    ids = [await world.claimed() for _ in range(20)]
+    assert all(await asyncio.gather(*(world.store_new(i) for i in ids)))
+    assert await world.count() == 20
+    for image_id in ids:
+        record = await world.images.find_by_id(image_id)
+        assert record is not None and (record.status, record.sha256) == (ImageStatus.READY, SHA)
+    linked_id = await world.claimed()
+    assert await world.link(linked_id)
+    assert await world.count() == 21
 
 
-async def test_outcomes_are_written_only_while_processing(pool: asyncpg.Pool) -> None:
-    repo, outcomes = PostgresImageRepository(pool), PostgresOutcomeRepository(pool)
-    image_id = await _claimed(repo)
-    assert await outcomes.mark_failed(image_id, "CORRUPT", size_bytes=10)
-    assert not await outcomes.mark_failed(image_id, "EMPTY")
-    with pytest.raises(NotProcessing):
-        await outcomes.mark_ready(image_id, IMAGE)
-    assert await pool.fetchval("SELECT count(*) FROM image_blobs") == 0, (
-        "the rolled-back ready left no blob"
-    )
-    record = await repo.find_by_id(image_id)
+async def test_variants_are_stored_with_new_content(world: World) -> None:
+    image_id = await world.claimed()
+    assert await world.store_new(image_id, (SMALL,))
+    record = await world.images.find_by_id(image_id)
+    assert record is not None and record.variants == (SMALL,)
+
+
+async def test_outcomes_are_written_only_while_processing(world: World) -> None:
+    image_id = await world.claimed()
+    assert await world.outcomes.mark_failed(image_id, "CORRUPT", size_bytes=10)
+    assert not await world.outcomes.mark_failed(image_id, "EMPTY")
+    async with world.outcomes.unit_of_work() as uow:
+        assert not await uow.lock_processing(image_id)
+    record = await world.images.find_by_id(image_id)
     assert record is not None
     assert (record.status, record.failure_reason, record.size_bytes) == (
         ImageStatus.FAILED,
@@ -79,55 +129,112 @@ async def test_outcomes_are_written_only_while_processing(pool: asyncpg.Pool) ->
     )
 
 
-async def test_a_released_claim_can_be_claimed_again(pool: asyncpg.Pool) -> None:
-    repo, outcomes = PostgresImageRepository(pool), PostgresOutcomeRepository(pool)
-    image_id = await _claimed(repo)
-    await outcomes.release_claim(image_id)
-    assert (await repo.find_by_id(image_id)).status is ImageStatus.PENDING  # type: ignore[union-attr]
-    assert await repo.claim_for_processing(image_id, stale_after_seconds=300) is not None
+async def test_a_unit_of_work_that_raises_leaves_nothing_behind(world: World) -> None:
+    image_id = await world.claimed()
+
+    async def gives_up() -> None:
+        async with world.outcomes.unit_of_work() as uow:
+            assert await uow.reserve_content(IMAGE, (SMALL,))
+            assert await uow.lock_processing(image_id)
+            await uow.mark_ready(image_id, IMAGE)
+            raise RuntimeError("the use case gave up")
+
+    with pytest.raises(RuntimeError):
+        await gives_up()
+    assert await world.count() is None, "the reservation rolled back"
+    record = await world.images.find_by_id(image_id)
+    assert record is not None and record.status is ImageStatus.PROCESSING
 
 
-async def test_objects_are_written_once_for_concurrent_identical_uploads(
-    pool: asyncpg.Pool,
-) -> None:
-    repo, outcomes = PostgresImageRepository(pool), PostgresOutcomeRepository(pool)
-    ids = [await _claimed(repo) for _ in range(10)]
-    writes = 0
-
-    async def write_objects() -> None:
-        nonlocal writes
-        writes += 1
-        await asyncio.sleep(0.05)  # S3 puts, while the blob row is held
-
-    fresh = await asyncio.gather(*(outcomes.mark_ready(i, IMAGE, (), write_objects) for i in ids))
-    assert writes == 1 and fresh.count(True) == 1
+async def test_a_released_claim_can_be_claimed_again(world: World) -> None:
+    image_id = await world.claimed()
+    await world.outcomes.release_claim(image_id)
+    assert (await world.images.find_by_id(image_id)).status is ImageStatus.PENDING  # type: ignore[union-attr]
+    assert await world.images.claim_for_processing(image_id, stale_after_seconds=300) is not None
 
 
 async def test_known_content_of_another_format_is_a_mismatch_and_changes_nothing(
-    pool: asyncpg.Pool,
+    world: World,
 ) -> None:
-    repo, outcomes = PostgresImageRepository(pool), PostgresOutcomeRepository(pool)
-    await outcomes.mark_ready(await _claimed(repo), IMAGE)
-    liar = await _claimed(repo)
-    result = await outcomes.link_existing(liar, SHA, "png")
+    assert await world.store_new(await world.claimed())
+    liar = await world.claimed()
+    async with world.outcomes.unit_of_work() as uow:
+        result = await uow.link_stored_content(SHA, "png")
+        unknown = await uow.link_stored_content("f" * 64, "png")
     assert (result.linked, result.mismatch) == (False, "jpeg")
-    assert (
-        await pool.fetchval("SELECT reference_count FROM image_blobs WHERE sha256 = $1", SHA) == 1
-    )
-    unknown = await outcomes.link_existing(liar, "f" * 64, "png")
     assert (unknown.linked, unknown.mismatch) == (False, None)
+    assert await world.count() == 1
+    assert (await world.images.find_by_id(liar)).status is ImageStatus.PROCESSING  # type: ignore[union-attr]
 
 
-async def test_content_coming_back_from_zero_is_written_again(pool: asyncpg.Pool) -> None:
-    repo, outcomes = PostgresImageRepository(pool), PostgresOutcomeRepository(pool)
-    first = await _claimed(repo)
-    await outcomes.mark_ready(first, IMAGE)
-    deleted = await repo.delete(first)
+async def test_reserved_content_is_not_linked_until_its_objects_are_stored(world: World) -> None:
+    async with world.outcomes.unit_of_work() as uow:
+        assert await uow.reserve_content(IMAGE, ())
+    assert not await world.link(await world.claimed()), "its objects may not be written yet"
+    assert await world.store_new(await world.claimed())
+    assert await world.link(await world.claimed())
+    assert await world.count() == 2
+
+
+async def test_the_last_reference_leaves_a_tombstone_that_a_new_upload_revives(
+    world: World,
+) -> None:
+    first = await world.claimed()
+    assert await world.store_new(first)
+    deleted = await world.images.delete(first)
     assert deleted is not None and deleted.unreferenced
-    assert (await outcomes.link_existing(await _claimed(repo), SHA, "jpeg")).linked is False, (
-        "no live blob"
-    )
-    again = await _claimed(repo)
-    assert await outcomes.mark_ready(again, IMAGE, (), None) is True, (
-        "objects must be written again"
-    )
+    assert await world.count() == 0, "a tombstone"
+    assert await world.link(await world.claimed()), "revived: the objects are still there"
+    assert await world.count() == 1
+    assert await world.content.claim_unreferenced(grace_seconds=0, limit=10) == []
+
+
+async def test_collection_claims_only_unreferenced_content_past_its_grace(world: World) -> None:
+    first = await world.claimed()
+    assert await world.store_new(first, (SMALL,))
+    assert await world.content.claim_unreferenced(grace_seconds=0, limit=10) == []
+    await world.images.delete(first)
+    assert await world.content.claim_unreferenced(grace_seconds=3600, limit=10) == []
+    (claimed,) = await world.content.claim_unreferenced(grace_seconds=0, limit=10)
+    assert claimed.sha256 == SHA
+    assert set(claimed.keys) == {SMALL.key, original_key(GLOBAL_SCOPE, SHA)}
+
+
+async def test_nothing_links_to_or_reserves_content_being_collected(world: World) -> None:
+    first = await world.claimed()
+    assert await world.store_new(first)
+    await world.images.delete(first)
+    (claimed,) = await world.content.claim_unreferenced(grace_seconds=0, limit=10)
+    newcomer = await world.claimed()
+    assert not await world.link(newcomer)
+    assert not await world.store_new(newcomer), "must wait until the collection is over"
+    assert await world.count() == 0
+    assert await world.content.forget(claimed)
+    assert await world.count() is None
+    assert await world.store_new(newcomer), "written afresh once the content is gone"
+    assert await world.count() == 1
+
+
+async def test_a_reservation_that_lapsed_into_collection_is_not_referenced(world: World) -> None:
+    image_id = await world.claimed()
+    async with world.outcomes.unit_of_work() as uow:
+        assert await uow.reserve_content(IMAGE, ())
+    (claimed,) = await world.content.claim_unreferenced(grace_seconds=0, limit=10)
+    async with world.outcomes.unit_of_work() as uow:
+        assert await uow.lock_processing(image_id)
+        assert not await uow.reference_content(SHA), "its objects may be gone"
+    assert await world.content.forget(claimed)
+
+
+async def test_a_collector_that_died_is_taken_over(world: World) -> None:
+    first = await world.claimed()
+    assert await world.store_new(first)
+    await world.images.delete(first)
+    (dead,) = await world.content.claim_unreferenced(grace_seconds=0, limit=10)
+    await asyncio.sleep(0.01)  # Postgres' now() moves with real time
+    if isinstance(world.images, InMemoryImageRepository):
+        world.images.clock.advance(1)
+    (taken,) = await world.content.claim_unreferenced(grace_seconds=0, limit=10)
+    assert taken.sha256 == dead.sha256
+    assert not await world.content.forget(dead), "the dead collector's claim is void"
+    assert await world.content.forget(taken)

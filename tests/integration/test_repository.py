@@ -7,10 +7,12 @@ import asyncio
 import asyncpg
 import pytest
 
-from imagery.common.db.images import ImageAlreadyExists, PostgresImageRepository
+from imagery.common.db.images import PostgresImageRepository
 from imagery.common.domain import ImageRecord, ImageStatus
-from imagery.common.ids import new_image_id, upload_key
+from imagery.common.errors import ImageAlreadyExists
+from imagery.common.ids import new_image_id
 from imagery.common.ports import ImageRepository
+from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
 from tests.fakes import InMemoryImageRepository
 
 pytestmark = pytest.mark.integration
@@ -31,7 +33,7 @@ def _pending(**changes: object) -> ImageRecord:
         "status": ImageStatus.PENDING,
         "content_type": "image/png",
         "file_name": "cat.png",
-        "object_key": upload_key(image_id),
+        "object_key": upload_key(GLOBAL_SCOPE, image_id),
     }
     fields.update(changes)
     return ImageRecord(**fields)  # type: ignore[arg-type]
@@ -62,16 +64,6 @@ async def test_saving_an_existing_id_is_refused(repo: ImageRepository) -> None:
     await repo.save(record)
     with pytest.raises(ImageAlreadyExists):
         await repo.save(record)
-
-
-async def test_find_by_ids_returns_the_existing_ones(repo: ImageRepository) -> None:
-    records = [_pending() for _ in range(5)]
-    for record in records:
-        await repo.save(record)
-    wanted = [records[3].id, new_image_id(), records[0].id, records[3].id]
-    found = await repo.find_by_ids(wanted)
-    assert sorted(r.id for r in found) == sorted({records[0].id, records[3].id})
-    assert await repo.find_by_ids([]) == []
 
 
 async def test_update_status_writes_size_and_moves_updated_at(repo: ImageRepository) -> None:
@@ -141,8 +133,6 @@ async def test_ready_records_carry_their_blobs_variants(
     names = {(v.name, v.format) for v in record.variants}
     assert ("thumbnail", "webp") in names and ("original", "jpeg") in names
     assert all(v.key.startswith(f"variants/{record.sha256}/") for v in record.variants)
-    (batch,) = await repo.find_by_ids([image_id])
-    assert batch.variants == record.variants
     (webp,) = await repo.find_download_targets([image_id], "small", ["webp"])
     assert (webp.status, webp.key) == (ImageStatus.READY, f"variants/{record.sha256}/small.webp")
     assert webp.content_type == "image/webp"

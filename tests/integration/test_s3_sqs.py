@@ -10,11 +10,14 @@ import httpx
 import pytest
 
 from imagery.common.aws.clients import s3_client, sqs_client
-from imagery.common.aws.s3 import ObjectTooLarge, S3ObjectStore
-from imagery.common.aws.sqs import SqsMessageQueue
 from imagery.common.config import AwsSettings
-from imagery.common.ids import new_image_id, upload_key
+from imagery.common.ids import new_image_id
+from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
 from imagery.devstack.aws import AwsResources
+from imagery.processor.adapters.s3 import S3ObjectStore
+from imagery.processor.adapters.sqs import SqsMessageQueue
+from imagery.processor.ports import ObjectTooLarge
+from imagery.upload.adapters.s3 import S3UploadUrls
 
 pytestmark = pytest.mark.integration
 
@@ -26,26 +29,34 @@ async def store(aws_settings: AwsSettings) -> AsyncIterator[S3ObjectStore]:
 
 
 @pytest.fixture
+async def uploads(aws_settings: AwsSettings) -> AsyncIterator[S3UploadUrls]:
+    async with s3_client(aws_settings) as client:
+        yield S3UploadUrls(client, aws_settings.bucket)
+
+
+@pytest.fixture
 async def queue(aws_settings: AwsSettings, aws: AwsResources) -> AsyncIterator[SqsMessageQueue]:
     async with sqs_client(aws_settings) as client:
         yield SqsMessageQueue(client, aws.queue_url)
 
 
-async def test_presigned_put_signs_the_content_type(store: S3ObjectStore) -> None:
-    key = upload_key(new_image_id())
-    presigned = await store.presign_put(key, "image/png", 300)
+async def test_presigned_put_signs_the_content_type(uploads: S3UploadUrls) -> None:
+    key = upload_key(GLOBAL_SCOPE, new_image_id())
+    presigned = await uploads.presign_put(key, "image/png", 300)
     query = parse_qs(urlsplit(presigned.url).query)
     assert "content-type" in query["X-Amz-SignedHeaders"][0].split(";")
     assert query["X-Amz-Expires"] == ["300"]
     assert urlsplit(presigned.url).path.endswith(f"/{key}")
     assert presigned.headers == {"Content-Type": "image/png"}
-    other = await store.presign_put(key, "image/jpeg", 300)
+    other = await uploads.presign_put(key, "image/jpeg", 300)
     assert parse_qs(urlsplit(other.url).query)["X-Amz-Signature"] != query["X-Amz-Signature"]
 
 
-async def test_a_put_with_the_declared_type_succeeds(store: S3ObjectStore) -> None:
-    key = upload_key(new_image_id())
-    presigned = await store.presign_put(key, "image/png", 300)
+async def test_a_put_with_the_declared_type_succeeds(
+    uploads: S3UploadUrls, store: S3ObjectStore
+) -> None:
+    key = upload_key(GLOBAL_SCOPE, new_image_id())
+    presigned = await uploads.presign_put(key, "image/png", 300)
     async with httpx.AsyncClient() as http:
         resp = await http.put(
             presigned.url, content=b"\x89PNG\r\n\x1a\n" + b"0" * 100, headers=presigned.headers
@@ -77,7 +88,7 @@ async def test_put_get_delete_round_trip_with_cache_control(store: S3ObjectStore
 
 
 async def test_get_never_reads_past_the_limit(store: S3ObjectStore) -> None:
-    key = upload_key(new_image_id())
+    key = upload_key(GLOBAL_SCOPE, new_image_id())
     await store.put(key, b"x" * 1000, content_type="image/png")
     assert await store.get(key, max_bytes=1000) == b"x" * 1000
     with pytest.raises(ObjectTooLarge) as too_large:
@@ -86,7 +97,7 @@ async def test_get_never_reads_past_the_limit(store: S3ObjectStore) -> None:
 
 
 async def test_a_copy_reports_the_sha256_the_store_computed(store: S3ObjectStore) -> None:
-    source = upload_key(new_image_id())
+    source = upload_key(GLOBAL_SCOPE, new_image_id())
     await store.put(source, b"verified bytes", content_type="image/png")
     checksum = await store.copy(source, "originals/abc", content_type="image/png")
     assert checksum == base64.b64encode(hashlib.sha256(b"verified bytes").digest()).decode()
@@ -97,7 +108,7 @@ async def test_a_copy_reports_the_sha256_the_store_computed(store: S3ObjectStore
 
 async def test_get_tells_missing_from_empty_in_one_request(store: S3ObjectStore) -> None:
     assert await store.get("uploads/nothing-here", max_bytes=100) is None
-    key = upload_key(new_image_id())
+    key = upload_key(GLOBAL_SCOPE, new_image_id())
     await store.put(key, b"", content_type="image/png")
     assert await store.get(key, max_bytes=100) == b"", "S3 answers a range of nothing with 416"
 
@@ -105,7 +116,7 @@ async def test_get_tells_missing_from_empty_in_one_request(store: S3ObjectStore)
 async def test_uploads_raise_an_event_on_the_queue(
     store: S3ObjectStore, queue: SqsMessageQueue
 ) -> None:
-    key = upload_key(new_image_id())
+    key = upload_key(GLOBAL_SCOPE, new_image_id())
     await store.put(key, b"bytes", content_type="image/png")
     await store.put("variants/not-notified/small.webp", b"bytes", content_type="image/webp")
     keys: list[str] = []
@@ -168,11 +179,11 @@ async def test_fast_presign_is_byte_identical_to_botocores(
     fixed = datetime.datetime(2026, 11, 23, 12, 0, 0)
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: fixed)
     async with s3_client_and_credentials(settings) as (client, credentials):
-        plain = S3ObjectStore(client, settings.bucket)
-        fast = S3ObjectStore(client, settings.bucket, credentials=credentials)
+        plain = S3UploadUrls(client, settings.bucket)
+        fast = S3UploadUrls(client, settings.bucket, credentials=credentials)
         for key in (
-            upload_key(new_image_id()),
-            upload_key(new_image_id()),
+            upload_key(GLOBAL_SCOPE, new_image_id()),
+            upload_key(GLOBAL_SCOPE, new_image_id()),
             "uploads/needs quoting+ü",
         ):
             for content_type in ("image/png", "image/avif"):

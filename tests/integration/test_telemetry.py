@@ -17,17 +17,17 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from imagery.common.aws.clients import s3_client, sqs_client
-from imagery.common.aws.s3 import S3ObjectStore
-from imagery.common.aws.sqs import SqsMessageQueue
 from imagery.common.config import Settings
 from imagery.common.db.images import PostgresImageRepository
-from imagery.common.db.outcomes import PostgresOutcomeRepository
 from imagery.common.telemetry import configure_telemetry
 from imagery.devstack.aws import AwsResources
-from imagery.processor.consumer.loop import Consumer
-from imagery.processor.isolation import IsolatedRunner, JobLimits
-from imagery.processor.process import UploadProcessor
-from imagery.processor.verify import Limits
+from imagery.processor.adapters.isolation import IsolatedRunner, JobLimits
+from imagery.processor.adapters.postgres import PostgresOutcomes
+from imagery.processor.adapters.s3 import S3ObjectStore
+from imagery.processor.adapters.sqs import SqsMessageQueue
+from imagery.processor.consumer import Consumer
+from imagery.processor.imaging import Limits
+from imagery.processor.use_cases.process_upload import UploadProcessor
 from imagery.upload.bootstrap import build_server
 from imagery.v1 import upload_service_pb2 as pb
 from imagery.v1 import upload_service_pb2_grpc as pb_grpc
@@ -77,7 +77,7 @@ async def _consume_once(
         async with s3_client(settings.aws) as s3, sqs_client(settings.aws) as sqs:
             process = UploadProcessor(
                 PostgresImageRepository(pool),
-                PostgresOutcomeRepository(pool),
+                PostgresOutcomes(pool),
                 S3ObjectStore(s3, aws.bucket),
                 runner,
                 limits=Limits(),

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from imagery.common.errors import Unavailable
-from imagery.common.ports import QueueMessage
-from imagery.processor.consumer.loop import Consumer
-from imagery.processor.process import Outcome, Result
+from imagery.common.errors import DependencyUnavailable
+from imagery.processor.consumer import Consumer
+from imagery.processor.ports import QueueMessage
+from imagery.processor.use_cases.process_upload import Outcome, Result
 
 BUCKET = "bucket"
 IMAGE_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
@@ -111,7 +111,9 @@ async def test_noise_is_deleted_without_processing() -> None:
     assert len(queue.deleted) == 3 and process.calls == 0
 
 
-@pytest.mark.parametrize("error", [Unavailable("S3 down"), ConnectionResetError(), KeyError("bug")])
+@pytest.mark.parametrize(
+    "error", [DependencyUnavailable("S3 down"), ConnectionResetError(), KeyError("bug")]
+)
 async def test_failures_keep_the_message_and_back_off(error: Exception) -> None:
     queue = FakeQueue([_message(_event(), receive_count=3)])
     await _consume(queue, Scripted(error), seconds=0.2)

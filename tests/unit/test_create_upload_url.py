@@ -5,10 +5,12 @@ from datetime import timedelta
 import pytest
 
 from imagery.common.domain import ImageRecord, ImageStatus
-from imagery.common.errors import InvalidArgument, Unavailable
-from imagery.common.ids import is_image_id, new_image_id, upload_key
+from imagery.common.errors import DependencyUnavailable, ImageryError
+from imagery.common.ids import is_image_id, new_image_id
+from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
+from imagery.processor.ports import VerifiedImage
 from imagery.upload.use_cases import CreateUploadUrl, DeleteImage
-from tests.fakes import FakeClock, FakeObjects, FakeSigner, InMemoryImageRepository
+from tests.fakes import FakeBlob, FakeClock, FakeObjects, FakeSigner, InMemoryImageRepository
 
 
 def _use_case(
@@ -57,7 +59,7 @@ async def test_every_call_gets_a_new_id() -> None:
 )
 async def test_bad_input_changes_nothing(content_type: str, file_name: str) -> None:
     repo, signer = InMemoryImageRepository(), FakeSigner()
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(ImageryError):
         await _use_case(repo, signer)(content_type=content_type, file_name=file_name)
     assert repo.records == {}
     assert signer.signed == []
@@ -66,71 +68,57 @@ async def test_bad_input_changes_nothing(content_type: str, file_name: str) -> N
 async def test_no_url_leaves_when_the_record_cannot_be_saved() -> None:
     class BrokenRepository(InMemoryImageRepository):
         async def save(self, record: ImageRecord) -> None:
-            raise Unavailable("Postgres is down: retry shortly.")
+            raise DependencyUnavailable("Postgres is down: retry shortly.")
 
-    with pytest.raises(Unavailable):
+    with pytest.raises(DependencyUnavailable):
         await _use_case(BrokenRepository(), FakeSigner())(
             content_type="image/png", file_name="a.png"
         )
-
-
-class RecordingCollector:
-    def __init__(self, fail: bool = False) -> None:
-        self.collected: list[str] = []
-        self.fail = fail
-
-    async def collect(self, sha256: str) -> bool:
-        if self.fail:
-            raise Unavailable("S3 DeleteObject failed: retry shortly.")
-        self.collected.append(sha256)
-        return True
 
 
 async def _ready(repo: InMemoryImageRepository, sha: str) -> str:
     image_id = new_image_id()
     await repo.save(
         ImageRecord(
-            image_id, ImageStatus.READY, "image/png", "a.png", upload_key(image_id), sha256=sha
+            image_id,
+            ImageStatus.READY,
+            "image/png",
+            "a.png",
+            upload_key(GLOBAL_SCOPE, image_id),
+            sha256=sha,
         )
     )
-    assert repo.blob_counts is not None
-    repo.blob_counts[sha] = repo.blob_counts.get(sha, 0) + 1
+    blob = repo.blobs.setdefault(
+        sha, FakeBlob(VerifiedImage(sha, "png", 1, 1, 1), (), repo.clock(), stored=True)
+    )
+    blob.references += 1
     return image_id
 
 
 async def test_deleting_shared_content_keeps_it_until_the_last_reference() -> None:
-    repo, objects, collector = InMemoryImageRepository(), FakeObjects(), RecordingCollector()
-    repo.blob_counts = {}
+    repo, objects = InMemoryImageRepository(), FakeObjects()
     first, second = await _ready(repo, "a" * 64), await _ready(repo, "a" * 64)
-    delete = DeleteImage(repo, objects, collector)
+    delete = DeleteImage(repo, objects)
     assert await delete(image_id=first) is True
-    assert collector.collected == []
+    assert repo.blobs["a" * 64].references == 1
     assert await delete(image_id=first) is False, "deleting twice is harmless"
     assert await delete(image_id=second) is True
-    assert collector.collected == ["a" * 64]
+    assert repo.blobs["a" * 64].references == 0, "a tombstone for the collector"
 
 
 async def test_deleting_a_pending_image_removes_its_upload_object() -> None:
     repo, objects = InMemoryImageRepository(), FakeObjects()
     image_id = new_image_id()
     await repo.save(
-        ImageRecord(image_id, ImageStatus.PENDING, "image/png", "a.png", upload_key(image_id))
+        ImageRecord(
+            image_id, ImageStatus.PENDING, "image/png", "a.png", upload_key(GLOBAL_SCOPE, image_id)
+        )
     )
-    objects.objects[upload_key(image_id)] = (b"bytes", "image/png")
-    assert await DeleteImage(repo, objects, RecordingCollector())(image_id=image_id)
+    objects.objects[upload_key(GLOBAL_SCOPE, image_id)] = (b"bytes", "image/png")
+    assert await DeleteImage(repo, objects)(image_id=image_id)
     assert objects.objects == {} and repo.records == {}
 
 
-async def test_a_failed_content_deletion_does_not_fail_the_delete() -> None:
-    repo = InMemoryImageRepository()
-    repo.blob_counts = {}
-    image_id = await _ready(repo, "b" * 64)
-    assert await DeleteImage(repo, FakeObjects(), RecordingCollector(fail=True))(image_id=image_id)
-    assert repo.records == {}
-
-
 async def test_delete_image_validates_the_id() -> None:
-    with pytest.raises(InvalidArgument):
-        await DeleteImage(InMemoryImageRepository(), FakeObjects(), RecordingCollector())(
-            image_id="nope"
-        )
+    with pytest.raises(ImageryError):
+        await DeleteImage(InMemoryImageRepository(), FakeObjects())(image_id="nope")

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import pytest
 
 from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
-from imagery.common.errors import FailedPrecondition, ImageNotFound, InvalidArgument
-from imagery.common.ids import new_image_id, upload_key
-from imagery.common.presets import PRESET_NAMES, variant_key
+from imagery.common.errors import ImageNotFound, ImageryError
+from imagery.common.ids import new_image_id
+from imagery.common.presets import PRESET_NAMES
+from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key, variant_key
 from imagery.delivery.ports import SignedUrls
 from imagery.delivery.use_cases import BatchGetDownloadUrls, GetDownloadUrl, GetImage
 from tests.fakes import InMemoryImageRepository
@@ -28,7 +29,9 @@ class RecordingSigner:
 
 def _variants(sha: str, formats: Sequence[str] = ("webp", "jpeg")) -> tuple[VariantInfo, ...]:
     return tuple(
-        VariantInfo(name, fmt, f"image/{fmt}", 10, 10, 100, variant_key(sha, name, fmt))
+        VariantInfo(
+            name, fmt, f"image/{fmt}", 10, 10, 100, variant_key(GLOBAL_SCOPE, sha, name, fmt)
+        )
         for name in PRESET_NAMES
         for fmt in formats
     )
@@ -46,7 +49,7 @@ async def _image(
         status,
         "image/jpeg",
         "a.jpg",
-        upload_key(image_id),
+        upload_key(GLOBAL_SCOPE, image_id),
         sha256=sha if status is ImageStatus.READY else None,
         variants=_variants(sha, formats) if status is ImageStatus.READY else (),
     )
@@ -73,7 +76,7 @@ async def test_get_image_returns_the_record(repo: InMemoryImageRepository) -> No
 
 
 @pytest.mark.parametrize(
-    ("image_id", "error"), [("nope", InvalidArgument), (new_image_id(), ImageNotFound)]
+    ("image_id", "error"), [("nope", ImageryError), (new_image_id(), ImageNotFound)]
 )
 async def test_get_image_errors(
     repo: InMemoryImageRepository, image_id: str, error: type[Exception]
@@ -109,7 +112,7 @@ async def test_download_url_of_an_image_that_is_not_ready(
     repo: InMemoryImageRepository, signer: RecordingSigner, status: ImageStatus
 ) -> None:
     record = await _image(repo, status)
-    with pytest.raises(FailedPrecondition) as caught:
+    with pytest.raises(ImageryError) as caught:
         await GetDownloadUrl(repo, signer, PRESET_NAMES)(
             image_id=record.id, variant="small", preference="webp"
         )
@@ -123,11 +126,11 @@ async def test_unknown_variant_lists_the_ones_that_exist(
 ) -> None:
     record = await _image(repo)
     use_case = GetDownloadUrl(repo, signer, PRESET_NAMES)
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(ImageryError) as caught:
         await use_case(image_id=record.id, variant="huge", preference="webp")
     assert caught.value.reason == "UNKNOWN_VARIANT"
     assert "thumbnail, small, medium, large, original" in caught.value.message
-    with pytest.raises(InvalidArgument) as missing_format:
+    with pytest.raises(ImageryError) as missing_format:
         await use_case(image_id=record.id, variant="small", preference="avif")
     assert "thumbnail, small" in missing_format.value.message
     assert signer.calls == []
@@ -165,10 +168,10 @@ async def test_batch_keeps_first_appearance_order_and_collapses_duplicates(
 
 async def test_batch_limits(repo: InMemoryImageRepository, signer: RecordingSigner) -> None:
     use_case = BatchGetDownloadUrls(repo, signer, PRESET_NAMES)
-    with pytest.raises(InvalidArgument) as empty:
+    with pytest.raises(ImageryError) as empty:
         await use_case(image_ids=[], variant="small", preference="webp")
     assert empty.value.reason == "NO_IMAGE_IDS"
-    with pytest.raises(InvalidArgument) as many:
+    with pytest.raises(ImageryError) as many:
         await use_case(
             image_ids=[new_image_id() for _ in range(51)], variant="small", preference="webp"
         )
@@ -176,11 +179,11 @@ async def test_batch_limits(repo: InMemoryImageRepository, signer: RecordingSign
     ids = [new_image_id() for _ in range(50)]
     result = await use_case(image_ids=ids + ids[:10], variant="small", preference="webp")
     assert result.not_found_image_ids == ids, "60 ids with duplicates are 50 distinct: accepted"
-    with pytest.raises(InvalidArgument) as bad:
+    with pytest.raises(ImageryError) as bad:
         await use_case(image_ids=[ids[0], "not-an-id"], variant="small", preference="webp")
     assert bad.value.reason == "INVALID_IMAGE_ID"
     assert bad.value.violations[0].field == "image_ids[1]"
-    with pytest.raises(InvalidArgument) as variant:
+    with pytest.raises(ImageryError) as variant:
         await use_case(image_ids=ids[:1], variant="original.png", preference="webp")
     assert variant.value.reason == "UNKNOWN_VARIANT"
     assert repo.queries == 1, "invalid batches never reach the database"

@@ -5,15 +5,13 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from imagery.common.db.pool import is_transient
+from imagery.common.db.pool import is_transient, postgres_errors
 from imagery.common.errors import (
-    FailedPrecondition,
-    FieldViolation,
+    DependencyUnavailable,
     ImageNotFound,
+    ImageNotReady,
     ImageryError,
-    InvalidArgument,
-    Unavailable,
-    Unimplemented,
+    UnsupportedContentType,
 )
 from imagery.common.grpc.errors import INTERNAL_MESSAGE, internal_status, to_rpc_status
 
@@ -35,14 +33,13 @@ def _unpack(detail: status_pb2.Status, kind: type) -> list:  # type: ignore[type
 @pytest.mark.parametrize(
     ("error", "code"),
     [
-        (InvalidArgument("bad"), grpc.StatusCode.INVALID_ARGUMENT),
+        (UnsupportedContentType("text/html", ["image/png"]), grpc.StatusCode.INVALID_ARGUMENT),
         (ImageNotFound("01ARZ3NDEKTSV4RRFFQ69G5FAV"), grpc.StatusCode.NOT_FOUND),
         (
-            FailedPrecondition("not yet", reason="IMAGE_NOT_READY"),
+            ImageNotReady("01ARZ3NDEKTSV4RRFFQ69G5FAV", "pending"),
             grpc.StatusCode.FAILED_PRECONDITION,
         ),
-        (Unavailable("db down"), grpc.StatusCode.UNAVAILABLE),
-        (Unimplemented("later"), grpc.StatusCode.UNIMPLEMENTED),
+        (DependencyUnavailable("db down"), grpc.StatusCode.UNAVAILABLE),
         (ImageryError("boom"), grpc.StatusCode.INTERNAL),
     ],
 )
@@ -59,20 +56,17 @@ def test_each_domain_error_maps_to_its_canonical_code(
 
 
 def test_invalid_argument_carries_field_violations_and_metadata() -> None:
-    error = InvalidArgument(
-        "content_type is wrong: send image/png.",
-        reason="UNSUPPORTED_CONTENT_TYPE",
-        violations=[FieldViolation("content_type", "must be exactly one of ...")],
-        metadata={"allowed": "image/png"},
-    )
+    error = UnsupportedContentType("text/html", ["image/png"])
     detail = _details(to_rpc_status(error))
-    assert detail.message == "content_type is wrong: send image/png."
+    assert (
+        detail.message == "content_type 'text/html' is not accepted: send exactly one of image/png."
+    )
     (info,) = _unpack(detail, error_details_pb2.ErrorInfo)
     assert info.reason == "UNSUPPORTED_CONTENT_TYPE"
     assert dict(info.metadata) == {"allowed": "image/png"}
     (bad,) = _unpack(detail, error_details_pb2.BadRequest)
     assert [(v.field, v.description) for v in bad.field_violations] == [
-        ("content_type", "must be exactly one of ...")
+        ("content_type", "must be exactly one of image/png")
     ]
 
 
@@ -110,6 +104,14 @@ def test_transient_database_errors_are_told_apart_from_bugs(
     error: BaseException, transient: bool
 ) -> None:
     assert is_transient(error) is transient
+
+
+def test_adapters_turn_transient_driver_failures_into_dependency_unavailable() -> None:
+    with pytest.raises(DependencyUnavailable) as caught, postgres_errors():
+        raise asyncpg.exceptions.AdminShutdownError("terminating connection")
+    assert isinstance(caught.value.__cause__, asyncpg.exceptions.AdminShutdownError)
+    with pytest.raises(asyncpg.exceptions.UndefinedColumnError), postgres_errors():
+        raise asyncpg.exceptions.UndefinedColumnError("a bug stays a bug")
 
 
 def test_log_lines_carry_the_current_trace_and_span_ids() -> None:

@@ -3,12 +3,13 @@ from __future__ import annotations
 import pytest
 
 from imagery.common.domain import ImageRecord, ImageStatus
-from imagery.common.errors import Unavailable
-from imagery.common.ids import new_image_id, upload_key
-from imagery.processor.process import Outcome, UploadProcessor
-from imagery.processor.verify import Limits
+from imagery.common.errors import DependencyUnavailable
+from imagery.common.ids import new_image_id
+from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
+from imagery.processor.imaging import Limits
+from imagery.processor.use_cases.process_upload import Outcome, UploadProcessor
 from tests import images
-from tests.fakes import FakeObjects, FakeOutcomes, InlineWork, InMemoryImageRepository
+from tests.fakes import FakeObjects, FakeOutcomes, InlineJobs, InMemoryImageRepository
 
 MAX = 10_000
 
@@ -18,7 +19,7 @@ class World:
         self.images = InMemoryImageRepository()
         self.outcomes = FakeOutcomes(self.images)
         self.objects = FakeObjects()
-        self.work = InlineWork()
+        self.work = InlineJobs()
         self.process = UploadProcessor(
             self.images,
             self.outcomes,
@@ -32,10 +33,12 @@ class World:
     async def upload(self, body: bytes | None, content_type: str = "image/jpeg") -> str:
         image_id = new_image_id()
         await self.images.save(
-            ImageRecord(image_id, ImageStatus.PENDING, content_type, "x", upload_key(image_id))
+            ImageRecord(
+                image_id, ImageStatus.PENDING, content_type, "x", upload_key(GLOBAL_SCOPE, image_id)
+            )
         )
         if body is not None:
-            self.objects.objects[upload_key(image_id)] = (body, content_type)
+            self.objects.objects[upload_key(GLOBAL_SCOPE, image_id)] = (body, content_type)
         return image_id
 
     def status(self, image_id: str) -> tuple[ImageStatus, str | None]:
@@ -50,7 +53,7 @@ def world() -> World:
 
 async def test_a_good_upload_ends_ready_and_its_upload_object_goes(world: World) -> None:
     image_id = await world.upload(images.jpeg(64, 48))
-    result = await world.process(image_id, upload_key(image_id))
+    result = await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
     assert result.outcome is Outcome.READY
     record = world.images.records[image_id]
     assert (record.status, record.width, record.height, record.detected_format) == (
@@ -59,16 +62,16 @@ async def test_a_good_upload_ends_ready_and_its_upload_object_goes(world: World)
         48,
         "jpeg",
     )
-    assert record.sha256 is not None and world.outcomes.blobs[record.sha256] == 1
-    assert upload_key(image_id) not in world.objects.objects
+    assert record.sha256 is not None and world.outcomes.references[record.sha256] == 1
+    assert upload_key(GLOBAL_SCOPE, image_id) not in world.objects.objects
 
 
 async def test_the_original_is_copied_by_the_store_not_uploaded_again(world: World) -> None:
     body = images.jpeg(64, 48)
     image_id = await world.upload(body)
-    await world.process(image_id, upload_key(image_id))
+    await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
     sha = world.images.records[image_id].sha256
-    assert world.objects.copies == [(upload_key(image_id), f"originals/{sha}")]
+    assert world.objects.copies == [(upload_key(GLOBAL_SCOPE, image_id), f"originals/{sha}")]
     assert world.objects.objects[f"originals/{sha}"] == (body, "image/jpeg")
 
 
@@ -82,7 +85,7 @@ async def test_an_upload_replaced_after_it_was_read_never_becomes_the_original(
         world.objects.objects[key] = (images.html(), "image/jpeg")
 
     world.objects.before_copy = late_put
-    await world.process(image_id, upload_key(image_id))
+    await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
     sha = world.images.records[image_id].sha256
     assert world.objects.objects[f"originals/{sha}"] == (verified, "image/jpeg"), (
         "the store's checksum of the copy did not match: the verified bytes were written"
@@ -104,16 +107,16 @@ async def test_bad_uploads_fail_with_their_reason_and_the_object_goes(
     world: World, body: bytes | None, reason: str
 ) -> None:
     image_id = await world.upload(body)
-    result = await world.process(image_id, upload_key(image_id))
+    result = await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
     assert (result.outcome, result.reason) == (Outcome.FAILED, reason)
     assert world.status(image_id) == (ImageStatus.FAILED, reason)
-    assert upload_key(image_id) not in world.objects.objects
-    assert world.outcomes.blobs == {}
+    assert upload_key(GLOBAL_SCOPE, image_id) not in world.objects.objects
+    assert world.outcomes.references == {}
 
 
 async def test_an_oversized_upload_is_never_downloaded_whole(world: World) -> None:
     image_id = await world.upload(b"x" * (MAX + 100))
-    await world.process(image_id, upload_key(image_id))
+    await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
     assert world.objects.bytes_read <= MAX + 1, "one ranged GET, cut at the limit"
     record = world.images.records[image_id]
     assert (record.failure_reason, record.size_bytes) == ("TOO_LARGE", MAX + 100)
@@ -121,51 +124,62 @@ async def test_an_oversized_upload_is_never_downloaded_whole(world: World) -> No
 
 async def test_an_unknown_image_only_loses_its_object(world: World) -> None:
     stray = new_image_id()
-    world.objects.objects[upload_key(stray)] = (images.jpeg(), "image/jpeg")
-    assert (await world.process(stray, upload_key(stray))).outcome is Outcome.UNKNOWN
+    world.objects.objects[upload_key(GLOBAL_SCOPE, stray)] = (images.jpeg(), "image/jpeg")
+    assert (await world.process(stray, upload_key(GLOBAL_SCOPE, stray))).outcome is Outcome.UNKNOWN
     assert world.objects.objects == {}
 
 
 async def test_a_duplicate_delivery_changes_nothing(world: World) -> None:
     image_id = await world.upload(images.jpeg())
-    await world.process(image_id, upload_key(image_id))
+    await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
     before = world.images.records[image_id]
-    world.objects.objects[upload_key(image_id)] = (images.png(), "image/jpeg")  # a late re-PUT
-    assert (await world.process(image_id, upload_key(image_id))).outcome is Outcome.DUPLICATE
+    world.objects.objects[upload_key(GLOBAL_SCOPE, image_id)] = (
+        images.png(),
+        "image/jpeg",
+    )  # a late re-PUT
+    assert (
+        await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
+    ).outcome is Outcome.DUPLICATE
     assert world.images.records[image_id] == before
-    assert sum(world.outcomes.blobs.values()) == 1
+    assert sum(world.outcomes.references.values()) == 1
     assert not [k for k in world.objects.objects if k.startswith("uploads/")], "late object cleaned"
 
 
 async def test_a_record_claimed_by_another_worker_is_left_alone(world: World) -> None:
     image_id = await world.upload(images.jpeg())
     await world.images.claim_for_processing(image_id, stale_after_seconds=300)
-    assert (await world.process(image_id, upload_key(image_id))).outcome is Outcome.BUSY
-    assert upload_key(image_id) in world.objects.objects
+    assert (
+        await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
+    ).outcome is Outcome.BUSY
+    assert upload_key(GLOBAL_SCOPE, image_id) in world.objects.objects
     assert world.status(image_id) == (ImageStatus.PROCESSING, None)
 
 
 async def test_a_transient_failure_gives_the_claim_back(world: World) -> None:
     image_id = await world.upload(images.jpeg())
-    world.objects.fail_reads = Unavailable("S3 GetObject failed (SlowDown): retry shortly.")
-    with pytest.raises(Unavailable):
-        await world.process(image_id, upload_key(image_id))
+    world.objects.fail_reads = DependencyUnavailable(
+        "S3 GetObject failed (SlowDown): retry shortly."
+    )
+    with pytest.raises(DependencyUnavailable):
+        await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
     assert world.status(image_id) == (ImageStatus.PENDING, None)
-    assert upload_key(image_id) in world.objects.objects
+    assert upload_key(GLOBAL_SCOPE, image_id) in world.objects.objects
     world.objects.fail_reads = None
-    assert (await world.process(image_id, upload_key(image_id))).outcome is Outcome.READY
+    assert (
+        await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
+    ).outcome is Outcome.READY
 
 
 async def test_identical_content_shares_one_blob_and_is_processed_once(world: World) -> None:
     body = images.jpeg(32, 32)
     first, second = await world.upload(body), await world.upload(body)
-    await world.process(first, upload_key(first))
+    await world.process(first, upload_key(GLOBAL_SCOPE, first))
     stored = {k: v for k, v in world.objects.objects.items() if not k.startswith("uploads/")}
     world.work.calls = 0
-    assert (await world.process(second, upload_key(second))).outcome is Outcome.READY
+    assert (await world.process(second, upload_key(GLOBAL_SCOPE, second))).outcome is Outcome.READY
     sha = world.images.records[first].sha256
     assert sha is not None and sha == world.images.records[second].sha256
-    assert world.outcomes.blobs == {sha: 2}
+    assert world.outcomes.references == {sha: 2}
     assert world.work.calls == 0, "known content is neither verified nor rendered again"
     assert world.objects.objects == stored, "nor stored again; its upload object is gone"
 
@@ -173,17 +187,17 @@ async def test_identical_content_shares_one_blob_and_is_processed_once(world: Wo
 async def test_known_content_declared_as_something_else_fails(world: World) -> None:
     body = images.png(20, 20)
     first = await world.upload(body, "image/png")
-    await world.process(first, upload_key(first))
+    await world.process(first, upload_key(GLOBAL_SCOPE, first))
     liar = await world.upload(body, "image/gif")
-    result = await world.process(liar, upload_key(liar))
+    result = await world.process(liar, upload_key(GLOBAL_SCOPE, liar))
     assert (result.outcome, result.reason) == (Outcome.FAILED, "CONTENT_TYPE_MISMATCH")
-    assert list(world.outcomes.blobs.values()) == [1]
+    assert list(world.outcomes.references.values()) == [1]
 
 
 async def test_new_content_stores_the_original_and_every_variant(world: World) -> None:
     body = images.jpeg(640, 480)
     image_id = await world.upload(body)
-    await world.process(image_id, upload_key(image_id))
+    await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
     sha = world.images.records[image_id].sha256
     keys = set(world.objects.objects)
     assert f"originals/{sha}" in keys and world.objects.objects[f"originals/{sha}"][0] == body
@@ -201,15 +215,15 @@ async def test_new_content_stores_the_original_and_every_variant(world: World) -
 
 async def test_a_claim_that_could_not_be_given_back_is_retaken_at_once(world: World) -> None:
     image_id = await world.upload(images.jpeg())
-    world.objects.fail_reads = Unavailable("S3 down")
+    world.objects.fail_reads = DependencyUnavailable("S3 down")
 
     async def database_gone(image_id: str) -> None:
         raise ConnectionResetError("database went away")
 
     world.outcomes.release_claim = database_gone  # type: ignore[method-assign]
-    with pytest.raises(Unavailable):
-        await world.process(image_id, upload_key(image_id))
+    with pytest.raises(DependencyUnavailable):
+        await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
     assert world.status(image_id) == (ImageStatus.PROCESSING, None), "stuck: the release failed"
     world.objects.fail_reads = None
-    result = await world.process(image_id, upload_key(image_id))
+    result = await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
     assert result.outcome is Outcome.READY, "no waiting for the 300 s stale-claim timeout"

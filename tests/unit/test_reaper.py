@@ -4,12 +4,13 @@ import dataclasses
 from datetime import timedelta
 
 from imagery.common.domain import ImageRecord, ImageStatus
-from imagery.common.ids import new_image_id, upload_key
-from imagery.processor.process import UploadProcessor
-from imagery.processor.reaper import Reaper
-from imagery.processor.verify import Limits
+from imagery.common.ids import new_image_id
+from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
+from imagery.processor.imaging import Limits
+from imagery.processor.use_cases.finish_unfinished import Reaper
+from imagery.processor.use_cases.process_upload import UploadProcessor
 from tests import images
-from tests.fakes import FakeObjects, FakeOutcomes, InlineWork, InMemoryImageRepository
+from tests.fakes import FakeObjects, FakeOutcomes, InlineJobs, InMemoryImageRepository
 
 EXPIRY_GRACE = 3900
 
@@ -22,7 +23,7 @@ class World:
             self.images,
             FakeOutcomes(self.images),
             self.objects,
-            InlineWork(),
+            InlineJobs(),
             limits=Limits(),
             max_upload_bytes=10_000,
             claim_stale_seconds=300,
@@ -42,10 +43,10 @@ class World:
     ) -> str:
         image_id = new_image_id()
         await self.images.save(
-            ImageRecord(image_id, status, "image/jpeg", "x.jpg", upload_key(image_id))
+            ImageRecord(image_id, status, "image/jpeg", "x.jpg", upload_key(GLOBAL_SCOPE, image_id))
         )
         if body is not None:
-            self.objects.objects[upload_key(image_id)] = (body, "image/jpeg")
+            self.objects.objects[upload_key(GLOBAL_SCOPE, image_id)] = (body, "image/jpeg")
         return image_id
 
     def age(self, seconds: float) -> None:
@@ -70,7 +71,7 @@ async def test_an_upload_whose_event_was_lost_is_processed() -> None:
     world.age(400)
     assert await world.reaper.sweep() == {"ready": 1}
     assert world.images.records[image_id].status is ImageStatus.READY
-    assert upload_key(image_id) not in world.objects.objects
+    assert upload_key(GLOBAL_SCOPE, image_id) not in world.objects.objects
 
 
 async def test_a_stale_claim_is_taken_over_and_a_fresh_one_left_alone() -> None:

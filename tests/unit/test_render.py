@@ -8,8 +8,8 @@ import pytest
 from PIL import Image, ImageCms, PngImagePlugin
 
 from imagery.common.presets import DEFAULT_PRESETS, Preset
-from imagery.processor.render import Processed, RenderSpec, verify_and_render
-from imagery.processor.verify import Limits
+from imagery.processor.adapters.render import verify_and_render
+from imagery.processor.imaging import Limits, Processed, RenderSpec
 from tests import images
 
 SPEC = RenderSpec()
@@ -172,7 +172,7 @@ def test_default_presets_match_the_issue() -> None:
 
 def test_the_forkserver_warm_up_exercises_every_decoder_encoder_and_colour_path() -> None:
     from imagery.common.formats import ALLOWED_CONTENT_TYPES
-    from imagery.processor import warmup
+    from imagery.processor.adapters import warmup
 
     spec = RenderSpec(avif=True)
     samples = warmup.samples()

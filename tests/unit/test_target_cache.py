@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus
-from imagery.delivery.target_cache import ReadyTargetCache
+from imagery.delivery.adapters.target_cache import ReadyTargetCache
 from tests.fakes import InMemoryImageRepository
 from tests.unit.test_delivery_use_cases import _image
 

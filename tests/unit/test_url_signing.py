@@ -13,9 +13,9 @@ from imagery.common.cdn import (
     SigningKeyError,
     base_url_for,
     load_private_key,
-    verify_signed_url,
 )
 from imagery.delivery.adapters.cloudfront import CachedCloudFrontSigner
+from imagery.devstack.edge import verify_signed_url
 from tests.keys import pem, private_key
 
 KEY = "variants/" + "a" * 64 + "/small.webp"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from imagery.common.errors import InvalidArgument
+from imagery.common.errors import ImageryError
 from imagery.upload.validation import validate_content_type, validate_file_name
 
 ACCEPTED = ["image/jpeg", "image/png", "image/webp", "image/avif", "image/gif"]
@@ -31,7 +31,7 @@ def test_allowlisted_content_types_are_accepted(content_type: str) -> None:
 
 @pytest.mark.parametrize("content_type", REJECTED)
 def test_anything_but_an_exact_allowlisted_type_is_rejected(content_type: str) -> None:
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(ImageryError) as caught:
         validate_content_type(content_type)
     assert caught.value.reason == "UNSUPPORTED_CONTENT_TYPE"
     assert [v.field for v in caught.value.violations] == ["content_type"]
@@ -72,7 +72,7 @@ def test_displayable_file_names_are_accepted(file_name: str) -> None:
     ],
 )
 def test_empty_long_or_control_character_names_are_rejected(file_name: str, problem: str) -> None:
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(ImageryError) as caught:
         validate_file_name(file_name)
     assert caught.value.reason == "INVALID_FILE_NAME"
     assert caught.value.violations[0].field == "file_name"

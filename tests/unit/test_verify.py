@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from imagery.processor.adapters.verify import sniff, verify
 from imagery.processor.events import parse_message
-from imagery.processor.verify import Limits, Rejected, sniff, verify
+from imagery.processor.imaging import Limits, Rejected
 from tests import images
 
 LIMITS = Limits()

@@ -9,18 +9,62 @@ Run: python -m imagery.devstack.edge (settings from the environment, see `main`)
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
+from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import boto3
 from botocore.exceptions import ClientError
+from botocore.signers import CloudFrontSigner
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from imagery.common.cdn import PublicKey, base_url_for, verify_signed_url
+from imagery.common.cdn import HASHES, SIGNING_PARAMS, PublicKey, base_url_for
+
+
+def _b64decode(value: str) -> bytes:
+    return base64.b64decode(value.replace("-", "+").replace("_", "=").replace("~", "/"))
+
+
+def verify_signed_url(
+    url: str, public_key: PublicKey, key_pair_id: str, *, now: datetime | None = None
+) -> str | None:
+    """What CloudFront checks for a canned-policy URL. Returns None when valid, else why not."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    params = dict(query)
+    if params.get("Key-Pair-Id") != key_pair_id:
+        return "unknown key pair id"
+    expires, signature = params.get("Expires", ""), params.get("Signature", "")
+    if not expires.isdigit() or not signature:
+        return "missing Expires or Signature"
+    if int(expires) <= int((now or datetime.now(UTC)).timestamp()):
+        return "expired"
+    hash_name = params.get("Hash-Algorithm", "SHA1")
+    if hash_name not in HASHES:
+        return "unsupported Hash-Algorithm"
+    kept = "&".join(f"{k}={v}" for k, v in query if k not in SIGNING_PARAMS)
+    resource = urlunsplit(parts._replace(query=kept, fragment=""))
+    policy = CloudFrontSigner(key_pair_id, lambda m: m).build_policy(
+        resource, datetime.fromtimestamp(int(expires), UTC)
+    )
+    try:
+        raw = _b64decode(signature)
+        algorithm = HASHES[hash_name]()
+        if isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(raw, policy.encode(), padding.PKCS1v15(), algorithm)
+        else:
+            public_key.verify(raw, policy.encode(), ec.ECDSA(algorithm))
+    except (InvalidSignature, ValueError):
+        return "signature does not match"
+    return None
 
 
 class Edge(ThreadingHTTPServer):

@@ -19,8 +19,15 @@ import asyncpg
 import boto3
 
 from imagery.common.db.migrate import migrate
-from imagery.common.ids import new_image_id, upload_key
-from imagery.common.presets import CONTENT_TYPES, PRESET_NAMES, VARIANT_CACHE_CONTROL, variant_key
+from imagery.common.formats import content_type_of
+from imagery.common.ids import new_image_id
+from imagery.common.presets import PRESET_NAMES
+from imagery.common.storage_keys import (
+    GLOBAL_SCOPE,
+    VARIANT_CACHE_CONTROL,
+    upload_key,
+    variant_key,
+)
 from imagery.devstack.aws import LOCAL_CREDENTIALS, AwsResources, provision, start_moto
 from imagery.devstack.postgres import EmbeddedPostgres
 from imagery.devstack.procs import free_port
@@ -136,12 +143,12 @@ async def seed_ready_images(
         image_id, sha = new_image_id(), hashlib.sha256(uuid.uuid4().bytes).hexdigest()
         for name in presets:
             for fmt in formats:
-                key = variant_key(sha, name, fmt)
+                key = variant_key(GLOBAL_SCOPE, sha, name, fmt)
                 body = f"{fmt} bytes of {name} {sha}".encode()
-                variants.append((sha, name, fmt, CONTENT_TYPES[fmt], 100, 80, len(body), key))
-                objects.append((key, body, CONTENT_TYPES[fmt]))
+                variants.append((sha, name, fmt, content_type_of(fmt), 100, 80, len(body), key))
+                objects.append((key, body, content_type_of(fmt)))
         blobs.append((sha, "jpeg", 100, 80, 1234, 1))
-        upload = upload_key(image_id)
+        upload = upload_key(GLOBAL_SCOPE, image_id)
         records.append(
             (image_id, "ready", "image/jpeg", "seeded.jpg", upload, 1234, 100, 80, sha, "jpeg")
         )
@@ -222,7 +229,7 @@ async def seed_record(dsn: str, status: str, *, failure_reason: str | None = Non
             " VALUES ($1, $2, 'image/png', 'x.png', $3, $4)",
             image_id,
             status,
-            upload_key(image_id),
+            upload_key(GLOBAL_SCOPE, image_id),
             failure_reason,
         )
     finally:

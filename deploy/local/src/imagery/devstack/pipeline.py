@@ -12,7 +12,8 @@ from pathlib import Path
 import asyncpg
 import boto3
 
-from imagery.common.ids import new_image_id, upload_key
+from imagery.common.ids import new_image_id
+from imagery.common.storage_keys import GLOBAL_SCOPE, image_id_from_upload_key, upload_key
 from imagery.devstack.aws import LOCAL_CREDENTIALS, AwsResources
 from imagery.devstack.procs import free_port
 from imagery.devstack.services import ServiceProcess
@@ -77,14 +78,14 @@ class Pipeline:
                 " VALUES ($1, 'pending', $2, 'upload', $3)",
                 image_id,
                 content_type,
-                upload_key(image_id),
+                upload_key(GLOBAL_SCOPE, image_id),
             )
         finally:
             await conn.close()
         await asyncio.to_thread(
             self.s3.put_object,
             Bucket=self.aws.bucket,
-            Key=upload_key(image_id),
+            Key=upload_key(GLOBAL_SCOPE, image_id),
             Body=body,
             ContentType=content_type,
         )
@@ -158,5 +159,9 @@ class Pipeline:
             }
         finally:
             await conn.close()
-        orphans = [k for k in self.upload_keys() if k.removeprefix("uploads/") not in pending]
+        orphans = [
+            k
+            for k in self.upload_keys()
+            if image_id_from_upload_key(GLOBAL_SCOPE, k) not in pending
+        ]
         assert orphans == [], f"upload objects left behind: {orphans}"

@@ -1,4 +1,4 @@
-"""Settings read once at start-up from the environment (DESIGN.md §7).
+"""Settings read once at start-up from the environment (the README lists every variable).
 
 A missing or malformed value raises `ConfigError` naming the variable, so a
 misconfigured pod fails at start with a message an operator can act on.
@@ -110,13 +110,19 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, *, default_port: int = 50051
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        default_port: int = 50051,
+        port_variable: str = "GRPC_PORT",
     ) -> Settings:
+        """`port_variable` names the port setting; GRPC_PORT is read when it is not set."""
         env = Env(os.environ if environ is None else environ)
+        port_name = port_variable if env.raw(port_variable) is not None else "GRPC_PORT"
         return cls(
             database_url=env.required("DATABASE_URL", "e.g. postgresql://user@host:5432/imagery"),
             aws=AwsSettings.from_env(env),
-            grpc_port=env.integer("GRPC_PORT", default_port, minimum=0, maximum=65535),
+            grpc_port=env.integer(port_name, default_port, minimum=0, maximum=65535),
             log_level=env.choice("LOG_LEVEL", "info", LOG_LEVELS),
             log_format=env.choice("LOG_FORMAT", "json", LOG_FORMATS),
             max_upload_bytes=env.integer("MAX_UPLOAD_BYTES", 10 * 1024 * 1024, minimum=1),
@@ -125,3 +131,16 @@ class Settings:
                 env.integer("UPLOAD_URL_EXPIRY_SECONDS", 300, minimum=1), S3_MAX_PRESIGN_SECONDS
             ),
         )
+
+
+def load_service_settings(
+    environ: Mapping[str, str] | None,
+    build: Callable[[Env, Settings], T],
+    *,
+    default_port: int,
+    port_variable: str = "GRPC_PORT",
+) -> T:
+    """A service's settings: the shared ones, then `build` adds its own from the same source."""
+    source = os.environ if environ is None else environ
+    base = Settings.from_env(source, default_port=default_port, port_variable=port_variable)
+    return build(Env(source), base)

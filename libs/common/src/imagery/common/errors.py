@@ -1,12 +1,15 @@
-"""Domain errors: a reason (UPPER_SNAKE), one actionable sentence, metadata. No gRPC types.
+"""The error catalog: one class per condition a caller can meet, each with its reason.
 
-The gRPC edge (`imagery.common.grpc.errors`) maps these classes to status codes in one table.
+A reason is the name of an `imagery.v1.ErrorReason` value without the `ERROR_REASON_` prefix;
+it reaches clients as `google.rpc.ErrorInfo.reason`. The gRPC edge (`imagery.common.grpc.errors`)
+maps each class to a status code in one table. No gRPC types here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,60 +19,113 @@ class FieldViolation:
 
 
 class ImageryError(Exception):
-    """Base of every error a caller may see. `message` is shown to the caller verbatim."""
+    """Base of every error a caller may see. `message` is shown to the caller verbatim: what
+    went wrong and one sentence on what to do."""
 
-    reason = "INTERNAL"
+    reason: ClassVar[str] = "INTERNAL"
 
     def __init__(
         self,
         message: str,
         *,
-        reason: str | None = None,
+        violations: Sequence[FieldViolation] = (),
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
-        if reason is not None:
-            self.reason = reason
+        self.violations = tuple(violations)
         self.metadata: dict[str, str] = dict(metadata or {})
 
 
-class InvalidArgument(ImageryError):
-    """The request itself is wrong; retrying it unchanged cannot succeed."""
-
-    reason = "INVALID_ARGUMENT"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        reason: str | None = None,
-        violations: Sequence[FieldViolation] = (),
-        metadata: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message, reason=reason, metadata=metadata)
-        self.violations = tuple(violations)
-
-
-class NotFound(ImageryError):
-    reason = "NOT_FOUND"
-
-
-class FailedPrecondition(ImageryError):
-    reason = "FAILED_PRECONDITION"
-
-
-class Unavailable(ImageryError):
-    """A dependency (database, object store, queue) cannot be reached; safe to retry."""
+class DependencyUnavailable(ImageryError):
+    """A dependency (database, object store, queue) cannot be reached now; safe to retry."""
 
     reason = "DEPENDENCY_UNAVAILABLE"
 
 
-class Unimplemented(ImageryError):
-    reason = "NOT_IMPLEMENTED"
+class InvalidImageId(ImageryError):
+    reason = "INVALID_IMAGE_ID"
+
+    def __init__(self, field: str, indexes: Sequence[int] = ()) -> None:
+        if indexes:
+            super().__init__(
+                f"{field}[{indexes[0]}] is not an image id: "
+                "send the ids returned by CreateUploadUrl.",
+                violations=[FieldViolation(f"{field}[{i}]", "not a ULID") for i in indexes[:10]],
+            )
+        else:
+            super().__init__(
+                f"{field} must be the 26-character id returned by CreateUploadUrl.",
+                violations=[
+                    FieldViolation(field, "not a ULID (26 characters of Crockford base32)")
+                ],
+            )
 
 
-class ImageNotFound(NotFound):
+class UnsupportedContentType(ImageryError):
+    reason = "UNSUPPORTED_CONTENT_TYPE"
+
+    def __init__(self, content_type: str, allowed: Sequence[str]) -> None:
+        names = ", ".join(allowed)
+        shown = content_type[:100] or "(empty)"
+        super().__init__(
+            f"content_type {shown!r} is not accepted: send exactly one of {names}.",
+            violations=[FieldViolation("content_type", f"must be exactly one of {names}")],
+            metadata={"allowed": names},
+        )
+
+
+class InvalidFileName(ImageryError):
+    reason = "INVALID_FILE_NAME"
+
+    def __init__(self, problem: str, max_chars: int) -> None:
+        super().__init__(
+            f"file_name {problem}: send the original name, 1-{max_chars} printable characters.",
+            violations=[FieldViolation("file_name", problem)],
+        )
+
+
+class NoImageIds(ImageryError):
+    reason = "NO_IMAGE_IDS"
+
+    def __init__(self, most: int) -> None:
+        super().__init__(
+            f"image_ids is empty: send between 1 and {most} ids.",
+            violations=[FieldViolation("image_ids", f"must contain 1 to {most} ids")],
+        )
+
+
+class TooManyImageIds(ImageryError):
+    reason = "TOO_MANY_IMAGE_IDS"
+
+    def __init__(self, count: int, most: int) -> None:
+        super().__init__(
+            f"image_ids has {count} distinct ids: send at most {most} per call.",
+            violations=[FieldViolation("image_ids", f"at most {most} distinct ids")],
+        )
+
+
+class UnknownVariant(ImageryError):
+    reason = "UNKNOWN_VARIANT"
+
+    @classmethod
+    def not_configured(cls, variant: str, names: str) -> UnknownVariant:
+        return cls(
+            f"variant {variant[:50]!r} does not exist: ask for one of {names}.",
+            violations=[FieldViolation("variant", f"must be one of {names}")],
+            metadata={"available": names},
+        )
+
+    @classmethod
+    def not_made(cls, image_id: str, variant: str, preference: str, names: str) -> UnknownVariant:
+        return cls(
+            f"Image {image_id} has no {preference} {variant!r} variant: ask for one of {names}.",
+            violations=[FieldViolation("variant", f"this image has {names}")],
+            metadata={"image_id": image_id, "available": names},
+        )
+
+
+class ImageNotFound(ImageryError):
     reason = "IMAGE_NOT_FOUND"
 
     def __init__(self, image_id: str) -> None:
@@ -77,3 +133,38 @@ class ImageNotFound(NotFound):
             f"No image has id {image_id}: check the id returned by CreateUploadUrl.",
             metadata={"image_id": image_id},
         )
+
+
+class ImageNotReady(ImageryError):
+    reason = "IMAGE_NOT_READY"
+
+    def __init__(self, image_id: str, status: str) -> None:
+        super().__init__(
+            f"Image {image_id} is {status}, not ready: "
+            "wait until GetImage reports READY, then ask again.",
+            metadata={"image_id": image_id, "status": status},
+        )
+
+
+class ImageAlreadyExists(ImageryError):
+    """An id was issued twice: never expected, since ids are random; the call may be retried."""
+
+    reason = "IMAGE_ALREADY_EXISTS"
+
+
+# Why a processed upload ended FAILED (`Image.failure_reason`). They are ErrorReason values
+# too, so clients get constants for them; they are never raised as call errors.
+FAILURE_REASONS: tuple[str, ...] = (
+    "TOO_LARGE",
+    "MISSING",
+    "EMPTY",
+    "UNSUPPORTED_FORMAT",
+    "CONTENT_TYPE_MISMATCH",
+    "CORRUPT",
+    "DIMENSIONS_EXCEEDED",
+    "MEMORY_LIMIT",
+    "CPU_LIMIT",
+    "PROCESSING_TIMEOUT",
+    "PROCESSING_CRASHED",
+    "NOT_UPLOADED",
+)

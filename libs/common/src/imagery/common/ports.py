@@ -1,9 +1,9 @@
-"""Ports shared by the services. Adapters receive their clients; they never create pools."""
+"""The image records port, shared by every service. Adapters receive their clients; they never
+create pools."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus
@@ -14,9 +14,6 @@ class ImageRepository(Protocol):
         """Insert a new record; raises `ImageAlreadyExists` if the id is taken."""
 
     async def find_by_id(self, image_id: str) -> ImageRecord | None: ...
-
-    async def find_by_ids(self, image_ids: Sequence[str]) -> list[ImageRecord]:
-        """All records among `image_ids` that exist, in one round trip (order unspecified)."""
 
     async def find_download_targets(
         self, image_ids: Sequence[str], preset: str, formats: Sequence[str]
@@ -45,38 +42,3 @@ class ImageRepository(Protocol):
         """`pending` -> `processing`, or re-claim a `processing` record untouched for
         `stale_after_seconds` (its worker crashed). None when someone else owns it or it
         is already terminal."""
-
-
-@dataclass(frozen=True, slots=True)
-class PresignedUpload:
-    url: str
-    method: str
-    headers: dict[str, str]
-    expires_in_seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
-    key: str
-    size: int
-    content_type: str | None
-    etag: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class QueueMessage:
-    message_id: str
-    receipt_handle: str
-    body: str
-    receive_count: int
-
-
-class MessageQueue(Protocol):
-    async def receive(
-        self, *, max_messages: int = 10, wait_seconds: int = 20
-    ) -> list[QueueMessage]: ...
-
-    async def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
-        """Delete in batches; returns the messages whose deletion failed."""
-
-    async def change_visibility(self, message: QueueMessage, timeout_seconds: int) -> None: ...

@@ -53,20 +53,3 @@ def parse_presets(spec: str) -> tuple[Preset, ...]:
     if len({p.name for p in presets}) != len(presets) or not presets:
         raise ConfigError("VARIANT_PRESETS must name at least one preset, each once.")
     return tuple(presets)
-
-
-# Formats a variant can be encoded in, and which the delivery `format` preference picks.
-WEBP, AVIF = "webp", "avif"
-FALLBACK_FORMATS = ("jpeg", "png")
-CONTENT_TYPES = {
-    "webp": "image/webp",
-    "avif": "image/avif",
-    "jpeg": "image/jpeg",
-    "png": "image/png",
-}
-VARIANT_CACHE_CONTROL = "public, max-age=31536000, immutable"
-EXTENSIONS = {"webp": "webp", "avif": "avif", "jpeg": "jpg", "png": "png"}
-
-
-def variant_key(sha256: str, name: str, fmt: str) -> str:
-    return f"variants/{sha256}/{name}.{EXTENSIONS[fmt]}"

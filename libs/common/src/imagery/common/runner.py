@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Protocol, TypeVar
 
 from imagery.common.config import ConfigError, Settings
-from imagery.common.errors import Unavailable
+from imagery.common.errors import DependencyUnavailable
 from imagery.common.logs import configure_logging
 from imagery.common.telemetry import configure_telemetry
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by the first SIGTERM or SIGINT this process receives."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 class Servable(Protocol):
@@ -47,6 +57,6 @@ def run_service(
 
     try:
         asyncio.run(main())
-    except (ConfigError, Unavailable) as exc:
+    except (ConfigError, DependencyUnavailable) as exc:
         print(f"imagery {name}: cannot start: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -160,7 +160,9 @@ class Image(_message.Message):
     sha256: _builtins.str
     """Output only. Lower-case hex SHA-256 of the verified bytes; empty until verified."""
     failure_reason: _builtins.str
-    """Output only. Machine-readable reason when `status` is FAILED, e.g. "CORRUPT", "TOO_LARGE"."""
+    """Output only. Machine-readable reason when `status` is FAILED, e.g. "CORRUPT", "TOO_LARGE":
+    the name of an `ErrorReason` value without its `ERROR_REASON_` prefix.
+    """
     detected_format: _builtins.str
     """Output only. The format detected from the bytes ("jpeg", "png", "webp", "avif", "gif"); empty until verified."""
     @_builtins.property

@@ -11,10 +11,10 @@ from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.pool import create_pool
 from imagery.common.grpc.server import GrpcServer
 from imagery.delivery.adapters.cloudfront import CachedCloudFrontSigner
+from imagery.delivery.adapters.target_cache import ReadyTargetCache
 from imagery.delivery.config import DeliverySettings
 from imagery.delivery.grpc_api.servicer import DeliveryServiceServicer
 from imagery.delivery.ports import ImageReader
-from imagery.delivery.target_cache import ReadyTargetCache
 from imagery.delivery.use_cases import BatchGetDownloadUrls, GetDownloadUrl, GetImage
 
 

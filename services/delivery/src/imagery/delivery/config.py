@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from imagery.common.cdn import PrivateKey, SigningKeyError, base_url_for, load_private_key
-from imagery.common.config import ConfigError, Env, Settings
+from imagery.common.config import ConfigError, Env, Settings, load_service_settings
 from imagery.common.presets import DEFAULT_PRESETS_SPEC, parse_presets
 
 DEFAULT_PORT = 50052
@@ -55,11 +54,13 @@ def _private_key(env: Env) -> PrivateKey:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> DeliverySettings:
-    source = os.environ if environ is None else environ
-    env = Env(source)
+    return load_service_settings(environ, _build, default_port=DEFAULT_PORT)
+
+
+def _build(env: Env, base: Settings) -> DeliverySettings:
     expiry = env.integer("SIGNED_URL_EXPIRY_SECONDS", 600, minimum=1)
     return DeliverySettings(
-        base=Settings.from_env(source, default_port=DEFAULT_PORT),
+        base=base,
         cloudfront_base_url=base_url_for(
             env.required(
                 "CLOUDFRONT_DOMAIN", "the distribution's domain, e.g. d111111abcdef8.cloudfront.net"

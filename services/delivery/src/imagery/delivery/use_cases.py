@@ -1,4 +1,4 @@
-"""Delivery use cases. No gRPC, asyncpg or aioboto3 here: only ports and domain types."""
+"""Delivery use cases: only ports and domain types."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from datetime import datetime
 from typing import NamedTuple
 
 from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus
-from imagery.common.errors import FailedPrecondition, FieldViolation, ImageNotFound, InvalidArgument
+from imagery.common.errors import (
+    ImageNotFound,
+    ImageNotReady,
+    InvalidImageId,
+    NoImageIds,
+    TooManyImageIds,
+    UnknownVariant,
+)
 from imagery.common.ids import is_image_id, require_image_id
 from imagery.delivery.ports import ImageReader, UrlSigner
 from imagery.delivery.variants import PREFERENCES, available, pick_variant
@@ -44,13 +51,7 @@ class GetImage:
 def _require_preset(variant: str, presets: Sequence[str]) -> str:
     if variant in presets:
         return variant
-    names = ", ".join(presets)
-    raise InvalidArgument(
-        f"variant {variant[:50]!r} does not exist: ask for one of {names}.",
-        reason="UNKNOWN_VARIANT",
-        violations=[FieldViolation("variant", f"must be one of {names}")],
-        metadata={"available": names},
-    )
+    raise UnknownVariant.not_configured(variant, ", ".join(presets))
 
 
 class GetDownloadUrl:
@@ -66,7 +67,8 @@ class GetDownloadUrl:
             [image_id], variant, PREFERENCES[preference]
         )
         target = targets[0] if targets else None
-        if target is not None and target.status is ImageStatus.READY and target.key:
+        if target is not None and target.servable:
+            assert target.key is not None
             signed = await self._signer.sign_many([target.key])
             return DownloadUrl(
                 image_id, variant, signed.urls[0], signed.expire_time, target.content_type or ""
@@ -76,21 +78,10 @@ class GetDownloadUrl:
         if record is None:
             raise ImageNotFound(image_id)
         if record.status is not ImageStatus.READY:
-            raise FailedPrecondition(
-                f"Image {image_id} is {record.status.value}, not ready: "
-                "wait until GetImage reports READY, then ask again.",
-                reason="IMAGE_NOT_READY",
-                metadata={"image_id": image_id, "status": record.status.value},
-            )
+            raise ImageNotReady(image_id, record.status.value)
         chosen = pick_variant(record, variant, preference)
         if chosen is None:
-            raise InvalidArgument(
-                f"Image {image_id} has no {preference} {variant!r} variant: "
-                f"ask for one of {available(record)}.",
-                reason="UNKNOWN_VARIANT",
-                violations=[FieldViolation("variant", f"this image has {available(record)}")],
-                metadata={"image_id": image_id, "available": available(record)},
-            )
+            raise UnknownVariant.not_made(image_id, variant, preference, available(record))
         signed = await self._signer.sign_many([chosen.key])
         return DownloadUrl(
             image_id, variant, signed.urls[0], signed.expire_time, chosen.content_type
@@ -116,7 +107,7 @@ class BatchGetDownloadUrls:
         missing: list[str] = []
         for image_id in ids:
             target = targets.get(image_id)
-            if target is not None and target.status is ImageStatus.READY and target.key:
+            if target is not None and target.servable:
                 found.append(target)
             else:
                 missing.append(image_id)
@@ -130,25 +121,12 @@ class BatchGetDownloadUrls:
 
 def _validate_batch(image_ids: Sequence[str]) -> list[str]:
     if not image_ids:
-        raise InvalidArgument(
-            "image_ids is empty: send between 1 and 50 ids.",
-            reason="NO_IMAGE_IDS",
-            violations=[FieldViolation("image_ids", "must contain 1 to 50 ids")],
-        )
+        raise NoImageIds(MAX_BATCH)
     ids = list(dict.fromkeys(image_ids))  # duplicates collapse; first appearance order kept
     if len(ids) > MAX_BATCH:
-        raise InvalidArgument(
-            f"image_ids has {len(ids)} distinct ids: send at most {MAX_BATCH} per call.",
-            reason="TOO_MANY_IMAGE_IDS",
-            violations=[FieldViolation("image_ids", f"at most {MAX_BATCH} distinct ids")],
-        )
+        raise TooManyImageIds(len(ids), MAX_BATCH)
     if all(map(is_image_id, ids)):  # the common case, without building a list
         return ids
-    bad = [i for i, value in enumerate(image_ids) if not is_image_id(value)]
-    if bad:
-        raise InvalidArgument(
-            f"image_ids[{bad[0]}] is not an image id: send the ids returned by CreateUploadUrl.",
-            reason="INVALID_IMAGE_ID",
-            violations=[FieldViolation(f"image_ids[{i}]", "not a ULID") for i in bad[:10]],
-        )
-    return ids
+    raise InvalidImageId(
+        "image_ids", [i for i, value in enumerate(image_ids) if not is_image_id(value)]
+    )

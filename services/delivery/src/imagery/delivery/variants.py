@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from imagery.common.domain import ImageRecord, VariantInfo
-from imagery.common.presets import AVIF, FALLBACK_FORMATS, WEBP
+from imagery.common.formats import AVIF, FALLBACK_FORMATS, WEBP
 
 # format preference -> the encodings that satisfy it, best first
 PREFERENCES: dict[str, tuple[str, ...]] = {

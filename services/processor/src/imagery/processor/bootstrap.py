@@ -3,30 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from opentelemetry import metrics
-from opentelemetry.metrics import Observation
-
 from imagery.common.aws.clients import s3_client, sqs_client
-from imagery.common.aws.s3 import S3ObjectStore
-from imagery.common.aws.sqs import SqsMessageQueue
-from imagery.common.collector import BlobCollector
 from imagery.common.db.deletions import DELETION_FEED_RETENTION_SECONDS, PostgresDeletionFeed
 from imagery.common.db.images import PostgresImageRepository
-from imagery.common.db.outcomes import PostgresOutcomeRepository
 from imagery.common.db.pool import create_pool
-from imagery.common.errors import ImageryError
 from imagery.common.grpc.server import GrpcServer
+from imagery.common.runner import stop_on_signals
+from imagery.processor.adapters.isolation import IsolatedRunner
+from imagery.processor.adapters.postgres import PostgresContentStore, PostgresOutcomes
+from imagery.processor.adapters.s3 import S3ObjectStore
+from imagery.processor.adapters.sqs import SqsMessageQueue
 from imagery.processor.config import ProcessorSettings
-from imagery.processor.consumer.loop import Consumer
-from imagery.processor.isolation import IsolatedRunner
-from imagery.processor.process import UploadProcessor
-from imagery.processor.reaper import Reaper
+from imagery.processor.consumer import Consumer
+from imagery.processor.housekeeping import Housekeeping
+from imagery.processor.use_cases.collect_content import ContentCollector
+from imagery.processor.use_cases.finish_unfinished import Reaper
+from imagery.processor.use_cases.process_upload import UploadProcessor
 
 log = logging.getLogger(__name__)
 
@@ -34,30 +30,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class ProcessorApp:
     consumer: Consumer
+    housekeeping: Housekeeping
     health: GrpcServer
     settings: ProcessorSettings
-    collector: BlobCollector
-    reaper: Reaper
-    dlq: SqsMessageQueue
-    deletions: PostgresDeletionFeed
-    dlq_depth: int = 0
-
-    def __post_init__(self) -> None:
-        metrics.get_meter(__name__).create_observable_gauge(
-            "imagery.processor.dlq.depth",
-            callbacks=[lambda _: [Observation(self.dlq_depth)]],
-            description="Messages waiting in the dead-letter queue (refreshed every 30 s)",
-        )
 
     async def start(self, port: int, host: str = "[::]") -> int:
         """The health endpoint for Kubernetes probes (PROCESSOR_HEALTH_PORT)."""
         return await self.health.start(port, host)
 
     async def serve_until_signal(self) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         log.info(
             "processor consuming",
             extra={
@@ -66,46 +48,13 @@ class ProcessorApp:
                 "job_slots": self.settings.job_slots,
             },
         )
-        sweeper = asyncio.create_task(self._housekeeping(stop))
-        watcher = asyncio.create_task(self._watch_dlq(stop))
+        housekeeping = asyncio.create_task(self.housekeeping.run(stop))
         try:
             await self.consumer.run(stop, grace_seconds=self.settings.shutdown_grace_seconds)
         finally:
-            sweeper.cancel()
-            watcher.cancel()
+            housekeeping.cancel()
             await self.health.stop()
         log.info("processor stopped")
-
-    async def _watch_dlq(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.dlq_depth = await self.dlq.approximate_depth()
-            except ImageryError as exc:
-                log.warning("cannot read the dead-letter queue depth", extra={"error": str(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 30)
-
-    async def _housekeeping(self, stop: asyncio.Event) -> None:
-        """Retry content deletions that failed or were interrupted (DeleteImage does the
-        common case right after its commit), finish uploads the queue did not, and trim the
-        deletion feed delivery's caches read."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.gc_interval_seconds)
-            if stop.is_set():
-                return
-            for name, sweep in (
-                ("unreferenced content", self.collector.sweep),
-                ("unfinished uploads", self.reaper.sweep),
-                ("deletion feed", self._prune_deletion_feed),
-            ):
-                try:
-                    await sweep()
-                except Exception as exc:  # noqa: BLE001 - a failed sweep is retried next interval
-                    log.warning(f"sweep of {name} failed", extra={"error": str(exc)})
-
-    async def _prune_deletion_feed(self) -> None:
-        await self.deletions.prune(DELETION_FEED_RETENTION_SECONDS)
 
 
 async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) -> ProcessorApp:
@@ -121,7 +70,7 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
     images = PostgresImageRepository(pool)
     process = UploadProcessor(
         images,
-        PostgresOutcomeRepository(pool),
+        PostgresOutcomes(pool),
         store,
         runner,
         limits=settings.limits,
@@ -137,18 +86,28 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
         visibility_timeout=await queue.visibility_timeout(),
         retry_base_seconds=settings.retry_base_seconds,
     )
-    return ProcessorApp(
-        consumer,
-        GrpcServer([], grace_seconds=1),
-        settings,
-        BlobCollector(pool, store),
-        Reaper(
-            images,
-            store,
-            process,
-            abandoned_after_seconds=settings.abandoned_after_seconds,
-            claim_stale_seconds=settings.claim_stale_seconds,
-        ),
-        SqsMessageQueue(sqs, settings.dlq_url),
-        PostgresDeletionFeed(pool),
+    collector = ContentCollector(
+        PostgresContentStore(pool), store, grace_seconds=settings.content_grace_seconds
     )
+    reaper = Reaper(
+        images,
+        store,
+        process,
+        abandoned_after_seconds=settings.abandoned_after_seconds,
+        claim_stale_seconds=settings.claim_stale_seconds,
+    )
+    deletions = PostgresDeletionFeed(pool)
+
+    async def prune_deletion_feed() -> int:
+        return await deletions.prune(DELETION_FEED_RETENTION_SECONDS)
+
+    housekeeping = Housekeeping(
+        [
+            ("unreferenced content", collector.sweep),
+            ("unfinished uploads", reaper.sweep),
+            ("deletion feed", prune_deletion_feed),
+        ],
+        SqsMessageQueue(sqs, settings.dlq_url),
+        interval_seconds=settings.gc_interval_seconds,
+    )
+    return ProcessorApp(consumer, housekeeping, GrpcServer([], grace_seconds=1), settings)

@@ -6,11 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from imagery.common.config import Env, Settings
+from imagery.common.config import Env, Settings, load_service_settings
 from imagery.common.presets import DEFAULT_PRESETS_SPEC, parse_presets
-from imagery.processor.isolation import JobLimits
-from imagery.processor.render import RenderSpec
-from imagery.processor.verify import Limits
+from imagery.processor.adapters.isolation import JobLimits
+from imagery.processor.imaging import Limits, RenderSpec
 
 DEFAULT_HEALTH_PORT = 50053
 
@@ -28,18 +27,24 @@ class ProcessorSettings:
     shutdown_grace_seconds: float
     retry_base_seconds: int
     gc_interval_seconds: int
+    content_grace_seconds: int
     abandoned_after_seconds: int
     render: RenderSpec
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings:
-    source = os.environ if environ is None else environ
-    env = Env(source)
+    # The processor serves only gRPC health, on PROCESSOR_HEALTH_PORT (GRPC_PORT also works).
+    return load_service_settings(
+        environ,
+        _build,
+        default_port=DEFAULT_HEALTH_PORT,
+        port_variable="PROCESSOR_HEALTH_PORT",
+    )
+
+
+def _build(env: Env, base: Settings) -> ProcessorSettings:
     job_wall = env.integer("PROCESSOR_JOB_TIMEOUT_SECONDS", 60, minimum=1)
     job_slots = env.integer("PROCESSOR_JOB_SLOTS", os.cpu_count() or 2, minimum=1, maximum=64)
-    # The processor serves only gRPC health, on PROCESSOR_HEALTH_PORT (GRPC_PORT also works).
-    health_port = source.get("PROCESSOR_HEALTH_PORT") or source.get("GRPC_PORT", "")
-    base = Settings.from_env({**source, "GRPC_PORT": health_port}, default_port=DEFAULT_HEALTH_PORT)
     return ProcessorSettings(
         base=base,
         queue_url=env.required(
@@ -65,6 +70,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings
         ),
         retry_base_seconds=env.integer("PROCESSOR_RETRY_BASE_SECONDS", 5, minimum=0),
         gc_interval_seconds=env.integer("PROCESSOR_GC_INTERVAL_SECONDS", 60, minimum=1),
+        content_grace_seconds=env.integer("PROCESSOR_CONTENT_GRACE_SECONDS", 600, minimum=0),
         # An upload URL unused an hour after it expired will not be used any more.
         abandoned_after_seconds=env.integer(
             "PROCESSOR_ABANDONED_AFTER_SECONDS", base.upload_url_expiry_seconds + 3600, minimum=1

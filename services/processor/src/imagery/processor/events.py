@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
 
-from imagery.common.ids import image_id_from_upload_key
+from imagery.common.storage_keys import GLOBAL_SCOPE, image_id_from_upload_key
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _upload_from(record: object, bucket: str) -> tuple[Upload | None, str]:
         return None, f"event {name[:40]} is not an upload"
     if record_bucket != bucket:
         return None, f"bucket {record_bucket[:63]} is not ours"
-    image_id = image_id_from_upload_key(key)
+    image_id = image_id_from_upload_key(GLOBAL_SCOPE, key)
     if image_id is None:
         return None, f"key {key[:80]!r} is not uploads/<image id>"
     return Upload(image_id, key), ""

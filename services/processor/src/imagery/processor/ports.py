@@ -1,56 +1,40 @@
-"""What the processor needs from the outside world."""
+"""What the processor's use cases need from the outside world, and the types they trade."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
-from imagery.common.db.outcomes import LinkResult, VerifiedImage
-from imagery.common.domain import ImageRecord, VariantInfo
-from imagery.common.ports import MessageQueue, ObjectInfo
-from imagery.processor.isolation import JobResult
+from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
+from imagery.processor.imaging import Limits, Processed, RenderSpec
 
-__all__ = ["Images", "IsolatedWork", "MessageQueue", "Objects", "Outcomes"]
-
-
-class Images(Protocol):
-    async def find_by_id(self, image_id: str) -> ImageRecord | None: ...
-
-    async def claim_for_processing(
-        self, image_id: str, *, stale_after_seconds: float
-    ) -> ImageRecord | None: ...
+# --- the bucket --------------------------------------------------------------------------
 
 
-class Outcomes(Protocol):
-    async def link_existing(
-        self, image_id: str, sha256: str, declared_format: str
-    ) -> LinkResult: ...
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    content_type: str | None
+    etag: str | None
 
-    async def mark_ready(
-        self,
-        image_id: str,
-        image: VerifiedImage,
-        variants: Sequence[VariantInfo] = (),
-        write_objects: Callable[[], Awaitable[None]] | None = None,
-    ) -> bool: ...
 
-    async def mark_failed(
-        self,
-        image_id: str,
-        reason: str,
-        *,
-        size_bytes: int | None = None,
-        detected_format: str | None = None,
-    ) -> bool: ...
+class ObjectTooLarge(Exception):
+    """An object holds more bytes than the reader would take; `size` is how many it holds."""
 
-    async def release_claim(self, image_id: str) -> None: ...
+    def __init__(self, key: str, *, size: int) -> None:
+        super().__init__(f"Object {key} holds {size} bytes, more than allowed.")
+        self.size = size
 
 
 class Objects(Protocol):
     async def head(self, key: str) -> ObjectInfo | None: ...
 
     async def get(self, key: str, *, max_bytes: int) -> bytes | None:
-        """None when missing; raises ObjectTooLarge (with `size`) past `max_bytes`."""
+        """None when missing; raises ObjectTooLarge past `max_bytes`."""
         ...
 
     async def put(
@@ -64,5 +48,160 @@ class Objects(Protocol):
     async def delete(self, key: str) -> None: ...
 
 
-class IsolatedWork(Protocol):
-    async def run(self, fn: Callable[..., Any], *args: Any) -> JobResult: ...
+# --- the queue ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+
+
+class MessageQueue(Protocol):
+    async def receive(
+        self, *, max_messages: int = 10, wait_seconds: int = 20
+    ) -> list[QueueMessage]: ...
+
+    async def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
+        """Delete in batches; returns the messages whose deletion failed."""
+        ...
+
+    async def change_visibility(self, message: QueueMessage, timeout_seconds: int) -> None: ...
+
+
+class QueueDepth(Protocol):
+    async def approximate_depth(self) -> int: ...
+
+
+# --- image jobs --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    processed: Processed
+    peak_rss_bytes: int | None  # the job process's peak resident memory
+
+
+class ImageJobs(Protocol):
+    async def verify_and_render(
+        self, data: bytes, content_type: str, limits: Limits, spec: RenderSpec
+    ) -> JobResult:
+        """Verify the bytes and make the variants, isolated from this process; raises
+        `imaging.Rejected` when the file fails its job (bad bytes, or a limit it hit)."""
+        ...
+
+
+# --- records and content -----------------------------------------------------------------
+
+
+class Images(Protocol):
+    async def find_by_id(self, image_id: str) -> ImageRecord | None: ...
+
+    async def claim_for_processing(
+        self, image_id: str, *, stale_after_seconds: float
+    ) -> ImageRecord | None: ...
+
+    async def find_unfinished(
+        self, *, idle_seconds: float, limit: int = 100
+    ) -> list[ImageRecord]: ...
+
+    async def update_status(
+        self,
+        image_id: str,
+        status: ImageStatus,
+        *,
+        failure_reason: str | None = None,
+        only_from: Collection[ImageStatus] | None = None,
+    ) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedImage:
+    sha256: str
+    format: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkResult:
+    linked: bool
+    image: VerifiedImage | None = None
+    mismatch: str | None = None  # the known content's real format, when it differs
+
+
+@dataclass(frozen=True, slots=True)
+class UnreferencedContent:
+    """A blob claimed for collection: its objects are to go, then its row."""
+
+    sha256: str
+    claimed_at: datetime
+    keys: tuple[str, ...]  # every object of the content: original and variants
+
+
+class OutcomeWrites(Protocol):
+    """The writes of one transaction. Entered through `Outcomes.unit_of_work()`, it commits
+    when the block ends normally and rolls back when the block raises. Never hold one across
+    an S3 call."""
+
+    async def lock_processing(self, image_id: str) -> bool:
+        """Lock the record while it is `processing`; False when it is not (another worker
+        finished it, or it was deleted): the caller must write nothing for it."""
+        ...
+
+    async def link_stored_content(self, sha256: str, declared_format: str) -> LinkResult:
+        """Add a reference to content whose objects are stored and not being collected (an
+        unreferenced tombstone comes back to life this way). Not linked when there is no such
+        content, or when it is of another format (`mismatch`; nothing changed)."""
+        ...
+
+    async def reserve_content(self, image: VerifiedImage, variants: Sequence[VariantInfo]) -> bool:
+        """Before its objects are written: make the content's row exist (unreferenced, so a
+        failed write is collected like any other) and hold off collection for the grace
+        period. False when the content is being collected right now: try later."""
+        ...
+
+    async def reference_content(self, sha256: str) -> bool:
+        """After its objects were written: add a reference to reserved content and mark its
+        objects stored. False when the reservation lapsed and a collector took it."""
+        ...
+
+    async def mark_ready(self, image_id: str, image: VerifiedImage) -> None: ...
+
+
+class Outcomes(Protocol):
+    def unit_of_work(self) -> AbstractAsyncContextManager[OutcomeWrites]: ...
+
+    async def mark_failed(
+        self, image_id: str, reason: str, *, size_bytes: int | None = None
+    ) -> bool:
+        """`processing` -> FAILED; False when the record was not processing."""
+        ...
+
+    async def release_claim(self, image_id: str) -> None:
+        """`processing` -> `pending` (shutdown, transient trouble)."""
+        ...
+
+
+class ContentStore(Protocol):
+    """Content whose last reference went: claimed for collection after a grace period."""
+
+    async def claim_unreferenced(
+        self, *, grace_seconds: float, limit: int
+    ) -> list[UnreferencedContent]:
+        """Unreferenced content untouched for `grace_seconds` (a collector that died holding
+        a claim counts as untouched), now marked as being collected: nothing links to it or
+        reserves it any more."""
+        ...
+
+    async def forget(self, content: UnreferencedContent) -> bool:
+        """Delete the row of collected content (its objects are gone); False when another
+        collector has taken it over since."""
+        ...
+
+
+class DeletionFeedPruner(Protocol):
+    async def prune(self, older_than_seconds: float) -> int: ...

@@ -5,12 +5,11 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 from imagery.common.aws.clients import s3_client_and_credentials
-from imagery.common.aws.s3 import S3ObjectStore
-from imagery.common.collector import BlobCollector
 from imagery.common.config import Settings
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.pool import create_pool
 from imagery.common.grpc.server import GrpcServer
+from imagery.upload.adapters.s3 import S3UploadUrls
 from imagery.upload.grpc_api.servicer import UploadServiceServicer
 from imagery.upload.use_cases import CreateUploadUrl, DeleteImage
 
@@ -21,14 +20,14 @@ async def build_server(settings: Settings, stack: AsyncExitStack) -> GrpcServer:
     stack.push_async_callback(pool.close)
     s3, credentials = await stack.enter_async_context(s3_client_and_credentials(settings.aws))
     images = PostgresImageRepository(pool)
-    store = S3ObjectStore(s3, settings.aws.bucket, credentials=credentials)
+    uploads = S3UploadUrls(s3, settings.aws.bucket, credentials=credentials)
     servicer = UploadServiceServicer(
         CreateUploadUrl(
             images,
-            store,
+            uploads,
             expiry_seconds=settings.upload_url_expiry_seconds,
             max_upload_bytes=settings.max_upload_bytes,
         ),
-        DeleteImage(images, store, BlobCollector(pool, store)),
+        DeleteImage(images, uploads),
     )
     return GrpcServer([servicer.registration()])

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from imagery.common.config import Settings
+from imagery.common.config import Env, Settings, load_service_settings
 
 DEFAULT_PORT = 50051
 
 
+def _build(_: Env, base: Settings) -> Settings:
+    return base
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    return Settings.from_env(environ, default_port=DEFAULT_PORT)
+    return load_service_settings(environ, _build, default_port=DEFAULT_PORT)

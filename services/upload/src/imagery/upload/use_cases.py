@@ -1,27 +1,18 @@
-"""Upload use cases. No gRPC, asyncpg or aioboto3 here: only ports and domain types."""
+"""Upload use cases: only ports and domain types."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from imagery.common.domain import ImageRecord, ImageStatus
-from imagery.common.errors import ImageryError
-from imagery.common.ids import new_image_id, require_image_id, upload_key
+from imagery.common.ids import new_image_id, require_image_id
+from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
 from imagery.common.telemetry import current_trace_context
-from imagery.upload.ports import (
-    Collector,
-    ImageDeleter,
-    ImageRepository,
-    ObjectDeleter,
-    UploadSigner,
-)
+from imagery.upload.ports import ImageDeleter, ImageRepository, ObjectDeleter, UploadSigner
 from imagery.upload.validation import validate_content_type, validate_file_name
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +45,7 @@ class CreateUploadUrl:
         validate_content_type(content_type)
         validate_file_name(file_name)
         image_id = new_image_id()
-        key = upload_key(image_id)
+        key = upload_key(GLOBAL_SCOPE, image_id)
         expire_time = self._clock() + timedelta(seconds=self._expiry_seconds)
         record = ImageRecord(
             id=image_id,
@@ -81,12 +72,13 @@ class CreateUploadUrl:
 
 
 class DeleteImage:
-    """The caller's reference goes; shared content goes only with its last reference."""
+    """The caller's reference goes. Shared content stays while other images refer to it; the
+    last reference leaves it to the processor's collector, which deletes it after a grace
+    period."""
 
-    def __init__(self, images: ImageDeleter, objects: ObjectDeleter, collector: Collector) -> None:
+    def __init__(self, images: ImageDeleter, objects: ObjectDeleter) -> None:
         self._images = images
         self._objects = objects
-        self._collector = collector
 
     async def __call__(self, *, image_id: str) -> bool:
         deleted = await self._images.delete(require_image_id(image_id))
@@ -94,12 +86,4 @@ class DeleteImage:
             return False  # deleting twice is harmless
         if not deleted.status.terminal:  # the bytes may still sit in uploads/
             await self._objects.delete(deleted.object_key)
-        if deleted.unreferenced and deleted.sha256 is not None:
-            try:
-                await self._collector.collect(deleted.sha256)
-            except ImageryError as exc:  # the processor's sweep deletes it later
-                log.warning(
-                    "content deletion postponed",
-                    extra={"sha256": deleted.sha256, "error": str(exc)},
-                )
         return True

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from imagery.common.db.pool import translates_postgres_errors
 from imagery.common.domain import (
     DeletedImage,
     DownloadTarget,
@@ -15,7 +16,7 @@ from imagery.common.domain import (
     ImageStatus,
     VariantInfo,
 )
-from imagery.common.errors import ImageryError
+from imagery.common.errors import ImageAlreadyExists
 
 _RECORD_COLUMNS = """r.id, r.status, r.content_type, r.file_name, r.object_key, r.size_bytes,
               r.width, r.height, r.sha256, r.detected_format, r.failure_reason,
@@ -38,14 +39,11 @@ SELECT r.id, r.status, v.format, v.object_key, v.content_type
  WHERE r.id = ANY($1::text[])"""
 
 
-class ImageAlreadyExists(ImageryError):
-    reason = "IMAGE_ALREADY_EXISTS"
-
-
 class PostgresImageRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @translates_postgres_errors
     async def save(self, record: ImageRecord) -> None:
         try:
             await self._pool.execute(
@@ -63,14 +61,12 @@ class PostgresImageRepository:
         except asyncpg.UniqueViolationError as exc:
             raise ImageAlreadyExists(f"Image {record.id} already exists.") from exc
 
+    @translates_postgres_errors
     async def find_by_id(self, image_id: str) -> ImageRecord | None:
         row = await self._pool.fetchrow(f"{_SELECT} WHERE r.id = $1", image_id)
         return None if row is None else record_from_row(row)
 
-    async def find_by_ids(self, image_ids: Sequence[str]) -> list[ImageRecord]:
-        rows = await self._pool.fetch(f"{_SELECT} WHERE r.id = ANY($1::text[])", list(image_ids))
-        return [record_from_row(row) for row in rows]
-
+    @translates_postgres_errors
     async def find_download_targets(
         self, image_ids: Sequence[str], preset: str, formats: Sequence[str]
     ) -> list[DownloadTarget]:
@@ -87,6 +83,7 @@ class PostgresImageRepository:
                 best[image_id] = DownloadTarget(image_id, _STATUSES[status], key, content_type, fmt)
         return list(best.values())
 
+    @translates_postgres_errors
     async def delete(self, image_id: str) -> DeletedImage | None:
         """Remove the record and its reference in one transaction (waits for a processor
         finishing it); None when there was nothing to delete."""
@@ -109,6 +106,7 @@ class PostgresImageRepository:
             image_id, _STATUSES[row["status"]], row["object_key"], row["sha256"], remaining == 0
         )
 
+    @translates_postgres_errors
     async def update_status(
         self,
         image_id: str,
@@ -131,6 +129,7 @@ class PostgresImageRepository:
         )
         return bool(result.endswith(" 1"))
 
+    @translates_postgres_errors
     async def find_unfinished(self, *, idle_seconds: float, limit: int = 100) -> list[ImageRecord]:
         """Records still pending or processing and untouched for `idle_seconds`, oldest first."""
         rows = await self._pool.fetch(
@@ -142,6 +141,7 @@ class PostgresImageRepository:
         )
         return [record_from_row(row) for row in rows]
 
+    @translates_postgres_errors
     async def claim_for_processing(
         self, image_id: str, *, stale_after_seconds: float
     ) -> ImageRecord | None:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, ParamSpec, TypeVar
+
 import asyncpg
 
-from imagery.common.errors import Unavailable
+from imagery.common.errors import DependencyUnavailable
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 async def _rollback_if_needed(conn: asyncpg.Connection) -> None:
@@ -17,7 +25,8 @@ async def _rollback_if_needed(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """Open a pool; fails with `Unavailable` naming the problem when Postgres cannot be reached."""
+    """Open a pool; fails with `DependencyUnavailable`, naming the problem, when Postgres
+    cannot be reached."""
     try:
         pool = await asyncpg.create_pool(
             dsn,
@@ -28,7 +37,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
             server_settings={"application_name": "imagery"},
         )
     except (OSError, asyncpg.PostgresError) as exc:
-        raise Unavailable(
+        raise DependencyUnavailable(
             f"Cannot connect to Postgres ({type(exc).__name__}): check DATABASE_URL."
         ) from exc
     assert pool is not None
@@ -61,3 +70,30 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError) and isinstance(sqlstate, str):
         return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or sqlstate in _TRANSIENT_SQLSTATES
     return False
+
+
+@contextlib.contextmanager
+def postgres_errors() -> Iterator[None]:
+    """Translate a transient driver failure into the domain's `DependencyUnavailable`; every
+    Postgres adapter method runs inside it, so nothing above the adapters knows asyncpg."""
+    try:
+        yield
+    except Exception as exc:
+        if is_transient(exc):
+            raise DependencyUnavailable(
+                "The image database cannot be reached right now: retry with exponential backoff."
+            ) from exc
+        raise
+
+
+def translates_postgres_errors(
+    method: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """`postgres_errors()` around a whole adapter method."""
+
+    @functools.wraps(method)
+    async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+        with postgres_errors():
+            return await method(*args, **kwargs)
+
+    return translated

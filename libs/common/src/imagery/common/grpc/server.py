@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -17,17 +16,14 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import metrics
 
-from imagery.common.db.pool import is_transient
-from imagery.common.errors import ImageryError, Unavailable
+from imagery.common.errors import ImageryError
 from imagery.common.grpc.errors import internal_status, status_code_for, to_rpc_status
+from imagery.common.runner import stop_on_signals
 
 log = logging.getLogger(__name__)
 
 MAX_RECEIVE_MESSAGE_BYTES = 64 * 1024  # requests carry ids and names; images never travel here
 _QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
-_DEPENDENCY_DOWN = Unavailable(
-    "The image database cannot be reached right now: retry with exponential backoff."
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +35,9 @@ class ServiceRegistration:
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Turns domain errors into rich statuses, transient database failures into UNAVAILABLE
-    (retryable), hides unknown ones behind INTERNAL, and logs one line per RPC with its
-    outcome and duration."""
+    """Turns domain errors into rich statuses (the adapters have already turned driver
+    failures into `DependencyUnavailable`), hides unknown ones behind INTERNAL, and logs one
+    line per RPC with its outcome and duration."""
 
     async def intercept_service(
         self,
@@ -65,23 +61,21 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
                 code = status_code_for(exc)
                 if code is grpc.StatusCode.INTERNAL:
                     log.error("rpc failed", exc_info=exc, extra={"rpc": method})
+                elif code is grpc.StatusCode.UNAVAILABLE:
+                    cause = exc.__cause__ or exc
+                    log.warning(
+                        "rpc failed: a dependency is unavailable",
+                        extra={"rpc": method, "error": f"{type(cause).__name__}: {cause}"},
+                    )
                 status = to_rpc_status(exc)
                 await context.abort(status.code, status.details, status.trailing_metadata)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 code = context.code() or grpc.StatusCode.CANCELLED
                 raise
-            except Exception as exc:
-                if is_transient(exc):  # Postgres down or failing over: the caller may retry
-                    code = grpc.StatusCode.UNAVAILABLE
-                    log.warning(
-                        "rpc failed: a dependency is unavailable",
-                        extra={"rpc": method, "error": f"{type(exc).__name__}: {exc}"},
-                    )
-                    status = to_rpc_status(_DEPENDENCY_DOWN)
-                else:
-                    code = grpc.StatusCode.INTERNAL
-                    log.exception("rpc failed with an unexpected error", extra={"rpc": method})
-                    status = internal_status()
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("rpc failed with an unexpected error", extra={"rpc": method})
+                status = internal_status()
                 await context.abort(status.code, status.details, status.trailing_metadata)
             finally:
                 _log_rpc(method, code, started)
@@ -171,10 +165,6 @@ class GrpcServer:
         await self.server.stop(self.grace_seconds)
 
     async def serve_until_signal(self) -> None:
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
-        await stopping.wait()
+        await stop_on_signals().wait()
         log.info("shutting down", extra={"grace_seconds": self.grace_seconds})
         await self.stop()

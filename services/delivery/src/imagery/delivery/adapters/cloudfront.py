@@ -18,11 +18,10 @@ from imagery.common.cdn import CloudFrontUrlBuilder, key_type
 from imagery.delivery.ports import SignedUrls
 
 # Sign on the event loop unless a batch would hold it longer than this. Only RSA goes to the
-# threads: ~0.7-0.9 ms a signature, almost all in OpenSSL without the GIL, so two threads
-# nearly halve a cold batch (39 -> 21 ms for 50 here). ECDSA always stays inline: ~0.06 ms a
-# signature of which half is Python holding the GIL, so threads only add contention (50 took
-# 3.35 ms inline, 3.67 ms on two threads); deciding by a measured cost flipped between the two
-# from one start to the next.
+# threads: an RSA signature is spent almost all in OpenSSL without the GIL, so threads shorten
+# a cold batch. ECDSA always stays inline: a signature is cheap and half of it is Python
+# holding the GIL, so threads only add contention; deciding by a measured cost flipped between
+# the two from one start to the next. `make bench` shows both.
 INLINE_BUDGET_SECONDS = 0.005
 _METER = metrics.get_meter(__name__)
 _SIGNED = _METER.create_counter(

@@ -1,5 +1,5 @@
-"""Real verification of uploaded bytes. Runs inside an isolated job process (see isolation.py):
-pure function of the bytes, no I/O.
+"""Real verification of uploaded bytes. Runs inside an isolated job process (see
+`isolation.py`): a pure function of the bytes, no I/O.
 
 Order matters: magic bytes first (cheap, and they decide which decoder may even look at the
 file), then the header's dimensions and frame count against the limits *before* any pixel is
@@ -13,49 +13,16 @@ import hashlib
 import io
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from PIL import Image, ImageFile, ImageSequence, UnidentifiedImageError
 
-from imagery.common.formats import ALLOWED_CONTENT_TYPES
+from imagery.common.formats import ALLOWED_CONTENT_TYPES, FORMATS
+from imagery.processor.imaging import Limits, Rejected, Verified
 
 T = TypeVar("T")
-PILLOW_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF", "gif": "GIF"}
 _ORIENTATION_TAG = 0x0112
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # rotated 90/270: displayed width is stored height
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_side: int = 10_000
-    max_pixels: int = 40_000_000
-    max_frames: int = 100
-    max_total_pixels: int = 400_000_000  # width x height x frames
-
-
-@dataclass(frozen=True, slots=True)
-class Verified:
-    format: str  # jpeg | png | webp | avif | gif
-    width: int  # as displayed, after EXIF orientation
-    height: int
-    frames: int
-    size_bytes: int
-    sha256: str
-
-
-class Rejected(Exception):
-    """The bytes are not an acceptable image; `reason` is the record's failure_reason."""
-
-    peak_rss_bytes: int | None = None  # set by the isolated runner
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-    def __reduce__(self) -> tuple[type[Rejected], tuple[str, str]]:  # crosses the process pipe
-        return (Rejected, (self.reason, self.detail))
 
 
 def sniff(data: bytes) -> str | None:
@@ -111,7 +78,7 @@ def verify_then(
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[detected]]) as image:
+            with Image.open(io.BytesIO(data), formats=[FORMATS[detected].pillow]) as image:
                 frames = _check_header(image, limits)
                 target = needed(image.size) if needed is not None else None
                 if target is not None and detected == "jpeg":

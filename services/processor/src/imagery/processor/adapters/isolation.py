@@ -1,9 +1,9 @@
 """Image work in isolated processes: one child per job, forked from a forkserver that has
-Pillow preloaded (~18 ms per job here), with an address-space limit and a CPU-time limit set
-in the child. A file that explodes or loops kills only its own child; nothing is shared, so
-no other job notices (a shared ProcessPoolExecutor marks the whole pool broken, failing every
-job in flight, when one worker dies). `fork` is never used: this process has native threads
-(gRPC, the event loop's executors), and fork after threads has been seen to deadlock.
+Pillow preloaded, with an address-space limit and a CPU-time limit set in the child. A file
+that explodes or loops kills only its own child; nothing is shared, so no other job notices
+(a shared ProcessPoolExecutor marks the whole pool broken, failing every job in flight, when
+one worker dies). `fork` is never used: this process has native threads (gRPC, the event
+loop's executors), and fork after threads has been seen to deadlock.
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from imagery.processor.adapters.render import verify_and_render
+from imagery.processor.imaging import Limits, Rejected, RenderSpec
+from imagery.processor.ports import JobResult
+
 PRELOAD = [
     "PIL.Image",
     "PIL.JpegImagePlugin",
@@ -26,13 +30,13 @@ PRELOAD = [
     "PIL.WebPImagePlugin",
     "PIL.GifImagePlugin",
     "PIL.AvifImagePlugin",
-    # verify + render + ImageCms (and its sRGB profile): ~31 ms a job when left to the child
-    "imagery.processor.render",
-    # `_child` itself is unpickled by reference: this module, and asyncio with it, was
-    # imported again in every job (a trivial job took ~39 ms)
-    "imagery.processor.isolation",
-    # renders two tiny images of our own: the libraries' first-use set-up, ~10 ms a job
-    "imagery.processor.warmup",
+    # verify + render + ImageCms (and its sRGB profile), otherwise imported by every job
+    "imagery.processor.adapters.render",
+    # `_child` itself is unpickled by reference: without this, this module (and asyncio with
+    # it) would be imported again in every job
+    "imagery.processor.adapters.isolation",
+    # renders tiny images of our own: the libraries' first-use set-up, done once
+    "imagery.processor.adapters.warmup",
 ]
 
 
@@ -44,20 +48,9 @@ class JobLimits:
 
 
 @dataclass(frozen=True, slots=True)
-class JobResult:
+class Finished:
     value: Any
     peak_rss_bytes: int  # the job process's peak resident memory
-
-
-class JobKilled(Exception):
-    """The child died (a limit, a crash) or overran its wall-clock time."""
-
-    peak_rss_bytes: int | None = None
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 def _child(
@@ -72,7 +65,10 @@ def _child(
     try:
         result: tuple[str, Any] = ("ok", fn(*args))
     except MemoryError:
-        result = ("killed", ("MEMORY_LIMIT", "the image needs more memory than a job may use"))
+        result = (
+            "error",
+            Rejected("MEMORY_LIMIT", "the image needs more memory than a job may use"),
+        )
     except BaseException as exc:  # noqa: BLE001 - everything crosses the pipe, the parent decides
         result = ("error", exc)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
@@ -91,13 +87,20 @@ class IsolatedRunner:
         """Start the forkserver now rather than on the first upload."""
         self._run(len, (b"",))
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> JobResult:
-        """fn(*args) in a fresh limited process; raises what fn raised, or JobKilled. Either
-        way the exception carries `peak_rss_bytes` when the child reported it."""
+    async def verify_and_render(
+        self, data: bytes, content_type: str, limits: Limits, spec: RenderSpec
+    ) -> JobResult:
+        finished = await self.run(verify_and_render, data, content_type, limits, spec)
+        return JobResult(finished.value, finished.peak_rss_bytes)
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Finished:
+        """fn(*args) in a fresh limited process. Raises `Rejected` when fn rejected the input
+        or the process died or overran (with the job's peak memory when it reported one),
+        and otherwise what fn raised."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._threads, self._run, fn, args)
 
-    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> JobResult:
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Finished:
         receiver, sender = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_child, args=(sender, self._limits, fn, args), daemon=True
@@ -106,13 +109,13 @@ class IsolatedRunner:
         sender.close()
         try:
             if not receiver.poll(self._limits.wall_seconds):
-                raise JobKilled(
+                raise Rejected(
                     "PROCESSING_TIMEOUT", f"no result within {self._limits.wall_seconds:.0f} s"
                 )
             status, value, peak_rss = receiver.recv()
         except EOFError:
             process.join(5)
-            raise JobKilled(
+            raise Rejected(
                 _death_reason(process.exitcode), f"job process exited with {process.exitcode}"
             ) from None
         finally:
@@ -123,10 +126,10 @@ class IsolatedRunner:
             with contextlib.suppress(ValueError):
                 process.close()
         if status == "ok":
-            return JobResult(value, peak_rss)
-        error = JobKilled(*value) if status == "killed" else value
-        error.peak_rss_bytes = peak_rss
-        raise error
+            return Finished(value, peak_rss)
+        if isinstance(value, Rejected):
+            raise Rejected(value.reason, value.detail, peak_rss_bytes=peak_rss)
+        raise value
 
     def close(self) -> None:
         self._threads.shutdown(wait=True, cancel_futures=True)

@@ -8,15 +8,15 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
 
-from imagery.common.db.pool import is_transient
-from imagery.common.errors import ImageryError, Unavailable
-from imagery.common.ports import MessageQueue, QueueMessage
+from imagery.common.errors import DependencyUnavailable, ImageryError
 from imagery.processor.events import parse_message
-from imagery.processor.process import UploadProcessor
+from imagery.processor.ports import MessageQueue, QueueMessage
+from imagery.processor.use_cases.process_upload import ProcessUpload
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 900
@@ -33,14 +33,18 @@ class Consumer:
     def __init__(
         self,
         queue: MessageQueue,
-        process: UploadProcessor,
+        process: ProcessUpload,
         *,
         bucket: str,
         concurrency: int,
         visibility_timeout: int,
         retry_base_seconds: int = 5,
         wait_seconds: int = 20,
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self._clock = clock
+        self._sleep = sleep
         self._queue = queue
         self._process = process
         self._bucket = bucket
@@ -77,9 +81,11 @@ class Consumer:
                     break
                 try:
                     messages = receiving.result()
-                except Unavailable as exc:
+                except DependencyUnavailable as exc:
                     log.warning("cannot receive from SQS; retrying", extra={"error": str(exc)})
-                    await asyncio.wait({stopping}, timeout=min(5, self._retry_base or 1))
+                    pause = asyncio.ensure_future(self._sleep(min(5, self._retry_base or 1)))
+                    await asyncio.wait({stopping, pause}, return_when=asyncio.FIRST_COMPLETED)
+                    pause.cancel()
                     continue
                 for message in messages:
                     task = asyncio.create_task(self._handle(message))
@@ -103,7 +109,12 @@ class Consumer:
             "stopping: finishing in-flight jobs",
             extra={"jobs": len(self._tasks), "grace_seconds": grace_seconds},
         )
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+        timer = asyncio.ensure_future(self._sleep(grace_seconds))
+        all_done = asyncio.ensure_future(asyncio.wait(set(self._tasks)))
+        await asyncio.wait({timer, all_done}, return_when=asyncio.FIRST_COMPLETED)
+        timer.cancel()
+        all_done.cancel()
+        pending = {task for task in self._tasks if not task.done()}
         for task in pending:
             task.cancel()
         if pending:
@@ -128,7 +139,7 @@ class Consumer:
                 raise
             except Exception as exc:
                 delay = self._backoff(message.receive_count)
-                transient = isinstance(exc, Unavailable) or is_transient(exc)
+                transient = isinstance(exc, DependencyUnavailable)
                 log.log(
                     logging.WARNING if transient else logging.ERROR,
                     "message failed; it will be retried"
@@ -154,7 +165,7 @@ class Consumer:
             )
         busy = False
         for upload in parsed.uploads:
-            started = time.perf_counter()
+            started = self._clock()
             attributes = {
                 "image.id": upload.image_id,
                 "messaging.system": "aws_sqs",
@@ -172,7 +183,7 @@ class Consumer:
                         "outcome": result.outcome.value,
                         "failure_reason": result.reason,
                         "receive_count": message.receive_count,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                        "duration_ms": round((self._clock() - started) * 1000, 1),
                         "stages_ms": result.stages_ms,
                         "job_peak_rss_bytes": result.peak_rss_bytes,
                     },
@@ -191,7 +202,7 @@ class Consumer:
         """Extend visibility every half timeout while the job runs."""
         half = max(1.0, self._visibility / 2)
         while True:
-            await asyncio.sleep(half)
+            await self._sleep(half)
             await self._set_visibility(message, self._visibility)
 
     async def _set_visibility(self, message: QueueMessage, seconds: int) -> None:

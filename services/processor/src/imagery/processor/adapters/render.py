@@ -1,50 +1,24 @@
 """Variants: metadata-free, sRGB, re-encoded renditions of a verified image. Runs in the
 isolated job process, on the image `verify_then` already decoded.
 
-Speed, as measured on a 12 MP JPEG (issue 5): each size is resized from the previous, larger
-one with `reducing_gap` (one expensive full-size pass, then cheap ones), never with
-`Image.copy()` (~42 ms and ~48 MB per 12 MP copy). JPEG draft (DCT-scaled) decoding would only
-help when no full-size output is wanted; the default presets include `original`, and
-verification must decode every byte anyway.
+For speed, each size is resized from the previous, larger one with `reducing_gap` (one
+expensive full-size pass, then cheap ones), never with `Image.copy()` (a full-size copy costs
+time and memory). JPEG draft (DCT-scaled) decoding helps only when no full-size output is
+wanted; verification decodes every byte anyway.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 
 from PIL import Image, ImageCms, ImageOps
 
-from imagery.common.presets import CONTENT_TYPES, DEFAULT_PRESETS, Preset
-from imagery.processor.verify import Limits, Verified, verify_then
+from imagery.common.formats import content_type_of
+from imagery.common.presets import Preset
+from imagery.processor.adapters.verify import verify_then
+from imagery.processor.imaging import Limits, Processed, Rendered, RenderSpec
 
 _SRGB = ImageCms.createProfile("sRGB")
-
-
-@dataclass(frozen=True, slots=True)
-class RenderSpec:
-    presets: tuple[Preset, ...] = DEFAULT_PRESETS
-    avif: bool = False
-    webp_quality: int = 80
-    webp_method: int = 4  # 6 costs 2.2x for 3-6% smaller files
-    jpeg_quality: int = 85
-    avif_speed: int = 8  # Pillow's default speed is ~3x slower
-
-
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    name: str
-    format: str  # webp | jpeg | png | avif
-    content_type: str
-    width: int
-    height: int
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Processed:
-    verified: Verified
-    variants: tuple[Rendered, ...]
 
 
 def verify_and_render(
@@ -94,7 +68,7 @@ def render(image: Image.Image, spec: RenderSpec) -> list[Rendered]:
                 Rendered(
                     preset.name,
                     fmt,
-                    CONTENT_TYPES[fmt],
+                    content_type_of(fmt),
                     current.width,
                     current.height,
                     _encode(current, fmt, spec),

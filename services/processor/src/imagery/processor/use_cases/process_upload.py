@@ -1,10 +1,14 @@
-"""One upload, from S3 event to terminal state. No SQS here (the consumer owns messages);
-no gRPC, asyncpg or aioboto3: only ports.
+"""One upload, from S3 event to terminal state. No SQS here (the consumer owns messages).
 
 Every path ends in exactly one of: READY, FAILED (both committed, upload object deleted),
 DUPLICATE (already terminal: only cleanup), UNKNOWN (no record: object deleted), or BUSY
-(another worker holds a fresh claim: the message must come back later). Anything raised
-(transient S3/DB trouble, shutdown) gives the claim back first.
+(another worker holds a fresh claim, or the same content is being collected: the message
+must come back later). Anything raised (transient S3/DB trouble, shutdown) gives the claim
+back first.
+
+New content is written in three steps, none holding a transaction across S3: reserve the
+content's row (collection keeps off it), write the objects, then one unit of work references
+the content and marks the record ready.
 """
 
 from __future__ import annotations
@@ -19,21 +23,29 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from imagery.common.aws.s3 import ObjectTooLarge
-from imagery.common.collector import original_key
-from imagery.common.db.outcomes import NotProcessing, VerifiedImage
 from imagery.common.domain import ImageRecord, VariantInfo
-from imagery.common.formats import ALLOWED_CONTENT_TYPES
-from imagery.common.presets import CONTENT_TYPES, VARIANT_CACHE_CONTROL, variant_key
+from imagery.common.formats import ALLOWED_CONTENT_TYPES, content_type_of
+from imagery.common.storage_keys import (
+    GLOBAL_SCOPE,
+    VARIANT_CACHE_CONTROL,
+    original_key,
+    variant_key,
+)
 from imagery.common.telemetry import link_to
-from imagery.processor.isolation import JobKilled
-from imagery.processor.ports import Images, IsolatedWork, Objects, Outcomes
-from imagery.processor.render import Processed, Rendered, RenderSpec, verify_and_render
-from imagery.processor.verify import Limits, Rejected, Verified
+from imagery.processor.imaging import Limits, Processed, Rejected, Rendered, RenderSpec, Verified
+from imagery.processor.ports import (
+    ImageJobs,
+    Images,
+    Objects,
+    ObjectTooLarge,
+    Outcomes,
+    VerifiedImage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +71,12 @@ class Result:
     peak_rss_bytes: int | None = None  # of the isolated job process
     image: VerifiedImage | None = None
     created_at: datetime | None = None
+
+
+class ProcessUpload(Protocol):
+    """Take one upload (its image id and upload key) to a terminal state, or say BUSY."""
+
+    async def __call__(self, image_id: str, key: str) -> Result: ...
 
 
 _METER = metrics.get_meter(__name__)
@@ -101,7 +119,16 @@ class _Stages:
         try:
             yield
         finally:
-            self.ms[name] = round((time.perf_counter() - started) * 1000, 2)
+            elapsed = (time.perf_counter() - started) * 1000
+            self.ms[name] = round(self.ms.get(name, 0.0) + elapsed, 2)
+
+
+class _ContentBusy(Exception):
+    """The same content is being collected right now: process the upload again later."""
+
+
+class _NotProcessing(Exception):
+    """The record stopped being `processing` (another worker finished it, or it was deleted)."""
 
 
 class UploadProcessor:
@@ -110,7 +137,7 @@ class UploadProcessor:
         images: Images,
         outcomes: Outcomes,
         objects: Objects,
-        work: IsolatedWork,
+        jobs: ImageJobs,
         *,
         limits: Limits,
         max_upload_bytes: int,
@@ -121,7 +148,7 @@ class UploadProcessor:
         self._images = images
         self._outcomes = outcomes
         self._objects = objects
-        self._work = work
+        self._jobs = jobs
         self._limits = limits
         self._max_upload_bytes = max_upload_bytes
         self._claim_stale_seconds = claim_stale_seconds
@@ -156,6 +183,11 @@ class UploadProcessor:
         self._abandoned.discard(image_id)
         try:
             return await self._process(claimed, key)
+        except _NotProcessing:  # our claim went stale and another worker finished the record
+            return Result(Outcome.DUPLICATE)
+        except _ContentBusy:
+            await self._release(image_id)
+            return Result(Outcome.BUSY)
         except BaseException:
             await asyncio.shield(self._release(image_id))
             raise
@@ -183,32 +215,35 @@ class UploadProcessor:
             return linked
         try:
             with stage("verify"):
-                job = await self._work.run(
-                    verify_and_render, data, record.content_type, self._limits, self._spec
+                job = await self._jobs.verify_and_render(
+                    data, record.content_type, self._limits, self._spec
                 )
-        except (Rejected, JobKilled) as rejected:
+        except Rejected as rejected:
             log.info(
                 "upload rejected",
                 extra={"image_id": record.id, "reason": rejected.reason, "detail": rejected.detail},
             )
-            rss = getattr(rejected, "peak_rss_bytes", None)
-            return await self._fail(record, key, rejected.reason, stage, size=len(data), rss=rss)
-        processed: Processed = job.value
+            return await self._fail(
+                record, key, rejected.reason, stage, size=len(data), rss=rejected.peak_rss_bytes
+            )
+        processed = job.processed
         verified = processed.verified
         image = VerifiedImage(
             verified.sha256, verified.format, verified.width, verified.height, verified.size_bytes
         )
         variants = [_variant_info(verified.sha256, v) for v in processed.variants]
-        try:
-            with stage("commit"):
-                await self._outcomes.mark_ready(
-                    record.id,
-                    image,
-                    variants,
-                    lambda: self._store(key, data, verified, processed, stage),
-                )
-        except NotProcessing:  # our claim went stale and another worker finished the record
-            return Result(Outcome.DUPLICATE)
+        with stage("reserve"):
+            async with self._outcomes.unit_of_work() as uow:
+                if not await uow.reserve_content(image, variants):
+                    raise _ContentBusy
+        await self._store(key, data, verified, processed, stage)
+        with stage("commit"):
+            async with self._outcomes.unit_of_work() as uow:
+                if not await uow.lock_processing(record.id):
+                    raise _NotProcessing
+                if not await uow.reference_content(image.sha256):  # the reservation lapsed
+                    raise _ContentBusy
+                await uow.mark_ready(record.id, image)
         with stage("cleanup"):
             await self._objects.delete(key)
         return Result(Outcome.READY, None, stage.ms, job.peak_rss_bytes, image, record.created_at)
@@ -220,11 +255,13 @@ class UploadProcessor:
         with stage("hash"):
             sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         declared = ALLOWED_CONTENT_TYPES.get(record.content_type, "")
-        try:
-            with stage("commit"):
-                linked = await self._outcomes.link_existing(record.id, sha256, declared)
-        except NotProcessing:
-            return Result(Outcome.DUPLICATE)
+        with stage("commit"):
+            async with self._outcomes.unit_of_work() as uow:
+                if not await uow.lock_processing(record.id):
+                    raise _NotProcessing
+                linked = await uow.link_stored_content(sha256, declared)
+                if linked.linked and linked.image is not None:
+                    await uow.mark_ready(record.id, linked.image)
         if linked.mismatch is not None:
             return await self._fail(record, key, "CONTENT_TYPE_MISMATCH", stage, size=len(data))
         if not linked.linked:
@@ -236,13 +273,13 @@ class UploadProcessor:
     async def _store(
         self, key: str, data: bytes, verified: Verified, processed: Processed, stage: _Stages
     ) -> None:
-        """Original and variants, all at once (called inside the blob-locking transaction)."""
+        """Original and variants, all at once."""
         with stage("store"):
             await asyncio.gather(
                 self._store_original(key, data, verified),
                 *(
                     self._objects.put(
-                        variant_key(verified.sha256, v.name, v.format),
+                        variant_key(GLOBAL_SCOPE, verified.sha256, v.name, v.format),
                         v.body,
                         content_type=v.content_type,
                         cache_control=VARIANT_CACHE_CONTROL,
@@ -255,8 +292,8 @@ class UploadProcessor:
         """The upload object copied in place by S3 (the bytes are not sent again), kept only if
         S3's own SHA-256 of the copy is the verified one: a client that re-PUT its upload URL
         after we read it gets our verified bytes written over the copy instead."""
-        target = original_key(verified.sha256)
-        content_type = CONTENT_TYPES.get(verified.format, f"image/{verified.format}")
+        target = original_key(GLOBAL_SCOPE, verified.sha256)
+        content_type = content_type_of(verified.format)
         copied = await self._objects.copy(key, target, content_type=content_type)
         if copied != base64.b64encode(bytes.fromhex(verified.sha256)).decode():
             log.info(
@@ -292,5 +329,5 @@ def _variant_info(sha256: str, rendered: Rendered) -> VariantInfo:
         rendered.width,
         rendered.height,
         len(rendered.body),
-        variant_key(sha256, rendered.name, rendered.format),
+        variant_key(GLOBAL_SCOPE, sha256, rendered.name, rendered.format),
     )

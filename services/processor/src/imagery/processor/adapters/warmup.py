@@ -1,10 +1,8 @@
 """Imported once by the job forkserver (see `isolation.PRELOAD`): verifies and renders a
 tiny image of each accepted type, made here, so the lazy first-use work of Pillow, libjpeg,
 libwebp, libavif, zlib and LittleCMS (format registration, encoder set-up, colour transforms)
-is done before the fork and inherited by every job process instead of repeated in each.
-Measured on the 12 MP JPEG with three sizes: a job's first render in a fresh process took
-~102 ms against ~87 ms for a second render in the same process; with this preload the first
-took ~90 ms.
+is done before the fork and inherited by every job process instead of repeated in each
+(`make bench` shows what it saves).
 
 Nothing here touches an upload. A failure only costs the saving: it is reported on stderr
 (the processor's log) and jobs initialise themselves as before."""
@@ -17,8 +15,8 @@ import sys
 from PIL import Image, ImageCms
 
 from imagery.common.presets import DEFAULT_PRESETS
-from imagery.processor.render import RenderSpec, verify_and_render
-from imagery.processor.verify import Limits
+from imagery.processor.adapters.render import verify_and_render
+from imagery.processor.imaging import Limits, RenderSpec
 
 
 def samples() -> list[tuple[bytes, str]]:

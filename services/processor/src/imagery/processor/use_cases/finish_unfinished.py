@@ -9,9 +9,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from imagery.common.domain import ImageRecord, ImageStatus
-from imagery.common.ports import ImageRepository
-from imagery.processor.ports import Objects
-from imagery.processor.process import Outcome, UploadProcessor
+from imagery.processor.ports import Images, Objects
+from imagery.processor.use_cases.process_upload import Outcome, ProcessUpload
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +18,9 @@ log = logging.getLogger(__name__)
 class Reaper:
     def __init__(
         self,
-        images: ImageRepository,
+        images: Images,
         objects: Objects,
-        process: UploadProcessor,
+        process: ProcessUpload,
         *,
         abandoned_after_seconds: float,
         claim_stale_seconds: float,

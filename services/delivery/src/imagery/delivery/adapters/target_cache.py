@@ -1,5 +1,5 @@
 """ReadyTargetCache: the download targets of READY images, kept in process, so a warm batch
-of 50 costs Postgres one tiny query instead of a hundred index probes.
+costs Postgres one tiny query instead of an index probe per image.
 
 Why it is safe: a READY record never changes until it is deleted (its blob, and so its
 variants, are pinned by the reference count), so deletion is the only event to hear about.
@@ -13,10 +13,10 @@ missing images are asked for every time, so they turn READY as soon as Postgres 
 Concurrent lookups share feed reads, but only a read that starts after they arrived: a lookup
 that finds a read in flight waits for the next one, which every lookup arriving meanwhile
 joins. While lookups overlap like that, reads also start at most every
-`min_read_interval_seconds` (1 ms): a read costs a Postgres round trip (~70 us of our CPU and
-~50 us of Postgres'), and without the spacing 16 concurrent batches still made 0.9 reads per
-batch, since a read is quicker than the gap between arrivals. A lookup that finds no read in
-flight (any sequential caller) reads at once and never waits for the spacing.
+`min_read_interval_seconds`: a read costs a Postgres round trip, and without the spacing
+concurrent batches still made nearly one read each, since a read is quicker than the gap
+between arrivals. A lookup that finds no read in flight (any sequential caller) reads at once
+and never waits for the spacing.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from opentelemetry import metrics
 
 from imagery.common.db.deletions import DELETION_FEED_RETENTION_SECONDS
-from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus
+from imagery.common.domain import DownloadTarget, ImageRecord
 from imagery.delivery.ports import DeletionFeed, ImageReader
 
 _LOOKUPS = metrics.get_meter(__name__).create_counter(
@@ -53,6 +53,7 @@ class ReadyTargetCache:
         idle_limit_seconds: float = DELETION_FEED_RETENTION_SECONDS / 2,
         min_read_interval_seconds: float = MIN_READ_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._images = images
         self._feed = feed
@@ -60,6 +61,7 @@ class ReadyTargetCache:
         self._idle_limit = idle_limit_seconds
         self._min_interval = min_read_interval_seconds
         self._clock = clock
+        self._sleep = sleep
         self._last_read_started = -math.inf
         # image id -> (preset, formats) -> target; insertion order is eviction order
         self._entries: dict[str, dict[tuple[str, tuple[str, ...]], DownloadTarget]] = {}
@@ -103,7 +105,7 @@ class ReadyTargetCache:
         loaded = await self._images.find_download_targets(missing, preset, formats)
         if started >= self._forgotten_before:
             for target in loaded:
-                servable = target.status is ImageStatus.READY and target.key is not None
+                servable = target.servable
                 if servable and self._deleted.get(target.image_id, -1) < started:
                     self._keep(target.image_id, want, target)
         return found + loaded
@@ -132,7 +134,7 @@ class ReadyTargetCache:
                 await asyncio.shield(previous)
             wait = self._last_read_started + self._min_interval - self._clock()
             if wait > 0:
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
         this = self._queued
         self._queued = None  # from here on, new callers queue the next read
         self._running = this

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from imagery.common.aws.clients import aws_unavailable
-from imagery.common.ports import QueueMessage
+from imagery.processor.ports import QueueMessage
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient

@@ -1,0 +1,187 @@
+"""The processor's writes in Postgres: a record's terminal state and its content's reference
+count in one transaction (a unit of work the use case drives), and content collection."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from imagery.common.db.pool import postgres_errors, translates_postgres_errors
+from imagery.common.domain import VariantInfo
+from imagery.common.storage_keys import GLOBAL_SCOPE, original_key
+from imagery.processor.ports import LinkResult, UnreferencedContent, VerifiedImage
+
+_LOCK_PROCESSING = "SELECT 1 FROM image_records WHERE id = $1 AND status = 'processing' FOR UPDATE"
+
+_LINK_STORED = """
+UPDATE image_blobs SET reference_count = reference_count + 1, updated_at = now()
+ WHERE sha256 = $1 AND format = $2 AND stored_at IS NOT NULL AND collecting_since IS NULL
+RETURNING width, height, size_bytes"""
+
+_FORMAT_OF = "SELECT format FROM image_blobs WHERE sha256 = $1"
+
+# A conflicting row is refreshed (its grace starts again) unless a collector holds it; waits
+# on a concurrent reservation of the same content, so both converge on one row.
+_RESERVE = """
+INSERT INTO image_blobs (sha256, format, width, height, size_bytes, reference_count)
+VALUES ($1, $2, $3, $4, $5, 0)
+ON CONFLICT (sha256) DO UPDATE SET updated_at = now()
+ WHERE image_blobs.collecting_since IS NULL
+RETURNING 1"""
+
+_INSERT_VARIANT = """
+INSERT INTO image_variants
+       (sha256, name, format, content_type, width, height, size_bytes, object_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT DO NOTHING"""
+
+_REFERENCE = """
+UPDATE image_blobs
+   SET reference_count = reference_count + 1, stored_at = COALESCE(stored_at, now()),
+       updated_at = now()
+ WHERE sha256 = $1 AND collecting_since IS NULL
+RETURNING 1"""
+
+_MARK_READY = """
+UPDATE image_records
+   SET status = 'ready', size_bytes = $2, width = $3, height = $4, sha256 = $5,
+       detected_format = $6, failure_reason = NULL, updated_at = now()
+ WHERE id = $1 AND status = 'processing'"""
+
+_CLAIM_UNREFERENCED = """
+UPDATE image_blobs b SET collecting_since = now(), updated_at = now()
+  FROM (SELECT sha256 FROM image_blobs
+         WHERE reference_count = 0 AND updated_at <= now() - make_interval(secs => $1)
+         ORDER BY updated_at LIMIT $2
+           FOR UPDATE SKIP LOCKED) due
+ WHERE b.sha256 = due.sha256
+RETURNING b.sha256, b.collecting_since,
+          ARRAY(SELECT object_key FROM image_variants v WHERE v.sha256 = b.sha256) AS keys"""
+
+_FORGET = "DELETE FROM image_blobs WHERE sha256 = $1 AND collecting_since = $2"
+
+
+class PostgresOutcomeWrites:
+    """One transaction's writes, on the connection the unit of work holds."""
+
+    def __init__(self, conn: asyncpg.Connection | PoolConnectionProxy) -> None:
+        self._conn = conn
+
+    @translates_postgres_errors
+    async def lock_processing(self, image_id: str) -> bool:
+        return await self._conn.fetchval(_LOCK_PROCESSING, image_id) is not None
+
+    @translates_postgres_errors
+    async def link_stored_content(self, sha256: str, declared_format: str) -> LinkResult:
+        row = await self._conn.fetchrow(_LINK_STORED, sha256, declared_format)
+        if row is not None:
+            image = VerifiedImage(
+                sha256, declared_format, row["width"], row["height"], row["size_bytes"]
+            )
+            return LinkResult(linked=True, image=image)
+        known = await self._conn.fetchval(_FORMAT_OF, sha256)
+        mismatch = known if known is not None and known != declared_format else None
+        return LinkResult(linked=False, mismatch=mismatch)
+
+    @translates_postgres_errors
+    async def reserve_content(self, image: VerifiedImage, variants: Sequence[VariantInfo]) -> bool:
+        reserved = await self._conn.fetchval(
+            _RESERVE, image.sha256, image.format, image.width, image.height, image.size_bytes
+        )
+        if reserved is None:
+            return False
+        if variants:
+            await self._conn.executemany(
+                _INSERT_VARIANT,
+                [
+                    (
+                        image.sha256,
+                        v.name,
+                        v.format,
+                        v.content_type,
+                        v.width,
+                        v.height,
+                        v.size_bytes,
+                        v.key,
+                    )
+                    for v in variants
+                ],
+            )
+        return True
+
+    @translates_postgres_errors
+    async def reference_content(self, sha256: str) -> bool:
+        return await self._conn.fetchval(_REFERENCE, sha256) is not None
+
+    @translates_postgres_errors
+    async def mark_ready(self, image_id: str, image: VerifiedImage) -> None:
+        await self._conn.execute(
+            _MARK_READY,
+            image_id,
+            image.size_bytes,
+            image.width,
+            image.height,
+            image.sha256,
+            image.format,
+        )
+
+
+class PostgresOutcomes:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[PostgresOutcomeWrites]:
+        with postgres_errors():
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield PostgresOutcomeWrites(conn)
+
+    @translates_postgres_errors
+    async def mark_failed(
+        self, image_id: str, reason: str, *, size_bytes: int | None = None
+    ) -> bool:
+        result = await self._pool.execute(
+            """UPDATE image_records
+                  SET status = 'failed', failure_reason = $2, size_bytes = COALESCE($3, size_bytes),
+                      updated_at = now()
+                WHERE id = $1 AND status = 'processing'""",
+            image_id,
+            reason,
+            size_bytes,
+        )
+        return bool(result == "UPDATE 1")
+
+    @translates_postgres_errors
+    async def release_claim(self, image_id: str) -> None:
+        await self._pool.execute(
+            "UPDATE image_records SET status = 'pending', updated_at = now()"
+            " WHERE id = $1 AND status = 'processing'",
+            image_id,
+        )
+
+
+class PostgresContentStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @translates_postgres_errors
+    async def claim_unreferenced(
+        self, *, grace_seconds: float, limit: int
+    ) -> list[UnreferencedContent]:
+        rows = await self._pool.fetch(_CLAIM_UNREFERENCED, grace_seconds, limit)
+        return [
+            UnreferencedContent(
+                sha256,
+                claimed_at,
+                (*keys, original_key(GLOBAL_SCOPE, sha256)),
+            )
+            for sha256, claimed_at, keys in rows
+        ]
+
+    @translates_postgres_errors
+    async def forget(self, content: UnreferencedContent) -> bool:
+        result = await self._pool.execute(_FORGET, content.sha256, content.claimed_at)
+        return bool(result == "DELETE 1")

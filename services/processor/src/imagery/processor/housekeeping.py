@@ -1,0 +1,85 @@
+"""The processor's periodic work beside the consumer: sweeps (content deletion, unfinished
+uploads, the deletion feed) every interval, and the dead-letter queue's depth as a gauge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from imagery.common.errors import ImageryError
+from imagery.processor.ports import QueueDepth
+
+log = logging.getLogger(__name__)
+
+Sweep = tuple[str, Callable[[], Awaitable[object]]]  # (what it sweeps, one pass)
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        sweeps: Sequence[Sweep],
+        dead_letters: QueueDepth,
+        *,
+        interval_seconds: float,
+        depth_interval_seconds: float = 30,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._sweeps = tuple(sweeps)
+        self._dead_letters = dead_letters
+        self._interval = interval_seconds
+        self._depth_interval = depth_interval_seconds
+        self._sleep = sleep
+        self.dlq_depth = 0
+        metrics.get_meter(__name__).create_observable_gauge(
+            "imagery.processor.dlq.depth",
+            callbacks=[self._observe_depth],
+            description="Messages waiting in the dead-letter queue",
+        )
+
+    def _observe_depth(self, _: CallbackOptions) -> list[Observation]:
+        return [Observation(self.dlq_depth)]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set: a sweep pass every interval (the first after one interval) and
+        the dead-letter depth every `depth_interval_seconds`."""
+        await asyncio.gather(
+            self._every(self._interval, self.sweep_once, stop, first_now=False),
+            self._every(self._depth_interval, self.read_dlq_depth, stop, first_now=True),
+        )
+
+    async def sweep_once(self) -> None:
+        for name, sweep in self._sweeps:
+            try:
+                await sweep()
+            except Exception as exc:  # noqa: BLE001 - a failed sweep is retried next interval
+                log.warning(f"sweep of {name} failed", extra={"error": str(exc)})
+
+    async def read_dlq_depth(self) -> None:
+        try:
+            self.dlq_depth = await self._dead_letters.approximate_depth()
+        except ImageryError as exc:
+            log.warning("cannot read the dead-letter queue depth", extra={"error": str(exc)})
+
+    async def _every(
+        self,
+        seconds: float,
+        work: Callable[[], Awaitable[None]],
+        stop: asyncio.Event,
+        *,
+        first_now: bool,
+    ) -> None:
+        if first_now:
+            await work()
+        while not stop.is_set():
+            pause = asyncio.ensure_future(self._sleep(seconds))
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({pause, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            pause.cancel()
+            stopping.cancel()
+            if stop.is_set():
+                return
+            await work()
