@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,6 +199,31 @@ async def test_a_poison_message_reaches_the_dead_letter_queue(
     assert record["status"] == "pending", "left for an operator to redrive"
 
 
+async def _until_a_job_is_running(pipeline: Pipeline, ids: list[str], within: float = 30) -> None:
+    """Until the processor has claimed one of `ids`: a job is in flight."""
+    deadline = time.monotonic() + within
+    while not any(r["status"] == "processing" for r in (await pipeline.records(ids)).values()):
+        assert time.monotonic() < deadline, f"no job started within {within} s"
+        await asyncio.sleep(0.02)
+
+
+async def _take_the_event_of(pipeline: Pipeline, image_id: str, within: float = 10) -> None:
+    """Receive and delete the upload event that names `image_id`, as if SQS had lost it."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        received = pipeline.sqs.receive_message(
+            QueueUrl=pipeline.aws.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", [])
+        for message in received:
+            pipeline.sqs.delete_message(
+                QueueUrl=pipeline.aws.queue_url, ReceiptHandle=message["ReceiptHandle"]
+            )
+            if image_id in message["Body"]:
+                assert pipeline.queue_counts() == (0, 0), "no other copy of the event is left"
+                return
+    raise AssertionError(f"the upload event of {image_id} never arrived")
+
+
 async def test_sigkill_mid_job_then_restart_ends_every_upload_once(
     database_url: str, aws_server: AwsServer, tmp_path: Path
 ) -> None:
@@ -209,13 +235,12 @@ async def test_sigkill_mid_job_then_restart_ends_every_upload_once(
         await pipeline.submit(images.jpeg(1600, 1200, quality=95), "image/jpeg") for _ in range(8)
     ]
     ids += [await pipeline.submit(images.html(), "image/jpeg") for _ in range(2)]
-    for _ in range(100):
-        if '"upload processed"' in first.log_path.read_text():
-            break
-        await asyncio.sleep(0.05)
+    await _until_a_job_is_running(pipeline, ids)
     assert first.proc is not None
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait(10)
+    claimed = [i for i, r in (await pipeline.records(ids)).items() if r["status"] == "processing"]
+    assert claimed, "the process died with a job in flight (its claim is still held)"
     second = pipeline.processor(**fast_recovery)
     try:
         records = await pipeline.wait_terminal(ids, within=90)
@@ -234,18 +259,13 @@ async def test_sigterm_with_jobs_in_flight_loses_none(pipeline: Pipeline) -> Non
     ids = [
         await pipeline.submit(images.jpeg(2000, 1500, quality=95), "image/jpeg") for _ in range(6)
     ]
-    for _ in range(100):
-        if "upload processed" in first.log_path.read_text() or (
-            (await pipeline.records(ids))
-            and any(r["status"] == "processing" for r in (await pipeline.records(ids)).values())
-        ):
-            break
-        await asyncio.sleep(0.05)
+    await _until_a_job_is_running(pipeline, ids)
     assert first.proc is not None
     first.proc.send_signal(signal.SIGTERM)
     assert first.proc.wait(30) == 0
     log = first.log_path.read_text()
     assert "processor stopped" in log
+    assert "released unfinished jobs" in log, "SIGTERM landed with a job in flight"
     statuses = {r["status"] for r in (await pipeline.records(ids)).values()}
     assert "processing" not in statuses, "in-flight work was finished or released"
     second = pipeline.processor()
@@ -313,8 +333,7 @@ async def test_metrics_endpoint_and_logs_that_join_the_trace(pipeline: Pipeline)
 
 async def test_lost_events_and_unused_upload_urls_still_end_terminal(pipeline: Pipeline) -> None:
     lost = await pipeline.submit(images.jpeg(), "image/jpeg")
-    await asyncio.sleep(0.5)
-    pipeline.sqs.purge_queue(QueueUrl=pipeline.aws.queue_url)  # the event is gone
+    await _take_the_event_of(pipeline, lost)  # the event existed, and now it is gone
     conn = await asyncpg.connect(pipeline.dsn)
     try:
         never = "01" + lost[2:25] + ("A" if lost[25] != "A" else "B")

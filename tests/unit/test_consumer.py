@@ -14,6 +14,9 @@ from imagery.processor.consumer import Consumer
 from imagery.processor.ports import QueueMessage
 from imagery.processor.use_cases.process_upload import Outcome, Result
 
+# Virtual loop time: sleeps, timeouts and call_later take no real time.
+pytestmark = pytest.mark.looptime
+
 BUCKET = "bucket"
 IMAGE_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 

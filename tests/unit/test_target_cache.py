@@ -14,6 +14,9 @@ from imagery.delivery.adapters.target_cache import ReadyTargetCache
 from tests.fakes import InMemoryImageRepository
 from tests.unit.test_delivery_use_cases import _image
 
+# Virtual loop time: sleeps, timeouts and call_later take no real time.
+pytestmark = pytest.mark.looptime
+
 FORMATS = ("webp",)
 
 
