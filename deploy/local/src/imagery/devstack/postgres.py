@@ -45,6 +45,15 @@ def _run_as() -> str | None:
     return _SYSTEM_USER
 
 
+def _let_others_traverse(path: Path) -> None:
+    """Give every directory above `path` search permission for others (o+x, never read), so
+    the server's own user reaches the bundled binaries wherever the checkout lives."""
+    for directory in path.parents:
+        mode = directory.stat().st_mode
+        if not mode & 0o001:
+            directory.chmod(mode | 0o001)
+
+
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path, port: int, *, durable: bool = True) -> None:
         self.data_dir = data_dir.resolve()
@@ -70,6 +79,7 @@ class EmbeddedPostgres:
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._user is not None:
+            _let_others_traverse(self._bin)  # a checkout in a mode-700 directory, e.g. mktemp -d
             shutil.chown(self.data_dir, self._user)
             self.data_dir.parent.chmod(self.data_dir.parent.stat().st_mode | 0o011)
         self.data_dir.chmod(0o700)
