@@ -159,6 +159,10 @@ class InMemoryImageRepository:
         if record.status is ImageStatus.PENDING or (
             record.status is ImageStatus.PROCESSING and stale
         ):
+            if record.status is ImageStatus.PROCESSING:  # its processor died with the job
+                self.records[image_id] = dataclasses.replace(
+                    record, attempts=max(0, record.attempts - 1)
+                )
             await self.update_status(image_id, ImageStatus.PROCESSING)
             return self.records[image_id]
         return None
@@ -334,6 +338,13 @@ class FakeOutcomes:
         await self.images.update_status(
             image_id, ImageStatus.PENDING, only_from={ImageStatus.PROCESSING}
         )
+
+    async def start_attempt(self, image_id: str) -> int | None:
+        record = self.images.records.get(image_id)
+        if record is None or record.status is not ImageStatus.PROCESSING:
+            return None
+        self.images.records[image_id] = dataclasses.replace(record, attempts=record.attempts + 1)
+        return record.attempts + 1
 
 
 class FakeContentStore:

@@ -75,6 +75,20 @@ def truncated_jpeg() -> bytes:
     return data[: len(data) // 2]
 
 
+def jpeg_with_malformed_exif() -> bytes:
+    """A small JPEG whose EXIF says "rotate" (Orientation 6) and stores ResolutionUnit, a SHORT
+    tag, as a LONG of 70000: Pillow's EXIF transpose fails on it with `struct.error`."""
+    ifd = (
+        struct.pack(">H", 2)
+        + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
+        + struct.pack(">HHII", 0x0128, 4, 1, 70000)
+        + struct.pack(">I", 0)
+    )
+    app1 = b"Exif\x00\x00" + b"MM\x00*" + struct.pack(">I", 8) + ifd
+    body = jpeg(8, 8)
+    return body[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + body[2:]
+
+
 def _chunk(kind: bytes, payload: bytes) -> bytes:
     return (
         struct.pack(">I", len(payload))

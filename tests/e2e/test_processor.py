@@ -78,6 +78,7 @@ async def test_hostile_inputs_each_fail_with_their_reason_and_leave_nothing(
         await pipeline.submit(b"", "image/png"): "EMPTY",
         await pipeline.submit(b"\xff\xd8\xff" + b"\0" * (10 * MIB), "image/jpeg"): "TOO_LARGE",
         await pipeline.submit(images.png(), "image/jpeg"): "CONTENT_TYPE_MISMATCH",
+        await pipeline.submit(images.jpeg_with_malformed_exif(), "image/jpeg"): "UNPROCESSABLE",
     }
     good = await pipeline.submit(images.jpeg(), "image/jpeg")
     records = await pipeline.wait_terminal([*cases, good])

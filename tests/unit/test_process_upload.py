@@ -96,7 +96,6 @@ async def test_an_upload_replaced_after_it_was_read_never_becomes_the_original(
     ("body", "reason"),
     [
         (b"", "EMPTY"),
-        (None, "MISSING"),
         (b"x" * (MAX + 1), "TOO_LARGE"),
         (images.html(), "UNSUPPORTED_FORMAT"),
         (images.png(), "CONTENT_TYPE_MISMATCH"),
@@ -112,6 +111,17 @@ async def test_bad_uploads_fail_with_their_reason_and_the_object_goes(
     assert world.status(image_id) == (ImageStatus.FAILED, reason)
     assert upload_key(GLOBAL_SCOPE, image_id) not in world.objects.objects
     assert world.outcomes.references == {}
+
+
+async def test_an_event_before_the_upload_leaves_the_record_waiting_for_it(world: World) -> None:
+    image_id = await world.upload(None)
+    result = await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
+    assert result.outcome is Outcome.DROPPED and result.outcome.done
+    assert world.status(image_id) == (ImageStatus.PENDING, None), "the real PUT still counts"
+    world.objects.objects[upload_key(GLOBAL_SCOPE, image_id)] = (images.jpeg(), "image/jpeg")
+    assert (await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))).outcome is (
+        Outcome.READY
+    )
 
 
 async def test_an_oversized_upload_is_never_downloaded_whole(world: World) -> None:
@@ -227,3 +237,34 @@ async def test_a_claim_that_could_not_be_given_back_is_retaken_at_once(world: Wo
     world.objects.fail_reads = None
     result = await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
     assert result.outcome is Outcome.READY, "no waiting for the 300 s stale-claim timeout"
+
+
+async def test_a_file_whose_jobs_never_end_it_fails_after_the_last_attempt(
+    world: World,
+) -> None:
+    image_id = await world.upload(images.jpeg())
+    key = upload_key(GLOBAL_SCOPE, image_id)
+
+    async def infrastructure_trouble(*_: object, **__: object) -> None:
+        raise DependencyUnavailable("S3 PutObject failed (SlowDown): retry shortly.")
+
+    world.objects.put = infrastructure_trouble  # type: ignore[method-assign]
+    for _ in range(5):
+        with pytest.raises(DependencyUnavailable):
+            await world.process(image_id, key)
+        assert world.status(image_id) == (ImageStatus.PENDING, None), "retried"
+    result = await world.process(image_id, key)
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "RETRIES_EXHAUSTED")
+    assert world.images.records[image_id].attempts == 6
+
+
+async def test_a_job_lost_with_its_processor_does_not_count_against_the_file(
+    world: World,
+) -> None:
+    image_id = await world.upload(images.jpeg())
+    await world.images.claim_for_processing(image_id, stale_after_seconds=300)
+    await world.outcomes.start_attempt(image_id)  # the job started, then its processor died
+    world.images.clock.advance(301)
+    result = await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
+    assert result.outcome is Outcome.READY
+    assert world.images.records[image_id].attempts == 1, "only the attempt that finished"

@@ -9,7 +9,7 @@ from PIL import Image, ImageCms, PngImagePlugin
 
 from imagery.common.presets import DEFAULT_PRESETS, Preset
 from imagery.processor.adapters.render import verify_and_render
-from imagery.processor.imaging import Limits, Processed, RenderSpec
+from imagery.processor.imaging import Limits, Processed, Rejected, RenderSpec
 from tests import images
 
 SPEC = RenderSpec()
@@ -183,3 +183,11 @@ def test_the_forkserver_warm_up_exercises_every_decoder_encoder_and_colour_path(
     assert {v.format for p in made for v in p.variants} == {"webp", "jpeg", "png", "avif"}
     assert _open(warmup.samples()[0][0]).info.get("icc_profile"), "the colour-managed path"
     assert warmup.warm_up(spec) == sum(len(p.variants) for p in made)
+
+
+def test_whatever_a_decoder_raises_on_the_bytes_is_the_files_fault() -> None:
+    data = images.jpeg_with_malformed_exif()
+    with pytest.raises(Rejected) as caught:
+        verify_and_render(data, "image/jpeg", Limits(), RenderSpec())
+    assert caught.value.reason == "UNPROCESSABLE"
+    assert caught.value.detail.startswith("error:"), "struct.error, named in the detail"

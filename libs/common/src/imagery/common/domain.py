@@ -64,6 +64,7 @@ class ImageRecord:
     updated_at: datetime | None = None
     variants: tuple[VariantInfo, ...] = field(default=())
     trace_context: str | None = None  # W3C traceparent of the call that created the record
+    attempts: int = 0  # jobs started for it (a job lost with its processor does not count)
 
 
 @dataclass(frozen=True, slots=True)

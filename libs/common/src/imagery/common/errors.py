@@ -156,15 +156,18 @@ class ImageAlreadyExists(ImageryError):
 # too, so clients get constants for them; they are never raised as call errors.
 FAILURE_REASONS: tuple[str, ...] = (
     "TOO_LARGE",
-    "MISSING",
     "EMPTY",
     "UNSUPPORTED_FORMAT",
     "CONTENT_TYPE_MISMATCH",
     "CORRUPT",
     "DIMENSIONS_EXCEEDED",
+    "UNPROCESSABLE",
     "MEMORY_LIMIT",
     "CPU_LIMIT",
     "PROCESSING_TIMEOUT",
     "PROCESSING_CRASHED",
     "NOT_UPLOADED",
+    "RETRIES_EXHAUSTED",
 )
+# ErrorReason values no longer recorded; kept in the enum, which never loses a value.
+RETIRED_REASONS: tuple[str, ...] = ("MISSING",)

@@ -55,7 +55,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     The upload holds more bytes than the maximum upload size.
     """
     ERROR_REASON_MISSING: _ErrorReason.ValueType  # 21
-    """The upload object was not there when the processor looked."""
+    """No longer recorded: an event for an upload whose object is not there yet is dropped, and
+    the upload stays pending until its PUT arrives or its URL expires (NOT_UPLOADED).
+    """
     ERROR_REASON_EMPTY: _ErrorReason.ValueType  # 22
     """The upload holds no bytes."""
     ERROR_REASON_UNSUPPORTED_FORMAT: _ErrorReason.ValueType  # 23
@@ -76,6 +78,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The decoding process crashed."""
     ERROR_REASON_NOT_UPLOADED: _ErrorReason.ValueType  # 31
     """No bytes were uploaded before the upload URL expired."""
+    ERROR_REASON_UNPROCESSABLE: _ErrorReason.ValueType  # 32
+    """The decoder or encoder failed on the bytes in a way no other reason names."""
+    ERROR_REASON_RETRIES_EXHAUSTED: _ErrorReason.ValueType  # 33
+    """Jobs for the upload kept failing for reasons no other value names, PROCESSOR_MAX_ATTEMPTS
+    times.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed, or why an image ended FAILED.
@@ -120,7 +128,9 @@ ERROR_REASON_TOO_LARGE: ErrorReason.ValueType  # 20
 The upload holds more bytes than the maximum upload size.
 """
 ERROR_REASON_MISSING: ErrorReason.ValueType  # 21
-"""The upload object was not there when the processor looked."""
+"""No longer recorded: an event for an upload whose object is not there yet is dropped, and
+the upload stays pending until its PUT arrives or its URL expires (NOT_UPLOADED).
+"""
 ERROR_REASON_EMPTY: ErrorReason.ValueType  # 22
 """The upload holds no bytes."""
 ERROR_REASON_UNSUPPORTED_FORMAT: ErrorReason.ValueType  # 23
@@ -141,4 +151,10 @@ ERROR_REASON_PROCESSING_CRASHED: ErrorReason.ValueType  # 30
 """The decoding process crashed."""
 ERROR_REASON_NOT_UPLOADED: ErrorReason.ValueType  # 31
 """No bytes were uploaded before the upload URL expired."""
+ERROR_REASON_UNPROCESSABLE: ErrorReason.ValueType  # 32
+"""The decoder or encoder failed on the bytes in a way no other reason names."""
+ERROR_REASON_RETRIES_EXHAUSTED: ErrorReason.ValueType  # 33
+"""Jobs for the upload kept failing for reasons no other value names, PROCESSOR_MAX_ATTEMPTS
+times.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -76,6 +76,7 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
         limits=settings.limits,
         max_upload_bytes=settings.base.max_upload_bytes,
         claim_stale_seconds=settings.claim_stale_seconds,
+        max_attempts=settings.max_attempts,
         spec=settings.render,
     )
     consumer = Consumer(

@@ -24,6 +24,7 @@ class ProcessorSettings:
     limits: Limits
     job_limits: JobLimits
     claim_stale_seconds: int
+    max_attempts: int
     shutdown_grace_seconds: float
     retry_base_seconds: int
     gc_interval_seconds: int
@@ -65,6 +66,7 @@ def _build(env: Env, base: Settings) -> ProcessorSettings:
             wall_seconds=float(job_wall),
         ),
         claim_stale_seconds=env.integer("PROCESSOR_CLAIM_STALE_SECONDS", 300, minimum=job_wall + 1),
+        max_attempts=env.integer("PROCESSOR_MAX_ATTEMPTS", 5, minimum=1),
         shutdown_grace_seconds=float(
             env.integer("PROCESSOR_SHUTDOWN_GRACE_SECONDS", 25, minimum=0)
         ),

@@ -185,6 +185,11 @@ class Outcomes(Protocol):
         """`processing` -> `pending` (shutdown, transient trouble)."""
         ...
 
+    async def start_attempt(self, image_id: str) -> int | None:
+        """Count a job started for the record; the attempts so far, or None when the record
+        is no longer `processing`."""
+        ...
+
 
 class ContentStore(Protocol):
     """Content whose last reference went: claimed for collection after a grace period."""

@@ -20,7 +20,7 @@ from imagery.common.errors import ImageAlreadyExists
 
 _RECORD_COLUMNS = """r.id, r.status, r.content_type, r.file_name, r.object_key, r.size_bytes,
               r.width, r.height, r.sha256, r.detected_format, r.failure_reason,
-              r.created_at, r.updated_at, r.trace_context"""
+              r.created_at, r.updated_at, r.trace_context, r.attempts"""
 _VARIANTS = """(SELECT jsonb_agg(jsonb_build_object(
                    'name', v.name, 'format', v.format, 'content_type', v.content_type,
                    'width', v.width, 'height', v.height, 'size_bytes', v.size_bytes,
@@ -148,7 +148,9 @@ class PostgresImageRepository:
         row = await self._pool.fetchrow(
             f"""WITH claimed AS (
                     UPDATE image_records
-                       SET status = 'processing', updated_at = now()
+                       SET status = 'processing', updated_at = now(),
+                           attempts = CASE WHEN status = 'processing'
+                                           THEN GREATEST(attempts - 1, 0) ELSE attempts END
                      WHERE id = $1
                        AND (status = 'pending'
                             OR (status = 'processing'
@@ -182,6 +184,7 @@ def record_from_row(row: asyncpg.Record) -> ImageRecord:
         updated_at=row["updated_at"],
         variants=_variants(row["variants"]),
         trace_context=row["trace_context"],
+        attempts=row["attempts"],
     )
 
 

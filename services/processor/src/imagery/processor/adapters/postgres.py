@@ -155,6 +155,15 @@ class PostgresOutcomes:
         return bool(result == "UPDATE 1")
 
     @translates_postgres_errors
+    async def start_attempt(self, image_id: str) -> int | None:
+        attempts: int | None = await self._pool.fetchval(
+            "UPDATE image_records SET attempts = attempts + 1, updated_at = now()"
+            " WHERE id = $1 AND status = 'processing' RETURNING attempts",
+            image_id,
+        )
+        return attempts
+
+    @translates_postgres_errors
     async def release_claim(self, image_id: str) -> None:
         await self._pool.execute(
             "UPDATE image_records SET status = 'pending', updated_at = now()"

@@ -16,7 +16,7 @@ from PIL import Image, ImageCms, ImageOps
 from imagery.common.formats import content_type_of
 from imagery.common.presets import Preset
 from imagery.processor.adapters.verify import verify_then
-from imagery.processor.imaging import Limits, Processed, Rendered, RenderSpec
+from imagery.processor.imaging import Limits, Processed, Rejected, Rendered, RenderSpec
 
 _SRGB = ImageCms.createProfile("sRGB")
 
@@ -24,13 +24,20 @@ _SRGB = ImageCms.createProfile("sRGB")
 def verify_and_render(
     data: bytes, content_type: str, limits: Limits, spec: RenderSpec
 ) -> Processed:
-    verified, variants = verify_then(
-        data,
-        content_type,
-        limits,
-        lambda image, _: render(image, spec),
-        lambda size: _draft_size(size, spec),
-    )
+    """The whole job. Anything the bytes make a decoder or encoder raise is the file's fault:
+    it ends as `Rejected`, never as an error that would be retried."""
+    try:
+        verified, variants = verify_then(
+            data,
+            content_type,
+            limits,
+            lambda image, _: render(image, spec),
+            lambda size: _draft_size(size, spec),
+        )
+    except (Rejected, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - decoders raise whatever the bytes lead them to
+        raise Rejected("UNPROCESSABLE", f"{type(exc).__name__}: {exc}"[:200]) from None
     return Processed(verified, tuple(variants or ()))
 
 

@@ -1,10 +1,11 @@
 """One upload, from S3 event to terminal state. No SQS here (the consumer owns messages).
 
 Every path ends in exactly one of: READY, FAILED (both committed, upload object deleted),
-DUPLICATE (already terminal: only cleanup), UNKNOWN (no record: object deleted), or BUSY
-(another worker holds a fresh claim, or the same content is being collected: the message
-must come back later). Anything raised (transient S3/DB trouble, shutdown) gives the claim
-back first.
+DUPLICATE (already terminal: only cleanup), UNKNOWN (no record: object deleted), DROPPED (no
+object yet: the record stays pending for the client's PUT, or for the sweep to end it
+NOT_UPLOADED), or BUSY (another worker holds a fresh claim, or the same content is being
+collected: the message must come back later). Anything raised (transient S3/DB trouble,
+shutdown) gives the claim back first.
 
 New content is written in three steps, none holding a transaction across S3: reserve the
 content's row (collection keeps off it), write the objects, then one unit of work references
@@ -55,6 +56,7 @@ class Outcome(enum.Enum):
     FAILED = "failed"
     DUPLICATE = "duplicate"
     UNKNOWN = "unknown"
+    DROPPED = "dropped"
     BUSY = "busy"
 
     @property
@@ -142,8 +144,10 @@ class UploadProcessor:
         limits: Limits,
         max_upload_bytes: int,
         claim_stale_seconds: float,
+        max_attempts: int = 5,
         spec: RenderSpec | None = None,
     ) -> None:
+        self._max_attempts = max_attempts
         self._spec = spec or RenderSpec()
         self._images = images
         self._outcomes = outcomes
@@ -206,13 +210,19 @@ class UploadProcessor:
                 data = await self._objects.get(key, max_bytes=self._max_upload_bytes)
         except ObjectTooLarge as too_large:
             return await self._fail(record, key, "TOO_LARGE", stage, size=too_large.size)
-        if data is None:
-            return await self._fail(record, key, "MISSING", stage)
+        if data is None:  # an early or forged event: the real PUT may still come
+            await self._outcomes.release_claim(record.id)
+            return Result(Outcome.DROPPED, None, stage.ms)
         if not data:
             return await self._fail(record, key, "EMPTY", stage, size=0)
         linked = await self._link_known_content(record, key, data, stage)
         if linked is not None:
             return linked
+        attempt = await self._outcomes.start_attempt(record.id)
+        if attempt is None:
+            raise _NotProcessing
+        if attempt > self._max_attempts:  # it failed for reasons nobody recognised, every time
+            return await self._fail(record, key, "RETRIES_EXHAUSTED", stage, size=len(data))
         try:
             with stage("verify"):
                 job = await self._jobs.verify_and_render(
