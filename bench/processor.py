@@ -24,7 +24,7 @@ from imagery.devstack.pipeline import Pipeline
 
 COUNT = int(os.environ.get("BENCH_UPLOADS", "16"))
 MB = 1024 * 1024
-STAGES = ("download", "hash", "verify", "reserve", "store", "commit", "cleanup")
+STAGES = ("download", "hash", "check", "verify", "reserve", "store", "commit", "cleanup")
 
 
 def photo_image(width: int, height: int, noise: float) -> Image.Image:

@@ -339,6 +339,12 @@ class FakeOutcomes:
             image_id, ImageStatus.PENDING, only_from={ImageStatus.PROCESSING}
         )
 
+    async def stored_keys(self, sha256: str) -> tuple[str, ...] | None:
+        blob = self.images.blobs.get(sha256)
+        if blob is None or not blob.stored or blob.collecting_since is not None:
+            return None
+        return (*(v.key for v in blob.variants), original_key(GLOBAL_SCOPE, sha256))
+
     async def start_attempt(self, image_id: str) -> int | None:
         record = self.images.records.get(image_id)
         if record is None or record.status is not ImageStatus.PROCESSING:

@@ -238,3 +238,16 @@ async def test_a_collector_that_died_is_taken_over(world: World) -> None:
     assert taken.sha256 == dead.sha256
     assert not await world.content.forget(dead), "the dead collector's claim is void"
     assert await world.content.forget(taken)
+
+
+async def test_stored_keys_name_every_object_of_stored_content_only(world: World) -> None:
+    async with world.outcomes.unit_of_work() as uow:
+        assert await uow.reserve_content(IMAGE, (SMALL,))
+    assert await world.outcomes.stored_keys(SHA) is None, "reserved, not stored yet"
+    first = await world.claimed()
+    assert await world.store_new(first, (SMALL,))
+    keys = await world.outcomes.stored_keys(SHA)
+    assert keys is not None and set(keys) == {SMALL.key, original_key(GLOBAL_SCOPE, SHA)}
+    await world.images.delete(first)
+    await world.content.claim_unreferenced(grace_seconds=0, limit=10)
+    assert await world.outcomes.stored_keys(SHA) is None, "being collected"

@@ -185,6 +185,11 @@ class Outcomes(Protocol):
         """`processing` -> `pending` (shutdown, transient trouble)."""
         ...
 
+    async def stored_keys(self, sha256: str) -> tuple[str, ...] | None:
+        """Every object key of content that is stored and not being collected (original and
+        variants), or None when there is no such content."""
+        ...
+
     async def start_attempt(self, image_id: str) -> int | None:
         """Count a job started for the record; the attempts so far, or None when the record
         is no longer `processing`."""

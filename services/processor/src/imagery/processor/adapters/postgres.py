@@ -23,6 +23,11 @@ RETURNING width, height, size_bytes"""
 
 _FORMAT_OF = "SELECT format FROM image_blobs WHERE sha256 = $1"
 
+_STORED_KEYS = """
+SELECT ARRAY(SELECT object_key FROM image_variants v WHERE v.sha256 = b.sha256) AS keys
+  FROM image_blobs b
+ WHERE b.sha256 = $1 AND b.stored_at IS NOT NULL AND b.collecting_since IS NULL"""
+
 # A conflicting row is refreshed (its grace starts again) unless a collector holds it; waits
 # on a concurrent reservation of the same content, so both converge on one row.
 _RESERVE = """
@@ -153,6 +158,13 @@ class PostgresOutcomes:
             size_bytes,
         )
         return bool(result == "UPDATE 1")
+
+    @translates_postgres_errors
+    async def stored_keys(self, sha256: str) -> tuple[str, ...] | None:
+        row = await self._pool.fetchrow(_STORED_KEYS, sha256)
+        if row is None:
+            return None
+        return (*row["keys"], original_key(GLOBAL_SCOPE, sha256))
 
     @translates_postgres_errors
     async def start_attempt(self, image_id: str) -> int | None:

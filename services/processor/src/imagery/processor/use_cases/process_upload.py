@@ -261,10 +261,22 @@ class UploadProcessor:
     async def _link_known_content(
         self, record: ImageRecord, key: str, data: bytes, stage: _Stages
     ) -> Result | None:
-        """Known content: link to it, nothing re-verified, re-rendered or re-stored."""
+        """Known content whose objects are all there: link to it, nothing re-verified,
+        re-rendered or re-stored. Known content with objects missing (a lifecycle rule, a hand
+        deletion, a local S3 that started empty) is not linked: processing these bytes as new
+        content writes its objects again."""
         with stage("hash"):
             sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         declared = ALLOWED_CONTENT_TYPES.get(record.content_type, "")
+        with stage("check"):
+            keys = await self._outcomes.stored_keys(sha256)
+            found = await asyncio.gather(*(self._objects.head(k) for k in keys or ()))
+        if keys and not all(found):
+            log.warning(
+                "known content has lost objects: rebuilding them from this upload",
+                extra={"sha256": sha256, "missing": sum(1 for f in found if f is None)},
+            )
+            return None
         with stage("commit"):
             async with self._outcomes.unit_of_work() as uow:
                 if not await uow.lock_processing(record.id):
