@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import delivery, processor, upload, variants
+from bench import delivery, processor, refusal, upload, variants
 
 BENCHMARKS = {
     "upload": upload.main,
     "delivery": delivery.main,
     "processor": processor.main,
     "variants": variants.main,
+    "refusal": refusal.main,
 }
 
 

@@ -7,7 +7,7 @@ import os
 import struct
 import zlib
 
-from PIL import Image
+from PIL import GifImagePlugin, Image
 
 
 def jpeg(
@@ -87,6 +87,21 @@ def jpeg_with_malformed_exif() -> bytes:
     app1 = b"Exif\x00\x00" + b"MM\x00*" + struct.pack(">I", 8) + ifd
     body = jpeg(8, 8)
     return body[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + body[2:]
+
+
+def sparse_gif(frames: int = 26, canvas: tuple[int, int] = (4000, 4000), step: int = 150) -> bytes:
+    """A large logical screen with 1x1 frames placed across it, written by Pillow's GIF encoder
+    one frame at a time: a tiny file whose every frame decodes onto the whole canvas."""
+    screen = Image.new("P", canvas)
+    screen.putpalette([0, 0, 0, 255, 255, 255])
+    header, _ = GifImagePlugin.getheader(screen, info={"loop": 0, "duration": 10})
+    placed = []
+    for i in range(frames):
+        dot = Image.new("P", (1, 1), i % 2)
+        dot.putpalette([0, 0, 0, 255, 255, 255])
+        offset = ((i * step) % canvas[0], (i * step) % canvas[1])
+        placed.append(b"".join(GifImagePlugin.getdata(dot, offset=offset, duration=10)))
+    return b"".join(header) + b"".join(placed) + b";"
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:

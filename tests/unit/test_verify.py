@@ -139,3 +139,18 @@ def test_event_parsing() -> None:
     ):
         parsed = parse_message(body, BUCKET)
         assert parsed.uploads == [] and not parsed.test_event and parsed.ignored, body
+
+
+def test_an_animation_over_budget_is_refused_before_pillow_opens_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from imagery.processor.adapters import verify as module
+
+    def no_decoding(*_: object, **__: object) -> None:
+        raise AssertionError("Pillow opened the file")
+
+    monkeypatch.setattr(module.Image, "open", no_decoding)
+    with pytest.raises(Rejected) as caught:
+        verify(images.sparse_gif(), "image/gif", Limits())
+    assert caught.value.reason == "DIMENSIONS_EXCEEDED"
+    assert "26 frames of 4000x4000" in caught.value.detail

@@ -18,6 +18,7 @@ from typing import TypeVar
 from PIL import Image, ImageFile, ImageSequence, UnidentifiedImageError
 
 from imagery.common.formats import ALLOWED_CONTENT_TYPES, FORMATS
+from imagery.processor.adapters.containers import ContainerError, animation_budget
 from imagery.processor.imaging import Limits, Rejected, Verified
 
 T = TypeVar("T")
@@ -73,6 +74,7 @@ def verify_then(
         raise Rejected(
             "CONTENT_TYPE_MISMATCH", f"declared {declared_content_type}, the bytes are {detected}"
         )
+    _check_container(data, detected, limits)
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     Image.MAX_IMAGE_PIXELS = limits.max_pixels
     with warnings.catch_warnings():
@@ -97,8 +99,29 @@ def verify_then(
             raise Rejected("CORRUPT", f"{type(exc).__name__}: {exc}") from None
 
 
+def _check_container(data: bytes, fmt: str, limits: Limits) -> None:
+    """The frame budget from the container structure alone, before Pillow decodes a frame
+    (an animation's frames would otherwise be decoded just to be counted). When the structure
+    gives no answer, Pillow's header checks decide."""
+    try:
+        budget = animation_budget(data, fmt, max_frames=limits.max_frames)
+    except ContainerError:
+        return
+    if budget is not None:
+        frames, width, height = budget
+        _check_size(width, height, limits)
+        _check_frames(width, height, frames, limits)
+
+
 def _check_header(image: Image.Image, limits: Limits) -> int:
     width, height = image.size
+    _check_size(width, height, limits)
+    frames = _count_frames(image, limits.max_frames)
+    _check_frames(width, height, frames, limits)
+    return frames
+
+
+def _check_size(width: int, height: int, limits: Limits) -> None:
     if width <= 0 or height <= 0:
         raise Rejected("CORRUPT", f"{width}x{height} is not a picture")
     if max(width, height) > limits.max_side:
@@ -109,14 +132,15 @@ def _check_header(image: Image.Image, limits: Limits) -> int:
         raise Rejected(
             "DIMENSIONS_EXCEEDED", f"{width}x{height} exceeds {limits.max_pixels} pixels"
         )
-    frames = _count_frames(image, limits.max_frames)
+
+
+def _check_frames(width: int, height: int, frames: int, limits: Limits) -> None:
     if frames > limits.max_frames:
         raise Rejected("DIMENSIONS_EXCEEDED", f"more than {limits.max_frames} frames")
     if width * height * frames > limits.max_total_pixels:
         raise Rejected(
             "DIMENSIONS_EXCEEDED", f"{frames} frames of {width}x{height} is too many pixels"
         )
-    return frames
 
 
 def _count_frames(image: Image.Image, limit: int) -> int:
