@@ -62,6 +62,7 @@ class InMemoryImageRepository:
         self.queries = 0
         self.blobs: dict[str, FakeBlob] = {}  # the content table, shared with FakeOutcomes
         self.deletion_log: list[str] = []  # the feed; a position in it plays the xid
+        self.swept: dict[str, datetime] = {}  # when the sweep last took a record
 
     async def save(self, record: ImageRecord) -> None:
         if record.id in self.records:
@@ -140,14 +141,23 @@ class InMemoryImageRepository:
         )
         return True
 
-    async def find_unfinished(self, *, idle_seconds: float, limit: int = 100) -> list[ImageRecord]:
+    async def claim_unfinished(
+        self, *, idle_seconds: float, lease_seconds: float, limit: int = 100
+    ) -> list[ImageRecord]:
         cutoff = self.clock() - timedelta(seconds=idle_seconds)
+        lease = self.clock() - timedelta(seconds=lease_seconds)
         unfinished = [
             r
             for r in self.records.values()
-            if not r.status.terminal and r.updated_at is not None and r.updated_at <= cutoff
+            if not r.status.terminal
+            and r.updated_at is not None
+            and r.updated_at <= cutoff
+            and self.swept.get(r.id, lease) <= lease
         ]
-        return sorted(unfinished, key=lambda r: r.updated_at or cutoff)[:limit]
+        due = sorted(unfinished, key=lambda r: r.updated_at or cutoff)[:limit]
+        for record in due:
+            self.swept[record.id] = self.clock()
+        return due
 
     async def claim_for_processing(
         self, image_id: str, *, stale_after_seconds: float

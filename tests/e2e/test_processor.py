@@ -159,45 +159,49 @@ async def _submit_while_down(pipeline: Pipeline, admin: str) -> str:
     return image_id
 
 
-async def test_a_poison_message_reaches_the_dead_letter_queue(
+async def test_an_outage_spends_no_receives_and_loses_nothing(
     database_url: str, aws_server: AwsServer, tmp_path: Path, postgres_server: object
 ) -> None:
     aws = aws_server.new_resources(max_receive_count=2, visibility_timeout=2)
     pipeline = Pipeline(database_url, aws, tmp_path)
     admin = postgres_server.admin_dsn  # type: ignore[attr-defined]
-    image_id = await pipeline.submit(images.jpeg(), "image/jpeg")
-    await asyncio.sleep(0.5)
-    pipeline.sqs.purge_queue(QueueUrl=aws.queue_url)
     process = pipeline.processor()
-    await allow_connections(database_url, admin, False)
-    pipeline.sqs.send_message(
-        QueueUrl=aws.queue_url,
-        MessageBody=json.dumps(
-            {
-                "Records": [
-                    {
-                        "eventName": "ObjectCreated:Put",
-                        "s3": {
-                            "bucket": {"name": aws.bucket},
-                            "object": {"key": f"uploads/{image_id}"},
-                        },
-                    }
-                ]
-            }
-        ),
-    )
+    during = await pipeline.create_pending("image/jpeg")
     try:
-        for _ in range(150):
-            if pipeline.queue_counts(aws.dlq_url)[0] == 1:
-                break
-            await asyncio.sleep(0.2)
-        assert pipeline.queue_counts(aws.dlq_url)[0] == 1, "poison message moved to the DLQ"
-        assert pipeline.queue_counts() == (0, 0)
+        await allow_connections(database_url, admin, False)
+        try:
+            await pipeline.put_upload(during, images.jpeg(), "image/jpeg")
+            deadline = time.monotonic() + 30
+            while "receiving paused" not in process.log_path.read_text():
+                assert time.monotonic() < deadline, "the processor never met the outage"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(6)  # three visibility timeouts: enough to dead-letter it twice
+            assert pipeline.queue_counts(aws.dlq_url)[0] == 0, "nothing dead-lettered"
+        finally:
+            await allow_connections(database_url, admin, True)
+        records = await pipeline.wait_terminal([during], within=90)
+        assert records[during]["status"] == "ready", "processed once the database was back"
+        assert "receiving resumed" in process.log_path.read_text()
+        await pipeline.wait_queue_empty(within=30)
+        assert pipeline.queue_counts(aws.dlq_url) == (0, 0)
+        await pipeline.assert_invariants()
     finally:
         process.stop()
-        await allow_connections(database_url, admin, True)
-    (record,) = (await pipeline.records([image_id])).values()
-    assert record["status"] == "pending", "left for an operator to redrive"
+
+
+async def test_dead_letters_go_back_to_the_queue_and_end_terminal(pipeline: Pipeline) -> None:
+    image_id = await pipeline.submit(images.jpeg(), "image/jpeg")
+    body = await _take_the_event_of(pipeline, image_id)
+    pipeline.sqs.send_message(QueueUrl=pipeline.aws.dlq_url, MessageBody=body)
+    process = pipeline.processor(PROCESSOR_GC_INTERVAL_SECONDS="1")
+    try:
+        records = await pipeline.wait_terminal([image_id], within=60)
+        assert records[image_id]["status"] == "ready"
+        assert "dead letters sent back to the queue" in process.log_path.read_text()
+        assert pipeline.queue_counts(pipeline.aws.dlq_url) == (0, 0)
+        await pipeline.assert_invariants()
+    finally:
+        process.stop()
 
 
 async def _until_a_job_is_running(pipeline: Pipeline, ids: list[str], within: float = 30) -> None:
@@ -208,8 +212,9 @@ async def _until_a_job_is_running(pipeline: Pipeline, ids: list[str], within: fl
         await asyncio.sleep(0.02)
 
 
-async def _take_the_event_of(pipeline: Pipeline, image_id: str, within: float = 10) -> None:
-    """Receive and delete the upload event that names `image_id`, as if SQS had lost it."""
+async def _take_the_event_of(pipeline: Pipeline, image_id: str, within: float = 10) -> str:
+    """Receive and delete the upload event that names `image_id`, as if SQS had lost it;
+    returns its body."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         received = pipeline.sqs.receive_message(
@@ -221,7 +226,7 @@ async def _take_the_event_of(pipeline: Pipeline, image_id: str, within: float = 
             )
             if image_id in message["Body"]:
                 assert pipeline.queue_counts() == (0, 0), "no other copy of the event is left"
-                return
+                return str(message["Body"])
     raise AssertionError(f"the upload event of {image_id} never arrived")
 
 

@@ -144,7 +144,7 @@ async def test_ready_records_carry_their_blobs_variants(
     assert (none.status, none.key, none.content_type) == (ImageStatus.READY, None, None)
 
 
-async def test_find_unfinished_lists_idle_pending_and_processing_records(
+async def test_claim_unfinished_takes_idle_pending_and_processing_records_once(
     repo: ImageRepository,
 ) -> None:
     waiting, working, done = _pending(), _pending(), _pending()
@@ -152,10 +152,39 @@ async def test_find_unfinished_lists_idle_pending_and_processing_records(
         await repo.save(record)
     await repo.claim_for_processing(working.id, stale_after_seconds=600)
     await repo.update_status(done.id, ImageStatus.READY, size_bytes=1)
-    assert {r.id for r in await repo.find_unfinished(idle_seconds=3600)} == set()
+    assert {
+        r.id for r in await repo.claim_unfinished(idle_seconds=3600, lease_seconds=0.01)
+    } == set()
     if isinstance(repo, InMemoryImageRepository):
         repo.clock.advance(1)
     else:
         await asyncio.sleep(0.05)
-    assert {r.id for r in await repo.find_unfinished(idle_seconds=0.01)} == {waiting.id, working.id}
-    assert len(await repo.find_unfinished(idle_seconds=0.01, limit=1)) == 1
+    first = await repo.claim_unfinished(idle_seconds=0.01, lease_seconds=0.01, limit=1)
+    second = await repo.claim_unfinished(idle_seconds=0.01, lease_seconds=0.01)
+    assert len(first) == 1, "at most the limit"
+    assert {r.id for r in [*first, *second]} == {waiting.id, working.id}, "each taken once"
+    assert await repo.claim_unfinished(idle_seconds=0.01, lease_seconds=3600) == [], (
+        "swept within the lease: not due again"
+    )
+    if isinstance(repo, InMemoryImageRepository):
+        repo.clock.advance(1)
+    else:
+        await asyncio.sleep(0.05)
+    assert len(await repo.claim_unfinished(idle_seconds=0.01, lease_seconds=0.01)) == 2, (
+        "due again after the idle"
+    )
+
+
+async def test_concurrent_sweeps_never_take_the_same_record(repo: ImageRepository) -> None:
+    records = [_pending() for _ in range(30)]
+    for record in records:
+        await repo.save(record)
+    if isinstance(repo, InMemoryImageRepository):
+        repo.clock.advance(1)
+    else:
+        await asyncio.sleep(0.05)
+    sweeps = await asyncio.gather(
+        *(repo.claim_unfinished(idle_seconds=0.01, lease_seconds=60, limit=10) for _ in range(4))
+    )
+    taken = [r.id for sweep in sweeps for r in sweep]
+    assert len(taken) == len(set(taken)) == 30

@@ -145,3 +145,53 @@ async def test_stopping_releases_what_the_grace_period_cannot_finish() -> None:
     assert queue.visibility[-1] == ("rh-" + _event()[:10], 0), (
         "visible again at once for another worker"
     )
+
+
+class FlakyProbe:
+    def __init__(self, failures: int) -> None:
+        self.failures, self.calls = failures, 0
+
+    async def check(self) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise DependencyUnavailable("Postgres is down")
+
+
+async def test_an_outage_pauses_receiving_until_the_dependencies_answer() -> None:
+    first, second = _message(_event()), _message(_event("01ARZ3NDEKTSV4RRFFQ69G5FAW"))
+    queue = FakeQueue([first, second])
+    probe = FlakyProbe(failures=2)
+    calls: list[str] = []
+
+    async def process(image_id: str, key: str) -> Result:
+        calls.append(image_id)
+        if len(calls) == 1:
+            raise DependencyUnavailable("Postgres is down")
+        return Result(Outcome.READY)
+
+    consumer = Consumer(
+        queue,
+        process,
+        bucket=BUCKET,
+        concurrency=1,
+        visibility_timeout=60,
+        wait_seconds=0,
+        probe=probe,
+    )
+    receives_while_paused = 0
+    receive = queue.receive
+
+    async def watched_receive(**kwargs: Any) -> list[QueueMessage]:
+        nonlocal receives_while_paused
+        receives_while_paused += not consumer.receiving
+        return await receive(**kwargs)
+
+    queue.receive = watched_receive  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(60, stop.set)
+    await consumer.run(stop, grace_seconds=1)
+    assert receives_while_paused == 0, "nothing received while a dependency was down"
+    assert probe.calls == 3, "probed until it answered"
+    assert calls == [IMAGE_ID, "01ARZ3NDEKTSV4RRFFQ69G5FAW"], "then consumed again"
+    assert queue.deleted == [second.receipt_handle]
+    assert queue.visibility[0] == (first.receipt_handle, 5), "the failed one comes back later"

@@ -35,6 +35,7 @@ class World:
             process,
             abandoned_after_seconds=EXPIRY_GRACE,
             claim_stale_seconds=300,
+            lease_seconds=10,  # one sweeper: due again soon after a pass
             clock=self.images.clock,
         )
 

@@ -59,7 +59,7 @@ def provision(
     region: str = "us-east-1",
     bucket: str = "imagery-local",
     queue: str = "imagery-uploads",
-    max_receive_count: int = 5,
+    max_receive_count: int = 50,
     visibility_timeout: int = 60,
 ) -> AwsResources:
     session = boto3.session.Session(

@@ -104,7 +104,7 @@ class AwsServer:
         return cls(f"http://127.0.0.1:{port}", start_moto(port))
 
     def new_resources(
-        self, *, max_receive_count: int = 5, visibility_timeout: int = 60
+        self, *, max_receive_count: int = 50, visibility_timeout: int = 60
     ) -> AwsResources:
         suffix = uuid.uuid4().hex[:10]
         return provision(

@@ -70,6 +70,12 @@ class Pipeline:
 
     async def submit(self, body: bytes, content_type: str = "image/jpeg") -> str:
         """What a client does after CreateUploadUrl: the pending record exists, the bytes arrive."""
+        image_id = await self.create_pending(content_type)
+        await self.put_upload(image_id, body, content_type)
+        return image_id
+
+    async def create_pending(self, content_type: str = "image/jpeg") -> str:
+        """The record CreateUploadUrl makes, before any bytes."""
         image_id = new_image_id()
         conn = await asyncpg.connect(self.dsn)
         try:
@@ -82,6 +88,10 @@ class Pipeline:
             )
         finally:
             await conn.close()
+        return image_id
+
+    async def put_upload(self, image_id: str, body: bytes, content_type: str) -> None:
+        """The client's presigned PUT: the bytes land in uploads/ and S3 raises the event."""
         await asyncio.to_thread(
             self.s3.put_object,
             Bucket=self.aws.bucket,
@@ -89,7 +99,6 @@ class Pipeline:
             Body=body,
             ContentType=content_type,
         )
-        return image_id
 
     async def records(self, ids: list[str]) -> dict[str, asyncpg.Record]:
         conn = await asyncpg.connect(self.dsn)

@@ -33,8 +33,12 @@ class ImageRepository(Protocol):
         """Set the status (and optionally size / failure reason); `only_from` makes it
         conditional. Returns whether a row changed. Always moves `updated_at`."""
 
-    async def find_unfinished(self, *, idle_seconds: float, limit: int = 100) -> list[ImageRecord]:
-        """Records still pending or processing, untouched for `idle_seconds`, oldest first."""
+    async def claim_unfinished(
+        self, *, idle_seconds: float, lease_seconds: float, limit: int = 100
+    ) -> list[ImageRecord]:
+        """Up to `limit` records still pending or processing, untouched for `idle_seconds` and
+        not swept in the last `lease_seconds`, oldest first; each is marked swept, so a
+        concurrent sweep (another pod's) takes other rows."""
 
     async def claim_for_processing(
         self, image_id: str, *, stale_after_seconds: float

@@ -15,6 +15,7 @@ from imagery.common.grpc.server import GrpcServer
 from imagery.common.runner import stop_on_signals
 from imagery.processor.adapters.isolation import IsolatedRunner
 from imagery.processor.adapters.postgres import PostgresContentStore, PostgresOutcomes
+from imagery.processor.adapters.probe import PostgresAndS3Probe
 from imagery.processor.adapters.s3 import S3ObjectStore
 from imagery.processor.adapters.sqs import SqsMessageQueue
 from imagery.processor.config import ProcessorSettings
@@ -23,6 +24,7 @@ from imagery.processor.housekeeping import Housekeeping
 from imagery.processor.use_cases.collect_content import ContentCollector
 from imagery.processor.use_cases.finish_unfinished import Reaper
 from imagery.processor.use_cases.process_upload import UploadProcessor
+from imagery.processor.use_cases.redrive_dead_letters import RedriveDeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
     queue = SqsMessageQueue(sqs, settings.queue_url)
     store = S3ObjectStore(s3, settings.base.aws.bucket)
     images = PostgresImageRepository(pool)
+    probe = PostgresAndS3Probe(pool, s3, settings.base.aws.bucket)
     process = UploadProcessor(
         images,
         PostgresOutcomes(pool),
@@ -86,6 +89,7 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
         concurrency=settings.concurrency,
         visibility_timeout=await queue.visibility_timeout(),
         retry_base_seconds=settings.retry_base_seconds,
+        probe=probe,
     )
     collector = ContentCollector(
         PostgresContentStore(pool), store, grace_seconds=settings.content_grace_seconds
@@ -96,8 +100,11 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
         process,
         abandoned_after_seconds=settings.abandoned_after_seconds,
         claim_stale_seconds=settings.claim_stale_seconds,
+        parallel=settings.job_slots,
+        lease_seconds=settings.gc_interval_seconds,
     )
     deletions = PostgresDeletionFeed(pool)
+    dead_letters = SqsMessageQueue(sqs, settings.dlq_url)
 
     async def prune_deletion_feed() -> int:
         return await deletions.prune(DELETION_FEED_RETENTION_SECONDS)
@@ -107,8 +114,9 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
             ("unreferenced content", collector.sweep),
             ("unfinished uploads", reaper.sweep),
             ("deletion feed", prune_deletion_feed),
+            ("dead letters", RedriveDeadLetters(dead_letters, queue, probe)),
         ],
-        SqsMessageQueue(sqs, settings.dlq_url),
+        dead_letters,
         interval_seconds=settings.gc_interval_seconds,
     )
     return ProcessorApp(consumer, housekeeping, GrpcServer([], grace_seconds=1), settings)

@@ -1,6 +1,10 @@
 """The SQS consumer: long-poll, bounded concurrency, delete only after the outcome is
 committed, visibility kept alive for long jobs, backoff for transient trouble, and a
-graceful stop that finishes or releases what is in flight."""
+graceful stop that finishes or releases what is in flight.
+
+While Postgres or S3 is unavailable it receives nothing: the first job that meets the outage
+pauses receiving, and a probe with growing pauses resumes it once both answer, so no message
+spends its receives (and reaches the dead-letter queue) on an outage."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from imagery.common.errors import DependencyUnavailable, ImageryError
 from imagery.processor.events import parse_message
-from imagery.processor.ports import MessageQueue, QueueMessage
+from imagery.processor.ports import DependencyProbe, MessageQueue, QueueMessage
 from imagery.processor.use_cases.process_upload import ProcessUpload
 
 log = logging.getLogger(__name__)
@@ -40,11 +44,18 @@ class Consumer:
         visibility_timeout: int,
         retry_base_seconds: int = 5,
         wait_seconds: int = 20,
+        probe: DependencyProbe | None = None,
+        probe_max_seconds: float = 30,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
+        self._probe = probe
+        self._probe_max = probe_max_seconds
+        self._available = asyncio.Event()
+        self._available.set()
+        self._probing: asyncio.Task[None] | None = None
         self._queue = queue
         self._process = process
         self._bucket = bucket
@@ -66,6 +77,7 @@ class Consumer:
         try:
             while not stop.is_set():
                 await self._wait_for_free_slot(stopping)
+                await self._wait_until_available(stopping)
                 if stop.is_set():
                     break
                 receiving = asyncio.create_task(
@@ -93,7 +105,44 @@ class Consumer:
                     task.add_done_callback(self._tasks.discard)
         finally:
             stopping.cancel()
+            if self._probing is not None:
+                self._probing.cancel()
             await self._drain(grace_seconds)
+
+    @property
+    def receiving(self) -> bool:
+        """False while an outage has paused receiving."""
+        return self._available.is_set()
+
+    async def _wait_until_available(self, stopping: asyncio.Task[bool]) -> None:
+        if self._available.is_set():
+            return
+        available = asyncio.ensure_future(self._available.wait())
+        await asyncio.wait({available, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        available.cancel()
+
+    def _outage(self, exc: Exception) -> None:
+        """Pause receiving until the probe finds Postgres and S3 answering again."""
+        if self._probe is None or not self._available.is_set():
+            return
+        log.warning("a dependency is unavailable: receiving paused", extra={"error": str(exc)})
+        self._available.clear()
+        self._probing = asyncio.create_task(self._probe_until_available())
+
+    async def _probe_until_available(self) -> None:
+        assert self._probe is not None
+        pause = 1.0
+        while True:
+            await self._sleep(pause)
+            try:
+                await self._probe.check()
+            except DependencyUnavailable as exc:
+                pause = min(self._probe_max, pause * 2)
+                log.info("still unavailable", extra={"error": str(exc), "next_probe_s": pause})
+                continue
+            log.info("dependencies answer again: receiving resumed")
+            self._available.set()
+            return
 
     def _free(self) -> int:
         return max(1, min(10, self._concurrency - len(self._tasks)))
@@ -154,6 +203,8 @@ class Consumer:
                     },
                 )
                 await self._set_visibility(message, delay)
+                if transient:
+                    self._outage(exc)
             finally:
                 keeper.cancel()
 

@@ -75,6 +75,30 @@ class QueueDepth(Protocol):
     async def approximate_depth(self) -> int: ...
 
 
+class DeadLetters(Protocol):
+    """The dead-letter queue, as far as moving its messages back is concerned."""
+
+    async def receive(
+        self, *, max_messages: int = 10, wait_seconds: int = 20
+    ) -> list[QueueMessage]: ...
+
+    async def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]: ...
+
+    async def approximate_depth(self) -> int: ...
+
+
+class MessageSender(Protocol):
+    async def send(self, bodies: Sequence[str]) -> None:
+        """Send the bodies as new messages; raises when any was not accepted."""
+        ...
+
+
+class DependencyProbe(Protocol):
+    async def check(self) -> None:
+        """Return when Postgres and S3 answer; raise DependencyUnavailable while one does not."""
+        ...
+
+
 # --- image jobs --------------------------------------------------------------------------
 
 
@@ -103,8 +127,8 @@ class Images(Protocol):
         self, image_id: str, *, stale_after_seconds: float
     ) -> ImageRecord | None: ...
 
-    async def find_unfinished(
-        self, *, idle_seconds: float, limit: int = 100
+    async def claim_unfinished(
+        self, *, idle_seconds: float, lease_seconds: float, limit: int = 100
     ) -> list[ImageRecord]: ...
 
     async def update_status(

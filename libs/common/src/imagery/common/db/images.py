@@ -130,14 +130,25 @@ class PostgresImageRepository:
         return bool(result.endswith(" 1"))
 
     @translates_postgres_errors
-    async def find_unfinished(self, *, idle_seconds: float, limit: int = 100) -> list[ImageRecord]:
-        """Records still pending or processing and untouched for `idle_seconds`, oldest first."""
+    async def claim_unfinished(
+        self, *, idle_seconds: float, lease_seconds: float, limit: int = 100
+    ) -> list[ImageRecord]:
         rows = await self._pool.fetch(
-            f"""{_SELECT} WHERE r.status IN ('pending', 'processing')
-                  AND r.updated_at <= now() - make_interval(secs => $1)
-                ORDER BY r.updated_at LIMIT $2""",
+            f"""WITH due AS (
+                    UPDATE image_records r SET swept_at = now()
+                      FROM (SELECT id FROM image_records
+                             WHERE status IN ('pending', 'processing')
+                               AND updated_at <= now() - make_interval(secs => $1)
+                               AND (swept_at IS NULL
+                                    OR swept_at <= now() - make_interval(secs => $3))
+                             ORDER BY updated_at LIMIT $2
+                               FOR UPDATE SKIP LOCKED) d
+                     WHERE r.id = d.id
+                 RETURNING r.*)
+                SELECT {_COLUMNS} FROM due r ORDER BY r.updated_at""",
             idle_seconds,
             limit,
+            lease_seconds,
         )
         return [record_from_row(row) for row in rows]
 

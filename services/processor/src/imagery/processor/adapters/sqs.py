@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from imagery.common.aws.clients import aws_unavailable
+from imagery.common.errors import DependencyUnavailable
 from imagery.processor.ports import QueueMessage
 
 if TYPE_CHECKING:
@@ -57,6 +58,19 @@ class SqsMessageQueue:
                 )
             failed.extend(batch[int(entry["Id"])] for entry in resp.get("Failed", []))
         return failed
+
+    async def send(self, bodies: Sequence[str]) -> None:
+        for start in range(0, len(bodies), SQS_BATCH_LIMIT):
+            batch = bodies[start : start + SQS_BATCH_LIMIT]
+            with aws_unavailable("SQS SendMessageBatch"):
+                resp = await self._client.send_message_batch(
+                    QueueUrl=self._queue_url,
+                    Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(batch)],
+                )
+            if resp.get("Failed"):
+                raise DependencyUnavailable(
+                    f"SQS SendMessageBatch refused {len(resp['Failed'])} message(s): retry shortly."
+                )
 
     async def change_visibility(self, message: QueueMessage, timeout_seconds: int) -> None:
         with aws_unavailable("SQS ChangeMessageVisibility"):

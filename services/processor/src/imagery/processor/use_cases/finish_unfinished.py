@@ -1,9 +1,12 @@
 """Uploads the queue never finished: an event that was lost or parked in the dead-letter
 queue, a claim nobody gave back, or an upload URL that was never used. Run periodically; it
-goes through the same claimed path as the consumer, so it can never double-count."""
+goes through the same claimed path as the consumer, so it can never double-count. Each pass
+claims the rows that are due (other pods' sweeps take other rows), works on up to `parallel`
+of them at once, and one record's trouble never stops the rest of the pass."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,8 +27,12 @@ class Reaper:
         *,
         abandoned_after_seconds: float,
         claim_stale_seconds: float,
+        parallel: int = 1,
+        lease_seconds: float = 60,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._slots = asyncio.Semaphore(max(1, parallel))
+        self._lease = lease_seconds
         self._clock = clock
         self._images = images
         self._objects = objects
@@ -37,13 +44,26 @@ class Reaper:
         """One pass; returns how many records ended how."""
         counts: dict[str, int] = {}
         idle = min(self._abandoned_after, self._stale)
-        for record in await self._images.find_unfinished(idle_seconds=idle, limit=limit):
-            outcome = await self._finish(record)
+        due = await self._images.claim_unfinished(
+            idle_seconds=idle, lease_seconds=self._lease, limit=limit
+        )
+        for outcome in await asyncio.gather(*(self._finish_one(record) for record in due)):
             if outcome is not None:
                 counts[outcome] = counts.get(outcome, 0) + 1
         if counts:
             log.info("finished uploads the queue did not", extra={"outcomes": counts})
         return counts
+
+    async def _finish_one(self, record: ImageRecord) -> str | None:
+        async with self._slots:
+            try:
+                return await self._finish(record)
+            except Exception as exc:  # noqa: BLE001 - the record is due again next pass
+                log.warning(
+                    "could not finish an upload; the next sweep tries again",
+                    extra={"image_id": record.id, "error": f"{type(exc).__name__}: {exc}"},
+                )
+                return "error"
 
     async def _finish(self, record: ImageRecord) -> str | None:
         uploaded = await self._objects.head(record.object_key) is not None
