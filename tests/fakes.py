@@ -9,6 +9,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -53,6 +54,7 @@ class FakeBlob:
     references: int = 0
     stored: bool = False
     collecting_since: datetime | None = None
+    reservation: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class InMemoryImageRepository:
@@ -75,15 +77,13 @@ class InMemoryImageRepository:
         if record is None:
             return None
         self.deletion_log.append(image_id)
-        unreferenced = False
         blob = self.blobs.get(record.sha256) if record.sha256 is not None else None
         if blob is not None:
+            if blob.references <= 0:
+                raise ValueError("reference_count would go below 0")  # Postgres' CHECK
             blob.references -= 1
             blob.updated_at = self.clock()
-            unreferenced = blob.references == 0
-        return DeletedImage(
-            record.id, record.status, record.object_key, record.sha256, unreferenced
-        )
+        return DeletedImage(record.id, record.status, record.object_key, record.sha256)
 
     async def deletion_horizon(self) -> int:
         return len(self.deletion_log)
@@ -262,26 +262,32 @@ class FakeOutcomeWrites:
             return LinkResult(linked=False)
         if blob.image.format != declared_format:
             return LinkResult(linked=False, mismatch=blob.image.format)
-        if not blob.stored or blob.collecting_since is not None:
+        if blob.collecting_since is not None:
+            return LinkResult(linked=False, collecting=True)
+        if not blob.stored:
             return LinkResult(linked=False)
         self._touch(blob, +1)
         return LinkResult(linked=True, image=blob.image)
 
-    async def reserve_content(self, image: VerifiedImage, variants: Sequence[VariantInfo]) -> bool:
+    async def reserve_content(
+        self, image: VerifiedImage, variants: Sequence[VariantInfo]
+    ) -> str | None:
         blob = self.images.blobs.get(image.sha256)
         if blob is None:
             blob = FakeBlob(image, (), self.images.clock())
             self.images.blobs[image.sha256] = blob
         elif blob.collecting_since is not None:
-            return False
+            return None
         known = {(v.name, v.format) for v in blob.variants}
         blob.variants += tuple(v for v in variants if (v.name, v.format) not in known)
         self._touch(blob, 0)
-        return True
+        return blob.reservation
 
-    async def reference_content(self, sha256: str) -> bool:
+    async def reference_content(self, sha256: str, reservation: str) -> bool:
         blob = self.images.blobs.get(sha256)
         if blob is None or blob.collecting_since is not None:
+            return False
+        if not blob.stored and blob.reservation != reservation:
             return False
         blob.stored = True
         self._touch(blob, +1)
@@ -368,16 +374,25 @@ class FakeContentStore:
         self.images = images
 
     async def claim_unreferenced(
-        self, *, grace_seconds: float, limit: int
+        self,
+        *,
+        grace_seconds: float,
+        reservation_lease_seconds: float,
+        claim_lifetime_seconds: float,
+        limit: int,
     ) -> list[UnreferencedContent]:
         now = self.images.clock()
+
+        def due_now(blob: FakeBlob) -> bool:
+            if blob.references:
+                return False
+            if blob.collecting_since is not None:
+                return blob.collecting_since <= now - timedelta(seconds=claim_lifetime_seconds)
+            wait = grace_seconds if blob.stored else reservation_lease_seconds
+            return blob.updated_at <= now - timedelta(seconds=wait)
+
         due = sorted(
-            (
-                (sha, blob)
-                for sha, blob in self.images.blobs.items()
-                if blob.references == 0
-                and blob.updated_at <= now - timedelta(seconds=grace_seconds)
-            ),
+            ((sha, blob) for sha, blob in self.images.blobs.items() if due_now(blob)),
             key=lambda item: item[1].updated_at,
         )[:limit]
         claimed = []
@@ -386,6 +401,15 @@ class FakeContentStore:
             keys = (*(v.key for v in blob.variants), original_key(GLOBAL_SCOPE, sha))
             claimed.append(UnreferencedContent(sha, now, keys))
         return claimed
+
+    async def still_claimed(self, content: UnreferencedContent, *, within_seconds: float) -> bool:
+        blob = self.images.blobs.get(content.sha256)
+        now = self.images.clock()
+        return (
+            blob is not None
+            and blob.collecting_since == content.claimed_at
+            and content.claimed_at > now - timedelta(seconds=within_seconds)
+        )
 
     async def forget(self, content: UnreferencedContent) -> bool:
         blob = self.images.blobs.get(content.sha256)

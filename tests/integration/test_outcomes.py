@@ -15,7 +15,7 @@ from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
 from imagery.common.ids import new_image_id
 from imagery.common.storage_keys import GLOBAL_SCOPE, original_key, upload_key, variant_key
 from imagery.processor.adapters.postgres import PostgresContentStore, PostgresOutcomes
-from imagery.processor.ports import ContentStore, Outcomes, VerifiedImage
+from imagery.processor.ports import ContentStore, Outcomes, UnreferencedContent, VerifiedImage
 from tests.fakes import FakeContentStore, FakeOutcomes, InMemoryImageRepository
 
 pytestmark = pytest.mark.integration
@@ -53,14 +53,32 @@ class World:
     async def store_new(self, image_id: str, variants: tuple[VariantInfo, ...] = ()) -> bool:
         """The processor's path for new content: reserve, (write objects), reference."""
         async with self.outcomes.unit_of_work() as uow:
-            if not await uow.reserve_content(IMAGE, variants):
-                return False
+            reservation = await uow.reserve_content(IMAGE, variants)
+        if reservation is None:
+            return False
         async with self.outcomes.unit_of_work() as uow:
             assert await uow.lock_processing(image_id)
-            if not await uow.reference_content(IMAGE.sha256):
+            if not await uow.reference_content(IMAGE.sha256, reservation):
                 return False
             await uow.mark_ready(image_id, IMAGE)
         return True
+
+    async def claim(
+        self, *, grace: float = 0, lease: float = 0, lifetime: float = 300
+    ) -> list[UnreferencedContent]:
+        return await self.content.claim_unreferenced(
+            grace_seconds=grace,
+            reservation_lease_seconds=lease,
+            claim_lifetime_seconds=lifetime,
+            limit=10,
+        )
+
+    async def later(self, seconds: float = 0.01) -> None:
+        """Let time pass: the fake's clock, or the real one Postgres' now() follows."""
+        if isinstance(self.images, InMemoryImageRepository):
+            self.images.clock.advance(seconds)
+        else:
+            await asyncio.sleep(seconds)
 
     async def link(self, image_id: str, declared: str = "jpeg") -> bool:
         async with self.outcomes.unit_of_work() as uow:
@@ -182,20 +200,20 @@ async def test_the_last_reference_leaves_a_tombstone_that_a_new_upload_revives(
     first = await world.claimed()
     assert await world.store_new(first)
     deleted = await world.images.delete(first)
-    assert deleted is not None and deleted.unreferenced
+    assert deleted is not None
     assert await world.count() == 0, "a tombstone"
     assert await world.link(await world.claimed()), "revived: the objects are still there"
     assert await world.count() == 1
-    assert await world.content.claim_unreferenced(grace_seconds=0, limit=10) == []
+    assert await world.claim() == []
 
 
 async def test_collection_claims_only_unreferenced_content_past_its_grace(world: World) -> None:
     first = await world.claimed()
     assert await world.store_new(first, (SMALL,))
-    assert await world.content.claim_unreferenced(grace_seconds=0, limit=10) == []
+    assert await world.claim() == []
     await world.images.delete(first)
-    assert await world.content.claim_unreferenced(grace_seconds=3600, limit=10) == []
-    (claimed,) = await world.content.claim_unreferenced(grace_seconds=0, limit=10)
+    assert await world.claim(grace=3600) == []
+    (claimed,) = await world.claim()
     assert claimed.sha256 == SHA
     assert set(claimed.keys) == {SMALL.key, original_key(GLOBAL_SCOPE, SHA)}
 
@@ -204,7 +222,7 @@ async def test_nothing_links_to_or_reserves_content_being_collected(world: World
     first = await world.claimed()
     assert await world.store_new(first)
     await world.images.delete(first)
-    (claimed,) = await world.content.claim_unreferenced(grace_seconds=0, limit=10)
+    (claimed,) = await world.claim()
     newcomer = await world.claimed()
     assert not await world.link(newcomer)
     assert not await world.store_new(newcomer), "must wait until the collection is over"
@@ -218,26 +236,58 @@ async def test_nothing_links_to_or_reserves_content_being_collected(world: World
 async def test_a_reservation_that_lapsed_into_collection_is_not_referenced(world: World) -> None:
     image_id = await world.claimed()
     async with world.outcomes.unit_of_work() as uow:
-        assert await uow.reserve_content(IMAGE, ())
-    (claimed,) = await world.content.claim_unreferenced(grace_seconds=0, limit=10)
+        mine = await uow.reserve_content(IMAGE, ())
+    assert mine is not None
+    (claimed,) = await world.claim()
     async with world.outcomes.unit_of_work() as uow:
         assert await uow.lock_processing(image_id)
-        assert not await uow.reference_content(SHA), "its objects may be gone"
+        assert not await uow.reference_content(SHA, mine), "its objects may be gone"
     assert await world.content.forget(claimed)
+    async with world.outcomes.unit_of_work() as uow:
+        theirs = await uow.reserve_content(IMAGE, ())
+    assert theirs is not None and theirs != mine, "reserved afresh by someone else"
+    async with world.outcomes.unit_of_work() as uow:
+        assert not await uow.reference_content(SHA, mine), "never completes another reservation"
+        assert await uow.reference_content(SHA, theirs)
 
 
-async def test_a_collector_that_died_is_taken_over(world: World) -> None:
+async def test_a_collector_that_died_is_taken_over_after_the_claim_lifetime(
+    world: World,
+) -> None:
     first = await world.claimed()
     assert await world.store_new(first)
     await world.images.delete(first)
-    (dead,) = await world.content.claim_unreferenced(grace_seconds=0, limit=10)
-    await asyncio.sleep(0.01)  # Postgres' now() moves with real time
-    if isinstance(world.images, InMemoryImageRepository):
-        world.images.clock.advance(1)
-    (taken,) = await world.content.claim_unreferenced(grace_seconds=0, limit=10)
+    (dead,) = await world.claim()
+    await world.later()
+    assert await world.claim(lifetime=3600) == [], "a live claim is left alone"
+    assert await world.content.still_claimed(dead, within_seconds=3600)
+    assert not await world.content.still_claimed(dead, within_seconds=0), "too old to act on"
+    (taken,) = await world.claim(lifetime=0)
     assert taken.sha256 == dead.sha256
+    assert not await world.content.still_claimed(dead, within_seconds=3600), "superseded"
     assert not await world.content.forget(dead), "the dead collector's claim is void"
     assert await world.content.forget(taken)
+
+
+async def test_a_reservation_is_collected_after_its_lease_a_tombstone_after_the_grace(
+    world: World,
+) -> None:
+    async with world.outcomes.unit_of_work() as uow:
+        assert await uow.reserve_content(IMAGE, ())
+    await world.later()
+    assert await world.claim(grace=0, lease=3600) == [], "its writer may still be writing"
+    (lapsed,) = await world.claim(grace=3600, lease=0)
+    assert lapsed.sha256 == SHA
+
+
+async def test_linking_reports_content_that_is_being_collected(world: World) -> None:
+    first = await world.claimed()
+    assert await world.store_new(first)
+    await world.images.delete(first)
+    await world.claim()
+    async with world.outcomes.unit_of_work() as uow:
+        result = await uow.link_stored_content(SHA, "jpeg")
+    assert (result.linked, result.collecting) == (False, True)
 
 
 async def test_stored_keys_name_every_object_of_stored_content_only(world: World) -> None:
@@ -249,5 +299,5 @@ async def test_stored_keys_name_every_object_of_stored_content_only(world: World
     keys = await world.outcomes.stored_keys(SHA)
     assert keys is not None and set(keys) == {SMALL.key, original_key(GLOBAL_SCOPE, SHA)}
     await world.images.delete(first)
-    await world.content.claim_unreferenced(grace_seconds=0, limit=10)
+    await world.claim()
     assert await world.outcomes.stored_keys(SHA) is None, "being collected"

@@ -11,8 +11,8 @@ from imagery.common.db.images import PostgresImageRepository
 from imagery.common.domain import ImageRecord, ImageStatus
 from imagery.common.errors import ImageAlreadyExists
 from imagery.common.ids import new_image_id
-from imagery.common.ports import ImageRepository
 from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
+from imagery.upload.ports import ImageRepository
 from tests.fakes import InMemoryImageRepository
 
 pytestmark = pytest.mark.integration

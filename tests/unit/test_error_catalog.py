@@ -1,5 +1,5 @@
 """The error catalog has one source of truth: every reason the code can raise or record is an
-`imagery.v1.ErrorReason` value, has a status, and is documented."""
+`imagery.v1.ErrorReason` value, has a status (call errors), and is documented."""
 
 from __future__ import annotations
 
@@ -31,26 +31,6 @@ def _conditions() -> list[type[errors.ImageryError]]:
     return found
 
 
-def _recorded_failure_reasons() -> set[str]:
-    """String reasons the processor records: `Rejected("X", ...)`, `_fail(record, key, "X")`,
-    `failure_reason="X"` and what `_death_reason` returns."""
-    reasons: set[str] = set()
-    for path in (ROOT / "services/processor/src").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call):
-                name = getattr(node.func, "id", getattr(node.func, "attr", ""))
-                args = {"Rejected": node.args[:1], "_fail": node.args[2:3]}.get(name, [])
-                args += [k.value for k in node.keywords if k.arg == "failure_reason"]
-                reasons |= {str(a.value) for a in args if isinstance(a, ast.Constant)}
-            if isinstance(node, ast.FunctionDef) and node.name == "_death_reason":
-                reasons |= {
-                    str(c.value)
-                    for c in ast.walk(node)
-                    if isinstance(c, ast.Constant) and isinstance(c.value, str)
-                }
-    return reasons
-
-
 def test_every_condition_has_a_reason_in_the_enum_and_a_status() -> None:
     for condition in _conditions():
         assert condition.reason in ENUM, f"{condition.__name__}.reason {condition.reason}"
@@ -63,17 +43,28 @@ def test_each_condition_names_its_own_reason() -> None:
     assert len(reasons) == len(set(reasons))
 
 
-def test_every_failure_reason_the_processor_records_is_in_the_enum() -> None:
-    recorded = _recorded_failure_reasons()
-    assert {"CORRUPT", "MEMORY_LIMIT", "CPU_LIMIT", "NOT_UPLOADED"} <= recorded
-    assert recorded <= set(errors.FAILURE_REASONS)
-    assert set(errors.FAILURE_REASONS) <= ENUM
+def test_every_failure_reason_is_in_the_enum_and_none_is_retired() -> None:
+    recorded = {reason.value for reason in errors.FailureReason}
+    assert recorded <= ENUM
+    assert not recorded & set(errors.RETIRED_REASONS)
 
 
-def test_every_value_is_used_and_nothing_else_is_in_the_enum() -> None:
-    used = {c.reason for c in _conditions()} | set(errors.FAILURE_REASONS)
+def test_every_value_is_used_or_retired() -> None:
+    used = {c.reason for c in _conditions()} | set(errors.FailureReason)
     assert used | set(errors.RETIRED_REASONS) == ENUM
-    assert not used & set(errors.RETIRED_REASONS)
+
+
+def test_the_processor_records_failure_reasons_only_through_the_enum() -> None:
+    """A reason written as a bare string at a raise site would escape the checks above."""
+    for path in (ROOT / "services/processor/src").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            args = {"Rejected": node.args[:1], "_fail": node.args[2:3]}.get(name, [])
+            args += [k.value for k in node.keywords if k.arg == "failure_reason"]
+            bare = [a.value for a in args if isinstance(a, ast.Constant)]
+            assert bare == [], f"{path.name}: {bare} as a string; use FailureReason"
 
 
 def test_every_value_is_documented_in_the_proto_and_the_readme() -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from imagery.common.domain import ImageRecord, ImageStatus
@@ -9,7 +11,13 @@ from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
 from imagery.processor.imaging import Limits
 from imagery.processor.use_cases.process_upload import Outcome, UploadProcessor
 from tests import images
-from tests.fakes import FakeObjects, FakeOutcomes, InlineJobs, InMemoryImageRepository
+from tests.fakes import (
+    FakeContentStore,
+    FakeObjects,
+    FakeOutcomes,
+    InlineJobs,
+    InMemoryImageRepository,
+)
 
 MAX = 10_000
 
@@ -283,3 +291,36 @@ async def test_a_job_lost_with_its_processor_does_not_count_against_the_file(
     result = await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
     assert result.outcome is Outcome.READY
     assert world.images.records[image_id].attempts == 1, "only the attempt that finished"
+
+
+async def test_content_being_collected_makes_the_upload_wait_without_a_job(world: World) -> None:
+    body = images.jpeg(32, 32)
+    first, second = await world.upload(body), await world.upload(body)
+    await world.process(first, upload_key(GLOBAL_SCOPE, first))
+    await world.images.delete(first)
+    await FakeContentStore(world.images).claim_unreferenced(
+        grace_seconds=0, reservation_lease_seconds=0, claim_lifetime_seconds=300, limit=10
+    )
+    world.work.calls = 0
+    result = await world.process(second, upload_key(GLOBAL_SCOPE, second))
+    assert result.outcome is Outcome.BUSY
+    assert world.work.calls == 0, "nothing verified or rendered while it cannot be stored"
+    assert world.status(second) == (ImageStatus.PENDING, None), "claim given back"
+
+
+async def test_a_reservation_that_lapsed_while_writing_makes_the_upload_wait(
+    world: World,
+) -> None:
+    image_id = await world.upload(images.jpeg(32, 32))
+    put = world.objects.put
+
+    async def collected_meanwhile(key: str, body: bytes, **kwargs: Any) -> None:
+        await put(key, body, **kwargs)
+        for blob in world.images.blobs.values():
+            blob.collecting_since = world.images.clock()
+
+    world.objects.put = collected_meanwhile  # type: ignore[method-assign]
+    result = await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
+    assert result.outcome is Outcome.BUSY
+    assert world.status(image_id) == (ImageStatus.PENDING, None)
+    assert world.outcomes.references == {next(iter(world.images.blobs)): 0}, "never referenced"

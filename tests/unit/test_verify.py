@@ -144,12 +144,12 @@ def test_event_parsing() -> None:
 def test_an_animation_over_budget_is_refused_before_pillow_opens_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from imagery.processor.adapters import verify as module
+    from PIL import Image
 
     def no_decoding(*_: object, **__: object) -> None:
         raise AssertionError("Pillow opened the file")
 
-    monkeypatch.setattr(module.Image, "open", no_decoding)
+    monkeypatch.setattr(Image, "open", no_decoding)
     with pytest.raises(Rejected) as caught:
         verify(images.sparse_gif(), "image/gif", Limits())
     assert caught.value.reason == "DIMENSIONS_EXCEEDED"

@@ -7,11 +7,13 @@ should not, and a second start after a crash stops the leftover postmaster first
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 _SYSTEM_USER = "imagerypg"  # postgres refuses to run as root
@@ -45,13 +47,27 @@ def _run_as() -> str | None:
     return _SYSTEM_USER
 
 
-def _let_others_traverse(path: Path) -> None:
-    """Give every directory above `path` search permission for others (o+x, never read), so
-    the server's own user reaches the bundled binaries wherever the checkout lives."""
-    for directory in path.parents:
-        mode = directory.stat().st_mode
-        if not mode & 0o001:
-            directory.chmod(mode | 0o001)
+def _reachable_bin_dir(user: str | None) -> Path:
+    """The binaries, where `user` can run them. Run as root, the server runs as its own user,
+    which may not reach a checkout in a private directory (mktemp -d, /root): the bundled
+    installation, with the libraries its RPATH names (`../../../pgserver.libs`), is then
+    copied once per pgserver version to a world-readable directory."""
+    bundled = _bin_dir()
+    if user is None:
+        return bundled
+    package = bundled.parents[1]  # .../site-packages/pgserver
+    version = importlib.metadata.version("pgserver")
+    shared = Path(tempfile.gettempdir()) / f"imagery-pgserver-{version}"
+    if not (shared / "pgserver" / "pginstall" / "bin" / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix="imagery-pgserver-", dir=shared.parent))
+        shutil.copytree(package / "pginstall", staging / "pgserver" / "pginstall", symlinks=True)
+        shutil.copytree(package.parent / "pgserver.libs", staging / "pgserver.libs")
+        staging.chmod(0o755)
+        try:
+            staging.rename(shared)
+        except OSError:  # another process put it there first
+            shutil.rmtree(staging, ignore_errors=True)
+    return shared / "pgserver" / "pginstall" / "bin"
 
 
 class EmbeddedPostgres:
@@ -60,8 +76,8 @@ class EmbeddedPostgres:
         self.port = port
         self.durable = durable
         self.log_file = self.data_dir / "postgres.log"
-        self._bin = _bin_dir()
         self._user = _run_as()
+        self._bin = _reachable_bin_dir(self._user)
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -79,7 +95,6 @@ class EmbeddedPostgres:
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._user is not None:
-            _let_others_traverse(self._bin)  # a checkout in a mode-700 directory, e.g. mktemp -d
             shutil.chown(self.data_dir, self._user)
             self.data_dir.parent.chmod(self.data_dir.parent.stat().st_mode | 0o011)
         self.data_dir.chmod(0o700)

@@ -75,4 +75,3 @@ class DeletedImage:
     status: ImageStatus
     object_key: str
     sha256: str | None
-    unreferenced: bool  # the record was the blob's last reference

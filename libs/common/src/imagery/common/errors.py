@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import ClassVar
 
 
@@ -152,22 +153,24 @@ class ImageAlreadyExists(ImageryError):
     reason = "IMAGE_ALREADY_EXISTS"
 
 
-# Why a processed upload ended FAILED (`Image.failure_reason`). They are ErrorReason values
-# too, so clients get constants for them; they are never raised as call errors.
-FAILURE_REASONS: tuple[str, ...] = (
-    "TOO_LARGE",
-    "EMPTY",
-    "UNSUPPORTED_FORMAT",
-    "CONTENT_TYPE_MISMATCH",
-    "CORRUPT",
-    "DIMENSIONS_EXCEEDED",
-    "UNPROCESSABLE",
-    "MEMORY_LIMIT",
-    "CPU_LIMIT",
-    "PROCESSING_TIMEOUT",
-    "PROCESSING_CRASHED",
-    "NOT_UPLOADED",
-    "RETRIES_EXHAUSTED",
-)
+class FailureReason(StrEnum):
+    """Why a processed upload ended FAILED (`Image.failure_reason`). These are ErrorReason
+    values too, so clients get constants for them; they are never raised as call errors."""
+
+    TOO_LARGE = "TOO_LARGE"
+    EMPTY = "EMPTY"
+    UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"
+    CONTENT_TYPE_MISMATCH = "CONTENT_TYPE_MISMATCH"
+    CORRUPT = "CORRUPT"
+    DIMENSIONS_EXCEEDED = "DIMENSIONS_EXCEEDED"
+    UNPROCESSABLE = "UNPROCESSABLE"
+    MEMORY_LIMIT = "MEMORY_LIMIT"
+    CPU_LIMIT = "CPU_LIMIT"
+    PROCESSING_TIMEOUT = "PROCESSING_TIMEOUT"
+    PROCESSING_CRASHED = "PROCESSING_CRASHED"
+    NOT_UPLOADED = "NOT_UPLOADED"
+    RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
+
+
 # ErrorReason values no longer recorded; kept in the enum, which never loses a value.
 RETIRED_REASONS: tuple[str, ...] = ("MISSING",)

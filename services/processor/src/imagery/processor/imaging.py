@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imagery.common.errors import FailureReason
 from imagery.common.presets import DEFAULT_PRESETS, Preset
 
 
@@ -57,7 +58,9 @@ class Rejected(Exception):
     limit (memory, CPU, time) or crashed the job process. `reason` becomes the record's
     failure_reason; `peak_rss_bytes` is the job process's, when it reported one."""
 
-    def __init__(self, reason: str, detail: str, *, peak_rss_bytes: int | None = None) -> None:
+    def __init__(
+        self, reason: FailureReason, detail: str, *, peak_rss_bytes: int | None = None
+    ) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail

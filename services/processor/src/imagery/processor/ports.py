@@ -155,6 +155,7 @@ class LinkResult:
     linked: bool
     image: VerifiedImage | None = None
     mismatch: str | None = None  # the known content's real format, when it differs
+    collecting: bool = False  # the content is being deleted right now: try again later
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,15 +183,20 @@ class OutcomeWrites(Protocol):
         content, or when it is of another format (`mismatch`; nothing changed)."""
         ...
 
-    async def reserve_content(self, image: VerifiedImage, variants: Sequence[VariantInfo]) -> bool:
+    async def reserve_content(
+        self, image: VerifiedImage, variants: Sequence[VariantInfo]
+    ) -> str | None:
         """Before its objects are written: make the content's row exist (unreferenced, so a
-        failed write is collected like any other) and hold off collection for the grace
-        period. False when the content is being collected right now: try later."""
+        write that never completes is collected like any other) and hold off collection.
+        Returns the reservation to reference, or None when the content is being collected
+        right now: try later."""
         ...
 
-    async def reference_content(self, sha256: str) -> bool:
-        """After its objects were written: add a reference to reserved content and mark its
-        objects stored. False when the reservation lapsed and a collector took it."""
+    async def reference_content(self, sha256: str, reservation: str) -> bool:
+        """After its objects were written: add a reference to the content and mark its
+        objects stored, if they are stored already or `reservation` still holds the row.
+        False when the reservation lapsed (a collector took the row, or the row is another
+        reservation's now): the objects written may be gone, so reserve and write again."""
         ...
 
     async def mark_ready(self, image_id: str, image: VerifiedImage) -> None: ...
@@ -221,14 +227,24 @@ class Outcomes(Protocol):
 
 
 class ContentStore(Protocol):
-    """Content whose last reference went: claimed for collection after a grace period."""
+    """Content nobody refers to, claimed for collection once it has been left long enough."""
 
     async def claim_unreferenced(
-        self, *, grace_seconds: float, limit: int
+        self,
+        *,
+        grace_seconds: float,
+        reservation_lease_seconds: float,
+        claim_lifetime_seconds: float,
+        limit: int,
     ) -> list[UnreferencedContent]:
-        """Unreferenced content untouched for `grace_seconds` (a collector that died holding
-        a claim counts as untouched), now marked as being collected: nothing links to it or
-        reserves it any more."""
+        """Unreferenced content that is due: stored content (a tombstone) untouched for
+        `grace_seconds`, a reservation never completed for `reservation_lease_seconds`, or a
+        claim older than `claim_lifetime_seconds` (its collector died). Each is marked as
+        being collected: nothing links to it, reserves it or revives it any more."""
+        ...
+
+    async def still_claimed(self, content: UnreferencedContent, *, within_seconds: float) -> bool:
+        """Whether this claim still holds and is younger than `within_seconds`."""
         ...
 
     async def forget(self, content: UnreferencedContent) -> bool:

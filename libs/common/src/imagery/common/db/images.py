@@ -86,7 +86,8 @@ class PostgresImageRepository:
     @translates_postgres_errors
     async def delete(self, image_id: str) -> DeletedImage | None:
         """Remove the record and its reference in one transaction (waits for a processor
-        finishing it); None when there was nothing to delete."""
+        finishing it); the last reference leaves the content's row as a tombstone for the
+        processor's collector. None when there was nothing to delete."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 "DELETE FROM image_records WHERE id = $1 RETURNING status, object_key, sha256",
@@ -95,16 +96,13 @@ class PostgresImageRepository:
             if row is None:
                 return None
             await conn.execute("INSERT INTO image_deletions (image_id) VALUES ($1)", image_id)
-            remaining = None
             if row["sha256"] is not None:
-                remaining = await conn.fetchval(
+                await conn.execute(
                     "UPDATE image_blobs SET reference_count = reference_count - 1,"
-                    " updated_at = now() WHERE sha256 = $1 RETURNING reference_count",
+                    " updated_at = now() WHERE sha256 = $1",
                     row["sha256"],
                 )
-        return DeletedImage(
-            image_id, _STATUSES[row["status"]], row["object_key"], row["sha256"], remaining == 0
-        )
+        return DeletedImage(image_id, _STATUSES[row["status"]], row["object_key"], row["sha256"])
 
     @translates_postgres_errors
     async def update_status(

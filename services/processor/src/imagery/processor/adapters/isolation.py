@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from imagery.common.errors import FailureReason
 from imagery.processor.adapters.render import verify_and_render
 from imagery.processor.imaging import Limits, Rejected, RenderSpec
 from imagery.processor.ports import JobResult
@@ -67,7 +68,7 @@ def _child(
     except MemoryError:
         result = (
             "error",
-            Rejected("MEMORY_LIMIT", "the image needs more memory than a job may use"),
+            Rejected(FailureReason.MEMORY_LIMIT, "the image needs more memory than a job may use"),
         )
     except BaseException as exc:  # noqa: BLE001 - everything crosses the pipe, the parent decides
         result = ("error", exc)
@@ -110,7 +111,8 @@ class IsolatedRunner:
         try:
             if not receiver.poll(self._limits.wall_seconds):
                 raise Rejected(
-                    "PROCESSING_TIMEOUT", f"no result within {self._limits.wall_seconds:.0f} s"
+                    FailureReason.PROCESSING_TIMEOUT,
+                    f"no result within {self._limits.wall_seconds:.0f} s",
                 )
             status, value, peak_rss = receiver.recv()
         except EOFError:
@@ -135,7 +137,9 @@ class IsolatedRunner:
         self._threads.shutdown(wait=True, cancel_futures=True)
 
 
-def _death_reason(exitcode: int | None) -> str:
-    if exitcode in (-signal.SIGXCPU, -signal.SIGKILL):
-        return "CPU_LIMIT" if exitcode == -signal.SIGXCPU else "MEMORY_LIMIT"
-    return "PROCESSING_CRASHED"
+def _death_reason(exitcode: int | None) -> FailureReason:
+    if exitcode == -signal.SIGXCPU:
+        return FailureReason.CPU_LIMIT
+    if exitcode == -signal.SIGKILL:
+        return FailureReason.MEMORY_LIMIT
+    return FailureReason.PROCESSING_CRASHED

@@ -21,7 +21,9 @@ UPDATE image_blobs SET reference_count = reference_count + 1, updated_at = now()
  WHERE sha256 = $1 AND format = $2 AND stored_at IS NOT NULL AND collecting_since IS NULL
 RETURNING width, height, size_bytes"""
 
-_FORMAT_OF = "SELECT format FROM image_blobs WHERE sha256 = $1"
+_KNOWN = (
+    "SELECT format, collecting_since IS NOT NULL AS collecting FROM image_blobs WHERE sha256 = $1"
+)
 
 _STORED_KEYS = """
 SELECT ARRAY(SELECT object_key FROM image_variants v WHERE v.sha256 = b.sha256) AS keys
@@ -35,7 +37,7 @@ INSERT INTO image_blobs (sha256, format, width, height, size_bytes, reference_co
 VALUES ($1, $2, $3, $4, $5, 0)
 ON CONFLICT (sha256) DO UPDATE SET updated_at = now()
  WHERE image_blobs.collecting_since IS NULL
-RETURNING 1"""
+RETURNING reservation::text"""
 
 _INSERT_VARIANT = """
 INSERT INTO image_variants
@@ -48,6 +50,7 @@ UPDATE image_blobs
    SET reference_count = reference_count + 1, stored_at = COALESCE(stored_at, now()),
        updated_at = now()
  WHERE sha256 = $1 AND collecting_since IS NULL
+   AND (stored_at IS NOT NULL OR reservation = $2::uuid)
 RETURNING 1"""
 
 _MARK_READY = """
@@ -59,7 +62,12 @@ UPDATE image_records
 _CLAIM_UNREFERENCED = """
 UPDATE image_blobs b SET collecting_since = now(), updated_at = now()
   FROM (SELECT sha256 FROM image_blobs
-         WHERE reference_count = 0 AND updated_at <= now() - make_interval(secs => $1)
+         WHERE reference_count = 0
+           AND CASE WHEN collecting_since IS NOT NULL
+                    THEN collecting_since <= now() - make_interval(secs => $4)
+                    WHEN stored_at IS NOT NULL
+                    THEN updated_at <= now() - make_interval(secs => $1)
+                    ELSE updated_at <= now() - make_interval(secs => $3) END
          ORDER BY updated_at LIMIT $2
            FOR UPDATE SKIP LOCKED) due
  WHERE b.sha256 = due.sha256
@@ -67,6 +75,11 @@ RETURNING b.sha256, b.collecting_since,
           ARRAY(SELECT object_key FROM image_variants v WHERE v.sha256 = b.sha256) AS keys"""
 
 _FORGET = "DELETE FROM image_blobs WHERE sha256 = $1 AND collecting_since = $2"
+
+_STILL_CLAIMED = """
+SELECT 1 FROM image_blobs
+ WHERE sha256 = $1 AND collecting_since = $2
+   AND collecting_since > now() - make_interval(secs => $3)"""
 
 
 class PostgresOutcomeWrites:
@@ -87,17 +100,22 @@ class PostgresOutcomeWrites:
                 sha256, declared_format, row["width"], row["height"], row["size_bytes"]
             )
             return LinkResult(linked=True, image=image)
-        known = await self._conn.fetchval(_FORMAT_OF, sha256)
-        mismatch = known if known is not None and known != declared_format else None
-        return LinkResult(linked=False, mismatch=mismatch)
+        known = await self._conn.fetchrow(_KNOWN, sha256)
+        if known is None:
+            return LinkResult(linked=False)
+        if known["format"] != declared_format:
+            return LinkResult(linked=False, mismatch=known["format"])
+        return LinkResult(linked=False, collecting=known["collecting"])
 
     @translates_postgres_errors
-    async def reserve_content(self, image: VerifiedImage, variants: Sequence[VariantInfo]) -> bool:
-        reserved = await self._conn.fetchval(
+    async def reserve_content(
+        self, image: VerifiedImage, variants: Sequence[VariantInfo]
+    ) -> str | None:
+        reservation: str | None = await self._conn.fetchval(
             _RESERVE, image.sha256, image.format, image.width, image.height, image.size_bytes
         )
-        if reserved is None:
-            return False
+        if reservation is None:
+            return None
         if variants:
             await self._conn.executemany(
                 _INSERT_VARIANT,
@@ -115,11 +133,11 @@ class PostgresOutcomeWrites:
                     for v in variants
                 ],
             )
-        return True
+        return reservation
 
     @translates_postgres_errors
-    async def reference_content(self, sha256: str) -> bool:
-        return await self._conn.fetchval(_REFERENCE, sha256) is not None
+    async def reference_content(self, sha256: str, reservation: str) -> bool:
+        return await self._conn.fetchval(_REFERENCE, sha256, reservation) is not None
 
     @translates_postgres_errors
     async def mark_ready(self, image_id: str, image: VerifiedImage) -> None:
@@ -190,9 +208,20 @@ class PostgresContentStore:
 
     @translates_postgres_errors
     async def claim_unreferenced(
-        self, *, grace_seconds: float, limit: int
+        self,
+        *,
+        grace_seconds: float,
+        reservation_lease_seconds: float,
+        claim_lifetime_seconds: float,
+        limit: int,
     ) -> list[UnreferencedContent]:
-        rows = await self._pool.fetch(_CLAIM_UNREFERENCED, grace_seconds, limit)
+        rows = await self._pool.fetch(
+            _CLAIM_UNREFERENCED,
+            grace_seconds,
+            limit,
+            reservation_lease_seconds,
+            claim_lifetime_seconds,
+        )
         return [
             UnreferencedContent(
                 sha256,
@@ -201,6 +230,13 @@ class PostgresContentStore:
             )
             for sha256, claimed_at, keys in rows
         ]
+
+    @translates_postgres_errors
+    async def still_claimed(self, content: UnreferencedContent, *, within_seconds: float) -> bool:
+        row = await self._pool.fetchval(
+            _STILL_CLAIMED, content.sha256, content.claimed_at, within_seconds
+        )
+        return row is not None
 
     @translates_postgres_errors
     async def forget(self, content: UnreferencedContent) -> bool:

@@ -13,6 +13,7 @@ import io
 
 from PIL import Image, ImageCms, ImageOps
 
+from imagery.common.errors import FailureReason
 from imagery.common.formats import content_type_of
 from imagery.common.presets import Preset
 from imagery.processor.adapters.verify import verify_then
@@ -37,7 +38,7 @@ def verify_and_render(
     except (Rejected, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - decoders raise whatever the bytes lead them to
-        raise Rejected("UNPROCESSABLE", f"{type(exc).__name__}: {exc}"[:200]) from None
+        raise Rejected(FailureReason.UNPROCESSABLE, f"{type(exc).__name__}: {exc}"[:200]) from None
     return Processed(verified, tuple(variants or ()))
 
 

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from PIL import Image, ImageFile, ImageSequence, UnidentifiedImageError
 
+from imagery.common.errors import FailureReason
 from imagery.common.formats import ALLOWED_CONTENT_TYPES, FORMATS
 from imagery.processor.adapters.containers import ContainerError, animation_budget
 from imagery.processor.imaging import Limits, Rejected, Verified
@@ -65,14 +66,17 @@ def verify_then(
     the largest scale still >= that size — every byte is still decoded, so truncation is
     still caught, at a fraction of the cost."""
     if not data:
-        raise Rejected("EMPTY", "the upload has no bytes")
+        raise Rejected(FailureReason.EMPTY, "the upload has no bytes")
     detected = sniff(data)
     if detected is None:
-        raise Rejected("UNSUPPORTED_FORMAT", "the bytes are not JPEG, PNG, WebP, AVIF or GIF")
+        raise Rejected(
+            FailureReason.UNSUPPORTED_FORMAT, "the bytes are not JPEG, PNG, WebP, AVIF or GIF"
+        )
     declared = ALLOWED_CONTENT_TYPES.get(declared_content_type)
     if declared != detected:
         raise Rejected(
-            "CONTENT_TYPE_MISMATCH", f"declared {declared_content_type}, the bytes are {detected}"
+            FailureReason.CONTENT_TYPE_MISMATCH,
+            f"declared {declared_content_type}, the bytes are {detected}",
         )
     _check_container(data, detected, limits)
     ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -94,9 +98,9 @@ def verify_then(
         except Rejected:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise Rejected("DIMENSIONS_EXCEEDED", str(exc)) from None
+            raise Rejected(FailureReason.DIMENSIONS_EXCEEDED, str(exc)) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise Rejected("CORRUPT", f"{type(exc).__name__}: {exc}") from None
+            raise Rejected(FailureReason.CORRUPT, f"{type(exc).__name__}: {exc}") from None
 
 
 def _check_container(data: bytes, fmt: str, limits: Limits) -> None:
@@ -123,23 +127,26 @@ def _check_header(image: Image.Image, limits: Limits) -> int:
 
 def _check_size(width: int, height: int, limits: Limits) -> None:
     if width <= 0 or height <= 0:
-        raise Rejected("CORRUPT", f"{width}x{height} is not a picture")
+        raise Rejected(FailureReason.CORRUPT, f"{width}x{height} is not a picture")
     if max(width, height) > limits.max_side:
         raise Rejected(
-            "DIMENSIONS_EXCEEDED", f"{width}x{height} exceeds {limits.max_side} px a side"
+            FailureReason.DIMENSIONS_EXCEEDED,
+            f"{width}x{height} exceeds {limits.max_side} px a side",
         )
     if width * height > limits.max_pixels:
         raise Rejected(
-            "DIMENSIONS_EXCEEDED", f"{width}x{height} exceeds {limits.max_pixels} pixels"
+            FailureReason.DIMENSIONS_EXCEEDED,
+            f"{width}x{height} exceeds {limits.max_pixels} pixels",
         )
 
 
 def _check_frames(width: int, height: int, frames: int, limits: Limits) -> None:
     if frames > limits.max_frames:
-        raise Rejected("DIMENSIONS_EXCEEDED", f"more than {limits.max_frames} frames")
+        raise Rejected(FailureReason.DIMENSIONS_EXCEEDED, f"more than {limits.max_frames} frames")
     if width * height * frames > limits.max_total_pixels:
         raise Rejected(
-            "DIMENSIONS_EXCEEDED", f"{frames} frames of {width}x{height} is too many pixels"
+            FailureReason.DIMENSIONS_EXCEEDED,
+            f"{frames} frames of {width}x{height} is too many pixels",
         )
 
 

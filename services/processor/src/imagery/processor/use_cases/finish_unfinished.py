@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from imagery.common.domain import ImageRecord, ImageStatus
+from imagery.common.errors import FailureReason
 from imagery.processor.ports import Images, Objects
 from imagery.processor.use_cases.process_upload import Outcome, ProcessUpload
 
@@ -75,7 +76,7 @@ class Reaper:
             failed = await self._images.update_status(
                 record.id,
                 ImageStatus.FAILED,
-                failure_reason="NOT_UPLOADED",
+                failure_reason=FailureReason.NOT_UPLOADED,
                 only_from={ImageStatus.PENDING},
             )
             return "not_uploaded" if failed else None

@@ -7,21 +7,15 @@ NOT_UPLOADED), or BUSY (another worker holds a fresh claim, or the same content 
 collected: the message must come back later). Anything raised (transient S3/DB trouble,
 shutdown) gives the claim back first.
 
-New content is written in three steps, none holding a transaction across S3: reserve the
-content's row (collection keeps off it), write the objects, then one unit of work references
-the content and marks the record ready.
+Content is linked or stored by `store_content.ContentWriter`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import enum
 import hashlib
 import logging
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -29,16 +23,11 @@ from typing import Protocol
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from imagery.common.domain import ImageRecord, VariantInfo
-from imagery.common.formats import ALLOWED_CONTENT_TYPES, content_type_of
-from imagery.common.storage_keys import (
-    GLOBAL_SCOPE,
-    VARIANT_CACHE_CONTROL,
-    original_key,
-    variant_key,
-)
+from imagery.common.domain import ImageRecord
+from imagery.common.errors import FailureReason
+from imagery.common.formats import ALLOWED_CONTENT_TYPES
 from imagery.common.telemetry import link_to
-from imagery.processor.imaging import Limits, Processed, Rejected, Rendered, RenderSpec, Verified
+from imagery.processor.imaging import Limits, Rejected, RenderSpec
 from imagery.processor.ports import (
     ImageJobs,
     Images,
@@ -46,6 +35,12 @@ from imagery.processor.ports import (
     ObjectTooLarge,
     Outcomes,
     VerifiedImage,
+)
+from imagery.processor.use_cases.store_content import (
+    ContentBusy,
+    ContentWriter,
+    NotProcessing,
+    Stages,
 )
 
 log = logging.getLogger(__name__)
@@ -109,30 +104,6 @@ def _record(span: Span, result: Result) -> None:
         span.set_attribute("image.format", result.image.format)
 
 
-class _Stages:
-    """Wall time per processing stage, for logs, metrics and the benchmark."""
-
-    def __init__(self) -> None:
-        self.ms: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            elapsed = (time.perf_counter() - started) * 1000
-            self.ms[name] = round(self.ms.get(name, 0.0) + elapsed, 2)
-
-
-class _ContentBusy(Exception):
-    """The same content is being collected right now: process the upload again later."""
-
-
-class _NotProcessing(Exception):
-    """The record stopped being `processing` (another worker finished it, or it was deleted)."""
-
-
 class UploadProcessor:
     def __init__(
         self,
@@ -153,6 +124,7 @@ class UploadProcessor:
         self._outcomes = outcomes
         self._objects = objects
         self._jobs = jobs
+        self._content = ContentWriter(outcomes, objects)
         self._limits = limits
         self._max_upload_bytes = max_upload_bytes
         self._claim_stale_seconds = claim_stale_seconds
@@ -187,9 +159,9 @@ class UploadProcessor:
         self._abandoned.discard(image_id)
         try:
             return await self._process(claimed, key)
-        except _NotProcessing:  # our claim went stale and another worker finished the record
+        except NotProcessing:  # our claim went stale and another worker finished the record
             return Result(Outcome.DUPLICATE)
-        except _ContentBusy:
+        except ContentBusy:
             await self._release(image_id)
             return Result(Outcome.BUSY)
         except BaseException:
@@ -204,25 +176,37 @@ class UploadProcessor:
             log.warning("could not release claim", extra={"image_id": image_id, "error": str(exc)})
 
     async def _process(self, record: ImageRecord, key: str) -> Result:
-        stage = _Stages()
+        stage = Stages()
         try:
             with stage("download"):
                 data = await self._objects.get(key, max_bytes=self._max_upload_bytes)
         except ObjectTooLarge as too_large:
-            return await self._fail(record, key, "TOO_LARGE", stage, size=too_large.size)
+            return await self._fail(record, key, FailureReason.TOO_LARGE, stage, too_large.size)
         if data is None:  # an early or forged event: the real PUT may still come
             await self._outcomes.release_claim(record.id)
             return Result(Outcome.DROPPED, None, stage.ms)
         if not data:
-            return await self._fail(record, key, "EMPTY", stage, size=0)
-        linked = await self._link_known_content(record, key, data, stage)
-        if linked is not None:
-            return linked
+            return await self._fail(record, key, FailureReason.EMPTY, stage, 0)
+        with stage("hash"):
+            sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+        declared = ALLOWED_CONTENT_TYPES.get(record.content_type, "")
+        linked = await self._content.link(record, sha256, declared, stage)
+        if linked.mismatch is not None:
+            return await self._fail(
+                record, key, FailureReason.CONTENT_TYPE_MISMATCH, stage, len(data)
+            )
+        if linked.linked:
+            return await self._ready(key, stage, linked.image, record, peak_rss=None)
+        return await self._process_new(record, key, data, stage)
+
+    async def _process_new(
+        self, record: ImageRecord, key: str, data: bytes, stage: Stages
+    ) -> Result:
         attempt = await self._outcomes.start_attempt(record.id)
         if attempt is None:
-            raise _NotProcessing
+            raise NotProcessing
         if attempt > self._max_attempts:  # it failed for reasons nobody recognised, every time
-            return await self._fail(record, key, "RETRIES_EXHAUSTED", stage, size=len(data))
+            return await self._fail(record, key, FailureReason.RETRIES_EXHAUSTED, stage, len(data))
         try:
             with stage("verify"):
                 job = await self._jobs.verify_and_render(
@@ -234,103 +218,30 @@ class UploadProcessor:
                 extra={"image_id": record.id, "reason": rejected.reason, "detail": rejected.detail},
             )
             return await self._fail(
-                record, key, rejected.reason, stage, size=len(data), rss=rejected.peak_rss_bytes
+                record, key, rejected.reason, stage, len(data), rejected.peak_rss_bytes
             )
-        processed = job.processed
-        verified = processed.verified
-        image = VerifiedImage(
-            verified.sha256, verified.format, verified.width, verified.height, verified.size_bytes
-        )
-        variants = [_variant_info(verified.sha256, v) for v in processed.variants]
-        with stage("reserve"):
-            async with self._outcomes.unit_of_work() as uow:
-                if not await uow.reserve_content(image, variants):
-                    raise _ContentBusy
-        await self._store(key, data, verified, processed, stage)
-        with stage("commit"):
-            async with self._outcomes.unit_of_work() as uow:
-                if not await uow.lock_processing(record.id):
-                    raise _NotProcessing
-                if not await uow.reference_content(image.sha256):  # the reservation lapsed
-                    raise _ContentBusy
-                await uow.mark_ready(record.id, image)
+        image = await self._content.store(record, key, data, job.processed, stage)
+        return await self._ready(key, stage, image, record, peak_rss=job.peak_rss_bytes)
+
+    async def _ready(
+        self,
+        key: str,
+        stage: Stages,
+        image: VerifiedImage | None,
+        record: ImageRecord,
+        *,
+        peak_rss: int | None,
+    ) -> Result:
         with stage("cleanup"):
             await self._objects.delete(key)
-        return Result(Outcome.READY, None, stage.ms, job.peak_rss_bytes, image, record.created_at)
-
-    async def _link_known_content(
-        self, record: ImageRecord, key: str, data: bytes, stage: _Stages
-    ) -> Result | None:
-        """Known content whose objects are all there: link to it, nothing re-verified,
-        re-rendered or re-stored. Known content with objects missing (a lifecycle rule, a hand
-        deletion, a local S3 that started empty) is not linked: processing these bytes as new
-        content writes its objects again."""
-        with stage("hash"):
-            sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
-        declared = ALLOWED_CONTENT_TYPES.get(record.content_type, "")
-        with stage("check"):
-            keys = await self._outcomes.stored_keys(sha256)
-            found = await asyncio.gather(*(self._objects.head(k) for k in keys or ()))
-        if keys and not all(found):
-            log.warning(
-                "known content has lost objects: rebuilding them from this upload",
-                extra={"sha256": sha256, "missing": sum(1 for f in found if f is None)},
-            )
-            return None
-        with stage("commit"):
-            async with self._outcomes.unit_of_work() as uow:
-                if not await uow.lock_processing(record.id):
-                    raise _NotProcessing
-                linked = await uow.link_stored_content(sha256, declared)
-                if linked.linked and linked.image is not None:
-                    await uow.mark_ready(record.id, linked.image)
-        if linked.mismatch is not None:
-            return await self._fail(record, key, "CONTENT_TYPE_MISMATCH", stage, size=len(data))
-        if not linked.linked:
-            return None
-        with stage("cleanup"):
-            await self._objects.delete(key)
-        return Result(Outcome.READY, None, stage.ms, None, linked.image, record.created_at)
-
-    async def _store(
-        self, key: str, data: bytes, verified: Verified, processed: Processed, stage: _Stages
-    ) -> None:
-        """Original and variants, all at once."""
-        with stage("store"):
-            await asyncio.gather(
-                self._store_original(key, data, verified),
-                *(
-                    self._objects.put(
-                        variant_key(GLOBAL_SCOPE, verified.sha256, v.name, v.format),
-                        v.body,
-                        content_type=v.content_type,
-                        cache_control=VARIANT_CACHE_CONTROL,
-                    )
-                    for v in processed.variants
-                ),
-            )
-
-    async def _store_original(self, key: str, data: bytes, verified: Verified) -> None:
-        """The upload object copied in place by S3 (the bytes are not sent again), kept only if
-        S3's own SHA-256 of the copy is the verified one: a client that re-PUT its upload URL
-        after we read it gets our verified bytes written over the copy instead."""
-        target = original_key(GLOBAL_SCOPE, verified.sha256)
-        content_type = content_type_of(verified.format)
-        copied = await self._objects.copy(key, target, content_type=content_type)
-        if copied != base64.b64encode(bytes.fromhex(verified.sha256)).decode():
-            log.info(
-                "the upload changed or went after it was read: storing the verified bytes",
-                extra={"key": key},
-            )
-            await self._objects.put(target, data, content_type=content_type)
+        return Result(Outcome.READY, None, stage.ms, peak_rss, image, record.created_at)
 
     async def _fail(
         self,
         record: ImageRecord,
         key: str,
         reason: str,
-        stage: _Stages,
-        *,
+        stage: Stages,
         size: int | None = None,
         rss: int | None = None,
     ) -> Result:
@@ -341,15 +252,3 @@ class UploadProcessor:
         with stage("cleanup"):
             await self._objects.delete(key)
         return Result(Outcome.FAILED, reason, stage.ms, rss)
-
-
-def _variant_info(sha256: str, rendered: Rendered) -> VariantInfo:
-    return VariantInfo(
-        rendered.name,
-        rendered.format,
-        rendered.content_type,
-        rendered.width,
-        rendered.height,
-        len(rendered.body),
-        variant_key(GLOBAL_SCOPE, sha256, rendered.name, rendered.format),
-    )
