@@ -20,6 +20,11 @@ def crash() -> None:
     os._exit(3)
 
 
+def killed_from_outside() -> None:
+    """What the kernel's OOM killer does to a job when the pod runs out of memory."""
+    os.kill(os.getpid(), 9)
+
+
 def pid() -> int:
     return os.getpid()
 

@@ -248,3 +248,28 @@ def test_a_production_install_has_no_dev_dependencies(package: str, tmp_path: Pa
         "imagery-devstack",
     ):
         assert dev_only not in listed, dev_only
+
+
+_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+PARENT_ALLOWANCE = 512 * 1024**2  # the processor process itself, with its clients and pool
+
+
+def _bytes(quantity: str) -> int:
+    for suffix, factor in _UNITS.items():
+        if quantity.endswith(suffix):
+            return int(quantity.removesuffix(suffix)) * factor
+    return int(quantity)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_processor_memory_limit_covers_every_job_at_its_cap(overlay: str) -> None:
+    """Otherwise the kernel kills a job below its own limit and the file gets the blame."""
+    (processor,) = [
+        d for d in kinds(overlay, "Deployment") if d["metadata"]["name"] == "imagery-processor"
+    ]
+    (container,) = processor["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    slots = int(env["PROCESSOR_JOB_SLOTS"])
+    job_cap = int(env.get("PROCESSOR_JOB_MEMORY_BYTES") or 1024**3)
+    limit = _bytes(container["resources"]["limits"]["memory"])
+    assert limit >= slots * job_cap + PARENT_ALLOWANCE

@@ -17,6 +17,7 @@ from tests.jobs import (
     allocate,
     burn_cpu,
     crash,
+    killed_from_outside,
     pid,
     preloaded_modules,
     running_interval,
@@ -68,6 +69,17 @@ async def test_a_job_over_its_limits_fails_alone(
     assert caught.value.reason == reason
     assert [r.value for r in await asyncio.gather(*bystanders)] == [0, 1], "the others finished"
     assert (await runner.run(verify, images.jpeg(), "image/jpeg", Limits())).value.format == "jpeg"
+
+
+async def test_a_job_the_kernel_killed_is_told_apart_from_one_over_its_own_limit(
+    runner: IsolatedRunner,
+) -> None:
+    with pytest.raises(Rejected) as killed:
+        await runner.run(killed_from_outside)
+    assert (killed.value.reason, killed.value.by_the_kernel) == ("MEMORY_LIMIT", True)
+    with pytest.raises(Rejected) as own:
+        await runner.run(allocate)
+    assert (own.value.reason, own.value.by_the_kernel) == ("MEMORY_LIMIT", False)
 
 
 async def test_a_job_that_hangs_is_stopped_at_the_wall_clock_limit(runner: IsolatedRunner) -> None:

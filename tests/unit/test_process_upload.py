@@ -5,10 +5,11 @@ from typing import Any
 import pytest
 
 from imagery.common.domain import ImageRecord, ImageStatus
-from imagery.common.errors import DependencyUnavailable
+from imagery.common.errors import DependencyUnavailable, FailureReason
 from imagery.common.ids import new_image_id
 from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
-from imagery.processor.imaging import Limits
+from imagery.processor.imaging import Limits, Rejected
+from imagery.processor.ports import JobResult, RetryLater
 from imagery.processor.use_cases.process_upload import Outcome, UploadProcessor
 from tests import images
 from tests.fakes import (
@@ -324,3 +325,18 @@ async def test_a_reservation_that_lapsed_while_writing_makes_the_upload_wait(
     assert result.outcome is Outcome.BUSY
     assert world.status(image_id) == (ImageStatus.PENDING, None)
     assert world.outcomes.references == {next(iter(world.images.blobs)): 0}, "never referenced"
+
+
+async def test_a_job_the_kernel_killed_is_retried_once_before_it_counts(world: World) -> None:
+    image_id = await world.upload(images.jpeg())
+    key = upload_key(GLOBAL_SCOPE, image_id)
+
+    async def killed(*_: object) -> JobResult:
+        raise Rejected(FailureReason.MEMORY_LIMIT, "exited with -9", by_the_kernel=True)
+
+    world.work.verify_and_render = killed  # type: ignore[method-assign, assignment]
+    with pytest.raises(RetryLater):
+        await world.process(image_id, key)
+    assert world.status(image_id) == (ImageStatus.PENDING, None), "not the file's fault yet"
+    result = await world.process(image_id, key)
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "MEMORY_LIMIT")

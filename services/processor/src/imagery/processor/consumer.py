@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from imagery.common.errors import DependencyUnavailable, ImageryError
 from imagery.processor.events import parse_message
-from imagery.processor.ports import DependencyProbe, MessageQueue, QueueMessage
+from imagery.processor.ports import DependencyProbe, MessageQueue, QueueMessage, RetryLater
 from imagery.processor.use_cases.process_upload import ProcessUpload
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ class Consumer:
                 raise
             except Exception as exc:
                 delay = self._backoff(message.receive_count)
-                transient = isinstance(exc, DependencyUnavailable)
+                transient = isinstance(exc, DependencyUnavailable | RetryLater)
                 log.log(
                     logging.WARNING if transient else logging.ERROR,
                     "message failed; it will be retried"
@@ -203,7 +203,7 @@ class Consumer:
                     },
                 )
                 await self._set_visibility(message, delay)
-                if transient:
+                if isinstance(exc, DependencyUnavailable):
                     self._outage(exc)
             finally:
                 keeper.cancel()

@@ -56,15 +56,23 @@ class Processed:
 class Rejected(Exception):
     """The file failed its job: the bytes are not an acceptable image, or decoding them hit a
     limit (memory, CPU, time) or crashed the job process. `reason` becomes the record's
-    failure_reason; `peak_rss_bytes` is the job process's, when it reported one."""
+    failure_reason; `peak_rss_bytes` is the job process's, when it reported one. `by_the_kernel`
+    marks a job killed from outside (the pod's memory limit, not its own): it is retried once
+    before it counts against the file."""
 
     def __init__(
-        self, reason: FailureReason, detail: str, *, peak_rss_bytes: int | None = None
+        self,
+        reason: FailureReason,
+        detail: str,
+        *,
+        peak_rss_bytes: int | None = None,
+        by_the_kernel: bool = False,
     ) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
         self.peak_rss_bytes = peak_rss_bytes
+        self.by_the_kernel = by_the_kernel
 
     def __reduce__(self) -> tuple[type[Rejected], tuple[str, str]]:  # crosses the process pipe
         return (Rejected, (self.reason, self.detail))

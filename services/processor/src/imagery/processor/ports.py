@@ -22,6 +22,11 @@ class ObjectInfo:
     etag: str | None
 
 
+class RetryLater(Exception):
+    """The upload cannot be finished now for a reason that is neither the file's fault nor an
+    outage (a job the kernel killed): the message comes back after its backoff."""
+
+
 class ObjectTooLarge(Exception):
     """An object holds more bytes than the reader would take; `size` is how many it holds."""
 

@@ -118,7 +118,9 @@ class IsolatedRunner:
         except EOFError:
             process.join(5)
             raise Rejected(
-                _death_reason(process.exitcode), f"job process exited with {process.exitcode}"
+                _death_reason(process.exitcode),
+                f"job process exited with {process.exitcode}",
+                by_the_kernel=process.exitcode == -signal.SIGKILL,
             ) from None
         finally:
             receiver.close()

@@ -34,6 +34,7 @@ from imagery.processor.ports import (
     Objects,
     ObjectTooLarge,
     Outcomes,
+    RetryLater,
     VerifiedImage,
 )
 from imagery.processor.use_cases.store_content import (
@@ -213,6 +214,8 @@ class UploadProcessor:
                     data, record.content_type, self._limits, self._spec
                 )
         except Rejected as rejected:
+            if rejected.by_the_kernel and attempt < 2:
+                raise RetryLater(f"the kernel killed the job ({rejected.detail})") from None
             log.info(
                 "upload rejected",
                 extra={"image_id": record.id, "reason": rejected.reason, "detail": rejected.detail},
