@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import warnings
+from collections.abc import AsyncIterator, Generator, Iterator
 
 import asyncpg
 import pytest
@@ -8,6 +10,28 @@ import pytest
 from imagery.common.config import AwsSettings, Settings
 from imagery.devstack.aws import AwsResources
 from imagery.devstack.fixtures import AwsServer, PostgresServer
+
+# pytest-asyncio 1.5 asks asyncio.get_event_loop() for the "current" loop before each async
+# test; when a sync test ran last, that call creates a loop nobody closes, and its
+# ResourceWarning fails whichever test is running when it is collected (pytest-asyncio#724).
+# Asking first, and keeping what it creates until the session ends, closes those loops.
+_IMPLICIT_LOOPS: list[asyncio.AbstractEventLoop] = []
+
+
+@pytest.hookimpl(tryfirst=True, wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    if not loop.is_closed() and loop not in _IMPLICIT_LOOPS:
+        _IMPLICIT_LOOPS.append(loop)
+    return (yield)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for loop in _IMPLICIT_LOOPS:
+        if not loop.is_running() and not loop.is_closed():
+            loop.close()
 
 
 @pytest.fixture(scope="session")
