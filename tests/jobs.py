@@ -44,3 +44,26 @@ def running_interval(seconds: float) -> tuple[float, float]:
 def preloaded_modules() -> list[str]:
     """What the job process had imported before it started (inherited from the forkserver)."""
     return sorted(name for name in sys.modules if name.startswith("imagery."))
+
+
+def try_to(what: str, target: str = "") -> str:
+    """What a compromised decoder would try; returns how it ended."""
+    import socket
+
+    try:
+        if what == "open":
+            with open(target, "rb") as handle:
+                handle.read(1)
+        elif what == "socket":
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+        elif what == "connect":
+            socket.create_connection(("127.0.0.1", int(target)), timeout=1).close()
+        elif what == "exec":
+            os.execv("/bin/true", ["/bin/true"])  # noqa: S606
+    except OSError as exc:
+        return f"refused: {type(exc).__name__}"
+    return "done"
+
+
+def environment() -> dict[str, str]:
+    return dict(os.environ)

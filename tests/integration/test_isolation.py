@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import resource
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,11 +20,13 @@ from tests.jobs import (
     allocate,
     burn_cpu,
     crash,
+    environment,
     killed_from_outside,
     pid,
     preloaded_modules,
     running_interval,
     sleep_then_return,
+    try_to,
 )
 
 pytestmark = pytest.mark.integration
@@ -38,7 +43,7 @@ def runner() -> Iterator[IsolatedRunner]:
 async def test_results_and_exceptions_cross_back(runner: IsolatedRunner) -> None:
     result = await runner.run(verify, images.png(20, 10), "image/png", Limits())
     assert (result.value.width, result.value.height) == (20, 10)
-    assert 1_000_000 < result.peak_rss_bytes < 500_000_000
+    assert result.peak_rss_bytes is not None and 1_000_000 < result.peak_rss_bytes < 500_000_000
     with pytest.raises(Rejected) as caught:
         await runner.run(verify, images.html(), "image/png", Limits())
     assert caught.value.reason == "UNSUPPORTED_FORMAT"
@@ -104,3 +109,35 @@ async def test_no_more_jobs_run_at_once_than_there_are_slots() -> None:
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans)), (
         "uploads beyond the slots wait for a slot instead of running a third job at once"
     )
+
+
+async def test_a_job_holds_no_secrets_and_can_open_reach_or_run_nothing(
+    runner: IsolatedRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("hunter2")
+    job_environment = (await runner.run(environment)).value
+    assert set(job_environment) <= {"LC_CTYPE"}, "no DATABASE_URL, no AWS keys, no tokens"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = str(listener.getsockname()[1])
+        attempts = {
+            "a file": ("open", str(secret)),
+            "the processor's environment": ("open", f"/proc/{os.getpid()}/environ"),
+            "a socket": ("socket", ""),
+            "a connection": ("connect", port),
+            "a program": ("exec", ""),
+        }
+        for what, (action, target) in attempts.items():
+            outcome = (await runner.run(try_to, action, target)).value
+            assert outcome == "refused: PermissionError", f"a job reached {what}: {outcome}"
+
+
+def test_the_job_host_starts_with_an_empty_environment(runner: IsolatedRunner) -> None:
+    """Python itself adds LC_CTYPE=C.UTF-8 (PEP 538 locale coercion) after start; nothing
+    else is ever there."""
+    host = runner._host
+    assert host is not None and host.process.poll() is None
+    environ = Path(f"/proc/{host.process.pid}/environ").read_bytes()
+    assert environ == b"", "the host, and every job forked from it, starts with nothing"

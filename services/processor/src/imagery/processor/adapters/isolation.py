@@ -1,44 +1,42 @@
-"""Image work in isolated processes: one child per job, forked from a forkserver that has
-Pillow preloaded, with an address-space limit and a CPU-time limit set in the child. A file
-that explodes or loops kills only its own child; nothing is shared, so no other job notices
-(a shared ProcessPoolExecutor marks the whole pool broken, failing every job in flight, when
-one worker dies). `fork` is never used: this process has native threads (gRPC, the event
-loop's executors), and fork after threads has been seen to deadlock.
+"""Image work in isolated processes: one process per job, forked from the job host
+(`jobhost.py`), which has Pillow preloaded and warmed up, holds no secrets (it starts with an
+empty environment) and cannot be read by its jobs. Each job gets an address-space and a
+CPU-time limit and a seccomp filter (no new files, sockets, exec or ptrace). A file that
+explodes or loops kills only its own process; nothing is shared, so no other job notices.
+
+Bytes go in and bytes plus JSON come out over a socket per job (jobwire): nothing a job sends
+back is unpickled, and what comes back is checked before anyone uses it. The processor never
+forks itself (it has native threads; fork after threads has been seen to deadlock): the host
+is started with exec, and forks only itself, single-threaded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
-import multiprocessing.connection
-import resource
+import itertools
+import json
+import os
 import signal
+import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from imagery.common.errors import FailureReason
+from imagery.common.formats import FORMATS
+from imagery.processor.adapters import jobwire
+from imagery.processor.adapters.jobhost import not_dumpable
 from imagery.processor.adapters.render import verify_and_render
-from imagery.processor.imaging import Limits, Rejected, RenderSpec
+from imagery.processor.imaging import Limits, Processed, Rejected, RenderSpec
 from imagery.processor.ports import JobResult
 
-PRELOAD = [
-    "PIL.Image",
-    "PIL.JpegImagePlugin",
-    "PIL.PngImagePlugin",
-    "PIL.WebPImagePlugin",
-    "PIL.GifImagePlugin",
-    "PIL.AvifImagePlugin",
-    # verify + render + ImageCms (and its sRGB profile), otherwise imported by every job
-    "imagery.processor.adapters.render",
-    # `_child` itself is unpickled by reference: without this, this module (and asyncio with
-    # it) would be imported again in every job
-    "imagery.processor.adapters.isolation",
-    # renders tiny images of our own: the libraries' first-use set-up, done once
-    "imagery.processor.adapters.warmup",
-]
+MAX_RESULT_BYTES = 512 * 1024**2
+_EXIT_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,92 +49,225 @@ class JobLimits:
 @dataclass(frozen=True, slots=True)
 class Finished:
     value: Any
-    peak_rss_bytes: int  # the job process's peak resident memory
+    peak_rss_bytes: int | None  # the job process's peak resident memory, as it reported
 
 
-def _child(
-    conn: multiprocessing.connection.Connection,
-    limits: JobLimits,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:
-        result: tuple[str, Any] = ("ok", fn(*args))
-    except MemoryError:
-        result = (
-            "error",
-            Rejected(FailureReason.MEMORY_LIMIT, "the image needs more memory than a job may use"),
+class JobFailed(RuntimeError):
+    """The job's function raised something that is not a verdict on the file."""
+
+
+class _Pending:
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.exit: int | None = None
+        self.started = threading.Event()
+        self.ended = threading.Event()
+
+
+class _JobHost:
+    """The host process and the control socket to it; one reader thread routes its answers."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-E",
+                "-s",
+                "-m",
+                "imagery.processor.adapters.jobhost",
+                str(theirs.fileno()),
+            ],
+            pass_fds=(theirs.fileno(),),
+            env={},
+            stdin=subprocess.DEVNULL,
+            close_fds=True,
         )
-    except BaseException as exc:  # noqa: BLE001 - everything crosses the pipe, the parent decides
-        result = ("error", exc)
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    conn.send((*result, peak_rss))
-    conn.close()
+        theirs.close()
+        self.control = ours
+        self.alive = True
+        self._send = threading.Lock()
+        self._jobs: dict[int, _Pending] = {}
+        self._pids: dict[int, _Pending] = {}
+        self._table = threading.Lock()
+        self._ids = itertools.count(1)
+        threading.Thread(target=self._read, name="job-host-reader", daemon=True).start()
+
+    def start(self, job_socket: socket.socket, limits: JobLimits) -> _Pending:
+        pending = _Pending()
+        job = next(self._ids)
+        with self._table:
+            self._jobs[job] = pending
+        request = {
+            "job": job,
+            "memory_bytes": limits.memory_bytes,
+            "cpu_seconds": limits.cpu_seconds,
+        }
+        with self._send:
+            socket.send_fds(self.control, [json.dumps(request).encode()], [job_socket.fileno()])
+        return pending
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError), self.control.makefile("rb") as lines:
+            for line in lines:
+                self._route(json.loads(line))
+        self.alive = False
+        with self._table:  # every job still waiting has lost its process
+            for pending in [*self._jobs.values(), *self._pids.values()]:
+                pending.started.set()
+                pending.ended.set()
+
+    def _route(self, message: dict[str, Any]) -> None:
+        with self._table:
+            if "job" in message:
+                pending = self._jobs.pop(int(message["job"]), None)
+                if pending is not None:
+                    pending.pid = int(message["pid"])
+                    self._pids[pending.pid] = pending
+                    pending.started.set()
+            elif "pid" in message:
+                pending = self._pids.pop(int(message["pid"]), None)
+                if pending is not None:
+                    pending.exit = int(message["exit"])
+                    pending.ended.set()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.control.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
 
 
 class IsolatedRunner:
     def __init__(self, slots: int, limits: JobLimits) -> None:
-        self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(PRELOAD)
         self._limits = limits
         self._threads = ThreadPoolExecutor(max(1, slots), thread_name_prefix="isolated-job")
+        self._host: _JobHost | None = None
+        self._host_lock = threading.Lock()
 
     def warm_up(self) -> None:
-        """Start the forkserver now rather than on the first upload."""
-        self._run(len, (b"",))
+        """Start the job host now (it warms the codecs up) rather than on the first upload,
+        and make this process unreadable to its jobs."""
+        not_dumpable()
+        self._run("builtins:len", (b"",))
 
     async def verify_and_render(
         self, data: bytes, content_type: str, limits: Limits, spec: RenderSpec
     ) -> JobResult:
         finished = await self.run(verify_and_render, data, content_type, limits, spec)
-        return JobResult(finished.value, finished.peak_rss_bytes)
+        return JobResult(_checked(finished.value, spec), finished.peak_rss_bytes)
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Finished:
-        """fn(*args) in a fresh limited process. Raises `Rejected` when fn rejected the input
-        or the process died or overran (with the job's peak memory when it reported one),
-        and otherwise what fn raised."""
+    async def run(self, fn: Callable[..., Any] | str, *args: Any) -> Finished:
+        """fn(*args) in a fresh limited process; fn is a module-level function (or its
+        "module:name"), args and result are what jobwire carries. Raises `Rejected` when fn
+        rejected the input or the process died or overran, `JobFailed` when fn raised."""
+        name = fn if isinstance(fn, str) else f"{fn.__module__}:{fn.__qualname__}"
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self._run, fn, args)
+        return await loop.run_in_executor(self._threads, self._run, name, args)
 
-    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Finished:
-        receiver, sender = self._context.Pipe(duplex=False)
-        process = self._context.Process(
-            target=_child, args=(sender, self._limits, fn, args), daemon=True
-        )
-        process.start()
-        sender.close()
-        try:
-            if not receiver.poll(self._limits.wall_seconds):
+    def _ensure_host(self) -> _JobHost:
+        with self._host_lock:
+            if self._host is None or not self._host.alive:
+                if self._host is not None:
+                    self._host.close()
+                self._host = _JobHost()
+            return self._host
+
+    def _run(self, name: str, args: tuple[Any, ...]) -> Finished:
+        host = self._ensure_host()
+        ours, theirs = socket.socketpair()
+        with ours:
+            try:
+                pending = host.start(theirs, self._limits)
+            finally:
+                theirs.close()
+            try:
+                ours.settimeout(self._limits.wall_seconds)
+                ours.sendall(jobwire.encode({"call": name, "args": list(args)}))
+                ours.shutdown(socket.SHUT_WR)
+                response = jobwire.receive(ours, max_blob_bytes=MAX_RESULT_BYTES)
+            except TimeoutError:
+                self._kill(pending)
                 raise Rejected(
                     FailureReason.PROCESSING_TIMEOUT,
                     f"no result within {self._limits.wall_seconds:.0f} s",
-                )
-            status, value, peak_rss = receiver.recv()
-        except EOFError:
-            process.join(5)
-            raise Rejected(
-                _death_reason(process.exitcode),
-                f"job process exited with {process.exitcode}",
-                by_the_kernel=process.exitcode == -signal.SIGKILL,
-            ) from None
-        finally:
-            receiver.close()
-            if process.is_alive():
-                process.kill()
-            process.join(5)
-            with contextlib.suppress(ValueError):
-                process.close()
-        if status == "ok":
-            return Finished(value, peak_rss)
-        if isinstance(value, Rejected):
-            raise Rejected(value.reason, value.detail, peak_rss_bytes=peak_rss)
-        raise value
+                ) from None
+            except (EOFError, OSError, jobwire.WireError) as exc:
+                raise self._death(pending, exc) from None
+        return _verdict(response)
+
+    def _kill(self, pending: _Pending) -> None:
+        pending.started.wait(_EXIT_WAIT_SECONDS)
+        if pending.pid is not None and not pending.ended.is_set():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pending.pid, signal.SIGKILL)
+        pending.ended.wait(_EXIT_WAIT_SECONDS)
+
+    def _death(self, pending: _Pending, exc: BaseException) -> Rejected:
+        """The job process ended without a usable answer: what killed it."""
+        pending.started.wait(_EXIT_WAIT_SECONDS)
+        pending.ended.wait(_EXIT_WAIT_SECONDS)
+        code = pending.exit
+        if isinstance(exc, jobwire.WireError) and code in (0, None):
+            return Rejected(FailureReason.PROCESSING_CRASHED, f"a malformed answer: {exc}")
+        return Rejected(
+            _death_reason(code),
+            f"job process exited with {code}",
+            by_the_kernel=code == -signal.SIGKILL,
+        )
 
     def close(self) -> None:
         self._threads.shutdown(wait=True, cancel_futures=True)
+        with self._host_lock:
+            if self._host is not None:
+                self._host.close()
+                self._host = None
+
+
+def _verdict(response: Any) -> Finished:
+    if not isinstance(response, dict):
+        raise Rejected(FailureReason.PROCESSING_CRASHED, "an answer that is not an object")
+    peak = response.get("peak_rss_bytes")
+    peak_rss = peak if isinstance(peak, int) and peak >= 0 else None
+    if "ok" in response:
+        return Finished(response["ok"], peak_rss)
+    rejected = response.get("rejected")
+    if isinstance(rejected, list) and len(rejected) == 2:
+        reason, detail = rejected
+        if reason in FailureReason.__members__ and isinstance(detail, str):
+            raise Rejected(FailureReason(reason), detail[:500], peak_rss_bytes=peak_rss)
+    if isinstance(response.get("error"), str):
+        raise JobFailed(response["error"][:500])
+    raise Rejected(FailureReason.PROCESSING_CRASHED, "an answer of unknown shape")
+
+
+def _checked(value: Any, spec: RenderSpec) -> Processed:
+    """What a job says it made, held to what a job can make: anything else means the job
+    process was not itself any more."""
+    presets = {p.name for p in spec.presets}
+    ok = isinstance(value, Processed) and all(
+        isinstance(v.body, bytes)
+        and v.name in presets
+        and v.format in FORMATS
+        and FORMATS[v.format].variant
+        and v.content_type == FORMATS[v.format].content_type
+        and isinstance(v.width, int)
+        and isinstance(v.height, int)
+        for v in value.variants
+    )
+    verified = value.verified if isinstance(value, Processed) else None
+    ok = ok and verified is not None and verified.format in FORMATS
+    ok = ok and isinstance(getattr(verified, "sha256", None), str)
+    ok = ok and len(str(getattr(verified, "sha256", ""))) == 64
+    if not ok:
+        raise Rejected(
+            FailureReason.PROCESSING_CRASHED, "the job answered something it cannot make"
+        )
+    assert isinstance(value, Processed)
+    return value
 
 
 def _death_reason(exitcode: int | None) -> FailureReason:

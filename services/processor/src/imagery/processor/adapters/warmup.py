@@ -1,4 +1,4 @@
-"""Imported once by the job forkserver (see `isolation.PRELOAD`): verifies and renders a
+"""Imported once by the job host (see `jobhost.PRELOAD`): verifies and renders a
 tiny image of each accepted type, made here, so the lazy first-use work of Pillow, libjpeg,
 libwebp, libavif, zlib and LittleCMS (format registration, encoder set-up, colour transforms)
 is done before the fork and inherited by every job process instead of repeated in each

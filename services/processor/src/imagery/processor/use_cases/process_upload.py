@@ -198,10 +198,10 @@ class UploadProcessor:
             )
         if linked.linked:
             return await self._ready(key, stage, linked.image, record, peak_rss=None)
-        return await self._process_new(record, key, data, stage)
+        return await self._process_new(record, key, data, sha256, stage)
 
     async def _process_new(
-        self, record: ImageRecord, key: str, data: bytes, stage: Stages
+        self, record: ImageRecord, key: str, data: bytes, sha256: str, stage: Stages
     ) -> Result:
         attempt = await self._outcomes.start_attempt(record.id)
         if attempt is None:
@@ -223,6 +223,9 @@ class UploadProcessor:
             return await self._fail(
                 record, key, rejected.reason, stage, len(data), rejected.peak_rss_bytes
             )
+        verified = job.processed.verified
+        if (verified.sha256, verified.size_bytes) != (sha256, len(data)):
+            raise RetryLater("the job described other bytes than it was given")
         image = await self._content.store(record, key, data, job.processed, stage)
         return await self._ready(key, stage, image, record, peak_rss=job.peak_rss_bytes)
 
