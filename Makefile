@@ -33,8 +33,8 @@ $(STAMP): $(UV) uv.lock pyproject.toml libs/common/pyproject.toml services/*/pyp
 
 setup: $(STAMP) ## Install uv and the locked dependencies into .tools/ and .venv/
 
-run: $(STAMP) ## Start the local stack: Postgres, S3+SQS, CloudFront stand-in and the services (Ctrl-C stops it)
-	$(RUN) python -m imagery.devstack
+run: $(STAMP) ## Start the local stack: Postgres, S3+SQS, CloudFront stand-in and the services (Ctrl-C stops it; KEEP_DATA=1 keeps the database)
+	DEVSTACK_KEEP_DATA=$(KEEP_DATA) $(RUN) python -m imagery.devstack
 
 test: $(STAMP) lint typecheck proto-check proto-breaking ## Everything: lint, types, stub drift, API compatibility, unit, integration and e2e tests
 	$(RUN) pytest tests

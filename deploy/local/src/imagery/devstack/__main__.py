@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -23,6 +26,9 @@ from imagery.devstack.procs import port_open, reap_stale
 from imagery.devstack.services import ServiceProcess
 
 ROOT = Path(os.environ.get("DEVSTACK_DIR", ".devstack")).resolve()
+# The local S3 keeps nothing between runs, so by default neither does Postgres: a database
+# whose images have lost their objects would answer READY with URLs that 404.
+KEEP_DATA = os.environ.get("DEVSTACK_KEEP_DATA", "") not in ("", "0")
 PG_PORT = int(os.environ.get("DEVSTACK_PG_PORT", "54329"))
 AWS_PORT = int(os.environ.get("DEVSTACK_AWS_PORT", "4566"))
 EDGE_PORT = int(os.environ.get("DEVSTACK_EDGE_PORT", "4580"))
@@ -102,13 +108,37 @@ def main() -> int:
             pid_file.unlink(missing_ok=True)
 
 
+def _pg_data_dir() -> Path:
+    """Kept data lives in .devstack/postgres, or (run as root, when Postgres runs as its own
+    user and may not reach the checkout) in a directory of the temp dir named after it. A
+    fresh run gets a new temporary directory, removed when the stack stops."""
+    if not KEEP_DATA:
+        return Path(tempfile.mkdtemp(prefix="imagery-devstack-pg-")) / "data"
+    if os.geteuid() != 0:
+        return ROOT / "postgres"
+    digest = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"imagery-devstack-pg-{digest}" / "data"
+
+
+class _Removed:
+    """A directory removed when the stack stops."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def stop(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
 def _start_infrastructure(
     pid_dir: Path, logs: Path, cleanup: list[tuple[str, object]]
 ) -> dict[str, str]:
     database_url = os.environ.get("DATABASE_URL")
     if not database_url:
         _check_port_free(PG_PORT, "embedded Postgres")
-        pg = EmbeddedPostgres(ROOT / "postgres", PG_PORT)
+        pg = EmbeddedPostgres(_pg_data_dir(), PG_PORT)
+        if not KEEP_DATA:  # stops last: after Postgres, which stops before it
+            cleanup.append(("fresh database", _Removed(pg.data_dir.parent)))
         pg.start()
         cleanup.append(("postgres", pg))
         database_url = pg.create_database("imagery")
@@ -141,6 +171,8 @@ def _start_infrastructure(
         "SQS_DLQ_URL": aws.dlq_url,
         "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "info"),
+        # A kept database meets an empty local S3: find what lost its objects at once.
+        "PROCESSOR_RECONCILE_AT_START": "on" if KEEP_DATA else "off",
         **_cloudfront_settings(),
     }
 

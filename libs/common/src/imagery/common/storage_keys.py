@@ -18,7 +18,7 @@ _UPLOAD_KEY_RE = re.compile(rf"^(.*)uploads/({ULID_PATTERN})$")
 
 def upload_key(scope: str, image_id: str) -> str:
     """Where the client's presigned PUT lands: verified, then deleted."""
-    return f"{scope}uploads/{image_id}"
+    return f"{upload_prefix(scope)}{image_id}"
 
 
 def original_key(scope: str, sha256: str) -> str:
@@ -28,6 +28,26 @@ def original_key(scope: str, sha256: str) -> str:
 
 def variant_key(scope: str, sha256: str, name: str, fmt: str) -> str:
     return f"{scope}variants/{sha256}/{name}.{FORMATS[fmt].extension}"
+
+
+_CONTENT_KEY_RE = re.compile(r"^(.*)(?:originals/([0-9a-f]{64})|variants/([0-9a-f]{64})/[^/]+)$")
+
+
+def upload_prefix(scope: str) -> str:
+    return f"{scope}uploads/"
+
+
+def content_prefixes(scope: str) -> tuple[str, str]:
+    """Where content (originals, then variants) lives: what the reconciler lists."""
+    return f"{scope}originals/", f"{scope}variants/"
+
+
+def sha256_from_content_key(scope: str, key: str) -> str | None:
+    """The content an original's or a variant's key belongs to."""
+    match = _CONTENT_KEY_RE.fullmatch(key)
+    if match is None or match.group(1) != scope:
+        return None
+    return match.group(2) or match.group(3)
 
 
 def image_id_from_upload_key(scope: str, key: str) -> str | None:

@@ -14,16 +14,21 @@ from imagery.common.db.pool import create_pool
 from imagery.common.grpc.server import GrpcServer
 from imagery.common.runner import stop_on_signals
 from imagery.processor.adapters.isolation import IsolatedRunner
-from imagery.processor.adapters.postgres import PostgresContentStore, PostgresOutcomes
+from imagery.processor.adapters.postgres import (
+    PostgresContentInventory,
+    PostgresContentStore,
+    PostgresOutcomes,
+)
 from imagery.processor.adapters.probe import PostgresAndS3Probe
 from imagery.processor.adapters.s3 import S3ObjectStore
 from imagery.processor.adapters.sqs import SqsMessageQueue
 from imagery.processor.config import ProcessorSettings
 from imagery.processor.consumer import Consumer
-from imagery.processor.housekeeping import Housekeeping
+from imagery.processor.housekeeping import Every, Housekeeping
 from imagery.processor.use_cases.collect_content import ContentCollector
 from imagery.processor.use_cases.finish_unfinished import Reaper
 from imagery.processor.use_cases.process_upload import UploadProcessor
+from imagery.processor.use_cases.reconcile import Reconciler
 from imagery.processor.use_cases.redrive_dead_letters import RedriveDeadLetters
 
 log = logging.getLogger(__name__)
@@ -109,12 +114,34 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
     async def prune_deletion_feed() -> int:
         return await deletions.prune(DELETION_FEED_RETENTION_SECONDS)
 
+    reconciler = Reconciler(
+        store,
+        PostgresContentInventory(pool),
+        store,
+        runner,
+        grace_seconds=settings.reconcile_grace_seconds,
+        limits=settings.limits,
+        spec=settings.render,
+        max_original_bytes=settings.base.max_upload_bytes,
+    )
+
+    async def reconcile() -> object:
+        return await reconciler.run(dry_run=settings.reconcile_dry_run)
+
     housekeeping = Housekeeping(
         [
             ("unreferenced content", collector.sweep),
             ("unfinished uploads", reaper.sweep),
             ("deletion feed", prune_deletion_feed),
             ("dead letters", RedriveDeadLetters(dead_letters, queue, probe)),
+            (
+                "bucket and database",
+                Every(
+                    settings.reconcile_interval_seconds,
+                    reconcile,
+                    at_start=settings.reconcile_at_start,
+                ),
+            ),
         ],
         dead_letters,
         interval_seconds=settings.gc_interval_seconds,

@@ -29,6 +29,10 @@ class ProcessorSettings:
     retry_base_seconds: int
     gc_interval_seconds: int
     content_grace_seconds: int
+    reconcile_interval_seconds: int
+    reconcile_grace_seconds: int
+    reconcile_dry_run: bool
+    reconcile_at_start: bool
     abandoned_after_seconds: int
     render: RenderSpec
 
@@ -73,6 +77,12 @@ def _build(env: Env, base: Settings) -> ProcessorSettings:
         retry_base_seconds=env.integer("PROCESSOR_RETRY_BASE_SECONDS", 5, minimum=0),
         gc_interval_seconds=env.integer("PROCESSOR_GC_INTERVAL_SECONDS", 60, minimum=1),
         content_grace_seconds=env.integer("PROCESSOR_CONTENT_GRACE_SECONDS", 600, minimum=0),
+        reconcile_interval_seconds=env.integer(
+            "PROCESSOR_RECONCILE_INTERVAL_SECONDS", 3600, minimum=1
+        ),
+        reconcile_grace_seconds=env.integer("PROCESSOR_RECONCILE_GRACE_SECONDS", 3600, minimum=0),
+        reconcile_dry_run=env.choice("PROCESSOR_RECONCILE_DRY_RUN", "off", ("on", "off")) == "on",
+        reconcile_at_start=env.choice("PROCESSOR_RECONCILE_AT_START", "off", ("on", "off")) == "on",
         # An upload URL unused an hour after it expired will not be used any more.
         abandoned_after_seconds=env.integer(
             "PROCESSOR_ABANDONED_AFTER_SECONDS", base.upload_url_expiry_seconds + 3600, minimum=1

@@ -1,10 +1,12 @@
 """The processor's periodic work beside the consumer: sweeps (content deletion, unfinished
-uploads, the deletion feed) every interval, and the dead-letter queue's depth as a gauge."""
+uploads, the deletion feed, dead letters, the reconciler) every interval or at their own
+pace, and the dead-letter queue's depth as a gauge."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from opentelemetry import metrics
@@ -16,6 +18,31 @@ from imagery.processor.ports import QueueDepth
 log = logging.getLogger(__name__)
 
 Sweep = tuple[str, Callable[[], Awaitable[object]]]  # (what it sweeps, one pass)
+
+
+class Every:
+    """A sweep that runs at most once per `seconds`: the first time at the first chance when
+    `at_start`, else one period after it was made."""
+
+    def __init__(
+        self,
+        seconds: float,
+        work: Callable[[], Awaitable[object]],
+        *,
+        at_start: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._seconds = seconds
+        self._work = work
+        self._clock = clock
+        self._last: float | None = None if at_start else clock()
+
+    async def __call__(self) -> object:
+        now = self._clock()
+        if self._last is not None and now - self._last < self._seconds:
+            return None
+        self._last = now
+        return await self._work()
 
 
 class Housekeeping:
@@ -47,7 +74,7 @@ class Housekeeping:
         """Until `stop` is set: a sweep pass every interval (the first after one interval) and
         the dead-letter depth every `depth_interval_seconds`."""
         await asyncio.gather(
-            self._every(self._interval, self.sweep_once, stop, first_now=False),
+            self._every(self._interval, self.sweep_once, stop, first_now=True),
             self._every(self._depth_interval, self.read_dlq_depth, stop, first_now=True),
         )
 

@@ -258,5 +258,48 @@ class ContentStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class ListedObject:
+    key: str
+    last_modified: datetime
+
+
+class BucketListing(Protocol):
+    async def list_page(
+        self, prefix: str, *, after: str | None, limit: int
+    ) -> tuple[list[ListedObject], str | None]:
+        """One page of the keys under `prefix`, in key order, starting after `after`; and the
+        key to continue after, or None when this was the last page."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredContent:
+    sha256: str
+    format: str
+    keys: tuple[str, ...]  # its variants' objects, as the rows name them
+
+
+class ContentInventory(Protocol):
+    """What the reconciler compares the bucket with."""
+
+    async def known_content(self, sha256s: Collection[str]) -> set[str]:
+        """The ones that have a row, in any state."""
+        ...
+
+    async def known_images(self, image_ids: Collection[str]) -> set[str]:
+        """The ones that have a record."""
+        ...
+
+    async def stored_content(self, *, after: str | None, limit: int) -> list[StoredContent]:
+        """A page of referenced, stored content in sha256 order, starting after `after`."""
+        ...
+
+    async def mark_lost(self, sha256: str) -> None:
+        """Its objects are gone for good: it stops being stored (nothing links to it) and its
+        variants stop being served; an upload of the same bytes stores it again."""
+        ...
+
+
 class DeletionFeedPruner(Protocol):
     async def prune(self, older_than_seconds: float) -> int: ...

@@ -4,7 +4,7 @@ count in one transaction (a unit of work the use case drives), and content colle
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -12,7 +12,12 @@ from asyncpg.pool import PoolConnectionProxy
 from imagery.common.db.pool import postgres_errors, translates_postgres_errors
 from imagery.common.domain import VariantInfo
 from imagery.common.storage_keys import GLOBAL_SCOPE, original_key
-from imagery.processor.ports import LinkResult, UnreferencedContent, VerifiedImage
+from imagery.processor.ports import (
+    LinkResult,
+    StoredContent,
+    UnreferencedContent,
+    VerifiedImage,
+)
 
 _LOCK_PROCESSING = "SELECT 1 FROM image_records WHERE id = $1 AND status = 'processing' FOR UPDATE"
 
@@ -242,3 +247,45 @@ class PostgresContentStore:
     async def forget(self, content: UnreferencedContent) -> bool:
         result = await self._pool.execute(_FORGET, content.sha256, content.claimed_at)
         return bool(result == "DELETE 1")
+
+
+class PostgresContentInventory:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @translates_postgres_errors
+    async def known_content(self, sha256s: Collection[str]) -> set[str]:
+        rows = await self._pool.fetch(
+            "SELECT sha256 FROM image_blobs WHERE sha256 = ANY($1::text[])", list(sha256s)
+        )
+        return {row[0] for row in rows}
+
+    @translates_postgres_errors
+    async def known_images(self, image_ids: Collection[str]) -> set[str]:
+        rows = await self._pool.fetch(
+            "SELECT id FROM image_records WHERE id = ANY($1::text[])", list(image_ids)
+        )
+        return {row[0] for row in rows}
+
+    @translates_postgres_errors
+    async def stored_content(self, *, after: str | None, limit: int) -> list[StoredContent]:
+        rows = await self._pool.fetch(
+            """SELECT b.sha256, b.format,
+                      ARRAY(SELECT object_key FROM image_variants v WHERE v.sha256 = b.sha256)
+                 FROM image_blobs b
+                WHERE b.reference_count > 0 AND b.stored_at IS NOT NULL
+                  AND b.collecting_since IS NULL AND b.sha256 > $1
+                ORDER BY b.sha256 LIMIT $2""",
+            after or "",
+            limit,
+        )
+        return [StoredContent(sha, fmt, tuple(keys)) for sha, fmt, keys in rows]
+
+    @translates_postgres_errors
+    async def mark_lost(self, sha256: str) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE image_blobs SET stored_at = NULL, updated_at = now() WHERE sha256 = $1",
+                sha256,
+            )
+            await conn.execute("DELETE FROM image_variants WHERE sha256 = $1", sha256)

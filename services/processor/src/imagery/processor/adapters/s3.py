@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from imagery.common.aws.clients import aws_unavailable, error_code, is_not_found
-from imagery.processor.ports import ObjectInfo, ObjectTooLarge
+from imagery.processor.ports import ListedObject, ObjectInfo, ObjectTooLarge
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -97,6 +97,22 @@ class S3ObjectStore:
                     ContentType=content_type,
                     CacheControl=cache_control,
                 )
+
+    async def list_page(
+        self, prefix: str, *, after: str | None, limit: int
+    ) -> tuple[list[ListedObject], str | None]:
+        with aws_unavailable("S3 ListObjectsV2"):
+            if after is None:
+                resp = await self._client.list_objects_v2(
+                    Bucket=self._bucket, Prefix=prefix, MaxKeys=limit
+                )
+            else:
+                resp = await self._client.list_objects_v2(
+                    Bucket=self._bucket, Prefix=prefix, MaxKeys=limit, StartAfter=after
+                )
+        listed = [ListedObject(o["Key"], o["LastModified"]) for o in resp.get("Contents", [])]
+        more = bool(resp.get("IsTruncated")) and bool(listed)
+        return listed, (listed[-1].key if more else None)
 
     async def delete(self, key: str) -> None:
         with aws_unavailable("S3 DeleteObject"):

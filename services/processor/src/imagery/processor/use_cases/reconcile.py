@@ -1,0 +1,171 @@
+"""The bucket compared with the database, both ways, page by page (never the whole bucket
+at once), for what the normal paths cannot see:
+
+- Objects no committed row needs: an original or a variant of content with no row (its
+  writer's commit failed, or it was written after its reservation was collected), an upload
+  object of an image that does not exist. Deleted once older than the grace period, so a
+  write in progress is never taken for an orphan.
+- Rows whose objects are gone (a lifecycle rule, a hand deletion, a local S3 that started
+  empty): variants are rendered again from the kept original where it exists; otherwise the
+  content is marked lost, so it is never served or linked to, and the next upload of the
+  same bytes stores it again.
+
+With `dry_run` it only reports what it would do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from imagery.common.formats import content_type_of
+from imagery.common.storage_keys import (
+    GLOBAL_SCOPE,
+    VARIANT_CACHE_CONTROL,
+    content_prefixes,
+    image_id_from_upload_key,
+    original_key,
+    sha256_from_content_key,
+    upload_prefix,
+    variant_key,
+)
+from imagery.processor.imaging import Limits, Rejected, RenderSpec
+from imagery.processor.ports import (
+    BucketListing,
+    ContentInventory,
+    ImageJobs,
+    ListedObject,
+    Objects,
+    StoredContent,
+)
+
+log = logging.getLogger(__name__)
+PAGE = 500
+
+
+@dataclass
+class Report:
+    orphans_deleted: list[str] = field(default_factory=list)  # or to delete, in a dry run
+    variants_rebuilt: list[str] = field(default_factory=list)
+    content_lost: list[str] = field(default_factory=list)  # sha256s with no original left
+
+
+class Reconciler:
+    def __init__(
+        self,
+        listing: BucketListing,
+        inventory: ContentInventory,
+        objects: Objects,
+        jobs: ImageJobs,
+        *,
+        grace_seconds: float,
+        limits: Limits,
+        spec: RenderSpec,
+        max_original_bytes: int,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._listing = listing
+        self._inventory = inventory
+        self._objects = objects
+        self._jobs = jobs
+        self._grace = timedelta(seconds=grace_seconds)
+        self._limits = limits
+        self._spec = spec
+        self._max_original = max_original_bytes
+        self._clock = clock
+
+    async def run(self, *, dry_run: bool = False) -> Report:
+        report = Report()
+        for prefix in content_prefixes(GLOBAL_SCOPE):
+            await self._orphans(prefix, report, dry_run, self._orphaned_content)
+        await self._orphans(upload_prefix(GLOBAL_SCOPE), report, dry_run, self._orphaned_uploads)
+        await self._lost_objects(report, dry_run)
+        if report.orphans_deleted or report.variants_rebuilt or report.content_lost:
+            log.info(
+                "reconciled the bucket with the database",
+                extra={
+                    "dry_run": dry_run,
+                    "orphans": len(report.orphans_deleted),
+                    "variants_rebuilt": len(report.variants_rebuilt),
+                    "content_lost": len(report.content_lost),
+                },
+            )
+        return report
+
+    async def _orphans(
+        self,
+        prefix: str,
+        report: Report,
+        dry_run: bool,
+        orphaned: Callable[[list[ListedObject]], Awaitable[list[str]]],
+    ) -> None:
+        after: str | None = None
+        while True:
+            page, after = await self._listing.list_page(prefix, after=after, limit=PAGE)
+            old = [o for o in page if o.last_modified <= self._clock() - self._grace]
+            for key in await orphaned(old):
+                report.orphans_deleted.append(key)
+                if not dry_run:
+                    await self._objects.delete(key)
+            if after is None:
+                return
+
+    async def _orphaned_content(self, listed: list[ListedObject]) -> list[str]:
+        owners = {o.key: sha256_from_content_key(GLOBAL_SCOPE, o.key) for o in listed}
+        known = await self._inventory.known_content({s for s in owners.values() if s})
+        return [key for key, sha in owners.items() if sha is not None and sha not in known]
+
+    async def _orphaned_uploads(self, listed: list[ListedObject]) -> list[str]:
+        owners = {o.key: image_id_from_upload_key(GLOBAL_SCOPE, o.key) for o in listed}
+        known = await self._inventory.known_images({i for i in owners.values() if i})
+        return [key for key, image in owners.items() if image is None or image not in known]
+
+    async def _lost_objects(self, report: Report, dry_run: bool) -> None:
+        after: str | None = None
+        while True:
+            page = await self._inventory.stored_content(after=after, limit=PAGE)
+            for content in page:
+                await self._check(content, report, dry_run)
+            if len(page) < PAGE:
+                return
+            after = page[-1].sha256
+
+    async def _check(self, content: StoredContent, report: Report, dry_run: bool) -> None:
+        found = await asyncio.gather(*(self._objects.head(k) for k in content.keys))
+        missing = [k for k, info in zip(content.keys, found, strict=True) if info is None]
+        if not missing:
+            return
+        original = original_key(GLOBAL_SCOPE, content.sha256)
+        data = await self._objects.get(original, max_bytes=self._max_original)
+        if not data:
+            report.content_lost.append(content.sha256)
+            if not dry_run:
+                await self._inventory.mark_lost(content.sha256)
+            return
+        report.variants_rebuilt.extend(missing)
+        if dry_run:
+            return
+        try:
+            job = await self._jobs.verify_and_render(
+                data, content_type_of(content.format), self._limits, self._spec
+            )
+        except Rejected as rejected:  # the kept original no longer passes: it cannot serve
+            log.warning(
+                "a kept original failed to render",
+                extra={"sha256": content.sha256, "reason": rejected.reason},
+            )
+            report.content_lost.append(content.sha256)
+            await self._inventory.mark_lost(content.sha256)
+            return
+        for variant in job.processed.variants:
+            key = variant_key(GLOBAL_SCOPE, content.sha256, variant.name, variant.format)
+            if key in missing:
+                await self._objects.put(
+                    key,
+                    variant.body,
+                    content_type=variant.content_type,
+                    cache_control=VARIANT_CACHE_CONTROL,
+                )

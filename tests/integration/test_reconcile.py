@@ -1,0 +1,124 @@
+"""The reconciler against real Postgres and the local S3: orphans go after their grace, lost
+variants come back from the kept original, content with nothing left is never served."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from imagery.common.aws.clients import s3_client
+from imagery.common.config import AwsSettings
+from imagery.common.db.images import PostgresImageRepository
+from imagery.common.domain import ImageRecord, ImageStatus
+from imagery.common.ids import new_image_id
+from imagery.common.storage_keys import GLOBAL_SCOPE, original_key, upload_key, variant_key
+from imagery.processor.adapters.postgres import PostgresContentInventory, PostgresOutcomes
+from imagery.processor.adapters.s3 import S3ObjectStore
+from imagery.processor.imaging import Limits, RenderSpec
+from imagery.processor.use_cases.process_upload import Outcome, UploadProcessor
+from imagery.processor.use_cases.reconcile import Reconciler
+from tests import images
+from tests.fakes import InlineJobs
+
+pytestmark = pytest.mark.integration
+LATER = datetime.now(UTC) + timedelta(hours=2)  # every object written now is past its grace
+
+
+@pytest.fixture
+async def store(aws_settings: AwsSettings) -> AsyncIterator[S3ObjectStore]:
+    async with s3_client(aws_settings) as client:
+        yield S3ObjectStore(client, aws_settings.bucket)
+
+
+def _reconciler(pool: asyncpg.Pool, store: S3ObjectStore, *, now: datetime = LATER) -> Reconciler:
+    return Reconciler(
+        store,
+        PostgresContentInventory(pool),
+        store,
+        InlineJobs(),
+        grace_seconds=3600,
+        limits=Limits(),
+        spec=RenderSpec(),
+        max_original_bytes=10 * 1024**2,
+        clock=lambda: now,
+    )
+
+
+async def _ready(pool: asyncpg.Pool, store: S3ObjectStore, body: bytes) -> ImageRecord:
+    """An image made READY by the real processing path."""
+    repo = PostgresImageRepository(pool)
+    image_id = new_image_id()
+    key = upload_key(GLOBAL_SCOPE, image_id)
+    await repo.save(ImageRecord(image_id, ImageStatus.PENDING, "image/jpeg", "a.jpg", key))
+    await store.put(key, body, content_type="image/jpeg")
+    process = UploadProcessor(
+        repo,
+        PostgresOutcomes(pool),
+        store,
+        InlineJobs(),
+        limits=Limits(),
+        max_upload_bytes=10 * 1024**2,
+        claim_stale_seconds=300,
+    )
+    assert (await process(image_id, key)).outcome is Outcome.READY
+    record = await repo.find_by_id(image_id)
+    assert record is not None and record.sha256 is not None
+    return record
+
+
+async def test_orphans_go_after_their_grace_and_a_dry_run_only_reports(
+    pool: asyncpg.Pool, store: S3ObjectStore
+) -> None:
+    kept = await _ready(pool, store, images.jpeg(40, 30))
+    stray_sha = "e" * 64
+    strays = [
+        original_key(GLOBAL_SCOPE, stray_sha),
+        variant_key(GLOBAL_SCOPE, stray_sha, "small", "webp"),
+        upload_key(GLOBAL_SCOPE, new_image_id()),  # an upload nobody created a record for
+    ]
+    for key in strays:
+        await store.put(key, b"stray", content_type="image/webp")
+
+    young = await _reconciler(pool, store, now=datetime.now(UTC)).run()
+    assert young.orphans_deleted == [], "within the grace: perhaps a write in progress"
+    dry = await _reconciler(pool, store).run(dry_run=True)
+    assert sorted(dry.orphans_deleted) == sorted(strays)
+    assert all([await store.head(k) for k in strays]), "a dry run deletes nothing"
+    done = await _reconciler(pool, store).run()
+    assert sorted(done.orphans_deleted) == sorted(strays)
+    assert [await store.head(k) for k in strays] == [None, None, None]
+    assert all([await store.head(v.key) for v in kept.variants]), "what a row needs stays"
+
+
+async def test_a_lost_variant_is_rendered_again_from_the_kept_original(
+    pool: asyncpg.Pool, store: S3ObjectStore
+) -> None:
+    record = await _ready(pool, store, images.jpeg(60, 40))
+    lost = record.variants[0].key
+    await store.delete(lost)
+    report = await _reconciler(pool, store).run()
+    assert report.variants_rebuilt == [lost]
+    assert await store.head(lost) is not None
+
+
+async def test_content_with_nothing_left_is_never_served_and_comes_back_with_its_bytes(
+    pool: asyncpg.Pool, store: S3ObjectStore
+) -> None:
+    body = images.jpeg(50, 30)
+    record = await _ready(pool, store, body)
+    assert record.sha256 is not None
+    for key in [original_key(GLOBAL_SCOPE, record.sha256), *(v.key for v in record.variants)]:
+        await store.delete(key)  # a local S3 that started empty
+    report = await _reconciler(pool, store).run()
+    assert report.content_lost == [record.sha256]
+    repo = PostgresImageRepository(pool)
+    (target,) = await repo.find_download_targets([record.id], "small", ["webp"])
+    assert not target.servable, "never signed for objects that are gone"
+    again = await _ready(pool, store, body)
+    assert again.sha256 == record.sha256
+    (target,) = await repo.find_download_targets([record.id], "small", ["webp"])
+    assert target.servable, "the same bytes stored it again, for the old image too"
+    assert await store.head(target.key or "") is not None

@@ -1,0 +1,118 @@
+"""The processor's periodic work: sweeps at their pace, one failure never stops the others,
+dead letters go back only once the dependencies answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from imagery.common.errors import DependencyUnavailable
+from imagery.processor.housekeeping import Every, Housekeeping
+from imagery.processor.ports import QueueMessage
+from imagery.processor.use_cases.redrive_dead_letters import RedriveDeadLetters
+
+pytestmark = pytest.mark.looptime  # virtual loop time: an hour of sweeps takes no real time
+
+
+class Depth:
+    def __init__(self, depth: int = 0) -> None:
+        self.depth = depth
+
+    async def approximate_depth(self) -> int:
+        return self.depth
+
+
+async def test_sweeps_run_at_start_and_every_interval_and_a_failure_stops_nothing() -> None:
+    runs: list[tuple[str, float]] = []
+    loop = asyncio.get_running_loop()
+
+    async def fine() -> None:
+        runs.append(("fine", loop.time()))
+
+    async def broken() -> None:
+        runs.append(("broken", loop.time()))
+        raise DependencyUnavailable("S3 is down")
+
+    hourly = Every(3600, fine, clock=loop.time)
+    keeping = Housekeeping(
+        [("broken", broken), ("fine", fine), ("hourly", hourly)],
+        Depth(3),
+        interval_seconds=60,
+    )
+    stop = asyncio.Event()
+    loop.call_later(7200 + 30, stop.set)
+    await keeping.run(stop)
+    fine_runs = [t for name, t in runs if name == "fine"]
+    broken_runs = [t for name, t in runs if name == "broken"]
+    assert len(broken_runs) == len(fine_runs) - 2, "the broken sweep never stopped the next"
+    assert len(broken_runs) == 121, "at start, then every 60 s for two hours"
+    assert keeping.dlq_depth == 3
+
+
+async def test_every_waits_a_period_unless_told_to_run_at_start() -> None:
+    calls: list[str] = []
+    now = [0.0]
+
+    async def work() -> None:
+        calls.append("ran")
+
+    later, at_start = (
+        Every(10, work, clock=lambda: now[0]),
+        Every(10, work, at_start=True, clock=lambda: now[0]),
+    )
+    await later()
+    await at_start()
+    assert calls == ["ran"]
+    now[0] = 10
+    await later()
+    await at_start()
+    assert calls == ["ran", "ran", "ran"]
+
+
+class DeadLetters:
+    def __init__(self, bodies: list[str]) -> None:
+        self.waiting = [QueueMessage(str(i), f"rh{i}", b, 5) for i, b in enumerate(bodies)]
+        self.deleted: list[str] = []
+
+    async def receive(
+        self, *, max_messages: int = 10, wait_seconds: int = 20
+    ) -> list[QueueMessage]:
+        batch, self.waiting = self.waiting[:max_messages], self.waiting[max_messages:]
+        return batch
+
+    async def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
+        self.deleted += [m.receipt_handle for m in messages]
+        return []
+
+    async def approximate_depth(self) -> int:
+        return len(self.waiting)
+
+
+class Queue:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, bodies: Sequence[str]) -> None:
+        self.sent += bodies
+
+
+class Probe:
+    def __init__(self, up: bool) -> None:
+        self.up = up
+
+    async def check(self) -> None:
+        if not self.up:
+            raise DependencyUnavailable("Postgres is down")
+
+
+async def test_dead_letters_go_back_only_once_the_dependencies_answer() -> None:
+    dead, queue, probe = DeadLetters([f"event {i}" for i in range(23)]), Queue(), Probe(False)
+    redrive = RedriveDeadLetters(dead, queue, probe)
+    assert await redrive() == 0, "they would only come straight back"
+    assert queue.sent == [] and dead.deleted == []
+    probe.up = True
+    assert await redrive() == 23
+    assert queue.sent == [f"event {i}" for i in range(23)], "sent before deleted, in order"
+    assert len(dead.deleted) == 23
