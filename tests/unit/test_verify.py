@@ -154,3 +154,14 @@ def test_an_animation_over_budget_is_refused_before_pillow_opens_it(
         verify(images.sparse_gif(), "image/gif", Limits())
     assert caught.value.reason == "DIMENSIONS_EXCEEDED"
     assert "26 frames of 4000x4000" in caught.value.detail
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding() -> None:
+    data = images.jpeg(64, 48)
+    scan = data.index(b"\xff\xda")
+    flooded = data[:scan] + data[scan:-2] * 150 + b"\xff\xd9"
+    with pytest.raises(Rejected) as caught:
+        verify(flooded, "image/jpeg", Limits())
+    assert caught.value.reason == "DIMENSIONS_EXCEEDED"
+    assert "JPEG scans" in caught.value.detail
+    assert verify(images.jpeg(64, 48), "image/jpeg", Limits()).format == "jpeg"

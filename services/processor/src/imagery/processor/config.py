@@ -63,6 +63,7 @@ def _build(env: Env, base: Settings) -> ProcessorSettings:
             max_pixels=env.integer("MAX_IMAGE_PIXELS", 40_000_000, minimum=1),
             max_frames=env.integer("MAX_IMAGE_FRAMES", 100, minimum=1),
             max_total_pixels=env.integer("MAX_IMAGE_TOTAL_PIXELS", 400_000_000, minimum=1),
+            max_scans=env.integer("MAX_JPEG_SCANS", 100, minimum=1),
         ),
         job_limits=JobLimits(
             memory_bytes=env.integer("PROCESSOR_JOB_MEMORY_BYTES", 1024**3, minimum=64 * 1024**2),

@@ -15,6 +15,7 @@ class Limits:
     max_pixels: int = 40_000_000
     max_frames: int = 100
     max_total_pixels: int = 400_000_000  # width x height x frames
+    max_scans: int = 100  # of a JPEG: encoders write about ten for a progressive file
 
 
 @dataclass(frozen=True, slots=True)

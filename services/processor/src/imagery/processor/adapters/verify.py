@@ -106,7 +106,14 @@ def verify_then(
 def _check_container(data: bytes, fmt: str, limits: Limits) -> None:
     """The frame budget from the container structure alone, before Pillow decodes a frame
     (an animation's frames would otherwise be decoded just to be counted). When the structure
-    gives no answer, Pillow's header checks decide."""
+    gives no answer, Pillow's header checks decide. A JPEG's scans are its cost the way frames
+    are an animation's: each progressive scan refines the whole picture again, so thousands
+    of them in a small file cost minutes of CPU. Entropy-coded data never holds FF DA (a data
+    FF byte is always followed by 00), so every FF DA starts a scan."""
+    if fmt == "jpeg" and data.count(b"\xff\xda") > limits.max_scans:
+        raise Rejected(
+            FailureReason.DIMENSIONS_EXCEEDED, f"more than {limits.max_scans} JPEG scans"
+        )
     try:
         budget = animation_budget(data, fmt, max_frames=limits.max_frames)
     except ContainerError:
