@@ -10,8 +10,9 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -25,6 +26,27 @@ SERVICES = {
     "imagery-delivery": ("imagery.v1.DeliveryService", 50052),
 }
 SERVER_GRACE = {"imagery-upload": 10, "imagery-delivery": 10, "imagery-processor": 25}
+# Each workload's own Secret (only its DATABASE_URL) and Postgres role (docs/deploy.md, 3).
+DB_SECRETS = {
+    "imagery-upload": "imagery-upload-db",
+    "imagery-delivery": "imagery-delivery-db",
+    "imagery-processor": "imagery-processor-db",
+    "imagery-migrate": "imagery-migrate-db",
+}
+POSTGRES_ROLES = {
+    "imagery-upload": "imagery_upload",
+    "imagery-delivery": "imagery_delivery",
+    "imagery-processor": "imagery_processor",
+    "imagery-migrate": "imagery_migrate",
+}
+CLOUDFRONT_KEY_SECRET = "imagery-cloudfront-key"
+CLOUDFRONT_KEY_ITEM = "private_key.pem"
+SECRETS = {
+    workload: {secret, CLOUDFRONT_KEY_SECRET} if workload == "imagery-delivery" else {secret}
+    for workload, secret in DB_SECRETS.items()
+}
+SECRET_EXAMPLE = ROOT / "deploy/k8s/base/secret.example.yaml"
+DEPLOY_DOCS = ROOT / "docs/deploy.md"
 
 
 def _tool(name: str) -> str:
@@ -54,6 +76,46 @@ def kinds(overlay: str, kind: str) -> list[dict[str, Any]]:
 
 def workloads(overlay: str) -> list[dict[str, Any]]:
     return kinds(overlay, "Deployment") + kinds(overlay, "Job")
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def all_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        c
+        for field in ("initContainers", "containers", "ephemeralContainers")
+        for c in pod.get(field, [])
+    ]
+
+
+def secret_references(pod: dict[str, Any]) -> set[str]:
+    """Every Secret a pod can reach, wherever it is named: env and envFrom, secret and projected
+    volumes, pull secrets, any other `...SecretRef`."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key == "secretName":
+                    found.add(value)
+                elif key == "imagePullSecrets":
+                    found.update(s["name"] for s in value)
+                elif (
+                    (key in {"secret", "secretRef", "secretKeyRef"} or key.endswith("SecretRef"))
+                    and isinstance(value, dict)
+                    and "name" in value
+                ):
+                    found.add(value["name"])
+                walk(value)
+
+    walk(pod)
+    return found
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -123,7 +185,6 @@ def test_deployments_roll_safely_and_probe_grpc(overlay: str) -> None:
         assert container["readinessProbe"]["grpc"]["port"] == port, name
         if name in SERVICES:
             assert container["readinessProbe"]["grpc"]["service"] == SERVICES[name][0]
-        assert "DATABASE_URL" not in str(container.get("env", [])), "secrets come from the Secret"
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
         metrics_port = {p["name"]: p["containerPort"] for p in container["ports"]}["metrics"]
@@ -172,9 +233,14 @@ def test_network_is_denied_by_default_and_secrets_are_never_rendered(overlay: st
     deny = policies["imagery-default-deny"]["spec"]
     assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
     assert "ingress" not in deny and "egress" not in deny
-    assert kinds(overlay, "Secret") == [], "the example Secret is documentation, never applied"
+    assert kinds(overlay, "Secret") == [], "the example Secrets are documentation, never applied"
     (config,) = kinds(overlay, "ConfigMap")
-    assert not {"DATABASE_URL", "CLOUDFRONT_PRIVATE_KEY_PEM"} & set(config["data"])
+    assert not {"DATABASE_URL", "CLOUDFRONT_PRIVATE_KEY_PEM", "CLOUDFRONT_PRIVATE_KEY_FILE"} & set(
+        config["data"]
+    ), "the ConfigMap goes to every workload"
+    rendered = yaml.safe_dump_all(render(overlay))
+    for secret_value in ("PRIVATE KEY", "postgresql://", "postgres://", "CHANGE-ME"):
+        assert secret_value not in rendered, secret_value
     annotated = {
         s["metadata"]["name"]
         for s in kinds(overlay, "ServiceAccount")
@@ -182,6 +248,241 @@ def test_network_is_denied_by_default_and_secrets_are_never_rendered(overlay: st
     }
     assert annotated == {"imagery-upload", "imagery-processor"}, (
         "only the parts that call AWS get a role"
+    )
+
+
+def check_secret_separation(workload: dict[str, Any]) -> None:
+    """The workload reaches its own Secrets and no other; its DATABASE_URL comes from its own
+    Secret by key; the CloudFront key is never in any environment."""
+    name = workload["metadata"]["name"]
+    pod = pod_spec(workload)
+    assert secret_references(pod) == SECRETS[name], name
+    for container in all_containers(pod):
+        assert not [e for e in container.get("envFrom", []) if "secretRef" in e], (
+            f"{name}: envFrom a Secret imports every key in it; name the keys"
+        )
+        env = {e["name"]: e for e in container.get("env", [])}
+        assert "CLOUDFRONT_PRIVATE_KEY_PEM" not in env, f"{name}: the key is a file, never env"
+        if name != "imagery-delivery":
+            assert not [e for e in env if e.startswith("CLOUDFRONT_PRIVATE_KEY")], name
+        if "DATABASE_URL" in env:
+            assert "value" not in env["DATABASE_URL"], f"{name}: a literal DATABASE_URL"
+            ref = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": DB_SECRETS[name], "key": "DATABASE_URL"}, name
+    assert any(
+        "DATABASE_URL" in {e["name"] for e in c.get("env", [])} for c in pod["containers"]
+    ), f"{name} gets its DATABASE_URL"
+
+
+def check_cloudfront_key_mount(delivery: dict[str, Any]) -> None:
+    """The key: one secret volume, 0400, mounted read-only into the delivery container alone,
+    readable by the non-root user through the pod's fsGroup, and named by
+    CLOUDFRONT_PRIVATE_KEY_FILE."""
+    pod = pod_spec(delivery)
+    (volume,) = [
+        v
+        for v in pod.get("volumes", [])
+        if v.get("secret", {}).get("secretName") == CLOUDFRONT_KEY_SECRET
+    ]
+    source = volume["secret"]
+    assert source["defaultMode"] == 0o400, oct(source["defaultMode"])
+    (item,) = source["items"]  # only the key is projected, whatever else the Secret holds
+    assert item["key"] == CLOUDFRONT_KEY_ITEM and item.get("mode", 0o400) == 0o400, item
+    mounts = [
+        (c["name"], m)
+        for c in all_containers(pod)
+        for m in c.get("volumeMounts", [])
+        if m["name"] == volume["name"]
+    ]
+    assert [name for name, _ in mounts] == ["delivery"], "one container mounts the key"
+    ((container_name, mount),) = mounts
+    assert mount.get("readOnly") is True, mount
+    assert "subPath" not in mount and "subPathExpr" not in mount, "a subPath never updates"
+    (container,) = [c for c in pod["containers"] if c["name"] == container_name]
+    env = {e["name"]: e for e in container["env"]}
+    key_file = PurePosixPath(env["CLOUDFRONT_PRIVATE_KEY_FILE"]["value"])
+    assert key_file == PurePosixPath(mount["mountPath"]) / item["path"], key_file
+    security = pod["securityContext"]
+    # The kubelet writes the file root-owned, group fsGroup, 0440: the process reads it only
+    # as a member of that group.
+    assert security["runAsNonRoot"] is True and security["runAsUser"] != 0
+    assert security.get("fsGroup") is not None, "without fsGroup the non-root user cannot read it"
+    assert security["fsGroup"] in {
+        security.get("runAsGroup"),
+        *security.get("supplementalGroups", []),
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_workload_reaches_only_its_own_secrets(overlay: str) -> None:
+    assert {w["metadata"]["name"] for w in workloads(overlay)} == set(SECRETS)
+    for workload in workloads(overlay):
+        check_secret_separation(workload)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_secret_serves_more_than_one_workload(overlay: str) -> None:
+    users: dict[str, set[str]] = {}
+    for workload in workloads(overlay):
+        for secret in secret_references(pod_spec(workload)):
+            users.setdefault(secret, set()).add(workload["metadata"]["name"])
+    shared = {secret: names for secret, names in users.items() if len(names) > 1}
+    assert not shared, shared
+    assert users[CLOUDFRONT_KEY_SECRET] == {"imagery-delivery"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_delivery_gets_the_cloudfront_key_as_a_read_only_file(overlay: str) -> None:
+    by_name = {w["metadata"]["name"]: w for w in workloads(overlay)}
+    check_cloudfront_key_mount(by_name["imagery-delivery"])
+    for name, workload in by_name.items():
+        if name == "imagery-delivery":
+            continue
+        pod = pod_spec(workload)
+        assert CLOUDFRONT_KEY_SECRET not in secret_references(pod), name
+        assert "cloudfront" not in str(pod.get("volumes", [])).lower(), name
+        for container in all_containers(pod):
+            assert "cloudfront" not in str(container.get("volumeMounts", [])).lower(), name
+
+
+def test_the_secret_checks_catch_a_leak() -> None:
+    """The checks above fail on the mistakes they exist for."""
+    by_name = {w["metadata"]["name"]: w for w in workloads("prod")}
+
+    def mutated(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        workload = copy.deepcopy(by_name[name])
+        pod = pod_spec(workload)
+        return workload, pod, pod["containers"][0]
+
+    leaks = []
+    upload, _, container = mutated("imagery-upload")
+    container["envFrom"].append({"secretRef": {"name": CLOUDFRONT_KEY_SECRET}})
+    leaks.append(upload)
+    processor, pod, _ = mutated("imagery-processor")
+    pod["volumes"].append(
+        {"name": "x", "projected": {"sources": [{"secret": {"name": "imagery-delivery-db"}}]}}
+    )
+    leaks.append(processor)
+    migrate, _, container = mutated("imagery-migrate")
+    container["env"][0]["valueFrom"]["secretKeyRef"]["name"] = "imagery-upload-db"
+    leaks.append(migrate)
+    delivery, _, container = mutated("imagery-delivery")
+    container["env"].append(
+        {
+            "name": "CLOUDFRONT_PRIVATE_KEY_PEM",
+            "valueFrom": {
+                "secretKeyRef": {"name": CLOUDFRONT_KEY_SECRET, "key": CLOUDFRONT_KEY_ITEM}
+            },
+        }
+    )
+    leaks.append(delivery)
+    for leak in leaks:
+        with pytest.raises(AssertionError):
+            check_secret_separation(leak)
+
+    def broken_key_mounts() -> list[dict[str, Any]]:
+        found = []
+        for change in ("mode", "writable", "path", "no-fsgroup", "sidecar"):
+            delivery, pod, container = mutated("imagery-delivery")
+            (volume,) = [v for v in pod["volumes"] if "secret" in v]
+            (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+            if change == "mode":
+                volume["secret"]["defaultMode"] = 0o644
+            elif change == "writable":
+                mount["readOnly"] = False
+            elif change == "path":
+                for e in container["env"]:
+                    if e["name"] == "CLOUDFRONT_PRIVATE_KEY_FILE":
+                        e["value"] = "/tmp/private_key.pem"
+            elif change == "no-fsgroup":
+                del pod["securityContext"]["fsGroup"]
+            else:
+                pod["containers"].append({"name": "sidecar", "volumeMounts": [dict(mount)]})
+            found.append(delivery)
+        return found
+
+    for broken in broken_key_mounts():
+        with pytest.raises(AssertionError):
+            check_cloudfront_key_mount(broken)
+
+
+def test_the_example_secrets_give_each_workload_its_own_credentials() -> None:
+    """The example documents exactly the Secrets the workloads name, one workload's credentials
+    in each (its own Postgres user), and holds no real value."""
+    examples = {
+        d["metadata"]["name"]: d for d in yaml.safe_load_all(SECRET_EXAMPLE.read_text()) if d
+    }
+    assert set(examples) == set().union(*SECRETS.values())
+    users = set()
+    for workload, name in DB_SECRETS.items():
+        data = examples[name]["stringData"]
+        assert set(data) == {"DATABASE_URL"}, name
+        url = urlsplit(data["DATABASE_URL"])
+        assert url.username == POSTGRES_ROLES[workload], name
+        assert url.password == "CHANGE-ME" and "sslmode=verify-full" in url.query, name
+        users.add(url.username)
+    assert len(users) == len(DB_SECRETS), "one Postgres user per workload"
+    key = examples[CLOUDFRONT_KEY_SECRET]["stringData"]
+    assert set(key) == {CLOUDFRONT_KEY_ITEM}
+    assert "PLACEHOLDER" in key[CLOUDFRONT_KEY_ITEM]
+    assert "imagery-secrets" not in SECRET_EXAMPLE.read_text()
+
+
+# What each service's SQL needs (docs/deploy.md, section 3); `UPDATE(a,b)` is a column grant.
+DOCUMENTED_TABLE_GRANTS = {
+    "imagery_upload": {
+        "image_records": {"SELECT", "INSERT", "DELETE"},
+        "image_deletions": {"INSERT"},
+        "image_blobs": {"SELECT", "UPDATE(reference_count,updated_at)"},
+    },
+    "imagery_processor": {
+        "image_records": {"SELECT", "UPDATE"},
+        "image_blobs": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+        "image_variants": {"SELECT", "INSERT"},
+        "image_deletions": {"SELECT", "DELETE"},
+    },
+    "imagery_delivery": {
+        "image_records": {"SELECT"},
+        "image_variants": {"SELECT"},
+        "image_deletions": {"SELECT"},
+    },
+}
+_GRANT = re.compile(r"\bGRANT\s+([^;]+?)\s+ON\s+([^;]+?)\s+TO\s+([^;]+);", re.I)
+
+
+def _documented_sql() -> str:
+    blocks = re.findall(r"```sql\n(.*?)```", DEPLOY_DOCS.read_text(), re.S)
+    return re.sub(r"--[^\n]*", "", "\n".join(blocks))
+
+
+def test_the_documented_postgres_grants_separate_the_roles() -> None:
+    sql = _documented_sql()
+    for role in POSTGRES_ROLES.values():
+        assert re.search(rf"CREATE ROLE {role} LOGIN;", sql), role
+    assert "CREATE DATABASE imagery OWNER imagery_migrate;" in sql, "migrate owns the schema"
+    tables: dict[str, dict[str, set[str]]] = {}
+    other: dict[str, set[str]] = {}
+    for privileges, target, grantees in _GRANT.findall(sql):
+        privileges = re.sub(r"\s*\(\s*", "(", re.sub(r"\s*,\s*", ",", privileges.strip()))
+        granted = set(re.findall(r"\w+(?:\([^)]*\))?", privileges))
+        for grantee in (g.strip() for g in grantees.split(",")):
+            assert grantee != "imagery_migrate" and grantee.startswith("imagery_"), grantee
+            if target == "TABLES" or target.split()[0] in {"DATABASE", "SCHEMA"}:
+                other.setdefault(grantee, set()).update(f"{p} ON {target}" for p in granted)
+                continue
+            for table in (t.strip() for t in target.split(",")):
+                tables.setdefault(grantee, {}).setdefault(table, set()).update(granted)
+    assert tables == DOCUMENTED_TABLE_GRANTS
+    for grantee in ("imagery_upload", "imagery_processor", "imagery_delivery"):
+        assert other[grantee] == {
+            "CONNECT ON DATABASE imagery",
+            "USAGE ON SCHEMA public",
+            "SELECT ON TABLES",
+        }, grantee
+    (revoked,) = re.findall(r"REVOKE ALL ON (?!DATABASE)([^;]+?)\s+FROM", sql)
+    reset = {t.strip() for t in revoked.split(",")}
+    assert reset == {t for grants in tables.values() for t in grants} | {"schema_migrations"}, (
+        "re-running the grants starts every table from nothing"
     )
 
 
