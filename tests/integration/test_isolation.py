@@ -141,3 +141,13 @@ def test_the_job_host_starts_with_an_empty_environment(runner: IsolatedRunner) -
     assert host is not None and host.process.poll() is None
     environ = Path(f"/proc/{host.process.pid}/environ").read_bytes()
     assert environ == b"", "the host, and every job forked from it, starts with nothing"
+
+
+def test_closing_the_runner_lets_the_job_host_exit_on_its_own() -> None:
+    """The host sees its control socket close and leaves; it is never killed for hanging on."""
+    runner = IsolatedRunner(1, JobLimits())
+    runner.warm_up()
+    host = runner._host
+    assert host is not None
+    runner.close()
+    assert host.process.returncode == 0

@@ -132,6 +132,8 @@ class _JobHost:
                     pending.ended.set()
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):  # the reader's file object holds the descriptor too
+            self.control.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.control.close()
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -196,6 +196,8 @@ def preload() -> None:
     for name in names:
         if name.startswith(("PIL.ImageTk", "PIL.ImageQt", "encodings.mbcs", "encodings.oem")):
             continue  # GUI toolkits and Windows-only codecs
+        if name in ("PIL.__main__", "PIL.report"):
+            continue  # they print Pillow's feature report when imported
         try:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001 - a missing optional module costs nothing
