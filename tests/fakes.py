@@ -260,10 +260,10 @@ class FakeOutcomeWrites:
         blob = self.images.blobs.get(sha256)
         if blob is None:
             return LinkResult(linked=False)
-        if blob.image.format != declared_format:
-            return LinkResult(linked=False, mismatch=blob.image.format)
         if blob.collecting_since is not None:
             return LinkResult(linked=False, collecting=True)
+        if blob.image.format != declared_format:
+            return LinkResult(linked=False, mismatch=blob.image.format)
         if not blob.stored:
             return LinkResult(linked=False)
         self._touch(blob, +1)

@@ -60,6 +60,10 @@ def try_to(what: str, target: str = "") -> str:
             socket.create_connection(("127.0.0.1", int(target)), timeout=1).close()
         elif what == "exec":
             os.execv("/bin/true", ["/bin/true"])  # noqa: S606
+        elif what == "signal":
+            os.kill(int(target), 0)  # 0 only checks: the call alone must be refused
+        elif what == "fork" and os.fork() == 0:
+            os._exit(0)
     except OSError as exc:
         return f"refused: {type(exc).__name__}"
     return "done"

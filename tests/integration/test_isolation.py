@@ -128,6 +128,8 @@ async def test_a_job_holds_no_secrets_and_can_open_reach_or_run_nothing(
             "a socket": ("socket", ""),
             "a connection": ("connect", port),
             "a program": ("exec", ""),
+            "the processor, by signal": ("signal", str(os.getpid())),
+            "a process of its own": ("fork", ""),
         }
         for what, (action, target) in attempts.items():
             outcome = (await runner.run(try_to, action, target)).value

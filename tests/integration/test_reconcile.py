@@ -18,6 +18,7 @@ from imagery.common.storage_keys import GLOBAL_SCOPE, original_key, upload_key, 
 from imagery.processor.adapters.postgres import PostgresContentInventory, PostgresOutcomes
 from imagery.processor.adapters.s3 import S3ObjectStore
 from imagery.processor.imaging import Limits, RenderSpec
+from imagery.processor.ports import VerifiedImage
 from imagery.processor.use_cases.process_upload import Outcome, UploadProcessor
 from imagery.processor.use_cases.reconcile import Reconciler
 from tests import images
@@ -122,3 +123,20 @@ async def test_content_with_nothing_left_is_never_served_and_comes_back_with_its
     (target,) = await repo.find_download_targets([record.id], "small", ["webp"])
     assert target.servable, "the same bytes stored it again, for the old image too"
     assert await store.head(target.key or "") is not None
+
+
+async def test_an_upload_of_the_same_bytes_waits_while_orphans_are_deleted(
+    pool: asyncpg.Pool,
+) -> None:
+    inventory, outcomes = PostgresContentInventory(pool), PostgresOutcomes(pool)
+    sha = "d" * 64
+    claimed = await inventory.claim_orphans(sha)
+    assert claimed is not None
+    assert await inventory.claim_orphans(sha) is None, "one claim at a time"
+    async with outcomes.unit_of_work() as uow:
+        linked = await uow.link_stored_content(sha, "jpeg")
+        reserved = await uow.reserve_content(VerifiedImage(sha, "jpeg", 1, 1, 1), ())
+    assert (linked.collecting, linked.mismatch, reserved) == (True, None, None), "it waits"
+    await inventory.release_orphans(sha, claimed)
+    async with outcomes.unit_of_work() as uow:
+        assert await uow.reserve_content(VerifiedImage(sha, "jpeg", 1, 1, 1), ()) is not None

@@ -135,10 +135,13 @@ class Consumer:
         while True:
             await self._sleep(pause)
             try:
-                await self._probe.check()
-            except DependencyUnavailable as exc:
+                await asyncio.wait_for(self._probe.check(), timeout=self._probe_max)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, it is not answering yet
                 pause = min(self._probe_max, pause * 2)
-                log.info("still unavailable", extra={"error": str(exc), "next_probe_s": pause})
+                log.warning(
+                    "still unavailable",
+                    extra={"error": f"{type(exc).__name__}: {exc}", "next_probe_s": pause},
+                )
                 continue
             log.info("dependencies answer again: receiving resumed")
             self._available.set()

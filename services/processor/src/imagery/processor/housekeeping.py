@@ -36,13 +36,17 @@ class Every:
         self._work = work
         self._clock = clock
         self._last: float | None = None if at_start else clock()
+        self._running = False
 
     async def __call__(self) -> object:
         now = self._clock()
-        if self._last is not None and now - self._last < self._seconds:
+        if self._running or (self._last is not None and now - self._last < self._seconds):
             return None
-        self._last = now
-        return await self._work()
+        self._last, self._running = now, True
+        try:
+            return await self._work()
+        finally:
+            self._running = False
 
 
 class Housekeeping:
@@ -60,6 +64,7 @@ class Housekeeping:
         self._interval = interval_seconds
         self._depth_interval = depth_interval_seconds
         self._sleep = sleep
+        self._running: set[str] = set()
         self.dlq_depth = 0
         metrics.get_meter(__name__).create_observable_gauge(
             "imagery.processor.dlq.depth",
@@ -79,11 +84,20 @@ class Housekeeping:
         )
 
     async def sweep_once(self) -> None:
-        for name, sweep in self._sweeps:
-            try:
-                await sweep()
-            except Exception as exc:  # noqa: BLE001 - a failed sweep is retried next interval
-                log.warning(f"sweep of {name} failed", extra={"error": str(exc)})
+        """Every sweep at once, so a long one (the reconciler) holds up none of the others; a
+        sweep still running from the last pass is not started again."""
+        await asyncio.gather(*(self._sweep(name, sweep) for name, sweep in self._sweeps))
+
+    async def _sweep(self, name: str, sweep: Callable[[], Awaitable[object]]) -> None:
+        if name in self._running:
+            return
+        self._running.add(name)
+        try:
+            await sweep()
+        except Exception as exc:  # noqa: BLE001 - a failed sweep is retried next interval
+            log.warning(f"sweep of {name} failed", extra={"error": str(exc)})
+        finally:
+            self._running.discard(name)
 
     async def read_dlq_depth(self) -> None:
         try:
@@ -99,14 +113,28 @@ class Housekeeping:
         *,
         first_now: bool,
     ) -> None:
-        if first_now:
-            await work()
-        while not stop.is_set():
-            pause = asyncio.ensure_future(self._sleep(seconds))
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({pause, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            pause.cancel()
-            stopping.cancel()
-            if stop.is_set():
-                return
-            await work()
+        """Start `work` every `seconds` without waiting for the last one to end (a sweep that
+        is still running is skipped by `_sweep`); cancel what still runs at stop."""
+        running: set[asyncio.Task[None]] = set()
+
+        def launch() -> None:
+            task = asyncio.ensure_future(work())
+            running.add(task)
+            task.add_done_callback(running.discard)
+
+        try:
+            if first_now:
+                launch()
+            while not stop.is_set():
+                pause = asyncio.ensure_future(self._sleep(seconds))
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({pause, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                pause.cancel()
+                stopping.cancel()
+                if not stop.is_set():
+                    launch()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(running)

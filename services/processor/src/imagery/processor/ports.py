@@ -278,6 +278,7 @@ class StoredContent:
     sha256: str
     format: str
     keys: tuple[str, ...]  # its variants' objects, as the rows name them
+    updated_at: datetime  # as read: a later change makes marking it lost a no-op
 
 
 class ContentInventory(Protocol):
@@ -295,10 +296,23 @@ class ContentInventory(Protocol):
         """A page of referenced, stored content in sha256 order, starting after `after`."""
         ...
 
-    async def mark_lost(self, sha256: str) -> None:
+    async def mark_lost(self, content: StoredContent) -> bool:
         """Its objects are gone for good: it stops being stored (nothing links to it) and its
-        variants stop being served; an upload of the same bytes stores it again."""
+        variants stop being served; an upload of the same bytes stores it again. False when
+        the content changed since it was read (a new upload rebuilt it meanwhile)."""
         ...
+
+    async def drop_variants(self, sha256: str, keys: Collection[str]) -> None:
+        """Forget variants whose objects are gone and cannot be made again (presets no
+        longer configured): they stop being served."""
+        ...
+
+    async def claim_orphans(self, sha256: str) -> datetime | None:
+        """Before deleting objects of content with no row: a row that says a collector holds
+        it, so nothing reserves or links to it meanwhile; None when a row exists now."""
+        ...
+
+    async def release_orphans(self, sha256: str, claimed_at: datetime) -> None: ...
 
 
 class DeletionFeedPruner(Protocol):

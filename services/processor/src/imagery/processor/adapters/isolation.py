@@ -16,12 +16,12 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,9 +33,9 @@ from imagery.processor.adapters import jobwire
 from imagery.processor.adapters.jobhost import not_dumpable
 from imagery.processor.adapters.render import verify_and_render
 from imagery.processor.imaging import Limits, Processed, Rejected, RenderSpec
-from imagery.processor.ports import JobResult
+from imagery.processor.ports import JobResult, RetryLater
 
-MAX_RESULT_BYTES = 512 * 1024**2
+MAX_RESULT_BYTES = 256 * 1024**2  # every variant of the largest image allowed, with room
 _EXIT_WAIT_SECONDS = 5.0
 
 
@@ -80,6 +80,7 @@ class _JobHost:
             ],
             pass_fds=(theirs.fileno(),),
             env={},
+            start_new_session=True,  # no signal meant for the processor's group reaches it
             stdin=subprocess.DEVNULL,
             close_fds=True,
         )
@@ -92,6 +93,14 @@ class _JobHost:
         self._table = threading.Lock()
         self._ids = itertools.count(1)
         threading.Thread(target=self._read, name="job-host-reader", daemon=True).start()
+
+    def kill(self, pending: _Pending) -> None:
+        """SIGKILL the job's process, through the host: it only kills a live child of its own,
+        so a pid reused since can never be hit."""
+        if pending.pid is None or pending.ended.is_set():
+            return
+        with self._send, contextlib.suppress(OSError):
+            socket.send_fds(self.control, [json.dumps({"kill": pending.pid}).encode()], [])
 
     def start(self, job_socket: socket.socket, limits: JobLimits) -> _Pending:
         pending = _Pending()
@@ -122,8 +131,12 @@ class _JobHost:
             if "job" in message:
                 pending = self._jobs.pop(int(message["job"]), None)
                 if pending is not None:
-                    pending.pid = int(message["pid"])
-                    self._pids[pending.pid] = pending
+                    pid = message["pid"]
+                    if isinstance(pid, int):
+                        pending.pid = pid
+                        self._pids[pid] = pending
+                    else:  # the host could not fork
+                        pending.ended.set()
                     pending.started.set()
             elif "pid" in message:
                 pending = self._pids.pop(int(message["pid"]), None)
@@ -186,34 +199,38 @@ class IsolatedRunner:
                 pending = host.start(theirs, self._limits)
             finally:
                 theirs.close()
+            deadline = time.monotonic() + self._limits.wall_seconds
             try:
                 ours.settimeout(self._limits.wall_seconds)
                 ours.sendall(jobwire.encode({"call": name, "args": list(args)}))
                 ours.shutdown(socket.SHUT_WR)
-                response = jobwire.receive(ours, max_blob_bytes=MAX_RESULT_BYTES)
+                response = jobwire.receive(ours, max_blob_bytes=MAX_RESULT_BYTES, deadline=deadline)
             except TimeoutError:
-                self._kill(pending)
+                self._end(host, pending)
                 raise Rejected(
                     FailureReason.PROCESSING_TIMEOUT,
                     f"no result within {self._limits.wall_seconds:.0f} s",
                 ) from None
             except (EOFError, OSError, jobwire.WireError) as exc:
+                self._end(host, pending)
                 raise self._death(pending, exc) from None
+        self._end(host, pending, grace=1.0)  # answered: it exits by itself, or is made to
         return _verdict(response)
 
-    def _kill(self, pending: _Pending) -> None:
+    def _end(self, host: _JobHost, pending: _Pending, *, grace: float = 0.0) -> None:
+        """The job's process is gone when this returns (or the host is)."""
         pending.started.wait(_EXIT_WAIT_SECONDS)
-        if pending.pid is not None and not pending.ended.is_set():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pending.pid, signal.SIGKILL)
-        pending.ended.wait(_EXIT_WAIT_SECONDS)
+        if not pending.ended.wait(grace):
+            host.kill(pending)
+            pending.ended.wait(_EXIT_WAIT_SECONDS)
 
-    def _death(self, pending: _Pending, exc: BaseException) -> Rejected:
-        """The job process ended without a usable answer: what killed it."""
-        pending.started.wait(_EXIT_WAIT_SECONDS)
-        pending.ended.wait(_EXIT_WAIT_SECONDS)
+    def _death(self, pending: _Pending, exc: BaseException) -> Exception:
+        """The job process ended without a usable answer: what killed it. When the host
+        itself is gone, nothing is known about the file: the upload is retried."""
         code = pending.exit
-        if isinstance(exc, jobwire.WireError) and code in (0, None):
+        if code is None:
+            return RetryLater(f"the job host went away ({type(exc).__name__})")
+        if isinstance(exc, jobwire.WireError) and code == 0:
             return Rejected(FailureReason.PROCESSING_CRASHED, f"a malformed answer: {exc}")
         return Rejected(
             _death_reason(code),
@@ -249,27 +266,41 @@ def _verdict(response: Any) -> Finished:
 def _checked(value: Any, spec: RenderSpec) -> Processed:
     """What a job says it made, held to what a job can make: anything else means the job
     process was not itself any more."""
-    presets = {p.name for p in spec.presets}
-    ok = isinstance(value, Processed) and all(
+    try:
+        if _plausible(value, {p.name for p in spec.presets}):
+            return value  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001, S110 - any surprise in the answer is a bad answer
+        pass
+    raise Rejected(FailureReason.PROCESSING_CRASHED, "the job answered something it cannot make")
+
+
+def _plausible(value: Any, presets: set[str]) -> bool:
+    if not isinstance(value, Processed) or not isinstance(value.variants, tuple):
+        return False
+    verified = value.verified
+    counts = (verified.width, verified.height, verified.frames, verified.size_bytes)
+    if not (
+        isinstance(verified.format, str)
+        and verified.format in FORMATS
+        and isinstance(verified.sha256, str)
+        and len(verified.sha256) == 64
+        and all(isinstance(n, int) and n > 0 for n in counts)
+    ):
+        return False
+    return all(
         isinstance(v.body, bytes)
+        and isinstance(v.name, str)
         and v.name in presets
+        and isinstance(v.format, str)
         and v.format in FORMATS
         and FORMATS[v.format].variant
         and v.content_type == FORMATS[v.format].content_type
         and isinstance(v.width, int)
         and isinstance(v.height, int)
+        and v.width > 0
+        and v.height > 0
         for v in value.variants
     )
-    verified = value.verified if isinstance(value, Processed) else None
-    ok = ok and verified is not None and verified.format in FORMATS
-    ok = ok and isinstance(getattr(verified, "sha256", None), str)
-    ok = ok and len(str(getattr(verified, "sha256", ""))) == 64
-    if not ok:
-        raise Rejected(
-            FailureReason.PROCESSING_CRASHED, "the job answered something it cannot make"
-        )
-    assert isinstance(value, Processed)
-    return value
 
 
 def _death_reason(exitcode: int | None) -> FailureReason:

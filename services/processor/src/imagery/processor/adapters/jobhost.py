@@ -45,7 +45,9 @@ PRELOAD = (
     "imagery.processor.adapters.warmup",  # renders tiny images: first-use set-up done once
 )
 PR_SET_DUMPABLE = 4
-# Denied with EPERM once the job has its request: no new files, sockets, programs or tracing.
+# Denied with EPERM once the job has its request: no new files, sockets, programs, processes
+# or tracing, and nothing that reaches another process (io_uring would open files and sockets
+# behind seccomp's back; pidfds and signals reach the host and the processor).
 DENIED_SYSCALLS = (
     "open",
     "openat",
@@ -63,7 +65,17 @@ DENIED_SYSCALLS = (
     "ptrace",
     "process_vm_readv",
     "process_vm_writev",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "fork",
+    "vfork",
+    "pidfd_open",
+    "pidfd_getfd",
+    "pidfd_send_signal",
+    "tkill",
 )
+CLONE_THREAD = 0x00010000
 MAX_REQUEST_BLOB_BYTES = 1024**3
 
 
@@ -75,13 +87,28 @@ def not_dumpable() -> None:
 
 
 def sandbox() -> None:
+    refuse = pyseccomp.ERRNO(errno.EPERM)
     jail = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     for name in DENIED_SYSCALLS:
-        try:
-            jail.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
-        except (RuntimeError, ValueError, OSError):  # not a syscall on this architecture
-            continue
+        if _exists(name):
+            jail.add_rule(refuse, name)
+    own = os.getpid()
+    # Signals only to itself; resource limits only its own; threads, never processes.
+    jail.add_rule(refuse, "kill", pyseccomp.Arg(0, pyseccomp.NE, own))
+    jail.add_rule(refuse, "tgkill", pyseccomp.Arg(0, pyseccomp.NE, own))
+    jail.add_rule(refuse, "prlimit64", pyseccomp.Arg(0, pyseccomp.NE, 0))
+    jail.add_rule(refuse, "clone", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, CLONE_THREAD, 0))
+    if _exists("clone3"):  # its flags live in memory seccomp cannot read: threads use clone
+        jail.add_rule(pyseccomp.ERRNO(errno.ENOSYS), "clone3")
     jail.load()
+
+
+def _exists(name: str) -> bool:
+    """Whether this architecture has the syscall (aarch64 has no open, fork or vfork)."""
+    try:
+        return int(pyseccomp.resolve_syscall(pyseccomp.system_arch(), name)) >= 0
+    except (RuntimeError, ValueError, OSError):
+        return False
 
 
 def _callee(name: str) -> Callable[..., Any]:
@@ -144,33 +171,48 @@ def serve(control: socket.socket) -> None:
     events = selectors.DefaultSelector()
     events.register(control, selectors.EVENT_READ, "control")
     events.register(wake_read, selectors.EVENT_READ, "child")
+    children: set[int] = set()
     while True:
         for key, _ in events.select():
             if key.data == "child":
                 os.read(wake_read, 4096)
-                _reap(control)
+                _reap(control, children)
                 continue
             message, fds, _, _ = socket.recv_fds(control, 4096, 1)
             if not message:
                 return  # the processor went away: so do we
             request = json.loads(message)
+            if "kill" in request:  # only a live child of ours: never a pid reused since
+                for fd in fds:
+                    os.close(fd)
+                if int(request["kill"]) in children:
+                    os.kill(int(request["kill"]), signal.SIGKILL)
+                continue
             if len(fds) != 1:
                 for fd in fds:
                     os.close(fd)
                 continue
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError:  # out of processes or memory: the job is retried later
+                os.close(fds[0])
+                _answer(control, {"job": request["job"], "pid": None})
+                continue
             if pid == 0:
                 events.close()
                 control.close()
                 signal.set_wakeup_fd(-1)
+                os.close(wake_read)
+                os.close(wake_write)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 _job(fds[0], int(request["memory_bytes"]), int(request["cpu_seconds"]))
+            children.add(pid)
             os.close(fds[0])
             _answer(control, {"job": request["job"], "pid": pid})
-        _reap(control)
+        _reap(control, children)
 
 
-def _reap(control: socket.socket) -> None:
+def _reap(control: socket.socket, children: set[int]) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -178,6 +220,7 @@ def _reap(control: socket.socket) -> None:
             return
         if pid == 0:
             return
+        children.discard(pid)
         _answer(control, {"pid": pid, "exit": os.waitstatus_to_exitcode(status)})
 
 

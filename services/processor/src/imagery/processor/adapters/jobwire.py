@@ -13,6 +13,7 @@ import dataclasses
 import json
 import socket
 import struct
+import time
 from typing import Any
 
 from imagery.common.presets import Preset
@@ -40,34 +41,41 @@ def send(sock: socket.socket, value: Any) -> None:
     sock.sendall(encode(value))
 
 
-def receive(sock: socket.socket, *, max_blob_bytes: int) -> Any:
-    """One frame's value; WireError when it is malformed or larger than allowed."""
-    (size,) = _LENGTH.unpack(_read(sock, _LENGTH.size))
+def receive(sock: socket.socket, *, max_blob_bytes: int, deadline: float | None = None) -> Any:
+    """One frame's value; WireError when it is malformed or larger than allowed, TimeoutError
+    when it has not all arrived by `deadline` (time.monotonic())."""
+    (size,) = _LENGTH.unpack(_read(sock, _LENGTH.size, deadline))
     if size > MAX_HEADER_BYTES:
         raise WireError(f"a header of {size} bytes")
     try:
-        header = json.loads(_read(sock, size))
+        header = json.loads(_read(sock, size, deadline))
         sizes = header["blobs"]
         value = header["value"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise WireError(f"not a frame header: {exc}") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise WireError(f"not a frame header: {type(exc).__name__}") from None
     if not isinstance(sizes, list) or not all(isinstance(n, int) and n >= 0 for n in sizes):
         raise WireError("blob sizes are not a list of sizes")
     if sum(sizes) > max_blob_bytes:
         raise WireError(f"{sum(sizes)} bytes of blobs")
-    blobs = [_read(sock, n) for n in sizes]
+    blobs = [_read(sock, n, deadline) for n in sizes]
     return _from_json(value, blobs, depth=0)
 
 
-def _read(sock: socket.socket, size: int) -> bytes:
-    chunks, left = [], size
-    while left:
-        chunk = sock.recv(min(left, 1 << 20))
-        if not chunk:
+def _read(sock: socket.socket, size: int, deadline: float | None) -> bytes:
+    """Exactly `size` bytes."""
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the answer did not arrive in time")
+            sock.settimeout(left)
+        count = sock.recv_into(view[got:], min(size - got, 1 << 20))
+        if not count:
             raise EOFError("the other side closed the connection mid-frame")
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+        got += count
+    return bytes(buffer)
 
 
 def _to_json(value: Any, blobs: list[bytes]) -> Any:

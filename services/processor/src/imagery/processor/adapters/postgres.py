@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Collection, Sequence
+from datetime import datetime
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -108,9 +109,11 @@ class PostgresOutcomeWrites:
         known = await self._conn.fetchrow(_KNOWN, sha256)
         if known is None:
             return LinkResult(linked=False)
+        if known["collecting"]:  # whatever the row says, it is on its way out
+            return LinkResult(linked=False, collecting=True)
         if known["format"] != declared_format:
             return LinkResult(linked=False, mismatch=known["format"])
-        return LinkResult(linked=False, collecting=known["collecting"])
+        return LinkResult(linked=False)
 
     @translates_postgres_errors
     async def reserve_content(
@@ -271,7 +274,8 @@ class PostgresContentInventory:
     async def stored_content(self, *, after: str | None, limit: int) -> list[StoredContent]:
         rows = await self._pool.fetch(
             """SELECT b.sha256, b.format,
-                      ARRAY(SELECT object_key FROM image_variants v WHERE v.sha256 = b.sha256)
+                      ARRAY(SELECT object_key FROM image_variants v WHERE v.sha256 = b.sha256),
+                      b.updated_at
                  FROM image_blobs b
                 WHERE b.reference_count > 0 AND b.stored_at IS NOT NULL
                   AND b.collecting_since IS NULL AND b.sha256 > $1
@@ -279,13 +283,44 @@ class PostgresContentInventory:
             after or "",
             limit,
         )
-        return [StoredContent(sha, fmt, tuple(keys)) for sha, fmt, keys in rows]
+        return [StoredContent(sha, fmt, tuple(keys), at) for sha, fmt, keys, at in rows]
 
     @translates_postgres_errors
-    async def mark_lost(self, sha256: str) -> None:
+    async def mark_lost(self, content: StoredContent) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE image_blobs SET stored_at = NULL, updated_at = now() WHERE sha256 = $1",
-                sha256,
+            marked = await conn.fetchval(
+                "UPDATE image_blobs SET stored_at = NULL, updated_at = now()"
+                " WHERE sha256 = $1 AND updated_at = $2 AND collecting_since IS NULL"
+                " RETURNING 1",
+                content.sha256,
+                content.updated_at,
             )
-            await conn.execute("DELETE FROM image_variants WHERE sha256 = $1", sha256)
+            if marked is None:
+                return False
+            await conn.execute("DELETE FROM image_variants WHERE sha256 = $1", content.sha256)
+        return True
+
+    @translates_postgres_errors
+    async def drop_variants(self, sha256: str, keys: Collection[str]) -> None:
+        await self._pool.execute(
+            "DELETE FROM image_variants WHERE sha256 = $1 AND object_key = ANY($2::text[])",
+            sha256,
+            list(keys),
+        )
+
+    @translates_postgres_errors
+    async def claim_orphans(self, sha256: str) -> datetime | None:
+        claimed: datetime | None = await self._pool.fetchval(
+            """INSERT INTO image_blobs
+                      (sha256, format, width, height, size_bytes, reference_count,
+                       collecting_since)
+               VALUES ($1, 'orphan', 1, 1, 1, 0, now())
+               ON CONFLICT (sha256) DO NOTHING
+               RETURNING collecting_since""",
+            sha256,
+        )
+        return claimed
+
+    @translates_postgres_errors
+    async def release_orphans(self, sha256: str, claimed_at: datetime) -> None:
+        await self._pool.execute(_FORGET, sha256, claimed_at)

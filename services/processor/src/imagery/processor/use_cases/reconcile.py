@@ -50,7 +50,8 @@ PAGE = 500
 class Report:
     orphans_deleted: list[str] = field(default_factory=list)  # or to delete, in a dry run
     variants_rebuilt: list[str] = field(default_factory=list)
-    content_lost: list[str] = field(default_factory=list)  # sha256s with no original left
+    content_lost: list[str] = field(default_factory=list)  # sha256s with nothing left
+    originals_lost: list[str] = field(default_factory=list)  # served, but not rebuildable
 
 
 class Reconciler:
@@ -106,12 +107,37 @@ class Reconciler:
         while True:
             page, after = await self._listing.list_page(prefix, after=after, limit=PAGE)
             old = [o for o in page if o.last_modified <= self._clock() - self._grace]
-            for key in await orphaned(old):
-                report.orphans_deleted.append(key)
-                if not dry_run:
-                    await self._objects.delete(key)
+            found = await orphaned(old)
+            if dry_run:
+                report.orphans_deleted.extend(found)
+            else:
+                report.orphans_deleted.extend(await self._delete_orphans(found))
             if after is None:
                 return
+
+    async def _delete_orphans(self, keys: list[str]) -> list[str]:
+        """Content objects are deleted under a claim row, as the collector does, so an upload
+        of the same bytes that starts meanwhile waits instead of writing under our delete."""
+        deleted: list[str] = []
+        by_content: dict[str | None, list[str]] = {}
+        for key in keys:
+            by_content.setdefault(sha256_from_content_key(GLOBAL_SCOPE, key), []).append(key)
+        for sha256, its_keys in by_content.items():
+            if sha256 is None:  # an upload object with no record
+                for key in its_keys:
+                    await self._objects.delete(key)
+                deleted.extend(its_keys)
+                continue
+            claimed = await self._inventory.claim_orphans(sha256)
+            if claimed is None:
+                continue  # it has a row now: not an orphan any more
+            try:
+                for key in its_keys:
+                    await self._objects.delete(key)
+                deleted.extend(its_keys)
+            finally:
+                await self._inventory.release_orphans(sha256, claimed)
+        return deleted
 
     async def _orphaned_content(self, listed: list[ListedObject]) -> list[str]:
         owners = {o.key: sha256_from_content_key(GLOBAL_SCOPE, o.key) for o in listed}
@@ -128,29 +154,39 @@ class Reconciler:
         while True:
             page = await self._inventory.stored_content(after=after, limit=PAGE)
             for content in page:
-                await self._check(content, report, dry_run)
+                try:
+                    await self._check(content, report, dry_run)
+                except Exception as exc:  # noqa: BLE001 - one content never stops the pass
+                    log.warning(
+                        "could not reconcile content",
+                        extra={"sha256": content.sha256, "error": f"{type(exc).__name__}: {exc}"},
+                    )
             if len(page) < PAGE:
                 return
             after = page[-1].sha256
 
     async def _check(self, content: StoredContent, report: Report, dry_run: bool) -> None:
-        found = await asyncio.gather(*(self._objects.head(k) for k in content.keys))
-        missing = [k for k, info in zip(content.keys, found, strict=True) if info is None]
+        original = original_key(GLOBAL_SCOPE, content.sha256)
+        keys = (*content.keys, original)
+        found = await asyncio.gather(*(self._objects.head(k) for k in keys))
+        missing = [k for k, info in zip(keys, found, strict=True) if info is None]
         if not missing:
             return
-        original = original_key(GLOBAL_SCOPE, content.sha256)
-        data = await self._objects.get(original, max_bytes=self._max_original)
-        if not data:
-            report.content_lost.append(content.sha256)
-            if not dry_run:
-                await self._inventory.mark_lost(content.sha256)
+        if original in missing:
+            if len(missing) == len(keys):  # nothing left to serve or to rebuild from
+                report.content_lost.append(content.sha256)
+                if not dry_run:
+                    await self._inventory.mark_lost(content)
+            else:
+                report.originals_lost.append(content.sha256)  # still served; not rebuildable
             return
-        report.variants_rebuilt.extend(missing)
         if dry_run:
+            report.variants_rebuilt.extend(missing)
             return
+        data = await self._objects.get(original, max_bytes=self._max_original)
         try:
             job = await self._jobs.verify_and_render(
-                data, content_type_of(content.format), self._limits, self._spec
+                data or b"", content_type_of(content.format), self._limits, self._spec
             )
         except Rejected as rejected:  # the kept original no longer passes: it cannot serve
             log.warning(
@@ -158,8 +194,9 @@ class Reconciler:
                 extra={"sha256": content.sha256, "reason": rejected.reason},
             )
             report.content_lost.append(content.sha256)
-            await self._inventory.mark_lost(content.sha256)
+            await self._inventory.mark_lost(content)
             return
+        made = set()
         for variant in job.processed.variants:
             key = variant_key(GLOBAL_SCOPE, content.sha256, variant.name, variant.format)
             if key in missing:
@@ -169,3 +206,8 @@ class Reconciler:
                     content_type=variant.content_type,
                     cache_control=VARIANT_CACHE_CONTROL,
                 )
+                made.add(key)
+        report.variants_rebuilt.extend(sorted(made))
+        unmakeable = [k for k in missing if k not in made]
+        if unmakeable:  # presets no longer configured: stop serving them
+            await self._inventory.drop_variants(content.sha256, unmakeable)
