@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Sequence
 
 import pytest
@@ -79,6 +80,7 @@ class DeadLetters:
     def __init__(self, bodies: list[str]) -> None:
         self.waiting = [QueueMessage(str(i), f"rh{i}", b, 5) for i, b in enumerate(bodies)]
         self.deleted: list[str] = []
+        self.parked: list[tuple[str, int]] = []
 
     async def receive(
         self, *, max_messages: int = 10, wait_seconds: int = 20
@@ -89,6 +91,9 @@ class DeadLetters:
     async def delete(self, messages: Sequence[QueueMessage]) -> list[QueueMessage]:
         self.deleted += [m.receipt_handle for m in messages]
         return []
+
+    async def change_visibility(self, message: QueueMessage, timeout_seconds: int) -> None:
+        self.parked.append((message.body, timeout_seconds))
 
     async def approximate_depth(self) -> int:
         return len(self.waiting)
@@ -120,3 +125,17 @@ async def test_dead_letters_go_back_only_once_the_dependencies_answer() -> None:
     assert await redrive() == 23
     assert queue.sent == [f"event {i}" for i in range(23)], "sent before deleted, in order"
     assert len(dead.deleted) == 23
+
+
+async def test_a_dead_letter_goes_back_three_times_then_stays_parked() -> None:
+    event = json.dumps({"Records": [{"eventName": "ObjectCreated:Put"}]})
+    queue, probe = Queue(), Probe(True)
+    for round_ in range(4):
+        dead = DeadLetters([event])
+        assert await RedriveDeadLetters(dead, queue, probe)() == (1 if round_ < 3 else 0)
+        if round_ < 3:
+            event = queue.sent[-1]
+            assert json.loads(event)["imageryRedrives"] == round_ + 1
+        else:
+            assert dead.deleted == [] and len(dead.parked) == 1, "left for an operator"
+    assert json.loads(queue.sent[0])["Records"] == [{"eventName": "ObjectCreated:Put"}]
