@@ -58,3 +58,25 @@ def test_a_malformed_value_names_the_variable(name: str, value: str) -> None:
 def test_upload_expiry_is_clamped_to_the_s3_seven_day_maximum() -> None:
     settings = Settings.from_env({**BASE, "UPLOAD_URL_EXPIRY_SECONDS": str(30 * 24 * 3600)})
     assert settings.upload_url_expiry_seconds == 7 * 24 * 3600
+
+
+def test_ids_made_in_the_same_millisecond_share_nothing_guessable() -> None:
+    import itertools
+
+    from imagery.common.ids import is_image_id, new_image_id
+
+    ids = [new_image_id() for _ in range(2000)]
+    assert all(map(is_image_id, ids)) and len(set(ids)) == len(ids)
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+    def randomness(image_id: str) -> int:
+        value = 0
+        for char in image_id[10:]:
+            value = value * 32 + alphabet.index(char)
+        return value
+
+    same_millisecond = [(a, b) for a, b in itertools.pairwise(ids) if a[:10] == b[:10]]
+    assert same_millisecond, "the loop made several ids within one millisecond"
+    assert all(abs(randomness(a) - randomness(b)) > 2**40 for a, b in same_millisecond), (
+        "not the next value of the previous id"
+    )

@@ -1,8 +1,12 @@
-"""Image ids are ULIDs: 26 Crockford base32 characters, time-ordered."""
+"""Image ids are ULIDs: 26 Crockford base32 characters, time-ordered, with 80 random bits
+drawn afresh for every id. (The usual monotonic ULID adds one to the previous id within a
+millisecond, so an id made just after a caller's own could be guessed from it.)"""
 
 from __future__ import annotations
 
 import re
+import secrets
+import time
 
 from ulid import ULID
 
@@ -13,7 +17,8 @@ _ULID_RE = re.compile(rf"^{ULID_PATTERN}$")
 
 
 def new_image_id() -> str:
-    return str(ULID())
+    millis = time.time_ns() // 1_000_000
+    return str(ULID.from_bytes(millis.to_bytes(6, "big") + secrets.token_bytes(10)))
 
 
 def is_image_id(value: str) -> bool:

@@ -3,6 +3,14 @@
 A session-level advisory lock serialises concurrent runners (several pods starting together);
 `schema_migrations` records what ran with a checksum, so an edited, already-applied file is
 refused instead of silently ignored. Run: `python -m imagery.common.db.migrate`.
+
+Live traffic survives a migration: every migration runs with a `lock_timeout`
+(`MIGRATION_LOCK_TIMEOUT_MS`, default 2000), so it never queues in front of reads for longer
+than that behind a long transaction; it gives up and tries again a few times, then fails
+naming the lock. A file whose first line is `-- imagery:no-transaction` runs outside a
+transaction, one statement at a time (each ends with `;` at the end of a line), so indexes can
+be built `CONCURRENTLY`; write such statements to be safe to run again (`IF NOT EXISTS`),
+since a failure part way leaves the earlier ones applied.
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ log = logging.getLogger(__name__)
 
 ADVISORY_LOCK_KEY = 0x1A6E_5EED  # "imagery migrations", any constant shared by all runners
 _NAME_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+NO_TRANSACTION = "-- imagery:no-transaction"
+DEFAULT_LOCK_TIMEOUT_MS = 2000
+LOCK_ATTEMPTS = 5
 
 
 class MigrationError(RuntimeError):
@@ -39,6 +50,23 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
+    @property
+    def transactional(self) -> bool:
+        return not self.sql.lstrip().startswith(NO_TRANSACTION)
+
+    def statements(self) -> list[str]:
+        """One statement per `;` at a line's end (for migrations run outside a transaction)."""
+        found: list[str] = []
+        current: list[str] = []
+        for line in self.sql.splitlines():
+            current.append(line)
+            if line.rstrip().endswith(";"):
+                code = [ln for ln in current if ln.strip() and not ln.strip().startswith("--")]
+                if code:
+                    found.append("\n".join(code))
+                current = []
+        return found
+
 
 def load_migrations(directory: Path | None = None) -> list[Migration]:
     root = directory or Path(str(resources.files("imagery.common.db") / "migrations"))
@@ -53,21 +81,28 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-async def migrate(dsn: str, directory: Path | None = None) -> list[str]:
+async def migrate(
+    dsn: str, directory: Path | None = None, *, lock_timeout_ms: int | None = None
+) -> list[str]:
     """Apply pending migrations; returns the names applied by this call."""
     migrations = load_migrations(directory)
+    timeout = lock_timeout_ms or int(
+        os.environ.get("MIGRATION_LOCK_TIMEOUT_MS", DEFAULT_LOCK_TIMEOUT_MS)
+    )
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
         try:
-            return await _apply_pending(conn, migrations)
+            return await _apply_pending(conn, migrations, timeout)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
     finally:
         await conn.close()
 
 
-async def _apply_pending(conn: asyncpg.Connection, migrations: list[Migration]) -> list[str]:
+async def _apply_pending(
+    conn: asyncpg.Connection, migrations: list[Migration], lock_timeout_ms: int
+) -> list[str]:
     await conn.execute(
         """CREATE TABLE IF NOT EXISTS schema_migrations (
                version    integer     PRIMARY KEY,
@@ -87,17 +122,51 @@ async def _apply_pending(conn: asyncpg.Connection, migrations: list[Migration]) 
                     "add a new migration instead."
                 )
             continue
-        async with conn.transaction():
-            await conn.execute(migration.sql)
-            await conn.execute(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                migration.version,
-                migration.name,
-                migration.checksum,
-            )
+        await _apply(conn, migration, lock_timeout_ms)
         log.info("applied migration %s", migration.name)
         done.append(migration.name)
     return done
+
+
+async def _apply(conn: asyncpg.Connection, migration: Migration, lock_timeout_ms: int) -> None:
+    """One migration under a lock timeout, tried again with growing pauses when a lock it
+    needs is held longer than that (a long transaction): live reads never wait on it long."""
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            if migration.transactional:
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+                    await conn.execute(migration.sql)
+                    await _record(conn, migration)
+            else:
+                await conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+                try:
+                    for statement in migration.statements():
+                        await conn.execute(statement)
+                    await _record(conn, migration)
+                finally:
+                    await conn.execute("RESET lock_timeout")
+            return
+        except asyncpg.exceptions.LockNotAvailableError:
+            if attempt == LOCK_ATTEMPTS:
+                raise MigrationError(
+                    f"{migration.name} could not take its locks within {lock_timeout_ms} ms, "
+                    f"{LOCK_ATTEMPTS} times: a long transaction holds them; end it and run "
+                    "the migrations again."
+                ) from None
+            log.warning(
+                "migration %s waited longer than the lock timeout; trying again", migration.name
+            )
+            await asyncio.sleep(0.5 * attempt)
+
+
+async def _record(conn: asyncpg.Connection, migration: Migration) -> None:
+    await conn.execute(
+        "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+        migration.version,
+        migration.name,
+        migration.checksum,
+    )
 
 
 def main() -> int:
