@@ -136,6 +136,20 @@ async def test_unknown_variant_lists_the_ones_that_exist(
     assert signer.calls == []
 
 
+async def test_a_ready_image_whose_bytes_were_lost_says_so(
+    repo: InMemoryImageRepository, signer: RecordingSigner
+) -> None:
+    record = await _image(repo)
+    repo.records[record.id] = dataclasses.replace(record, variants=())  # marked lost
+    with pytest.raises(ImageryError) as caught:
+        await GetDownloadUrl(repo, signer, PRESET_NAMES)(
+            image_id=record.id, variant="small", preference="webp"
+        )
+    assert caught.value.reason == "IMAGE_CONTENT_LOST"
+    assert "upload the same file again" in caught.value.message
+    assert signer.calls == []
+
+
 async def test_originals_and_uploads_are_never_signed(
     repo: InMemoryImageRepository, signer: RecordingSigner
 ) -> None:

@@ -147,6 +147,18 @@ class ImageNotReady(ImageryError):
         )
 
 
+class ImageContentLost(ImageryError):
+    """A READY image whose stored objects are gone (the reconciler marked its content lost)."""
+
+    reason = "IMAGE_CONTENT_LOST"
+
+    def __init__(self, image_id: str) -> None:
+        super().__init__(
+            f"Image {image_id} lost its stored bytes: upload the same file again to restore it.",
+            metadata={"image_id": image_id},
+        )
+
+
 class ImageAlreadyExists(ImageryError):
     """An id was issued twice: never expected, since ids are random; the call may be retried."""
 

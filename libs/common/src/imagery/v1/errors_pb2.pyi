@@ -84,6 +84,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """Jobs for the upload kept failing for reasons no other value names, PROCESSOR_MAX_ATTEMPTS
     times.
     """
+    ERROR_REASON_IMAGE_CONTENT_LOST: _ErrorReason.ValueType  # 34
+    """FAILED_PRECONDITION: the image is READY but its stored bytes are gone; upload the same
+    file again to restore it.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed, or why an image ended FAILED.
@@ -156,5 +160,9 @@ ERROR_REASON_UNPROCESSABLE: ErrorReason.ValueType  # 32
 ERROR_REASON_RETRIES_EXHAUSTED: ErrorReason.ValueType  # 33
 """Jobs for the upload kept failing for reasons no other value names, PROCESSOR_MAX_ATTEMPTS
 times.
+"""
+ERROR_REASON_IMAGE_CONTENT_LOST: ErrorReason.ValueType  # 34
+"""FAILED_PRECONDITION: the image is READY but its stored bytes are gone; upload the same
+file again to restore it.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

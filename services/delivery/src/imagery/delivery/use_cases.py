@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus
 from imagery.common.errors import (
+    ImageContentLost,
     ImageNotFound,
     ImageNotReady,
     InvalidImageId,
@@ -79,6 +80,8 @@ class GetDownloadUrl:
             raise ImageNotFound(image_id)
         if record.status is not ImageStatus.READY:
             raise ImageNotReady(image_id, record.status.value)
+        if not record.variants:  # the reconciler found its objects gone
+            raise ImageContentLost(image_id)
         chosen = pick_variant(record, variant, preference)
         if chosen is None:
             raise UnknownVariant.not_made(image_id, variant, preference, available(record))

@@ -24,6 +24,7 @@ STATUS_TABLE: dict[type[errors.ImageryError], grpc.StatusCode] = {
     errors.UnknownVariant: grpc.StatusCode.INVALID_ARGUMENT,
     errors.ImageNotFound: grpc.StatusCode.NOT_FOUND,
     errors.ImageNotReady: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ImageContentLost: grpc.StatusCode.FAILED_PRECONDITION,
     errors.DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ImageAlreadyExists: grpc.StatusCode.INTERNAL,
 }
