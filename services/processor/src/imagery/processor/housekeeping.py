@@ -36,17 +36,13 @@ class Every:
         self._work = work
         self._clock = clock
         self._last: float | None = None if at_start else clock()
-        self._running = False
 
     async def __call__(self) -> object:
         now = self._clock()
-        if self._running or (self._last is not None and now - self._last < self._seconds):
+        if self._last is not None and now - self._last < self._seconds:
             return None
-        self._last, self._running = now, True
-        try:
-            return await self._work()
-        finally:
-            self._running = False
+        self._last = now
+        return await self._work()
 
 
 class Housekeeping:

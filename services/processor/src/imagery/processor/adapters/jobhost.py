@@ -126,7 +126,7 @@ def _job(fd: int, memory_bytes: int, cpu_seconds: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
         with socket.socket(fileno=fd) as sock:
-            request = jwire_request(sock)
+            request = _read_request(sock)
             fn = _callee(str(request["call"]))
             sandbox()
             response = _run(fn, request.get("args", []))
@@ -138,7 +138,7 @@ def _job(fd: int, memory_bytes: int, cpu_seconds: int) -> None:
         os._exit(code)
 
 
-def jwire_request(sock: socket.socket) -> dict[str, Any]:
+def _read_request(sock: socket.socket) -> dict[str, Any]:
     request = jobwire.receive(sock, max_blob_bytes=MAX_REQUEST_BLOB_BYTES)
     if not isinstance(request, dict):
         raise jobwire.WireError("a request that is not an object")
