@@ -27,7 +27,7 @@ $(UV):
 	@echo "installing uv $(UV_VERSION) into $(TOOLS)/ with $(PYTHON)"
 	@$(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-$(STAMP): $(UV) uv.lock pyproject.toml libs/common/pyproject.toml services/*/pyproject.toml deploy/local/pyproject.toml
+$(STAMP): $(UV) uv.lock pyproject.toml libs/common/pyproject.toml services/*/pyproject.toml deploy/local/pyproject.toml tools/admin/pyproject.toml
 	$(UV) sync --frozen --all-packages --python $(PYTHON)
 	@touch $@
 
@@ -86,7 +86,7 @@ fmt: $(STAMP) ## Format the code
 	$(RUN) ruff format .
 
 typecheck: $(STAMP) ## mypy --strict on our code
-	$(RUN) mypy libs/common/src services/upload/src services/delivery/src services/processor/src deploy/local/src tests bench
+	$(RUN) mypy libs/common/src services/upload/src services/delivery/src services/processor/src deploy/local/src tools/admin/src tests bench
 
 k8s-render: $(STAMP) ## Render the Kubernetes overlays (deploy/k8s) to .devstack/k8s/<overlay>.yaml
 	@mkdir -p .devstack/k8s

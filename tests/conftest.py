@@ -87,3 +87,17 @@ def settings(database_url: str, aws_settings: AwsSettings) -> Settings:
         max_upload_bytes=10 * 1024 * 1024,
         upload_url_expiry_seconds=300,
     )
+
+
+@pytest.fixture
+async def keys(database_url: str) -> dict[str, str]:
+    """An admin key of the operator project (IMAGERY_ADMIN_KEY) and an ordinary key of the
+    `default` project (IMAGERY_API_KEY), as `make run` makes them."""
+    from imagery.devstack.credentials import local_keys
+
+    return await local_keys(database_url)
+
+
+@pytest.fixture
+def api_key(keys: dict[str, str]) -> str:
+    return keys["IMAGERY_API_KEY"]

@@ -66,41 +66,44 @@ class InMemoryImageRepository:
         self.deletion_log: list[str] = []  # the feed; a position in it plays the xid
         self.swept: dict[str, datetime] = {}  # when the sweep last took a record
 
-    async def save(self, record: ImageRecord) -> None:
+    async def save(self, record: ImageRecord, *, principal: str = "key:test") -> None:
         if record.id in self.records:
             raise ImageAlreadyExists(f"Image {record.id} already exists.")
         now = self.clock()
         self.records[record.id] = dataclasses.replace(record, created_at=now, updated_at=now)
 
-    async def delete(self, image_id: str) -> DeletedImage | None:
-        record = self.records.pop(image_id, None)
-        if record is None:
+    async def delete(
+        self, project_id: str, image_id: str, *, principal: str
+    ) -> DeletedImage | None:
+        record = self.records.get(image_id)
+        if record is None or record.project_id != project_id:
             return None
+        del self.records[image_id]
         self.deletion_log.append(image_id)
-        blob = self.blobs.get(record.sha256) if record.sha256 is not None else None
+        blob = self.blobs.get(record.content) if record.content is not None else None
         if blob is not None:
             if blob.references <= 0:
                 raise ValueError("reference_count would go below 0")  # Postgres' CHECK
             blob.references -= 1
             blob.updated_at = self.clock()
-        return DeletedImage(record.id, record.status, record.object_key, record.sha256)
+        return DeletedImage(record.id, record.status, record.object_key, record.content)
 
-    async def deletion_horizon(self) -> int:
-        return len(self.deletion_log)
+    async def find_by_id(self, project_id: str, image_id: str) -> ImageRecord | None:
+        self.queries += 1
+        record = self.records.get(image_id)
+        return record if record is not None and record.project_id == project_id else None
 
-    async def deletions_since(self, horizon: int) -> tuple[int, list[str]]:
-        return len(self.deletion_log), self.deletion_log[horizon:]
-
-    async def find_by_id(self, image_id: str) -> ImageRecord | None:
+    async def find_for_processing(self, image_id: str) -> ImageRecord | None:
         self.queries += 1
         return self.records.get(image_id)
 
     async def find_download_targets(
-        self, image_ids: Sequence[str], preset: str, formats: Sequence[str]
+        self, project_id: str, image_ids: Sequence[str], preset: str, formats: Sequence[str]
     ) -> list[DownloadTarget]:
         self.queries += 1
         targets = []
-        for record in (self.records[i] for i in dict.fromkeys(image_ids) if i in self.records):
+        mine = {i: r for i, r in self.records.items() if r.project_id == project_id}
+        for record in (mine[i] for i in dict.fromkeys(image_ids) if i in mine):
             ready = record.status is ImageStatus.READY
             matches = [
                 v
@@ -301,7 +304,8 @@ class FakeOutcomeWrites:
         self.images.records[image_id] = dataclasses.replace(
             record,
             status=ImageStatus.READY,
-            sha256=image.sha256,
+            sha256=image.digest or image.sha256,
+            content=image.sha256,
             size_bytes=image.size_bytes,
             width=image.width,
             height=image.height,

@@ -512,8 +512,22 @@ def test_images_are_pinned_non_root_and_production_only() -> None:
     )
 
 
+def test_the_migrate_image_carries_imagery_admin_on_path() -> None:
+    """Operators bootstrap and maintain a deployment with the image they migrate it with."""
+    text = DOCKERFILE.read_text()
+    assert "COPY tools/admin/pyproject.toml tools/admin/" in text
+    assert "COPY tools/admin/src tools/admin/src" in text
+    stage = text[text.index("AS build-migrate") :].splitlines()[1]
+    assert stage.endswith("--package imagery-admin"), stage
+    runtime = text[text.index("AS runtime") :]
+    assert "PATH=/app/.venv/bin:$PATH" in runtime
+    migrate = text[text.index("AS migrate") :]
+    assert "--from=build-migrate" in migrate
+
+
 @pytest.mark.parametrize(
-    "package", ["imagery-upload", "imagery-delivery", "imagery-processor", "imagery-common"]
+    "package",
+    ["imagery-upload", "imagery-delivery", "imagery-processor", "imagery-common", "imagery-admin"],
 )
 def test_a_production_install_has_no_dev_dependencies(package: str, tmp_path: Path) -> None:
     """The Dockerfile's own install command, run here (no Docker engine on this machine)."""
@@ -549,6 +563,12 @@ def test_a_production_install_has_no_dev_dependencies(package: str, tmp_path: Pa
         "imagery-devstack",
     ):
         assert dev_only not in listed, dev_only
+    if package == "imagery-admin":
+        assert "imagery-common" in listed
+        usage = subprocess.run(
+            [str(tmp_path / "venv/bin/imagery-admin"), "--help"], capture_output=True, text=True
+        )
+        assert usage.returncode == 0 and "bootstrap" in usage.stdout, usage.stderr
 
 
 _UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}

@@ -16,6 +16,7 @@ from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
 from imagery.common.errors import DependencyUnavailable
 from imagery.common.ids import new_image_id
 from imagery.common.storage_keys import GLOBAL_SCOPE, original_key, upload_key
+from imagery.common.tenancy import DEFAULT_PROJECT
 from imagery.processor.adapters.postgres import PostgresContentStore, PostgresOutcomes
 from imagery.processor.adapters.s3 import S3ObjectStore
 from imagery.processor.ports import VerifiedImage
@@ -45,13 +46,14 @@ async def _ready_image(pool: asyncpg.Pool, store: S3ObjectStore) -> str:
     repo, outcomes = PostgresImageRepository(pool), PostgresOutcomes(pool)
     image_id = new_image_id()
     await repo.save(
-        ImageRecord(
+        principal="key:test",
+        record=ImageRecord(
             image_id,
             ImageStatus.PENDING,
             "image/webp",
             "a.webp",
             upload_key(GLOBAL_SCOPE, image_id),
-        )
+        ),
     )
     await repo.claim_for_processing(image_id, stale_after_seconds=300)
     image = VerifiedImage(SHA, "webp", 10, 10, 3)
@@ -88,11 +90,11 @@ async def test_the_last_reference_takes_the_objects_and_the_row_after_the_grace(
 ) -> None:
     first, second = await _ready_image(pool, store), await _ready_image(pool, store)
     repo = PostgresImageRepository(pool)
-    deleted = await repo.delete(first)
+    deleted = await repo.delete(DEFAULT_PROJECT, first, principal="key:test")
     assert deleted is not None
     assert await _collector(pool, store).sweep() == 0, "still referenced"
     assert len(await _keys(store)) == 3
-    deleted = await repo.delete(second)
+    deleted = await repo.delete(DEFAULT_PROJECT, second, principal="key:test")
     assert deleted is not None
     assert await _collector(pool, store, grace=3600).sweep() == 0, "within the grace period"
     assert len(await _keys(store)) == 3
@@ -106,7 +108,7 @@ async def test_a_failed_deletion_is_kept_for_a_later_sweep(
     pool: asyncpg.Pool, store: S3ObjectStore
 ) -> None:
     image_id = await _ready_image(pool, store)
-    await PostgresImageRepository(pool).delete(image_id)
+    await PostgresImageRepository(pool).delete(DEFAULT_PROJECT, image_id, principal="key:test")
     assert await _collector(pool, BrokenDeletes()).sweep() == 0
     assert await pool.fetchval(
         "SELECT collecting_since IS NOT NULL FROM image_blobs WHERE sha256 = $1", SHA
@@ -124,7 +126,7 @@ async def test_no_transaction_is_open_while_objects_are_deleted(
     pool: asyncpg.Pool, store: S3ObjectStore
 ) -> None:
     image_id = await _ready_image(pool, store)
-    await PostgresImageRepository(pool).delete(image_id)
+    await PostgresImageRepository(pool).delete(DEFAULT_PROJECT, image_id, principal="key:test")
     seen: list[int] = []
 
     class Watching:

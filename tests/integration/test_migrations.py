@@ -188,3 +188,156 @@ async def test_a_migration_that_never_gets_its_lock_fails_naming_it(
     finally:
         await holder.close()
     assert "note" not in await _columns(empty_database, "image_records"), "nothing half done"
+
+
+PROJECTS = 9  # 0009_projects: the first migration that knows projects
+
+
+def _up_to(tmp_path: Path, last: int) -> Path:
+    """The real migrations up to and including `last`, in a directory of this test's own."""
+    directory = tmp_path / f"up_to_{last:04d}"
+    directory.mkdir()
+    for migration in load_migrations():
+        if migration.version <= last:
+            (directory / migration.name).write_text(migration.sql)
+    return directory
+
+
+_BLOB = "ab" * 32
+_OLD_RECORDS = {  # id -> (status, sha256, failure_reason), written before projects existed
+    "01HZZZ00000000000000000001": ("ready", _BLOB, None),
+    "01HZZZ00000000000000000002": ("ready", _BLOB, None),
+    "01HZZZ00000000000000000003": ("pending", None, None),
+    "01HZZZ00000000000000000004": ("failed", None, "UNSUPPORTED_FORMAT"),
+}
+
+
+@pytest.fixture
+async def upgraded_database(empty_database: str, tmp_path: Path) -> str:
+    """A database with records and a blob from before projects, then migrated to the end."""
+    await migrate(empty_database, _up_to(tmp_path, PROJECTS - 1))
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await conn.execute(
+            "INSERT INTO image_blobs (sha256, format, width, height, size_bytes,"
+            " reference_count, stored_at) VALUES ($1, 'jpeg', 640, 480, 1234, 2, now())",
+            _BLOB,
+        )
+        await conn.executemany(
+            "INSERT INTO image_records (id, status, content_type, file_name, object_key,"
+            " sha256, failure_reason) VALUES ($1, $2, 'image/jpeg', 'a.jpg', 'uploads/' || $1,"
+            " $3, $4)",
+            [(image_id, *fields) for image_id, fields in _OLD_RECORDS.items()],
+        )
+    finally:
+        await conn.close()
+    applied = await migrate(empty_database)
+    assert applied == [m.name for m in load_migrations() if m.version >= PROJECTS]
+    return empty_database
+
+
+async def test_records_from_before_projects_are_in_the_default_project(
+    upgraded_database: str,
+) -> None:
+    conn = await asyncpg.connect(upgraded_database)
+    try:
+        rows = await conn.fetch(
+            "SELECT id, status, sha256, project_id, digest FROM image_records ORDER BY id"
+        )
+    finally:
+        await conn.close()
+    assert {r["id"]: (r["status"], r["sha256"]) for r in rows} == {
+        image_id: (status, sha256) for image_id, (status, sha256, _) in _OLD_RECORDS.items()
+    }
+    assert {r["project_id"] for r in rows} == {"default"}
+    assert [r["digest"] for r in rows] == [None] * len(_OLD_RECORDS), "bytes = content address"
+
+
+async def test_the_previous_release_keeps_inserting_and_projects_must_exist(
+    upgraded_database: str,
+) -> None:
+    """The migration Job runs before the rollout: upload pods of the release before projects
+    insert without a project until they are replaced, into `default`."""
+    conn = await asyncpg.connect(upgraded_database)
+    try:
+        insert = (
+            "INSERT INTO image_records (id, status, content_type, file_name, object_key{})"
+            " VALUES ($1, 'pending', 'image/png', 'b.png', 'uploads/' || $1{})"
+        )
+        await conn.execute(insert.format("", ""), "01HZZZ00000000000000000005")
+        assert (
+            await conn.fetchval(
+                "SELECT project_id FROM image_records WHERE id = $1", "01HZZZ00000000000000000005"
+            )
+            == "default"
+        )
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await conn.execute(
+                insert.format(", project_id", ", $2"), "01HZZZ00000000000000000006", "nowhere"
+            )
+        await conn.execute(
+            insert.format(", project_id", ", $2"), "01HZZZ00000000000000000007", "default"
+        )
+    finally:
+        await conn.close()
+
+
+async def _project_key_and_index(dsn: str) -> tuple[bool, bool, str]:
+    """Whether the project foreign key is validated and the (project_id, id) index valid."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        validated = await conn.fetchval(
+            "SELECT bool_and(convalidated) FROM pg_constraint WHERE conname IN"
+            " ('image_records_project_id_fkey', 'image_records_digest_check')"
+        )
+        index = await conn.fetchrow(
+            "SELECT i.indisvalid, pg_get_indexdef(i.indexrelid) AS definition FROM pg_index i"
+            " WHERE i.indexrelid = to_regclass('image_records_project_id_idx')"
+        )
+    finally:
+        await conn.close()
+    assert index is not None, "image_records_project_id_idx exists"
+    return validated, index["indisvalid"], index["definition"]
+
+
+async def test_the_project_key_is_validated_and_its_index_valid(upgraded_database: str) -> None:
+    validated, index_valid, definition = await _project_key_and_index(upgraded_database)
+    assert validated
+    assert index_valid
+    assert definition.endswith("ON public.image_records USING btree (project_id, id)")
+
+
+async def test_an_index_build_cut_short_by_a_long_transaction_ends_valid(
+    empty_database: str, tmp_path: Path
+) -> None:
+    """A processor transaction that updated a record is still open when 0010 starts, and
+    ends a second later: the migration may wait or retry, but must end with a valid index."""
+    await migrate(empty_database, _up_to(tmp_path, PROJECTS))
+    holder = await asyncpg.connect(empty_database)
+    try:
+        await holder.execute(
+            "INSERT INTO image_records (id, status, content_type, file_name, object_key,"
+            " project_id) VALUES ($1, 'pending', 'image/png', 'c.png', 'uploads/' || $1,"
+            " 'default')",
+            "01HZZZ00000000000000000008",
+        )
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute(
+            "UPDATE image_records SET updated_at = now() WHERE id = $1",
+            "01HZZZ00000000000000000008",
+        )
+
+        async def end_in_a_second() -> None:
+            await asyncio.sleep(1.0)
+            await holding.rollback()
+
+        ending = asyncio.create_task(end_in_a_second())
+        applied = await migrate(empty_database, _up_to(tmp_path, PROJECTS + 1), lock_timeout_ms=100)
+        await ending
+    finally:
+        await holder.close()
+    assert applied == ["0010_project_indexes.sql"]
+    validated, index_valid, _ = await _project_key_and_index(empty_database)
+    assert validated
+    assert index_valid, "the index serves reads"

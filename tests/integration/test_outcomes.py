@@ -14,6 +14,7 @@ from imagery.common.db.images import PostgresImageRepository
 from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
 from imagery.common.ids import new_image_id
 from imagery.common.storage_keys import GLOBAL_SCOPE, original_key, upload_key, variant_key
+from imagery.common.tenancy import DEFAULT_PROJECT
 from imagery.processor.adapters.postgres import PostgresContentStore, PostgresOutcomes
 from imagery.processor.ports import ContentStore, Outcomes, UnreferencedContent, VerifiedImage
 from tests.fakes import FakeContentStore, FakeOutcomes, InMemoryImageRepository
@@ -39,13 +40,14 @@ class World:
     async def claimed(self) -> str:
         image_id = new_image_id()
         await self.images.save(
-            ImageRecord(
+            principal="key:test",
+            record=ImageRecord(
                 image_id,
                 ImageStatus.PENDING,
                 "image/jpeg",
                 "a.jpg",
                 upload_key(GLOBAL_SCOPE, image_id),
-            )
+            ),
         )
         assert await self.images.claim_for_processing(image_id, stale_after_seconds=300)
         return image_id
@@ -118,7 +120,7 @@ async def test_concurrent_identical_uploads_converge_on_one_blob(world: World) -
     assert all(await asyncio.gather(*(world.store_new(i) for i in ids)))
     assert await world.count() == 20
     for image_id in ids:
-        record = await world.images.find_by_id(image_id)
+        record = await world.images.find_by_id(DEFAULT_PROJECT, image_id)
         assert record is not None and (record.status, record.sha256) == (ImageStatus.READY, SHA)
     linked_id = await world.claimed()
     assert await world.link(linked_id)
@@ -128,7 +130,7 @@ async def test_concurrent_identical_uploads_converge_on_one_blob(world: World) -
 async def test_variants_are_stored_with_new_content(world: World) -> None:
     image_id = await world.claimed()
     assert await world.store_new(image_id, (SMALL,))
-    record = await world.images.find_by_id(image_id)
+    record = await world.images.find_by_id(DEFAULT_PROJECT, image_id)
     assert record is not None and record.variants == (SMALL,)
 
 
@@ -138,7 +140,7 @@ async def test_outcomes_are_written_only_while_processing(world: World) -> None:
     assert not await world.outcomes.mark_failed(image_id, "EMPTY")
     async with world.outcomes.unit_of_work() as uow:
         assert not await uow.lock_processing(image_id)
-    record = await world.images.find_by_id(image_id)
+    record = await world.images.find_by_id(DEFAULT_PROJECT, image_id)
     assert record is not None
     assert (record.status, record.failure_reason, record.size_bytes) == (
         ImageStatus.FAILED,
@@ -160,14 +162,14 @@ async def test_a_unit_of_work_that_raises_leaves_nothing_behind(world: World) ->
     with pytest.raises(RuntimeError):
         await gives_up()
     assert await world.count() is None, "the reservation rolled back"
-    record = await world.images.find_by_id(image_id)
+    record = await world.images.find_by_id(DEFAULT_PROJECT, image_id)
     assert record is not None and record.status is ImageStatus.PROCESSING
 
 
 async def test_a_released_claim_can_be_claimed_again(world: World) -> None:
     image_id = await world.claimed()
     await world.outcomes.release_claim(image_id)
-    assert (await world.images.find_by_id(image_id)).status is ImageStatus.PENDING  # type: ignore[union-attr]
+    assert (await world.images.find_by_id(DEFAULT_PROJECT, image_id)).status is ImageStatus.PENDING  # type: ignore[union-attr]
     assert await world.images.claim_for_processing(image_id, stale_after_seconds=300) is not None
 
 
@@ -182,7 +184,7 @@ async def test_known_content_of_another_format_is_a_mismatch_and_changes_nothing
     assert (result.linked, result.mismatch) == (False, "jpeg")
     assert (unknown.linked, unknown.mismatch) == (False, None)
     assert await world.count() == 1
-    assert (await world.images.find_by_id(liar)).status is ImageStatus.PROCESSING  # type: ignore[union-attr]
+    assert (await world.images.find_by_id(DEFAULT_PROJECT, liar)).status is ImageStatus.PROCESSING  # type: ignore[union-attr]
 
 
 async def test_reserved_content_is_not_linked_until_its_objects_are_stored(world: World) -> None:
@@ -199,7 +201,7 @@ async def test_the_last_reference_leaves_a_tombstone_that_a_new_upload_revives(
 ) -> None:
     first = await world.claimed()
     assert await world.store_new(first)
-    deleted = await world.images.delete(first)
+    deleted = await world.images.delete(DEFAULT_PROJECT, first, principal="key:test")
     assert deleted is not None
     assert await world.count() == 0, "a tombstone"
     assert await world.link(await world.claimed()), "revived: the objects are still there"
@@ -211,7 +213,7 @@ async def test_collection_claims_only_unreferenced_content_past_its_grace(world:
     first = await world.claimed()
     assert await world.store_new(first, (SMALL,))
     assert await world.claim() == []
-    await world.images.delete(first)
+    await world.images.delete(DEFAULT_PROJECT, first, principal="key:test")
     assert await world.claim(grace=3600) == []
     (claimed,) = await world.claim()
     assert claimed.sha256 == SHA
@@ -221,7 +223,7 @@ async def test_collection_claims_only_unreferenced_content_past_its_grace(world:
 async def test_nothing_links_to_or_reserves_content_being_collected(world: World) -> None:
     first = await world.claimed()
     assert await world.store_new(first)
-    await world.images.delete(first)
+    await world.images.delete(DEFAULT_PROJECT, first, principal="key:test")
     (claimed,) = await world.claim()
     newcomer = await world.claimed()
     assert not await world.link(newcomer)
@@ -256,7 +258,7 @@ async def test_a_collector_that_died_is_taken_over_after_the_claim_lifetime(
 ) -> None:
     first = await world.claimed()
     assert await world.store_new(first)
-    await world.images.delete(first)
+    await world.images.delete(DEFAULT_PROJECT, first, principal="key:test")
     (dead,) = await world.claim()
     await world.later()
     assert await world.claim(lifetime=3600) == [], "a live claim is left alone"
@@ -283,7 +285,7 @@ async def test_a_reservation_is_collected_after_its_lease_a_tombstone_after_the_
 async def test_linking_reports_content_that_is_being_collected(world: World) -> None:
     first = await world.claimed()
     assert await world.store_new(first)
-    await world.images.delete(first)
+    await world.images.delete(DEFAULT_PROJECT, first, principal="key:test")
     await world.claim()
     async with world.outcomes.unit_of_work() as uow:
         result = await uow.link_stored_content(SHA, "jpeg")
@@ -298,6 +300,6 @@ async def test_stored_keys_name_every_object_of_stored_content_only(world: World
     assert await world.store_new(first, (SMALL,))
     keys = await world.outcomes.stored_keys(SHA)
     assert keys is not None and set(keys) == {SMALL.key, original_key(GLOBAL_SCOPE, SHA)}
-    await world.images.delete(first)
+    await world.images.delete(DEFAULT_PROJECT, first, principal="key:test")
     await world.claim()
     assert await world.outcomes.stored_keys(SHA) is None, "being collected"

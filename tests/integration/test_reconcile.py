@@ -15,6 +15,7 @@ from imagery.common.db.images import PostgresImageRepository
 from imagery.common.domain import ImageRecord, ImageStatus
 from imagery.common.ids import new_image_id
 from imagery.common.storage_keys import GLOBAL_SCOPE, original_key, upload_key, variant_key
+from imagery.common.tenancy import DEFAULT_PROJECT
 from imagery.processor.adapters.postgres import PostgresContentInventory, PostgresOutcomes
 from imagery.processor.adapters.s3 import S3ObjectStore
 from imagery.processor.imaging import Limits, RenderSpec
@@ -53,7 +54,10 @@ async def _ready(pool: asyncpg.Pool, store: S3ObjectStore, body: bytes) -> Image
     repo = PostgresImageRepository(pool)
     image_id = new_image_id()
     key = upload_key(GLOBAL_SCOPE, image_id)
-    await repo.save(ImageRecord(image_id, ImageStatus.PENDING, "image/jpeg", "a.jpg", key))
+    await repo.save(
+        principal="key:test",
+        record=ImageRecord(image_id, ImageStatus.PENDING, "image/jpeg", "a.jpg", key),
+    )
     await store.put(key, body, content_type="image/jpeg")
     process = UploadProcessor(
         repo,
@@ -65,7 +69,7 @@ async def _ready(pool: asyncpg.Pool, store: S3ObjectStore, body: bytes) -> Image
         claim_stale_seconds=300,
     )
     assert (await process(image_id, key)).outcome is Outcome.READY
-    record = await repo.find_by_id(image_id)
+    record = await repo.find_by_id(DEFAULT_PROJECT, image_id)
     assert record is not None and record.sha256 is not None
     return record
 
@@ -116,11 +120,11 @@ async def test_content_with_nothing_left_is_never_served_and_comes_back_with_its
     report = await _reconciler(pool, store).run()
     assert report.content_lost == [record.sha256]
     repo = PostgresImageRepository(pool)
-    (target,) = await repo.find_download_targets([record.id], "small", ["webp"])
+    (target,) = await repo.find_download_targets(DEFAULT_PROJECT, [record.id], "small", ["webp"])
     assert not target.servable, "never signed for objects that are gone"
     again = await _ready(pool, store, body)
     assert again.sha256 == record.sha256
-    (target,) = await repo.find_download_targets([record.id], "small", ["webp"])
+    (target,) = await repo.find_download_targets(DEFAULT_PROJECT, [record.id], "small", ["webp"])
     assert target.servable, "the same bytes stored it again, for the old image too"
     assert await store.head(target.key or "") is not None
 

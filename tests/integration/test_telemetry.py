@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -29,9 +28,10 @@ from imagery.processor.consumer import Consumer
 from imagery.processor.imaging import Limits
 from imagery.processor.use_cases.process_upload import UploadProcessor
 from imagery.upload.bootstrap import build_server
+from imagery.upload.config import UploadSettings
 from imagery.v1 import upload_service_pb2 as pb
 from imagery.v1 import upload_service_pb2_grpc as pb_grpc
-from tests import images
+from tests import grpc_auth, images
 
 pytestmark = pytest.mark.integration
 SPANS = InMemorySpanExporter()
@@ -48,14 +48,14 @@ def telemetry() -> None:
 @pytest.fixture
 async def upload_port(settings: Settings) -> AsyncIterator[int]:
     async with AsyncExitStack() as stack:
-        server = await build_server(settings, stack)
+        server = await build_server(UploadSettings(settings, 86_400), stack)
         port = await server.start(0, host="127.0.0.1")
         yield port
         await server.stop()
 
 
-async def _create_and_put(port: int, body: bytes, content_type: str) -> str:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+async def _create_and_put(port: int, body: bytes, content_type: str, key: str) -> str:
+    async with grpc_auth.channel(f"127.0.0.1:{port}", key) as channel:
         ticket = await pb_grpc.UploadServiceStub(channel).CreateUploadUrl(
             pb.CreateUploadUrlRequest(content_type=content_type, file_name="secret-name.jpg")
         )
@@ -125,11 +125,11 @@ def _processing(image_id: str) -> ReadableSpan:
 
 
 async def test_processing_links_back_to_the_upload_request(
-    upload_port: int, settings: Settings, aws: AwsResources, pool: Any
+    upload_port: int, settings: Settings, aws: AwsResources, pool: Any, api_key: str
 ) -> None:
     SPANS.clear()
-    good = await _create_and_put(upload_port, images.jpeg(640, 480), "image/jpeg")
-    bad = await _create_and_put(upload_port, images.html(), "image/jpeg")
+    good = await _create_and_put(upload_port, images.jpeg(640, 480), "image/jpeg", api_key)
+    bad = await _create_and_put(upload_port, images.html(), "image/jpeg", api_key)
     await _consume_once(settings, aws, pool, {good, bad})
 
     (request, _) = _spans("/imagery.v1.UploadService/CreateUploadUrl")[:2]

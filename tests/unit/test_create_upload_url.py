@@ -11,19 +11,26 @@ from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
 from imagery.processor.ports import VerifiedImage
 from imagery.upload.use_cases import CreateUploadUrl, DeleteImage
 from tests.fakes import FakeBlob, FakeClock, FakeObjects, FakeSigner, InMemoryImageRepository
+from tests.principals import CALLER, OTHER, caller, policy
 
 
 def _use_case(
     repo: InMemoryImageRepository, signer: FakeSigner, clock: FakeClock | None = None
 ) -> CreateUploadUrl:
     return CreateUploadUrl(
-        repo, signer, expiry_seconds=300, max_upload_bytes=1234, clock=clock or FakeClock()
+        repo,
+        signer,
+        expiry_seconds=300,
+        policy=policy(max_upload_bytes=1234),
+        clock=clock or FakeClock(),
     )
 
 
 async def test_creates_a_pending_record_under_an_uploads_key() -> None:
     repo, signer, clock = InMemoryImageRepository(), FakeSigner(), FakeClock()
-    ticket = await _use_case(repo, signer, clock)(content_type="image/png", file_name="cat.png")
+    ticket = await _use_case(repo, signer, clock)(
+        CALLER, content_type="image/png", file_name="cat.png"
+    )
 
     assert is_image_id(ticket.image_id)
     record = repo.records[ticket.image_id]
@@ -40,7 +47,9 @@ async def test_creates_a_pending_record_under_an_uploads_key() -> None:
 
 async def test_the_users_file_name_never_becomes_the_key() -> None:
     repo = InMemoryImageRepository()
-    ticket = await _use_case(repo, FakeSigner())(content_type="image/gif", file_name="../../x.gif")
+    ticket = await _use_case(repo, FakeSigner())(
+        CALLER, content_type="image/gif", file_name="../../x.gif"
+    )
     assert "x.gif" not in repo.records[ticket.image_id].object_key
 
 
@@ -48,7 +57,8 @@ async def test_every_call_gets_a_new_id() -> None:
     repo = InMemoryImageRepository()
     use_case = _use_case(repo, FakeSigner())
     ids = {
-        (await use_case(content_type="image/jpeg", file_name="a.jpg")).image_id for _ in range(50)
+        (await use_case(CALLER, content_type="image/jpeg", file_name="a.jpg")).image_id
+        for _ in range(50)
     }
     assert len(ids) == 50 == len(repo.records)
 
@@ -60,19 +70,19 @@ async def test_every_call_gets_a_new_id() -> None:
 async def test_bad_input_changes_nothing(content_type: str, file_name: str) -> None:
     repo, signer = InMemoryImageRepository(), FakeSigner()
     with pytest.raises(ImageryError):
-        await _use_case(repo, signer)(content_type=content_type, file_name=file_name)
+        await _use_case(repo, signer)(CALLER, content_type=content_type, file_name=file_name)
     assert repo.records == {}
     assert signer.signed == []
 
 
 async def test_no_url_leaves_when_the_record_cannot_be_saved() -> None:
     class BrokenRepository(InMemoryImageRepository):
-        async def save(self, record: ImageRecord) -> None:
+        async def save(self, record: ImageRecord, *, principal: str = "") -> None:
             raise DependencyUnavailable("Postgres is down: retry shortly.")
 
     with pytest.raises(DependencyUnavailable):
         await _use_case(BrokenRepository(), FakeSigner())(
-            content_type="image/png", file_name="a.png"
+            CALLER, content_type="image/png", file_name="a.png"
         )
 
 
@@ -86,6 +96,7 @@ async def _ready(repo: InMemoryImageRepository, sha: str) -> str:
             "a.png",
             upload_key(GLOBAL_SCOPE, image_id),
             sha256=sha,
+            content=sha,
         )
     )
     blob = repo.blobs.setdefault(
@@ -99,10 +110,10 @@ async def test_deleting_shared_content_keeps_it_until_the_last_reference() -> No
     repo, objects = InMemoryImageRepository(), FakeObjects()
     first, second = await _ready(repo, "a" * 64), await _ready(repo, "a" * 64)
     delete = DeleteImage(repo, objects)
-    assert await delete(image_id=first) is True
+    assert await delete(CALLER, image_id=first) is True
     assert repo.blobs["a" * 64].references == 1
-    assert await delete(image_id=first) is False, "deleting twice is harmless"
-    assert await delete(image_id=second) is True
+    assert await delete(CALLER, image_id=first) is False, "deleting twice is harmless"
+    assert await delete(CALLER, image_id=second) is True
     assert repo.blobs["a" * 64].references == 0, "a tombstone for the collector"
 
 
@@ -115,10 +126,34 @@ async def test_deleting_a_pending_image_removes_its_upload_object() -> None:
         )
     )
     objects.objects[upload_key(GLOBAL_SCOPE, image_id)] = (b"bytes", "image/png")
-    assert await DeleteImage(repo, objects)(image_id=image_id)
+    assert await DeleteImage(repo, objects)(CALLER, image_id=image_id)
     assert objects.objects == {} and repo.records == {}
 
 
 async def test_delete_image_validates_the_id() -> None:
     with pytest.raises(ImageryError):
-        await DeleteImage(InMemoryImageRepository(), FakeObjects())(image_id="nope")
+        await DeleteImage(InMemoryImageRepository(), FakeObjects())(CALLER, image_id="nope")
+
+
+async def test_a_project_accepts_only_its_content_types_and_gets_its_size_limit() -> None:
+    from imagery.common.tenancy import ProjectSettings
+
+    repo = InMemoryImageRepository()
+    chosen = ProjectSettings(content_types=("image/png",), max_upload_bytes=999)
+    narrow = caller(settings=chosen)
+    use_case = _use_case(repo, FakeSigner())
+    ticket = await use_case(narrow, content_type="image/png", file_name="a.png")
+    assert ticket.max_size_bytes == 999
+    with pytest.raises(ImageryError) as refused:
+        await use_case(narrow, content_type="image/jpeg", file_name="a.jpg")
+    assert refused.value.reason == "UNSUPPORTED_CONTENT_TYPE"
+    assert "image/png" in refused.value.message and "image/jpeg, " not in refused.value.message
+    assert len(repo.records) == 1, "a refused call stores nothing"
+
+
+async def test_another_projects_image_cannot_be_deleted_and_stays() -> None:
+    repo, objects = InMemoryImageRepository(), FakeObjects()
+    ticket = await _use_case(repo, FakeSigner())(CALLER, content_type="image/png", file_name="a")
+    assert await DeleteImage(repo, objects)(OTHER, image_id=ticket.image_id) is False
+    assert ticket.image_id in repo.records
+    assert repo.records[ticket.image_id].project_id == CALLER.project_id

@@ -12,8 +12,16 @@ from imagery.common.ids import new_image_id
 from imagery.common.presets import PRESET_NAMES
 from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key, variant_key
 from imagery.delivery.ports import SignedUrls
-from imagery.delivery.use_cases import BatchGetDownloadUrls, GetDownloadUrl, GetImage
+from imagery.delivery.use_cases import (
+    BatchGetDownloadUrls,
+    GetDownloadUrl,
+    GetImage,
+    UrlLifetimes,
+)
 from tests.fakes import InMemoryImageRepository
+from tests.principals import CALLER, OTHER, caller, policy
+
+LIFETIMES = UrlLifetimes(policy())
 
 EXPIRES = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)
 
@@ -21,9 +29,13 @@ EXPIRES = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)
 class RecordingSigner:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
+        self.lifetimes: list[int | None] = []
 
-    async def sign_many(self, object_keys: Sequence[str]) -> SignedUrls:
+    async def sign_many(
+        self, object_keys: Sequence[str], expiry_seconds: int | None = None
+    ) -> SignedUrls:
         self.calls.append(list(object_keys))
+        self.lifetimes.append(expiry_seconds)
         return SignedUrls([f"https://cdn/{k}?Signature=s" for k in object_keys], EXPIRES)
 
 
@@ -72,7 +84,7 @@ def signer() -> RecordingSigner:
 
 async def test_get_image_returns_the_record(repo: InMemoryImageRepository) -> None:
     record = await _image(repo)
-    assert (await GetImage(repo)(image_id=record.id)).id == record.id
+    assert (await GetImage(repo)(CALLER, image_id=record.id)).id == record.id
 
 
 @pytest.mark.parametrize(
@@ -82,15 +94,15 @@ async def test_get_image_errors(
     repo: InMemoryImageRepository, image_id: str, error: type[Exception]
 ) -> None:
     with pytest.raises(error):
-        await GetImage(repo)(image_id=image_id)
+        await GetImage(repo)(CALLER, image_id=image_id)
 
 
 async def test_download_url_signs_the_requested_variant_only(
     repo: InMemoryImageRepository, signer: RecordingSigner
 ) -> None:
     record = await _image(repo)
-    url = await GetDownloadUrl(repo, signer, PRESET_NAMES)(
-        image_id=record.id, variant="small", preference="webp"
+    url = await GetDownloadUrl(repo, signer, PRESET_NAMES, LIFETIMES)(
+        CALLER, image_id=record.id, variant="small", preference="webp"
     )
     assert signer.calls == [[f"variants/{record.sha256}/small.webp"]]
     assert (url.image_id, url.variant, url.content_type, url.expire_time) == (
@@ -99,8 +111,8 @@ async def test_download_url_signs_the_requested_variant_only(
         "image/webp",
         EXPIRES,
     )
-    fallback = await GetDownloadUrl(repo, signer, PRESET_NAMES)(
-        image_id=record.id, variant="thumbnail", preference="fallback"
+    fallback = await GetDownloadUrl(repo, signer, PRESET_NAMES, LIFETIMES)(
+        CALLER, image_id=record.id, variant="thumbnail", preference="fallback"
     )
     assert fallback.url.endswith("/thumbnail.jpg?Signature=s")
 
@@ -113,8 +125,8 @@ async def test_download_url_of_an_image_that_is_not_ready(
 ) -> None:
     record = await _image(repo, status)
     with pytest.raises(ImageryError) as caught:
-        await GetDownloadUrl(repo, signer, PRESET_NAMES)(
-            image_id=record.id, variant="small", preference="webp"
+        await GetDownloadUrl(repo, signer, PRESET_NAMES, LIFETIMES)(
+            CALLER, image_id=record.id, variant="small", preference="webp"
         )
     assert caught.value.reason == "IMAGE_NOT_READY"
     assert caught.value.metadata["status"] == status.value
@@ -125,13 +137,13 @@ async def test_unknown_variant_lists_the_ones_that_exist(
     repo: InMemoryImageRepository, signer: RecordingSigner
 ) -> None:
     record = await _image(repo)
-    use_case = GetDownloadUrl(repo, signer, PRESET_NAMES)
+    use_case = GetDownloadUrl(repo, signer, PRESET_NAMES, LIFETIMES)
     with pytest.raises(ImageryError) as caught:
-        await use_case(image_id=record.id, variant="huge", preference="webp")
+        await use_case(CALLER, image_id=record.id, variant="huge", preference="webp")
     assert caught.value.reason == "UNKNOWN_VARIANT"
     assert "thumbnail, small, medium, large, original" in caught.value.message
     with pytest.raises(ImageryError) as missing_format:
-        await use_case(image_id=record.id, variant="small", preference="avif")
+        await use_case(CALLER, image_id=record.id, variant="small", preference="avif")
     assert "thumbnail, small" in missing_format.value.message
     assert signer.calls == []
 
@@ -142,8 +154,8 @@ async def test_a_ready_image_whose_bytes_were_lost_says_so(
     record = await _image(repo)
     repo.records[record.id] = dataclasses.replace(record, variants=())  # marked lost
     with pytest.raises(ImageryError) as caught:
-        await GetDownloadUrl(repo, signer, PRESET_NAMES)(
-            image_id=record.id, variant="small", preference="webp"
+        await GetDownloadUrl(repo, signer, PRESET_NAMES, LIFETIMES)(
+            CALLER, image_id=record.id, variant="small", preference="webp"
         )
     assert caught.value.reason == "IMAGE_CONTENT_LOST"
     assert "upload the same file again" in caught.value.message
@@ -154,10 +166,10 @@ async def test_originals_and_uploads_are_never_signed(
     repo: InMemoryImageRepository, signer: RecordingSigner
 ) -> None:
     record = await _image(repo)
-    use_case = BatchGetDownloadUrls(repo, signer, PRESET_NAMES)
+    use_case = BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)
     for name in PRESET_NAMES:
-        await use_case(image_ids=[record.id], variant=name, preference="webp")
-        await use_case(image_ids=[record.id], variant=name, preference="fallback")
+        await use_case(CALLER, image_ids=[record.id], variant=name, preference="webp")
+        await use_case(CALLER, image_ids=[record.id], variant=name, preference="fallback")
     signed = [key for call in signer.calls for key in call]
     assert signed and all(key.startswith(f"variants/{record.sha256}/") for key in signed)
 
@@ -169,7 +181,8 @@ async def test_batch_keeps_first_appearance_order_and_collapses_duplicates(
     pending = await _image(repo, ImageStatus.PENDING)
     unknown = new_image_id()
     repo.queries = 0
-    result = await BatchGetDownloadUrls(repo, signer, PRESET_NAMES)(
+    result = await BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)(
+        CALLER,
         image_ids=[c.id, a.id, unknown, c.id, pending.id, b.id, a.id],
         variant="small",
         preference="webp",
@@ -181,23 +194,60 @@ async def test_batch_keeps_first_appearance_order_and_collapses_duplicates(
 
 
 async def test_batch_limits(repo: InMemoryImageRepository, signer: RecordingSigner) -> None:
-    use_case = BatchGetDownloadUrls(repo, signer, PRESET_NAMES)
+    use_case = BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)
     with pytest.raises(ImageryError) as empty:
-        await use_case(image_ids=[], variant="small", preference="webp")
+        await use_case(CALLER, image_ids=[], variant="small", preference="webp")
     assert empty.value.reason == "NO_IMAGE_IDS"
     with pytest.raises(ImageryError) as many:
         await use_case(
-            image_ids=[new_image_id() for _ in range(51)], variant="small", preference="webp"
+            CALLER,
+            image_ids=[new_image_id() for _ in range(51)],
+            variant="small",
+            preference="webp",
         )
     assert many.value.reason == "TOO_MANY_IMAGE_IDS"
     ids = [new_image_id() for _ in range(50)]
-    result = await use_case(image_ids=ids + ids[:10], variant="small", preference="webp")
+    result = await use_case(CALLER, image_ids=ids + ids[:10], variant="small", preference="webp")
     assert result.not_found_image_ids == ids, "60 ids with duplicates are 50 distinct: accepted"
     with pytest.raises(ImageryError) as bad:
-        await use_case(image_ids=[ids[0], "not-an-id"], variant="small", preference="webp")
+        await use_case(CALLER, image_ids=[ids[0], "not-an-id"], variant="small", preference="webp")
     assert bad.value.reason == "INVALID_IMAGE_ID"
     assert bad.value.violations[0].field == "image_ids[1]"
     with pytest.raises(ImageryError) as variant:
-        await use_case(image_ids=ids[:1], variant="original.png", preference="webp")
+        await use_case(CALLER, image_ids=ids[:1], variant="original.png", preference="webp")
     assert variant.value.reason == "UNKNOWN_VARIANT"
     assert repo.queries == 1, "invalid batches never reach the database"
+
+
+async def test_another_projects_image_is_answered_like_an_unknown_one(
+    repo: InMemoryImageRepository,
+) -> None:
+    record = await _image(repo)
+    signer = RecordingSigner()
+    with pytest.raises(ImageNotFound) as theirs:
+        await GetImage(repo)(OTHER, image_id=record.id)
+    unknown = new_image_id()
+    with pytest.raises(ImageNotFound) as nobodys:
+        await GetImage(repo)(OTHER, image_id=unknown)
+    assert theirs.value.message == nobodys.value.message.replace(unknown, record.id)
+    with pytest.raises(ImageNotFound):
+        await GetDownloadUrl(repo, signer, PRESET_NAMES, LIFETIMES)(
+            OTHER, image_id=record.id, variant="small", preference="webp"
+        )
+    batch = await BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)(
+        OTHER, image_ids=[record.id], variant="small", preference="webp"
+    )
+    assert batch.download_urls == [] and batch.not_found_image_ids == [record.id]
+    assert [k for call in signer.calls for k in call] == [], "nothing of theirs is signed"
+
+
+async def test_urls_live_as_long_as_the_project_chose(repo: InMemoryImageRepository) -> None:
+    from imagery.common.tenancy import ProjectSettings
+
+    record = await _image(repo)
+    signer = RecordingSigner()
+    week = caller(settings=ProjectSettings(signed_url_ttl_seconds=7 * 86400))
+    use_case = BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)
+    await use_case(week, image_ids=[record.id], variant="small", preference="webp")
+    await use_case(CALLER, image_ids=[record.id], variant="small", preference="webp")
+    assert signer.lifetimes == [7 * 86400, 600]

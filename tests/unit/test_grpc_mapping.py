@@ -10,7 +10,9 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
+from imagery.common.grpc.auth import set_principal
 from imagery.common.ids import new_image_id
+from imagery.common.tenancy import Principal
 from imagery.delivery.grpc_api import mapping
 from imagery.delivery.grpc_api.servicer import DeliveryServiceServicer
 from imagery.delivery.use_cases import (
@@ -26,8 +28,10 @@ from imagery.upload.use_cases import CreateUploadUrl, DeleteImage, UploadTicket
 from imagery.v1 import delivery_service_pb2 as dpb
 from imagery.v1 import image_pb2
 from imagery.v1 import upload_service_pb2 as upb
+from tests.principals import CALLER
 
 T = TypeVar("T")
+set_principal(CALLER)  # what the interceptor does before a servicer runs; tasks copy it
 CREATED = datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)
 EXPIRES = CREATED + timedelta(minutes=10)
 HEADERS = {"Content-Type": "image/png", "x-amz-checksum-sha256": "abc"}
@@ -68,7 +72,8 @@ class FakeUseCase(Generic[T]):
         self.result = result
         self.calls: list[dict[str, object]] = []
 
-    async def __call__(self, **kwargs: object) -> T:
+    async def __call__(self, caller: Principal, **kwargs: object) -> T:
+        assert caller is CALLER, "the servicer passes the authenticated caller"
         self.calls.append(kwargs)
         return self.result
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -8,6 +9,7 @@ from imagery.common.domain import ImageRecord, ImageStatus
 from imagery.common.errors import DependencyUnavailable, FailureReason
 from imagery.common.ids import new_image_id
 from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
+from imagery.common.tenancy import DEFAULT_PROJECT, ProjectSettings, content_address
 from imagery.processor.imaging import Limits, Rejected
 from imagery.processor.ports import JobResult, RetryLater
 from imagery.processor.use_cases.process_upload import Outcome, UploadProcessor
@@ -19,6 +21,7 @@ from tests.fakes import (
     InlineJobs,
     InMemoryImageRepository,
 )
+from tests.principals import policy
 
 MAX = 10_000
 
@@ -37,6 +40,7 @@ class World:
             limits=Limits(),
             max_upload_bytes=MAX,
             claim_stale_seconds=300,
+            policy=policy(max_upload_bytes=MAX),
         )
 
     async def upload(self, body: bytes | None, content_type: str = "image/jpeg") -> str:
@@ -298,7 +302,7 @@ async def test_content_being_collected_makes_the_upload_wait_without_a_job(world
     body = images.jpeg(32, 32)
     first, second = await world.upload(body), await world.upload(body)
     await world.process(first, upload_key(GLOBAL_SCOPE, first))
-    await world.images.delete(first)
+    await world.images.delete(DEFAULT_PROJECT, first, principal="key:test")
     await FakeContentStore(world.images).claim_unreferenced(
         grace_seconds=0, reservation_lease_seconds=0, claim_lifetime_seconds=300, limit=10
     )
@@ -340,3 +344,40 @@ async def test_a_job_the_kernel_killed_is_retried_once_before_it_counts(world: W
     assert world.status(image_id) == (ImageStatus.PENDING, None), "not the file's fault yet"
     result = await world.process(image_id, key)
     assert (result.outcome, result.reason) == (Outcome.FAILED, "MEMORY_LIMIT")
+
+
+async def _upload_as(world: World, body: bytes, project: str, scope: str, **settings: int) -> str:
+    image_id = await world.upload(body)
+    record = world.images.records[image_id]
+    world.images.records[image_id] = dataclasses.replace(
+        record,
+        project_id=project,
+        content_scope=scope,
+        project_settings=ProjectSettings(**settings),  # type: ignore[arg-type]
+    )
+    return image_id
+
+
+async def test_identical_bytes_in_two_projects_are_two_contents(world: World) -> None:
+    body = images.jpeg(40, 30)
+    mine = await _upload_as(world, body, "default", "")
+    theirs = await _upload_as(world, body, "other-team", "ab" * 16)
+    for image_id in (mine, theirs):
+        assert (await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))).outcome is (
+            Outcome.READY
+        )
+    a, b = world.images.records[mine], world.images.records[theirs]
+    assert a.sha256 == b.sha256, "both report the bytes' own SHA-256"
+    assert a.content == a.sha256 and b.content == content_address("ab" * 16, b.sha256 or "")
+    assert a.content != b.content, "separate content: no object or row shared"
+    assert world.work.calls == 2, "no deduplication across projects"
+    assert {k for v in b.variants for k in [v.key]}.isdisjoint({v.key for v in a.variants})
+
+
+async def test_a_projects_own_dimension_limits_apply(world: World) -> None:
+    small = await _upload_as(world, images.jpeg(40, 30), "default", "", min_width=100)
+    wide = await _upload_as(world, images.jpeg(400, 30), "default", "", max_width=300)
+    await world.process(small, upload_key(GLOBAL_SCOPE, small))
+    await world.process(wide, upload_key(GLOBAL_SCOPE, wide))
+    assert world.status(small) == (ImageStatus.FAILED, FailureReason.TOO_SMALL)
+    assert world.status(wide) == (ImageStatus.FAILED, FailureReason.DIMENSIONS_EXCEEDED)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from imagery.common.db.migrate import MigrationError, migrate
 from imagery.devstack.aws import LOCAL_CREDENTIALS, provision, start_moto, write_env_file
+from imagery.devstack.credentials import ADMIN_KEY, API_KEY, ensure_local_keys
 from imagery.devstack.keys import LOCAL_KEY_PAIR_ID, ensure_key_pair
 from imagery.devstack.postgres import EmbeddedPostgres
 from imagery.devstack.procs import port_open, reap_stale
@@ -84,11 +85,16 @@ def main() -> int:
             cleanup.append((service.name, service))
         for service in services:
             service.wait_ready()
+        keys = ensure_local_keys(env["DATABASE_URL"], ROOT / "keys.json")
         write_env_file(
             ROOT / "env",
-            {**env, **{f"{n.upper()}_ADDR": f"127.0.0.1:{p}" for n, p in PORTS.items()}},
+            {
+                **env,
+                **{f"{n.upper()}_ADDR": f"127.0.0.1:{p}" for n, p in PORTS.items()},
+                **keys,
+            },
         )
-        _print_guide(env)
+        _print_guide(keys)
         while not stop.wait(0.5):
             for service in services:
                 if service.proc is not None and service.proc.poll() is not None:
@@ -198,8 +204,10 @@ class _Proc:
         self.proc.wait(10)  # type: ignore[attr-defined]
 
 
-def _print_guide(env: dict[str, str]) -> None:
+def _print_guide(keys: dict[str, str]) -> None:
     grpcurl = ".venv/bin/grpcurl"
+    auth = f'-H "authorization: Bearer {keys[API_KEY]}"'
+    admin = f'-H "authorization: Bearer {keys[ADMIN_KEY]}"'
     print(
         f"""
 imagery is running. Settings for scripts: .devstack/env   Logs: .devstack/logs/
@@ -208,16 +216,22 @@ imagery is running. Settings for scripts: .devstack/env   Logs: .devstack/logs/
   processor 127.0.0.1:{PORTS["processor"]}   consumes upload events (gRPC health only)
   edge      http://127.0.0.1:{EDGE_PORT}   local CloudFront stand-in (checks signed URLs)
 
+API keys (also in .devstack/env; shown only here, keep them out of logs):
+  IMAGERY_API_KEY    project "default": images.create, images.read, images.delete
+  IMAGERY_ADMIN_KEY  operator project: projects.admin (every project) and images.*
+
 Try it (another terminal, in this directory):
   {grpcurl} -plaintext localhost:{PORTS["upload"]} list
-  {grpcurl} -plaintext -d '{{"content_type": "image/png", "file_name": "cat.png"}}' \\
+  {grpcurl} -plaintext {auth} -d '{{"content_type": "image/png", "file_name": "cat.png"}}' \\
       localhost:{PORTS["upload"]} imagery.v1.UploadService/CreateUploadUrl
   curl -X PUT -H 'Content-Type: image/png' --data-binary @cat.png '<upload_url from the answer>'
   (grpcurl's JSON prints each & of a URL as \\u0026: put & back before using a URL)
-  {grpcurl} -plaintext -d '{{"image_id": "<image_id>"}}' \\
+  {grpcurl} -plaintext {auth} -d '{{"image_id": "<image_id>"}}' \\
       localhost:{PORTS["delivery"]} imagery.v1.DeliveryService/GetImage
-  {grpcurl} -plaintext -d '{{"image_id": "<image_id>", "variant": "small"}}' \\
+  {grpcurl} -plaintext {auth} -d '{{"image_id": "<image_id>", "variant": "small"}}' \\
       localhost:{PORTS["delivery"]} imagery.v1.DeliveryService/GetDownloadUrl
+  {grpcurl} -plaintext {admin} -d '{{"page_size": 10}}' \\
+      localhost:{PORTS["upload"]} imagery.v1.ProjectService/ListProjects
 
 Metrics (Prometheus): http://127.0.0.1:9461/metrics (upload), :9462 (delivery), :9463 (processor)
 Ctrl-C stops everything.

@@ -28,6 +28,7 @@ from imagery.common.storage_keys import (
     upload_key,
     variant_key,
 )
+from imagery.common.tenancy import DEFAULT_PROJECT
 from imagery.devstack.aws import LOCAL_CREDENTIALS, AwsResources, provision, start_moto
 from imagery.devstack.postgres import EmbeddedPostgres
 from imagery.devstack.procs import free_port
@@ -129,9 +130,10 @@ async def seed_ready_images(
     presets: Sequence[str] = PRESET_NAMES,
     formats: Sequence[str] = ("webp", "jpeg"),
     put_objects: bool = True,
+    project_id: str = DEFAULT_PROJECT,
 ) -> list[str]:
-    """Insert `count` READY images (each with its own blob and variants) the way the processor
-    leaves them, and store their variant objects; returns the image ids. For tests and
+    """Insert `count` READY images of `project_id` (each with its own blob and variants) the
+    way the processor leaves them, and store their variant objects; returns the image ids. For tests and
     benchmarks of delivery that must not depend on the processor. Rows are bulk-copied in one
     transaction and the tables analysed, so thousands are quick and planned as in production
     (the delivery benchmark seeds 20,000)."""
@@ -150,7 +152,19 @@ async def seed_ready_images(
         blobs.append((sha, "jpeg", 100, 80, 1234, 1))
         upload = upload_key(GLOBAL_SCOPE, image_id)
         records.append(
-            (image_id, "ready", "image/jpeg", "seeded.jpg", upload, 1234, 100, 80, sha, "jpeg")
+            (
+                image_id,
+                "ready",
+                "image/jpeg",
+                "seeded.jpg",
+                upload,
+                1234,
+                100,
+                80,
+                sha,
+                "jpeg",
+                project_id,
+            )
         )
     if put_objects:
         s3 = boto3.client("s3", endpoint_url=aws.endpoint_url, region_name=aws.region)
@@ -200,6 +214,7 @@ _RECORD_COLUMNS = [
     "height",
     "sha256",
     "detected_format",
+    "project_id",
 ]
 
 
@@ -218,19 +233,26 @@ async def allow_connections(dsn: str, admin_dsn: str, allowed: bool) -> None:
         await conn.close()
 
 
-async def seed_record(dsn: str, status: str, *, failure_reason: str | None = None) -> str:
+async def seed_record(
+    dsn: str,
+    status: str,
+    *,
+    failure_reason: str | None = None,
+    project_id: str = DEFAULT_PROJECT,
+) -> str:
     """One record in the given non-ready status."""
     image_id = new_image_id()
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(
             "INSERT INTO image_records"
-            " (id, status, content_type, file_name, object_key, failure_reason)"
-            " VALUES ($1, $2, 'image/png', 'x.png', $3, $4)",
+            " (id, status, content_type, file_name, object_key, failure_reason, project_id)"
+            " VALUES ($1, $2, 'image/png', 'x.png', $3, $4, $5)",
             image_id,
             status,
             upload_key(GLOBAL_SCOPE, image_id),
             failure_reason,
+            project_id,
         )
     finally:
         await conn.close()

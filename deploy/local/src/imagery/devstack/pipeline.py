@@ -80,8 +80,9 @@ class Pipeline:
         conn = await asyncpg.connect(self.dsn)
         try:
             await conn.execute(
-                "INSERT INTO image_records (id, status, content_type, file_name, object_key)"
-                " VALUES ($1, 'pending', $2, 'upload', $3)",
+                "INSERT INTO image_records"
+                " (id, status, content_type, file_name, object_key, project_id)"
+                " VALUES ($1, 'pending', $2, 'upload', $3, 'default')",
                 image_id,
                 content_type,
                 upload_key(GLOBAL_SCOPE, image_id),

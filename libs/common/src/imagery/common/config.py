@@ -11,9 +11,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from imagery.common.formats import ALLOWED_CONTENT_TYPES
+from imagery.common.tenancy import EffectiveSettings, SettingsPolicy
+
 T = TypeVar("T")
 
 S3_MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
+SIGNED_URL_CEILING_SECONDS = 7 * 24 * 3600  # for links that must outlive a page view (e-mail)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "text")
 
@@ -102,6 +106,16 @@ class Settings:
     max_upload_bytes: int
     upload_url_expiry_seconds: int
     metrics_port: int | None = None
+    projects: SettingsPolicy | None = None  # None only in tests that build Settings by hand
+    grpc_reflection: bool = True
+    forwarded_identity_header: str | None = None  # trusted only when configured
+    tls_cert_file: str | None = None  # None: plaintext (the local stack)
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None  # set: clients must present a certificate it signed
+
+    @property
+    def project_policy(self) -> SettingsPolicy:
+        return self.projects or project_policy_from_env(Env({}))
 
     @property
     def base(self) -> Settings:
@@ -119,6 +133,7 @@ class Settings:
         """`port_variable` names the port setting; GRPC_PORT is read when it is not set."""
         env = Env(os.environ if environ is None else environ)
         port_name = port_variable if env.raw(port_variable) is not None else "GRPC_PORT"
+        tls_cert_file, tls_key_file, tls_client_ca_file = _tls_files(env)
         return cls(
             database_url=env.required("DATABASE_URL", "e.g. postgresql://user@host:5432/imagery"),
             aws=AwsSettings.from_env(env),
@@ -130,7 +145,89 @@ class Settings:
             upload_url_expiry_seconds=min(
                 env.integer("UPLOAD_URL_EXPIRY_SECONDS", 300, minimum=1), S3_MAX_PRESIGN_SECONDS
             ),
+            projects=project_policy_from_env(env),
+            grpc_reflection=env.choice("GRPC_REFLECTION", "on", ("on", "off")) == "on",
+            forwarded_identity_header=(env.raw("MTLS_FORWARDED_IDENTITY_HEADER") or "").lower()
+            or None,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
+            tls_client_ca_file=tls_client_ca_file,
         )
+
+
+def _tls_files(env: Env) -> tuple[str | None, str | None, str | None]:
+    """TLS_CERT_FILE and TLS_KEY_FILE come together; every file named must be readable now
+    (its contents are checked, and followed for rotation, by `imagery.common.grpc.tls`)."""
+    cert, key = env.raw("TLS_CERT_FILE"), env.raw("TLS_KEY_FILE")
+    client_ca = env.raw("TLS_CLIENT_CA_FILE")
+    if cert is not None and key is None:
+        raise ConfigError("TLS_KEY_FILE is not set: TLS_CERT_FILE needs its private key.")
+    if key is not None and cert is None:
+        raise ConfigError("TLS_CERT_FILE is not set: TLS_KEY_FILE needs its certificate.")
+    if client_ca is not None and cert is None:
+        raise ConfigError(
+            "TLS_CERT_FILE is not set: TLS_CLIENT_CA_FILE (mTLS) needs the server's "
+            "certificate and key too."
+        )
+    for name, path in (
+        ("TLS_CERT_FILE", cert),
+        ("TLS_KEY_FILE", key),
+        ("TLS_CLIENT_CA_FILE", client_ca),
+    ):
+        if path is not None:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise ConfigError(f"{name}={path!r} cannot be read ({exc.strerror}).") from None
+    return cert, key, client_ca
+
+
+def project_policy_from_env(env: Env) -> SettingsPolicy:
+    """Every project setting's default and ceiling. The defaults are the deployment-wide
+    settings that existed before projects; a project may choose up to the ceiling."""
+    max_side = env.integer("MAX_IMAGE_SIDE", 10_000, minimum=1)
+    max_bytes = env.integer("MAX_UPLOAD_BYTES", 10 * 1024 * 1024, minimum=1)
+    bytes_ceiling = env.integer(
+        "MAX_UPLOAD_BYTES_CEILING", max(max_bytes, 50 * 1024 * 1024), minimum=max_bytes
+    )
+    url_ceiling = env.integer(
+        "SIGNED_URL_EXPIRY_CEILING_SECONDS",
+        SIGNED_URL_CEILING_SECONDS,
+        minimum=1,
+        maximum=SIGNED_URL_CEILING_SECONDS,
+    )
+    url_default = env.integer("SIGNED_URL_EXPIRY_SECONDS", 600, minimum=1, maximum=url_ceiling)
+    quotas = {
+        name: (
+            env.integer(f"PROJECT_{name.upper()}_DEFAULT", 0, minimum=0),
+            env.integer(f"PROJECT_{name.upper()}_CEILING", 0, minimum=0),
+        )
+        for name in ("quota_images", "quota_bytes", "quota_uploads_per_day")
+    }
+    types = tuple(ALLOWED_CONTENT_TYPES)
+    return SettingsPolicy(
+        defaults=EffectiveSettings(
+            types,
+            max_bytes,
+            0,
+            0,
+            max_side,
+            max_side,
+            url_default,
+            *(default for default, _ in quotas.values()),
+        ),
+        ceilings=EffectiveSettings(
+            types,
+            bytes_ceiling,
+            max_side,
+            max_side,
+            max_side,
+            max_side,
+            url_ceiling,
+            *(ceiling for _, ceiling in quotas.values()),
+        ),
+    )
 
 
 def load_service_settings(

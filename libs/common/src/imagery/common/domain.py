@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+from imagery.common.tenancy import ProjectSettings
+
 
 class ImageStatus(enum.Enum):
     PENDING = "pending"
@@ -57,7 +59,7 @@ class ImageRecord:
     size_bytes: int | None = None
     width: int | None = None
     height: int | None = None
-    sha256: str | None = None
+    sha256: str | None = None  # the bytes' SHA-256 (its content address is `content`)
     detected_format: str | None = None
     failure_reason: str | None = None
     created_at: datetime | None = None
@@ -65,6 +67,12 @@ class ImageRecord:
     variants: tuple[VariantInfo, ...] = field(default=())
     trace_context: str | None = None  # W3C traceparent of the call that created the record
     attempts: int = 0  # jobs started for it (a job lost with its processor does not count)
+    project_id: str = "default"
+    content: str | None = None  # the content address: where the objects live
+    # The scope of the project's content addresses (`tenancy.content_address`); read only by
+    # the processor, with the record it claims.
+    content_scope: str = ""
+    project_settings: ProjectSettings | None = None  # likewise: what the project chose
 
 
 @dataclass(frozen=True, slots=True)

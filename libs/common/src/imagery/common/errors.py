@@ -165,6 +165,115 @@ class ImageAlreadyExists(ImageryError):
     reason = "IMAGE_ALREADY_EXISTS"
 
 
+class Unauthenticated(ImageryError):
+    """No usable credentials: the base of the four reasons a call is refused before anything
+    else is looked at."""
+
+
+class MissingCredentials(Unauthenticated):
+    reason = "MISSING_CREDENTIALS"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The call carries no credentials: send `authorization: Bearer <api key>` metadata "
+            "or a client certificate."
+        )
+
+
+class InvalidCredentials(Unauthenticated):
+    reason = "INVALID_CREDENTIALS"
+
+    def __init__(self, problem: str = "is not a key imagery issued") -> None:
+        super().__init__(
+            f"The credentials {problem}: send the whole key shown when it was created "
+            "(`imk_...`), as `authorization: Bearer <key>`."
+        )
+
+
+class KeyExpired(Unauthenticated):
+    reason = "KEY_EXPIRED"
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(
+            f"API key {key_id} has expired: ask a project admin for a new key.",
+            metadata={"key_id": key_id},
+        )
+
+
+class KeyRevoked(Unauthenticated):
+    reason = "KEY_REVOKED"
+
+    def __init__(self, key_id: str, why: str = "was revoked") -> None:
+        super().__init__(
+            f"API key {key_id} {why}: ask a project admin for a new key.",
+            metadata={"key_id": key_id},
+        )
+
+
+class MissingScope(ImageryError):
+    reason = "MISSING_SCOPE"
+
+    def __init__(self, scope: str, method: str) -> None:
+        super().__init__(
+            f"{method} needs the scope {scope!r}, which these credentials lack: "
+            f"use a key created with {scope!r}.",
+            metadata={"scope": scope, "method": method},
+        )
+
+
+class ProjectNotFound(ImageryError):
+    reason = "PROJECT_NOT_FOUND"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"No project is named {name[:100]!r}: list projects with ListProjects.",
+            metadata={"project": name[:100]},
+        )
+
+
+class ProjectAlreadyExists(ImageryError):
+    reason = "PROJECT_ALREADY_EXISTS"
+
+    def __init__(self, project_id: str) -> None:
+        super().__init__(
+            f"Project {project_id!r} already exists (or was deleted and awaits purging): "
+            "choose another project_id.",
+            metadata={"project": project_id},
+        )
+
+
+class ApiKeyNotFound(ImageryError):
+    reason = "API_KEY_NOT_FOUND"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"No API key is named {name[:150]!r}: list the project's keys with ListApiKeys.",
+            metadata={"api_key": name[:150]},
+        )
+
+
+class InvalidArgument(ImageryError):
+    """A field of a project or key request is malformed or beyond what is allowed; the
+    violation names the field and the allowed values."""
+
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, problem: str, fix: str) -> None:
+        super().__init__(f"{field} {problem}: {fix}.", violations=[FieldViolation(field, problem)])
+
+
+class SettingAboveCeiling(ImageryError):
+    reason = "SETTING_ABOVE_CEILING"
+
+    def __init__(self, field: str, value: object, ceiling: object) -> None:
+        super().__init__(
+            f"{field} = {value} is above this deployment's ceiling of {ceiling}: "
+            f"choose at most {ceiling}, or ask the operators to raise the ceiling.",
+            violations=[FieldViolation(field, f"at most {ceiling}")],
+            metadata={"field": field, "ceiling": str(ceiling)},
+        )
+
+
 class FailureReason(StrEnum):
     """Why a processed upload ended FAILED (`Image.failure_reason`). These are ErrorReason
     values too, so clients get constants for them; they are never raised as call errors."""
@@ -175,6 +284,7 @@ class FailureReason(StrEnum):
     CONTENT_TYPE_MISMATCH = "CONTENT_TYPE_MISMATCH"
     CORRUPT = "CORRUPT"
     DIMENSIONS_EXCEEDED = "DIMENSIONS_EXCEEDED"
+    TOO_SMALL = "TOO_SMALL"
     UNPROCESSABLE = "UNPROCESSABLE"
     MEMORY_LIMIT = "MEMORY_LIMIT"
     CPU_LIMIT = "CPU_LIMIT"

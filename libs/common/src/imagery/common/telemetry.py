@@ -74,6 +74,17 @@ def current_trace_context() -> str | None:
     return carrier.get("traceparent")
 
 
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id in a W3C traceparent (`00-<trace id>-<span id>-<flags>`)."""
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
+def current_trace_id() -> str | None:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
 def link_to(traceparent: str | None) -> list[Link]:
     """A span link to the trace a stored traceparent names (empty when there is none)."""
     if not traceparent:

@@ -88,6 +88,31 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: the image is READY but its stored bytes are gone; upload the same
     file again to restore it.
     """
+    ERROR_REASON_MISSING_CREDENTIALS: _ErrorReason.ValueType  # 35
+    """Who may call, and what (projects, API keys, mTLS identities).
+
+    UNAUTHENTICATED: the call carries no API key and no client certificate.
+    """
+    ERROR_REASON_INVALID_CREDENTIALS: _ErrorReason.ValueType  # 36
+    """UNAUTHENTICATED: the credentials are malformed, unknown, or do not match a key."""
+    ERROR_REASON_KEY_EXPIRED: _ErrorReason.ValueType  # 37
+    """UNAUTHENTICATED: the API key is past its expiry; ask a project admin for a new one."""
+    ERROR_REASON_KEY_REVOKED: _ErrorReason.ValueType  # 38
+    """UNAUTHENTICATED: the API key (or mTLS identity) was revoked, or its project deleted."""
+    ERROR_REASON_MISSING_SCOPE: _ErrorReason.ValueType  # 39
+    """PERMISSION_DENIED: the credentials lack the scope the method needs (named in metadata)."""
+    ERROR_REASON_PROJECT_NOT_FOUND: _ErrorReason.ValueType  # 40
+    """NOT_FOUND: no project has this name, or the caller may not see it."""
+    ERROR_REASON_PROJECT_ALREADY_EXISTS: _ErrorReason.ValueType  # 41
+    """ALREADY_EXISTS: a project with this id exists, or was deleted and awaits purging."""
+    ERROR_REASON_API_KEY_NOT_FOUND: _ErrorReason.ValueType  # 42
+    """NOT_FOUND: no API key has this name in the project."""
+    ERROR_REASON_INVALID_ARGUMENT: _ErrorReason.ValueType  # 43
+    """INVALID_ARGUMENT: a field of a project or key request is malformed (see BadRequest)."""
+    ERROR_REASON_SETTING_ABOVE_CEILING: _ErrorReason.ValueType  # 44
+    """INVALID_ARGUMENT: a project setting is above the deployment's ceiling for it."""
+    ERROR_REASON_TOO_SMALL: _ErrorReason.ValueType  # 45
+    """Why an image ended FAILED (continued): width or height is below the project's minimum."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed, or why an image ended FAILED.
@@ -165,4 +190,29 @@ ERROR_REASON_IMAGE_CONTENT_LOST: ErrorReason.ValueType  # 34
 """FAILED_PRECONDITION: the image is READY but its stored bytes are gone; upload the same
 file again to restore it.
 """
+ERROR_REASON_MISSING_CREDENTIALS: ErrorReason.ValueType  # 35
+"""Who may call, and what (projects, API keys, mTLS identities).
+
+UNAUTHENTICATED: the call carries no API key and no client certificate.
+"""
+ERROR_REASON_INVALID_CREDENTIALS: ErrorReason.ValueType  # 36
+"""UNAUTHENTICATED: the credentials are malformed, unknown, or do not match a key."""
+ERROR_REASON_KEY_EXPIRED: ErrorReason.ValueType  # 37
+"""UNAUTHENTICATED: the API key is past its expiry; ask a project admin for a new one."""
+ERROR_REASON_KEY_REVOKED: ErrorReason.ValueType  # 38
+"""UNAUTHENTICATED: the API key (or mTLS identity) was revoked, or its project deleted."""
+ERROR_REASON_MISSING_SCOPE: ErrorReason.ValueType  # 39
+"""PERMISSION_DENIED: the credentials lack the scope the method needs (named in metadata)."""
+ERROR_REASON_PROJECT_NOT_FOUND: ErrorReason.ValueType  # 40
+"""NOT_FOUND: no project has this name, or the caller may not see it."""
+ERROR_REASON_PROJECT_ALREADY_EXISTS: ErrorReason.ValueType  # 41
+"""ALREADY_EXISTS: a project with this id exists, or was deleted and awaits purging."""
+ERROR_REASON_API_KEY_NOT_FOUND: ErrorReason.ValueType  # 42
+"""NOT_FOUND: no API key has this name in the project."""
+ERROR_REASON_INVALID_ARGUMENT: ErrorReason.ValueType  # 43
+"""INVALID_ARGUMENT: a field of a project or key request is malformed (see BadRequest)."""
+ERROR_REASON_SETTING_ABOVE_CEILING: ErrorReason.ValueType  # 44
+"""INVALID_ARGUMENT: a project setting is above the deployment's ceiling for it."""
+ERROR_REASON_TOO_SMALL: ErrorReason.ValueType  # 45
+"""Why an image ended FAILED (continued): width or height is below the project's minimum."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -5,8 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 
+from imagery.common.access import open_access
 from imagery.common.cdn import CloudFrontUrlBuilder
-from imagery.common.db.deletions import PostgresDeletionFeed
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.pool import create_pool
 from imagery.common.grpc.server import GrpcServer
@@ -15,7 +15,12 @@ from imagery.delivery.adapters.target_cache import ReadyTargetCache
 from imagery.delivery.config import DeliverySettings
 from imagery.delivery.grpc_api.servicer import DeliveryServiceServicer
 from imagery.delivery.ports import ImageReader
-from imagery.delivery.use_cases import BatchGetDownloadUrls, GetDownloadUrl, GetImage
+from imagery.delivery.use_cases import (
+    BatchGetDownloadUrls,
+    GetDownloadUrl,
+    GetImage,
+    UrlLifetimes,
+)
 
 
 def build_signer(
@@ -43,18 +48,25 @@ async def build_server(settings: DeliverySettings, stack: AsyncExitStack) -> Grp
     executor = stack.enter_context(
         ThreadPoolExecutor(settings.signing_threads, thread_name_prefix="cloudfront-sign")
     )
+    authenticator, bus = await open_access(settings.base, pool, stack)
     repository = PostgresImageRepository(pool)
     images: ImageReader = repository
     if settings.target_cache_size > 0:
-        feed = PostgresDeletionFeed(pool)
-        stack.push_async_callback(feed.close)  # runs before pool.close, which waits for it
-        cache = ReadyTargetCache(repository, feed, size=settings.target_cache_size)
-        await cache.start()
+        cache = ReadyTargetCache(
+            repository, size=settings.target_cache_size, caching=lambda: bus.connected
+        )
+        bus.subscribe(cache)
         images = cache
     signer = build_signer(settings, executor)
+    lifetimes = UrlLifetimes(settings.base.project_policy)
     servicer = DeliveryServiceServicer(
         GetImage(images),
-        GetDownloadUrl(images, signer, settings.presets),
-        BatchGetDownloadUrls(images, signer, settings.presets),
+        GetDownloadUrl(images, signer, settings.presets, lifetimes),
+        BatchGetDownloadUrls(images, signer, settings.presets, lifetimes),
     )
-    return GrpcServer([servicer.registration()])
+    return GrpcServer(
+        [servicer.registration()],
+        authenticator=authenticator,
+        reflection_enabled=settings.base.grpc_reflection,
+        tls=settings.base,
+    )

@@ -11,21 +11,13 @@ from imagery.common.domain import DownloadTarget, ImageRecord
 
 
 class ImageReader(Protocol):
-    async def find_by_id(self, image_id: str) -> ImageRecord | None: ...
+    """Reads of one project's images; another project's ids are never found."""
+
+    async def find_by_id(self, project_id: str, image_id: str) -> ImageRecord | None: ...
 
     async def find_download_targets(
-        self, image_ids: Sequence[str], preset: str, formats: Sequence[str]
+        self, project_id: str, image_ids: Sequence[str], preset: str, formats: Sequence[str]
     ) -> list[DownloadTarget]: ...
-
-
-class DeletionFeed(Protocol):
-    """Deleted image ids in commit-safe order (see migration 0004)."""
-
-    async def deletion_horizon(self) -> int: ...
-
-    async def deletions_since(self, horizon: int) -> tuple[int, list[str]]:
-        """(next horizon, ids deleted at or after `horizon`); repeats are possible."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +27,9 @@ class SignedUrls:
 
 
 class UrlSigner(Protocol):
-    async def sign_many(self, object_keys: Sequence[str]) -> SignedUrls:
-        """One signed URL per key, in order; a key signed again within the same expiry
-        bucket gets the identical URL."""
+    async def sign_many(
+        self, object_keys: Sequence[str], expiry_seconds: int | None = None
+    ) -> SignedUrls:
+        """One signed URL per key, in order, living at least `expiry_seconds` (the signer's
+        default when None); a key signed again within the same expiry bucket gets the
+        identical URL."""

@@ -18,6 +18,7 @@ from imagery.common.errors import (
     UnknownVariant,
 )
 from imagery.common.ids import is_image_id, require_image_id
+from imagery.common.tenancy import Principal, ProjectSettings, SettingsPolicy
 from imagery.delivery.ports import ImageReader, UrlSigner
 from imagery.delivery.variants import PREFERENCES, available, pick_variant
 
@@ -42,11 +43,30 @@ class GetImage:
     def __init__(self, images: ImageReader) -> None:
         self._images = images
 
-    async def __call__(self, *, image_id: str) -> ImageRecord:
-        record = await self._images.find_by_id(require_image_id(image_id))
-        if record is None:
+    async def __call__(self, caller: Principal, *, image_id: str) -> ImageRecord:
+        record = await self._images.find_by_id(caller.project_id, require_image_id(image_id))
+        if record is None:  # never created, deleted, or another project's: one answer
             raise ImageNotFound(image_id)
         return record
+
+
+class UrlLifetimes:
+    """How long a project's signed URLs live (its setting, capped by the ceiling); memoised
+    per settings value, since every batch asks."""
+
+    def __init__(self, policy: SettingsPolicy) -> None:
+        self._policy = policy
+        self._known: dict[ProjectSettings, int] = {}
+
+    def __call__(self, caller: Principal) -> int:
+        ttl = self._known.get(caller.settings)
+        if ttl is None:
+            if len(self._known) > 10_000:
+                self._known.clear()
+            ttl = self._known[caller.settings] = self._policy.effective(
+                caller.settings
+            ).signed_url_ttl_seconds
+        return ttl
 
 
 def _require_preset(variant: str, presets: Sequence[str]) -> str:
@@ -56,26 +76,37 @@ def _require_preset(variant: str, presets: Sequence[str]) -> str:
 
 
 class GetDownloadUrl:
-    def __init__(self, images: ImageReader, signer: UrlSigner, presets: Sequence[str]) -> None:
+    def __init__(
+        self,
+        images: ImageReader,
+        signer: UrlSigner,
+        presets: Sequence[str],
+        lifetimes: UrlLifetimes,
+    ) -> None:
         self._images = images
         self._signer = signer
         self._presets = tuple(presets)
+        self._lifetimes = lifetimes
 
-    async def __call__(self, *, image_id: str, variant: str, preference: str) -> DownloadUrl:
+    async def __call__(
+        self, caller: Principal, *, image_id: str, variant: str, preference: str
+    ) -> DownloadUrl:
         require_image_id(image_id)
         _require_preset(variant, self._presets)
+        project = caller.project_id
         targets = await self._images.find_download_targets(
-            [image_id], variant, PREFERENCES[preference]
+            project, [image_id], variant, PREFERENCES[preference]
         )
         target = targets[0] if targets else None
+        ttl = self._lifetimes(caller)
         if target is not None and target.servable:
             assert target.key is not None
-            signed = await self._signer.sign_many([target.key])
+            signed = await self._signer.sign_many([target.key], ttl)
             return DownloadUrl(
                 image_id, variant, signed.urls[0], signed.expire_time, target.content_type or ""
             )
         # Not servable as asked: the whole record says why (status, variants that exist).
-        record = await self._images.find_by_id(image_id)
+        record = await self._images.find_by_id(project, image_id)
         if record is None:
             raise ImageNotFound(image_id)
         if record.status is not ImageStatus.READY:
@@ -85,26 +116,35 @@ class GetDownloadUrl:
         chosen = pick_variant(record, variant, preference)
         if chosen is None:
             raise UnknownVariant.not_made(image_id, variant, preference, available(record))
-        signed = await self._signer.sign_many([chosen.key])
+        signed = await self._signer.sign_many([chosen.key], ttl)
         return DownloadUrl(
             image_id, variant, signed.urls[0], signed.expire_time, chosen.content_type
         )
 
 
 class BatchGetDownloadUrls:
-    def __init__(self, images: ImageReader, signer: UrlSigner, presets: Sequence[str]) -> None:
+    def __init__(
+        self,
+        images: ImageReader,
+        signer: UrlSigner,
+        presets: Sequence[str],
+        lifetimes: UrlLifetimes,
+    ) -> None:
         self._images = images
         self._signer = signer
         self._presets = tuple(presets)
+        self._lifetimes = lifetimes
 
     async def __call__(
-        self, *, image_ids: Sequence[str], variant: str, preference: str
+        self, caller: Principal, *, image_ids: Sequence[str], variant: str, preference: str
     ) -> BatchResult:
         ids = _validate_batch(image_ids)
         _require_preset(variant, self._presets)
         targets = {
             t.image_id: t
-            for t in await self._images.find_download_targets(ids, variant, PREFERENCES[preference])
+            for t in await self._images.find_download_targets(
+                caller.project_id, ids, variant, PREFERENCES[preference]
+            )
         }
         found: list[DownloadTarget] = []
         missing: list[str] = []
@@ -114,7 +154,9 @@ class BatchGetDownloadUrls:
                 found.append(target)
             else:
                 missing.append(image_id)
-        signed = await self._signer.sign_many([t.key for t in found if t.key])
+        signed = await self._signer.sign_many(
+            [t.key for t in found if t.key], self._lifetimes(caller)
+        )
         urls = [
             DownloadUrl(t.image_id, variant, url, signed.expire_time, t.content_type or "")
             for t, url in zip(found, signed.urls, strict=True)

@@ -13,6 +13,7 @@ from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.pool import create_pool
 from imagery.common.grpc.server import GrpcServer
 from imagery.common.runner import stop_on_signals
+from imagery.processor.adapters.admin_jobs import PostgresAdminJobs
 from imagery.processor.adapters.isolation import IsolatedRunner
 from imagery.processor.adapters.postgres import (
     PostgresContentInventory,
@@ -30,6 +31,7 @@ from imagery.processor.use_cases.finish_unfinished import Reaper
 from imagery.processor.use_cases.process_upload import UploadProcessor
 from imagery.processor.use_cases.reconcile import Reconciler
 from imagery.processor.use_cases.redrive_dead_letters import RedriveDeadLetters
+from imagery.processor.use_cases.run_admin_jobs import RunAdminJobs
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
         claim_stale_seconds=settings.claim_stale_seconds,
         max_attempts=settings.max_attempts,
         spec=settings.render,
+        policy=settings.base.project_policy,
     )
     consumer = Consumer(
         queue,
@@ -122,7 +125,7 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
         grace_seconds=settings.reconcile_grace_seconds,
         limits=settings.limits,
         spec=settings.render,
-        max_original_bytes=settings.base.max_upload_bytes,
+        max_original_bytes=settings.base.project_policy.ceilings.max_upload_bytes,
     )
 
     async def reconcile() -> object:
@@ -134,6 +137,7 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
             ("unfinished uploads", reaper.sweep),
             ("deletion feed", prune_deletion_feed),
             ("dead letters", RedriveDeadLetters(dead_letters, queue, probe)),
+            ("operator jobs", RunAdminJobs(PostgresAdminJobs(pool), store)),
             (
                 "bucket and database",
                 Every(

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Protocol
 
 from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
+from imagery.common.tenancy import Actor
 from imagery.processor.imaging import Limits, Processed, RenderSpec
 
 # --- the bucket --------------------------------------------------------------------------
@@ -128,11 +129,13 @@ class ImageJobs(Protocol):
 
 
 class Images(Protocol):
-    async def find_by_id(self, image_id: str) -> ImageRecord | None: ...
+    async def find_for_processing(self, image_id: str) -> ImageRecord | None:
+        """The record, whichever project holds it."""
 
     async def claim_for_processing(
         self, image_id: str, *, stale_after_seconds: float
-    ) -> ImageRecord | None: ...
+    ) -> ImageRecord | None:
+        """The claimed record carries its project's content scope and settings."""
 
     async def claim_unfinished(
         self, *, idle_seconds: float, lease_seconds: float, limit: int = 100
@@ -150,11 +153,12 @@ class Images(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class VerifiedImage:
-    sha256: str
+    sha256: str  # the content address (`tenancy.content_address`): where the objects live
     format: str
     width: int
     height: int
     size_bytes: int
+    digest: str | None = None  # the bytes' SHA-256, where it differs from the address
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,3 +319,41 @@ class ContentInventory(Protocol):
         ...
 
     async def release_orphans(self, sha256: str, claimed_at: datetime) -> None: ...
+
+
+# --- operator jobs (imagery-admin) -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AdminJob:
+    id: int
+    kind: str  # "purge_project"
+    target: str  # the project id, for a purge
+    requested_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class PurgedImage:
+    id: str
+    terminal: bool  # READY or FAILED: no upload object is left to delete
+    object_key: str
+
+
+class AdminJobs(Protocol):
+    async def enqueue_due_purges(self) -> None:
+        """Queue a purge for every deleted project past its purge time (once)."""
+
+    async def claim(self, *, stale_after_seconds: float) -> AdminJob | None:
+        """The oldest queued job, or a running one whose processor stopped beating."""
+
+    async def progress(self, job: AdminJob, *, done: int, total: int | None = None) -> bool: ...
+
+    async def finish(self, job: AdminJob, *, error: str | None = None) -> None: ...
+
+    async def project_images(self, project_id: str) -> int: ...
+
+    async def purge_images(self, project_id: str, limit: int) -> list[PurgedImage]:
+        """Remove up to `limit` of the project's images as DeleteImage would."""
+
+    async def forget_project(self, project_id: str, actor: Actor) -> bool:
+        """Delete the emptied, deleted project with its credentials; False if it is live."""

@@ -4,30 +4,47 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
+from imagery.common.access import open_access
 from imagery.common.aws.clients import s3_client_and_credentials
-from imagery.common.config import Settings
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.pool import create_pool
+from imagery.common.db.projects import PostgresProjects
 from imagery.common.grpc.server import GrpcServer
 from imagery.upload.adapters.s3 import S3UploadUrls
+from imagery.upload.config import UploadSettings
+from imagery.upload.grpc_api.projects import ProjectServiceServicer
 from imagery.upload.grpc_api.servicer import UploadServiceServicer
+from imagery.upload.projects import ProjectAdmin
 from imagery.upload.use_cases import CreateUploadUrl, DeleteImage
 
 
-async def build_server(settings: Settings, stack: AsyncExitStack) -> GrpcServer:
-    """Open the pool and S3 client on `stack` (closed when it unwinds) and wire the servicer."""
-    pool = await create_pool(settings.database_url)
+async def build_server(settings: UploadSettings, stack: AsyncExitStack) -> GrpcServer:
+    """Open the pool, S3 client and change bus on `stack` (closed when it unwinds) and wire
+    UploadService and ProjectService behind authentication."""
+    base = settings.base
+    pool = await create_pool(base.database_url)
     stack.push_async_callback(pool.close)
-    s3, credentials = await stack.enter_async_context(s3_client_and_credentials(settings.aws))
+    s3, credentials = await stack.enter_async_context(s3_client_and_credentials(base.aws))
+    authenticator, _ = await open_access(base, pool, stack)
     images = PostgresImageRepository(pool)
-    uploads = S3UploadUrls(s3, settings.aws.bucket, credentials=credentials)
-    servicer = UploadServiceServicer(
+    uploads = S3UploadUrls(s3, base.aws.bucket, credentials=credentials)
+    policy = base.project_policy
+    upload = UploadServiceServicer(
         CreateUploadUrl(
-            images,
-            uploads,
-            expiry_seconds=settings.upload_url_expiry_seconds,
-            max_upload_bytes=settings.max_upload_bytes,
+            images, uploads, expiry_seconds=base.upload_url_expiry_seconds, policy=policy
         ),
         DeleteImage(images, uploads),
     )
-    return GrpcServer([servicer.registration()])
+    projects = ProjectServiceServicer(
+        ProjectAdmin(
+            PostgresProjects(pool),
+            policy,
+            retention_seconds=settings.project_retention_seconds,
+        )
+    )
+    return GrpcServer(
+        [upload.registration(), projects.registration()],
+        authenticator=authenticator,
+        reflection_enabled=base.grpc_reflection,
+        tls=base,
+    )

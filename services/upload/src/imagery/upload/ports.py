@@ -7,11 +7,23 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
+from imagery.common.api_keys import NewKey
 from imagery.common.domain import DeletedImage, DownloadTarget, ImageRecord, ImageStatus
+from imagery.common.tenancy import Actor, ApiKeyInfo, Project, ProjectSettings, Scope
 
-__all__ = ["ImageDeleter", "ImageRepository", "ObjectDeleter", "PresignedUpload", "UploadSigner"]
+__all__ = [
+    "ApiKeyInfo",
+    "ImageDeleter",
+    "ImageRepository",
+    "NewKey",
+    "ObjectDeleter",
+    "PresignedUpload",
+    "ProjectStore",
+    "UploadSigner",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,16 +35,23 @@ class PresignedUpload:
 
 
 class ImageRepository(Protocol):
-    async def save(self, record: ImageRecord) -> None:
-        """Insert a new record; raises `ImageAlreadyExists` if the id is taken."""
+    """Every read and write of a caller's images names the caller's project; another
+    project's image is never found. The processor's methods span projects."""
 
-    async def find_by_id(self, image_id: str) -> ImageRecord | None: ...
+    async def save(self, record: ImageRecord, *, principal: str) -> None:
+        """Insert a new record (in `record.project_id`) with its audit event; raises
+        `ImageAlreadyExists` if the id is taken."""
+
+    async def find_by_id(self, project_id: str, image_id: str) -> ImageRecord | None: ...
+
+    async def find_for_processing(self, image_id: str) -> ImageRecord | None:
+        """The record in whichever project holds it."""
 
     async def find_download_targets(
-        self, image_ids: Sequence[str], preset: str, formats: Sequence[str]
+        self, project_id: str, image_ids: Sequence[str], preset: str, formats: Sequence[str]
     ) -> list[DownloadTarget]:
-        """For each existing id, in one round trip: its status and, when READY, the `preset`
-        variant in the first of `formats` that exists (else key None)."""
+        """For each of the project's ids, in one round trip: its status and, when READY, the
+        `preset` variant in the first of `formats` that exists (else key None)."""
 
     async def update_status(
         self,
@@ -58,13 +77,16 @@ class ImageRepository(Protocol):
     ) -> ImageRecord | None:
         """`pending` -> `processing`, or re-claim a `processing` record untouched for
         `stale_after_seconds` (its worker crashed). None when someone else owns it or it
-        is already terminal."""
+        is already terminal. The record carries its project's content scope and settings."""
 
 
 class ImageDeleter(Protocol):
-    async def delete(self, image_id: str) -> DeletedImage | None:
-        """Remove the record and its content reference in one transaction; the last reference
-        leaves the content behind as a tombstone for the processor's collector."""
+    async def delete(
+        self, project_id: str, image_id: str, *, principal: str
+    ) -> DeletedImage | None:
+        """Remove the project's record and its content reference in one transaction, audited
+        as `principal`'s; the last reference leaves the content behind as a tombstone for
+        the processor's collector. None when the project has no such image."""
         ...
 
 
@@ -76,3 +98,46 @@ class UploadSigner(Protocol):
     async def presign_put(
         self, key: str, content_type: str, expires_in_seconds: int
     ) -> PresignedUpload: ...
+
+
+class ProjectStore(Protocol):
+    """Projects and keys (`imagery.common.db.projects.PostgresProjects`); every change is
+    audited as `actor`'s."""
+
+    async def create_project(self, project: Project, actor: Actor) -> Project:
+        """Raises `ProjectAlreadyExists` when the id is taken (deleted projects included)."""
+
+    async def get_project(self, project_id: str) -> Project | None: ...
+
+    async def list_projects(
+        self, *, after: str, limit: int, show_deleted: bool, only: str | None
+    ) -> list[Project]: ...
+
+    async def update_project(
+        self,
+        project_id: str,
+        actor: Actor,
+        *,
+        display_name: str | None,
+        settings: ProjectSettings | None,
+    ) -> Project | None:
+        """None when the project is missing or deleted."""
+
+    async def delete_project(
+        self, project_id: str, actor: Actor, *, retention_seconds: int
+    ) -> Project | None: ...
+
+    async def create_key(
+        self,
+        project_id: str,
+        actor: Actor,
+        *,
+        display_name: str,
+        scopes: Sequence[Scope],
+        expire_time: datetime | None,
+    ) -> tuple[NewKey, ApiKeyInfo] | None:
+        """None when the project is missing or deleted."""
+
+    async def list_keys(self, project_id: str, *, after: str, limit: int) -> list[ApiKeyInfo]: ...
+
+    async def revoke_key(self, project_id: str, key_id: str, actor: Actor) -> ApiKeyInfo | None: ...

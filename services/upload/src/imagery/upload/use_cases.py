@@ -11,6 +11,7 @@ from imagery.common.domain import ImageRecord, ImageStatus
 from imagery.common.ids import new_image_id, require_image_id
 from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
 from imagery.common.telemetry import current_trace_context
+from imagery.common.tenancy import Principal, SettingsPolicy
 from imagery.upload.ports import ImageDeleter, ImageRepository, ObjectDeleter, UploadSigner
 from imagery.upload.validation import validate_content_type, validate_file_name
 
@@ -32,17 +33,20 @@ class CreateUploadUrl:
         signer: UploadSigner,
         *,
         expiry_seconds: int,
-        max_upload_bytes: int,
+        policy: SettingsPolicy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._images = images
         self._signer = signer
         self._expiry_seconds = expiry_seconds
-        self._max_upload_bytes = max_upload_bytes
+        self._policy = policy
         self._clock = clock
 
-    async def __call__(self, *, content_type: str, file_name: str) -> UploadTicket:
-        validate_content_type(content_type)
+    async def __call__(
+        self, caller: Principal, *, content_type: str, file_name: str
+    ) -> UploadTicket:
+        settings = self._policy.effective(caller.settings)
+        validate_content_type(content_type, settings.content_types)
         validate_file_name(file_name)
         image_id = new_image_id()
         key = upload_key(GLOBAL_SCOPE, image_id)
@@ -54,11 +58,12 @@ class CreateUploadUrl:
             file_name=file_name,
             object_key=key,
             trace_context=current_trace_context(),  # the processor's span links back to it
+            project_id=caller.project_id,
         )
         # The record must exist before the URL is handed out; signing needs no I/O, so it
         # runs while the INSERT is in flight. If the INSERT fails, no URL leaves.
         _, presigned = await asyncio.gather(
-            self._images.save(record),
+            self._images.save(record, principal=caller.name),
             self._signer.presign_put(key, content_type, self._expiry_seconds),
         )
         return UploadTicket(
@@ -67,7 +72,7 @@ class CreateUploadUrl:
             method=presigned.method,
             required_headers=dict(presigned.headers),
             expire_time=expire_time,
-            max_size_bytes=self._max_upload_bytes,
+            max_size_bytes=settings.max_upload_bytes,
         )
 
 
@@ -80,8 +85,12 @@ class DeleteImage:
         self._images = images
         self._objects = objects
 
-    async def __call__(self, *, image_id: str) -> bool:
-        deleted = await self._images.delete(require_image_id(image_id))
+    async def __call__(self, caller: Principal, *, image_id: str) -> bool:
+        """False for an id the caller's project does not have: never created, deleted
+        already, or another project's (indistinguishable, by design)."""
+        deleted = await self._images.delete(
+            caller.project_id, require_image_id(image_id), principal=caller.name
+        )
         if deleted is None:
             return False  # deleting twice is harmless
         if not deleted.status.terminal:  # the bytes may still sit in uploads/

@@ -12,11 +12,14 @@ MAX_FILE_NAME_CHARS = 255
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 
 
-def validate_content_type(content_type: str) -> str:
-    """Exact match only: no wildcards, no parameters, no case folding."""
-    if content_type in ALLOWED_CONTENT_TYPES:
+def validate_content_type(
+    content_type: str, allowed: tuple[str, ...] = tuple(ALLOWED_CONTENT_TYPES)
+) -> str:
+    """Exact match only (no wildcards, no parameters, no case folding) against what the
+    project accepts."""
+    if content_type in allowed:
         return content_type
-    raise UnsupportedContentType(content_type, tuple(ALLOWED_CONTENT_TYPES))
+    raise UnsupportedContentType(content_type, allowed)
 
 
 def validate_file_name(file_name: str) -> str:

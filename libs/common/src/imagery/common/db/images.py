@@ -17,10 +17,13 @@ from imagery.common.domain import (
     VariantInfo,
 )
 from imagery.common.errors import ImageAlreadyExists
+from imagery.common.telemetry import current_trace_id, trace_id_of
+from imagery.common.tenancy import ProjectSettings
 
 _RECORD_COLUMNS = """r.id, r.status, r.content_type, r.file_name, r.object_key, r.size_bytes,
-              r.width, r.height, r.sha256, r.detected_format, r.failure_reason,
-              r.created_at, r.updated_at, r.trace_context, r.attempts"""
+              r.width, r.height, COALESCE(r.digest, r.sha256) AS digest, r.detected_format,
+              r.failure_reason, r.created_at, r.updated_at, r.trace_context, r.attempts,
+              r.project_id, r.sha256"""
 _VARIANTS = """(SELECT jsonb_agg(jsonb_build_object(
                    'name', v.name, 'format', v.format, 'content_type', v.content_type,
                    'width', v.width, 'height', v.height, 'size_bytes', v.size_bytes,
@@ -36,7 +39,27 @@ SELECT r.id, r.status, v.format, v.object_key, v.content_type
   LEFT JOIN image_variants v
          ON v.sha256 = r.sha256 AND r.status = 'ready'
         AND v.name = $2 AND v.format = ANY($3::text[])
- WHERE r.id = ANY($1::text[])"""
+ WHERE r.id = ANY($1::text[]) AND r.project_id = $4"""
+# A record, its audit event, in one statement (one round trip on the hot path).
+_SAVE = """
+WITH saved AS (
+    INSERT INTO image_records
+           (id, status, content_type, file_name, object_key, size_bytes, trace_context,
+            project_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    RETURNING id)
+INSERT INTO audit_events (project_id, principal, action, target, trace_id, outcome)
+SELECT $8, $9, 'image.create', 'images/' || id, $10, 'ok' FROM saved"""
+
+
+# The deletion feed (0004) is still written for delivery replicas of the previous release,
+# which read it; the change bus notice is what current replicas act on.
+_DELETED = """
+WITH feed AS (INSERT INTO image_deletions (image_id) VALUES ($1)),
+     audited AS (INSERT INTO audit_events (project_id, principal, action, target, trace_id,
+                                           outcome)
+                 VALUES ($2, $3, 'image.delete', 'images/' || $1, $4, 'ok'))
+SELECT pg_notify('imagery_changes', 'image:' || $1)"""
 
 
 class PostgresImageRepository:
@@ -44,12 +67,11 @@ class PostgresImageRepository:
         self._pool = pool
 
     @translates_postgres_errors
-    async def save(self, record: ImageRecord) -> None:
+    async def save(self, record: ImageRecord, *, principal: str) -> None:
+        """Insert a new record and its `image.create` audit event by `principal`."""
         try:
             await self._pool.execute(
-                """INSERT INTO image_records
-                       (id, status, content_type, file_name, object_key, size_bytes, trace_context)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+                _SAVE,
                 record.id,
                 record.status.value,
                 record.content_type,
@@ -57,21 +79,32 @@ class PostgresImageRepository:
                 record.object_key,
                 record.size_bytes,
                 record.trace_context,
+                record.project_id,
+                principal,
+                trace_id_of(record.trace_context),
             )
         except asyncpg.UniqueViolationError as exc:
             raise ImageAlreadyExists(f"Image {record.id} already exists.") from exc
 
     @translates_postgres_errors
-    async def find_by_id(self, image_id: str) -> ImageRecord | None:
+    async def find_by_id(self, project_id: str, image_id: str) -> ImageRecord | None:
+        row = await self._pool.fetchrow(
+            f"{_SELECT} WHERE r.id = $1 AND r.project_id = $2", image_id, project_id
+        )
+        return None if row is None else record_from_row(row)
+
+    @translates_postgres_errors
+    async def find_for_processing(self, image_id: str) -> ImageRecord | None:
+        """Any project's record: the processor works for all of them."""
         row = await self._pool.fetchrow(f"{_SELECT} WHERE r.id = $1", image_id)
         return None if row is None else record_from_row(row)
 
     @translates_postgres_errors
     async def find_download_targets(
-        self, image_ids: Sequence[str], preset: str, formats: Sequence[str]
+        self, project_id: str, image_ids: Sequence[str], preset: str, formats: Sequence[str]
     ) -> list[DownloadTarget]:
         rows = await self._pool.fetch(
-            _SELECT_DOWNLOAD_TARGETS, list(image_ids), preset, list(formats)
+            _SELECT_DOWNLOAD_TARGETS, list(image_ids), preset, list(formats), project_id
         )
         rank = {fmt: i for i, fmt in enumerate(formats)}
         best: dict[str, DownloadTarget] = {}
@@ -84,18 +117,23 @@ class PostgresImageRepository:
         return list(best.values())
 
     @translates_postgres_errors
-    async def delete(self, image_id: str) -> DeletedImage | None:
+    async def delete(
+        self, project_id: str, image_id: str, *, principal: str
+    ) -> DeletedImage | None:
         """Remove the record and its reference in one transaction (waits for a processor
-        finishing it); the last reference leaves the content's row as a tombstone for the
-        processor's collector. None when there was nothing to delete."""
+        finishing it), audited and announced on the change bus; the last reference leaves
+        the content's row as a tombstone for the processor's collector. None when the
+        project has no such image."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                "DELETE FROM image_records WHERE id = $1 RETURNING status, object_key, sha256",
+                "DELETE FROM image_records WHERE id = $1 AND project_id = $2"
+                " RETURNING status, object_key, sha256",
                 image_id,
+                project_id,
             )
             if row is None:
                 return None
-            await conn.execute("INSERT INTO image_deletions (image_id) VALUES ($1)", image_id)
+            await conn.execute(_DELETED, image_id, project_id, principal, current_trace_id())
             if row["sha256"] is not None:
                 await conn.execute(
                     "UPDATE image_blobs SET reference_count = reference_count - 1,"
@@ -165,8 +203,8 @@ class PostgresImageRepository:
                             OR (status = 'processing'
                                 AND updated_at <= now() - make_interval(secs => $2)))
                  RETURNING *)
-                SELECT {_COLUMNS} FROM claimed r
-                  LEFT JOIN image_blobs b ON b.sha256 = r.sha256""",
+                SELECT {_COLUMNS}, p.content_scope, p.settings AS project_settings
+                  FROM claimed r JOIN projects p ON p.id = r.project_id""",
             image_id,
             stale_after_seconds,
         )
@@ -186,7 +224,7 @@ def record_from_row(row: asyncpg.Record) -> ImageRecord:
         size_bytes=row["size_bytes"],
         width=row["width"],
         height=row["height"],
-        sha256=row["sha256"],
+        sha256=row["digest"],
         detected_format=row["detected_format"],
         failure_reason=row["failure_reason"],
         created_at=row["created_at"],
@@ -194,7 +232,22 @@ def record_from_row(row: asyncpg.Record) -> ImageRecord:
         variants=_variants(row["variants"]),
         trace_context=row["trace_context"],
         attempts=row["attempts"],
+        project_id=row["project_id"],
+        content=row["sha256"],
+        **_project_columns(row),
     )
+
+
+def _project_columns(row: asyncpg.Record) -> dict[str, Any]:
+    """What a claim adds for the processor: the project's content scope and settings."""
+    if "content_scope" not in row:
+        return {}
+    raw = row["project_settings"]
+    settings = json.loads(raw) if isinstance(raw, str) else raw
+    return {
+        "content_scope": row["content_scope"],
+        "project_settings": ProjectSettings.from_json(settings),
+    }
 
 
 def _variants(raw: Any) -> tuple[VariantInfo, ...]:

@@ -1,7 +1,7 @@
 """Numbered `.sql` migrations, applied in order, each once, safe from many processes at once.
 
-A session-level advisory lock serialises concurrent runners (several pods starting together);
-`schema_migrations` records what ran with a checksum, so an edited, already-applied file is
+A session-level advisory lock, waited for by polling, serialises concurrent runners (several
+pods starting together); `schema_migrations` records what ran with a checksum, so an edited, already-applied file is
 refused instead of silently ignored. Run: `python -m imagery.common.db.migrate`.
 
 Live traffic survives a migration: every migration runs with a `lock_timeout`
@@ -91,13 +91,21 @@ async def migrate(
     )
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+        await _take_lock(conn)
         try:
             return await _apply_pending(conn, migrations, timeout)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
     finally:
         await conn.close()
+
+
+async def _take_lock(conn: asyncpg.Connection) -> None:
+    """Wait for the runners' advisory lock without holding a snapshot meanwhile: a runner
+    blocked inside `pg_advisory_lock` holds one, and `CREATE INDEX CONCURRENTLY` in the runner
+    that has the lock waits for every older snapshot, so the two would deadlock."""
+    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY):
+        await asyncio.sleep(0.2)
 
 
 async def _apply_pending(

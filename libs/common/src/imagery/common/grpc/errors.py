@@ -27,6 +27,13 @@ STATUS_TABLE: dict[type[errors.ImageryError], grpc.StatusCode] = {
     errors.ImageContentLost: grpc.StatusCode.FAILED_PRECONDITION,
     errors.DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ImageAlreadyExists: grpc.StatusCode.INTERNAL,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.MissingScope: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ProjectNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.ProjectAlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.ApiKeyNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.SettingAboveCeiling: grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 

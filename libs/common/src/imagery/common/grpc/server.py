@@ -4,6 +4,7 @@ reflection, the error-mapping edge, a small receive limit, and graceful shutdown
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,12 +18,22 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import metrics
 
 from imagery.common.errors import ImageryError
+from imagery.common.grpc.auth import (
+    HEALTH_PREFIX,
+    Authenticator,
+    authorize,
+    peer_identity,
+    reset_principal,
+    set_principal,
+)
 from imagery.common.grpc.errors import internal_status, status_code_for, to_rpc_status
+from imagery.common.grpc.tls import TlsFiles, server_credentials
 from imagery.common.runner import stop_on_signals
 
 log = logging.getLogger(__name__)
 
 MAX_RECEIVE_MESSAGE_BYTES = 64 * 1024  # requests carry ids and names; images never travel here
+VIA_HEADER = "x-imagery-actor"  # imagery-admin sends `cli:<os user>`; audited, not trusted
 _QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 
@@ -35,9 +46,13 @@ class ServiceRegistration:
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Turns domain errors into rich statuses (the adapters have already turned driver
+    """Authenticates and authorizes the caller (with an `Authenticator`; health is open),
+    turns domain errors into rich statuses (the adapters have already turned driver
     failures into `DependencyUnavailable`), hides unknown ones behind INTERNAL, and logs one
     line per RPC with its outcome and duration."""
+
+    def __init__(self, authenticator: Authenticator | None = None) -> None:
+        self._auth = authenticator
 
     async def intercept_service(
         self,
@@ -51,12 +66,24 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             return handler
         method = handler_call_details.method
         behavior = handler.unary_unary
+        auth = None if method.startswith(HEALTH_PREFIX) else self._auth
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                return await behavior(request, context)  # type: ignore[arg-type]
+                if auth is None:
+                    return await behavior(request, context)  # type: ignore[arg-type]
+                metadata = _authorization(context)
+                principal = await auth.authenticate(metadata, peer_identity(context.auth_context()))
+                authorize(principal, method)
+                if VIA_HEADER in metadata:
+                    principal = dataclasses.replace(principal, via=metadata[VIA_HEADER][:100])
+                token = set_principal(principal)
+                try:
+                    return await behavior(request, context)  # type: ignore[arg-type]
+                finally:
+                    reset_principal(token)
             except ImageryError as exc:
                 code = status_code_for(exc)
                 if code is grpc.StatusCode.INTERNAL:
@@ -85,6 +112,13 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    """The metadata authentication reads (gRPC lower-cases keys)."""
+    return {
+        key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)
+    }
 
 
 _RPC_DURATION = metrics.get_meter("imagery.grpc").create_histogram(
@@ -122,12 +156,21 @@ class GrpcServer:
     """A started server with its health servicer; `serve_until_signal` runs it to SIGTERM."""
 
     def __init__(
-        self, services: Sequence[ServiceRegistration], *, grace_seconds: float = 10.0
+        self,
+        services: Sequence[ServiceRegistration],
+        *,
+        grace_seconds: float = 10.0,
+        authenticator: Authenticator | None = None,
+        reflection_enabled: bool = True,
+        tls: TlsFiles | None = None,
     ) -> None:
+        """`tls` (e.g. the `Settings`) names the certificate files; without a certificate the
+        port is plaintext. Unusable files raise `ConfigError` here, before anything listens."""
         self.grace_seconds = grace_seconds
+        self._credentials = server_credentials(tls) if tls is not None else None
         self.health = HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor()],
+            interceptors=[ErrorMappingInterceptor(authenticator)],
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
@@ -139,24 +182,36 @@ class GrpcServer:
         for service in services:
             service.add_to_server(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [
-                *self._names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            self.server,
-        )
+        if reflection_enabled:
+            reflection.enable_server_reflection(
+                [
+                    *self._names,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ],
+                self.server,
+            )
         self.port = 0
 
     async def start(self, port: int, host: str = "[::]") -> int:
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        if self._credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, self._credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {host}:{port}: is another process using GRPC_PORT?")
         await self.server.start()
         for name in ["", *self._names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("grpc server listening", extra={"port": self.port, "services": self._names})
+        log.info(
+            "grpc server listening",
+            extra={
+                "port": self.port,
+                "services": self._names,
+                "tls": self._credentials is not None,
+            },
+        )
         return self.port
 
     async def stop(self) -> None:

@@ -1,5 +1,6 @@
 """CachedCloudFrontSigner: time-bucketed expiry, a bounded cache of signed URLs per expiry
-bucket (a new bucket starts an empty cache, so old URLs go all at once), and large cold
+bucket (a new bucket starts an empty cache, so old URLs go all at once) and per URL
+lifetime (projects choose their own), and large cold
 batches signed on a small thread pool (`cryptography` releases the GIL while signing,
 so RSA batches use both cores instead of stalling the event loop)."""
 
@@ -23,6 +24,7 @@ from imagery.delivery.ports import SignedUrls
 # holding the GIL, so threads only add contention; deciding by a measured cost flipped between
 # the two from one start to the next. `make bench` shows both.
 INLINE_BUDGET_SECONDS = 0.005
+_MAX_LIFETIMES = 64  # distinct URL lifetimes with a cache of their own
 _METER = metrics.get_meter(__name__)
 _SIGNED = _METER.create_counter(
     "imagery.delivery.urls_signed", description="CloudFront URLs signed"
@@ -48,9 +50,10 @@ class CachedCloudFrontSigner:
         self._builder = builder
         self._expiry = expiry_seconds
         self._bucket = max(1, min(bucket_seconds, expiry_seconds))
+        self._bucket_seconds = bucket_seconds
         self._cache_size = cache_size
-        self._cache_expires = 0  # the expiry bucket `_cache` belongs to
-        self._cache: dict[str, str] = {}
+        # URL lifetime -> (the expiry bucket its cache belongs to, key -> URL)
+        self._caches: dict[int, tuple[int, dict[str, str]]] = {}
         self._executor = executor
         self._threads = max(1, threads)
         self._clock = clock
@@ -59,17 +62,32 @@ class CachedCloudFrontSigner:
         self.misses = 0
         self.sign_cost_seconds = _measure_sign_cost(builder)
 
-    def expires_at(self) -> int:
+    def expires_at(self, expiry_seconds: int | None = None) -> int:
         """The end of the current bucket, at least `expiry` seconds away: every URL handed
         out lives between `expiry` and `expiry + bucket` seconds, and all requests in one
         bucket get the same expiry, hence the same URL (browser and CDN caches work)."""
-        return math.ceil((self._clock() + self._expiry) / self._bucket) * self._bucket
+        expiry = expiry_seconds or self._expiry
+        bucket = (
+            self._bucket if expiry == self._expiry else max(1, min(self._bucket_seconds, expiry))
+        )
+        return math.ceil((self._clock() + expiry) / bucket) * bucket
 
-    async def sign_many(self, object_keys: Sequence[str]) -> SignedUrls:
-        expires = self.expires_at()
-        if expires != self._cache_expires:
-            self._cache, self._cache_expires = {}, expires
-        cache = self._cache
+    def _cache_for(self, expiry: int, expires: int) -> dict[str, str]:
+        held = self._caches.get(expiry)
+        if held is not None and held[0] == expires:
+            return held[1]
+        if held is None and len(self._caches) >= _MAX_LIFETIMES:
+            del self._caches[next(iter(self._caches))]
+        cache: dict[str, str] = {}
+        self._caches[expiry] = (expires, cache)
+        return cache
+
+    async def sign_many(
+        self, object_keys: Sequence[str], expiry_seconds: int | None = None
+    ) -> SignedUrls:
+        expiry = expiry_seconds or self._expiry
+        expires = self.expires_at(expiry)
+        cache = self._cache_for(expiry, expires)
         missing = [k for k in dict.fromkeys(object_keys) if k not in cache]
         hits = len(object_keys) - len(missing)
         self.hits += hits

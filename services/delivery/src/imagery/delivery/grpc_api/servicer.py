@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 
+from imagery.common.grpc.auth import current_principal
 from imagery.common.grpc.server import ServiceRegistration
 from imagery.delivery.grpc_api import mapping
 from imagery.delivery.use_cases import BatchGetDownloadUrls, GetDownloadUrl, GetImage
@@ -26,13 +27,14 @@ class DeliveryServiceServicer(pb_grpc.DeliveryServiceServicer):
     async def GetImage(  # noqa: N802 (gRPC method name)
         self, request: pb.GetImageRequest, context: Context
     ) -> pb.GetImageResponse:
-        record = await self._get_image(image_id=request.image_id)
+        record = await self._get_image(current_principal(), image_id=request.image_id)
         return pb.GetImageResponse(image=mapping.image_to_proto(record))
 
     async def GetDownloadUrl(  # noqa: N802 (gRPC method name)
         self, request: pb.GetDownloadUrlRequest, context: Context
     ) -> pb.GetDownloadUrlResponse:
         url = await self._get_url(
+            current_principal(),
             image_id=request.image_id,
             variant=request.variant,
             preference=mapping.PREFERENCE_FROM_PROTO.get(request.format, "webp"),
@@ -43,6 +45,7 @@ class DeliveryServiceServicer(pb_grpc.DeliveryServiceServicer):
         self, request: pb.BatchGetDownloadUrlsRequest, context: Context
     ) -> pb.BatchGetDownloadUrlsResponse:
         result = await self._batch(
+            current_principal(),
             image_ids=list(request.image_ids),
             variant=request.variant,
             preference=mapping.PREFERENCE_FROM_PROTO.get(request.format, "webp"),

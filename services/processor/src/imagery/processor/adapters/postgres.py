@@ -62,7 +62,7 @@ RETURNING 1"""
 _MARK_READY = """
 UPDATE image_records
    SET status = 'ready', size_bytes = $2, width = $3, height = $4, sha256 = $5,
-       detected_format = $6, failure_reason = NULL, updated_at = now()
+       detected_format = $6, failure_reason = NULL, digest = $7, updated_at = now()
  WHERE id = $1 AND status = 'processing'"""
 
 _CLAIM_UNREFERENCED = """
@@ -157,6 +157,7 @@ class PostgresOutcomeWrites:
             image.height,
             image.sha256,
             image.format,
+            image.digest,
         )
 
 

@@ -27,6 +27,12 @@ from imagery.common.domain import ImageRecord
 from imagery.common.errors import FailureReason
 from imagery.common.formats import ALLOWED_CONTENT_TYPES
 from imagery.common.telemetry import link_to
+from imagery.common.tenancy import (
+    EffectiveSettings,
+    ProjectSettings,
+    SettingsPolicy,
+    content_address,
+)
 from imagery.processor.imaging import Limits, Rejected, RenderSpec
 from imagery.processor.ports import (
     ImageJobs,
@@ -118,7 +124,9 @@ class UploadProcessor:
         claim_stale_seconds: float,
         max_attempts: int = 5,
         spec: RenderSpec | None = None,
+        policy: SettingsPolicy | None = None,
     ) -> None:
+        self._policy = policy
         self._max_attempts = max_attempts
         self._spec = spec or RenderSpec()
         self._images = images
@@ -141,7 +149,7 @@ class UploadProcessor:
         return result
 
     async def _process_traced(self, image_id: str, key: str, span: Span) -> Result:
-        record = await self._images.find_by_id(image_id)
+        record = await self._images.find_for_processing(image_id)
         if record is not None:
             for link in link_to(record.trace_context):  # back to CreateUploadUrl's trace
                 span.add_link(link.context)
@@ -176,11 +184,18 @@ class UploadProcessor:
             self._abandoned.add(image_id)
             log.warning("could not release claim", extra={"image_id": image_id, "error": str(exc)})
 
+    def _settings(self, record: ImageRecord) -> EffectiveSettings | None:
+        if self._policy is None:
+            return None
+        return self._policy.effective(record.project_settings or ProjectSettings())
+
     async def _process(self, record: ImageRecord, key: str) -> Result:
         stage = Stages()
+        settings = self._settings(record)
+        max_bytes = settings.max_upload_bytes if settings else self._max_upload_bytes
         try:
             with stage("download"):
-                data = await self._objects.get(key, max_bytes=self._max_upload_bytes)
+                data = await self._objects.get(key, max_bytes=max_bytes)
         except ObjectTooLarge as too_large:
             return await self._fail(record, key, FailureReason.TOO_LARGE, stage, too_large.size)
         if data is None:  # an early or forged event: the real PUT may still come
@@ -191,17 +206,24 @@ class UploadProcessor:
         with stage("hash"):
             sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         declared = ALLOWED_CONTENT_TYPES.get(record.content_type, "")
-        linked = await self._content.link(record, sha256, declared, stage)
+        address = content_address(record.content_scope, sha256)
+        linked = await self._content.link(record, address, declared, stage, sha256)
         if linked.mismatch is not None:
             return await self._fail(
                 record, key, FailureReason.CONTENT_TYPE_MISMATCH, stage, len(data)
             )
         if linked.linked:
             return await self._ready(key, stage, linked.image, record, peak_rss=None)
-        return await self._process_new(record, key, data, sha256, stage)
+        return await self._process_new(record, key, data, sha256, stage, settings)
 
     async def _process_new(
-        self, record: ImageRecord, key: str, data: bytes, sha256: str, stage: Stages
+        self,
+        record: ImageRecord,
+        key: str,
+        data: bytes,
+        sha256: str,
+        stage: Stages,
+        settings: EffectiveSettings | None,
     ) -> Result:
         attempt = await self._outcomes.start_attempt(record.id)
         if attempt is None:
@@ -226,7 +248,11 @@ class UploadProcessor:
         verified = job.processed.verified
         if (verified.sha256, verified.size_bytes) != (sha256, len(data)):
             raise RetryLater("the job described other bytes than it was given")
-        image = await self._content.store(record, key, data, job.processed, stage)
+        refused = _outside_project_limits(verified.width, verified.height, settings)
+        if refused is not None:
+            return await self._fail(record, key, refused, stage, len(data), job.peak_rss_bytes)
+        address = content_address(record.content_scope, sha256)
+        image = await self._content.store(record, key, data, job.processed, stage, address)
         return await self._ready(key, stage, image, record, peak_rss=job.peak_rss_bytes)
 
     async def _ready(
@@ -258,3 +284,16 @@ class UploadProcessor:
         with stage("cleanup"):
             await self._objects.delete(key)
         return Result(Outcome.FAILED, reason, stage.ms, rss)
+
+
+def _outside_project_limits(
+    width: int, height: int, settings: EffectiveSettings | None
+) -> FailureReason | None:
+    """The project's own dimension limits, checked on the verified (displayed) size."""
+    if settings is None:
+        return None
+    if width > settings.max_width or height > settings.max_height:
+        return FailureReason.DIMENSIONS_EXCEEDED
+    if width < settings.min_width or height < settings.min_height:
+        return FailureReason.TOO_SMALL
+    return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -61,7 +62,7 @@ class ContentWriter:
         self._objects = objects
 
     async def link(
-        self, record: ImageRecord, sha256: str, declared: str, stage: Stages
+        self, record: ImageRecord, sha256: str, declared: str, stage: Stages, digest: str
     ) -> LinkResult:
         """Known content whose objects are all there: the record is READY on it, nothing
         re-verified, re-rendered or re-stored. Known content with objects missing (a lifecycle
@@ -83,27 +84,43 @@ class ContentWriter:
                     raise NotProcessing
                 linked = await uow.link_stored_content(sha256, declared)
                 if linked.linked and linked.image is not None:
+                    linked = dataclasses.replace(
+                        linked, image=dataclasses.replace(linked.image, digest=digest)
+                    )
+                    assert linked.image is not None
                     await uow.mark_ready(record.id, linked.image)
         if linked.collecting:
             raise ContentBusy
         return linked
 
     async def store(
-        self, record: ImageRecord, key: str, data: bytes, processed: Processed, stage: Stages
+        self,
+        record: ImageRecord,
+        key: str,
+        data: bytes,
+        processed: Processed,
+        stage: Stages,
+        address: str,
     ) -> VerifiedImage:
-        """Reserve, write the objects, then reference the content and mark the record READY."""
+        """Reserve, write the objects, then reference the content and mark the record READY.
+        `address` is where the content lives (its SHA-256, scoped to the project)."""
         verified = processed.verified
         image = VerifiedImage(
-            verified.sha256, verified.format, verified.width, verified.height, verified.size_bytes
+            address,
+            verified.format,
+            verified.width,
+            verified.height,
+            verified.size_bytes,
+            digest=verified.sha256,
         )
-        variants = [_variant_info(verified.sha256, v) for v in processed.variants]
+        variants = [_variant_info(address, v) for v in processed.variants]
         with stage("reserve"):
             async with self._outcomes.unit_of_work() as uow:
                 reservation = await uow.reserve_content(image, variants)
         if reservation is None:
             raise ContentBusy
         with stage("store"):
-            await self._write(key, data, verified, processed)
+            await self._write(key, data, verified, processed, address)
         with stage("commit"):
             async with self._outcomes.unit_of_work() as uow:
                 if not await uow.lock_processing(record.id):
@@ -113,13 +130,15 @@ class ContentWriter:
                 await uow.mark_ready(record.id, image)
         return image
 
-    async def _write(self, key: str, data: bytes, verified: Verified, processed: Processed) -> None:
+    async def _write(
+        self, key: str, data: bytes, verified: Verified, processed: Processed, address: str
+    ) -> None:
         """Original and variants, all at once."""
         await asyncio.gather(
-            self._write_original(key, data, verified),
+            self._write_original(key, data, verified, address),
             *(
                 self._objects.put(
-                    variant_key(GLOBAL_SCOPE, verified.sha256, v.name, v.format),
+                    variant_key(GLOBAL_SCOPE, address, v.name, v.format),
                     v.body,
                     content_type=v.content_type,
                     cache_control=VARIANT_CACHE_CONTROL,
@@ -128,11 +147,13 @@ class ContentWriter:
             ),
         )
 
-    async def _write_original(self, key: str, data: bytes, verified: Verified) -> None:
+    async def _write_original(
+        self, key: str, data: bytes, verified: Verified, address: str
+    ) -> None:
         """The upload object copied in place by S3 (the bytes are not sent again), kept only if
         S3's own SHA-256 of the copy is the verified one: a client that re-PUT its upload URL
         after we read it gets our verified bytes written over the copy instead."""
-        target = original_key(GLOBAL_SCOPE, verified.sha256)
+        target = original_key(GLOBAL_SCOPE, address)
         content_type = content_type_of(verified.format)
         copied = await self._objects.copy(key, target, content_type=content_type)
         if copied != base64.b64encode(bytes.fromhex(verified.sha256)).decode():

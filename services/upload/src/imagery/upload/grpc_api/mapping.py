@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from imagery.common.tenancy import (
+    SETTING_NAMES,
+    ApiKeyInfo,
+    EffectiveSettings,
+    Project,
+    ProjectSettings,
+    SettingsPolicy,
+)
 from imagery.upload.use_cases import UploadTicket
+from imagery.v1 import project_pb2
 from imagery.v1 import upload_service_pb2 as pb
 
 
@@ -18,4 +31,67 @@ def ticket_to_proto(ticket: UploadTicket) -> pb.CreateUploadUrlResponse:
         required_headers=ticket.required_headers,
         upload_method=ticket.method,
         max_size_bytes=ticket.max_size_bytes,
+    )
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def timestamp_or_none(message: Message, field: str) -> datetime | None:
+    if not message.HasField(field):
+        return None
+    value: datetime = getattr(message, field).ToDatetime(tzinfo=UTC)
+    return value
+
+
+def settings_to_proto(settings: ProjectSettings | EffectiveSettings) -> project_pb2.ProjectSettings:
+    values = {
+        name: getattr(settings, name)
+        for name in SETTING_NAMES
+        if getattr(settings, name) is not None
+    }
+    return project_pb2.ProjectSettings(**values)
+
+
+def settings_from_proto(message: project_pb2.ProjectSettings) -> ProjectSettings:
+    generic: Message = message
+    values: dict[str, Any] = {
+        name: getattr(message, name)
+        for name in SETTING_NAMES
+        if name != "content_types" and generic.HasField(name)
+    }
+    if message.content_types:
+        values["content_types"] = tuple(message.content_types)
+    return ProjectSettings(**values)
+
+
+def project_to_proto(project: Project, policy: SettingsPolicy) -> project_pb2.Project:
+    return project_pb2.Project(
+        name=f"projects/{project.id}",
+        display_name=project.display_name,
+        settings=settings_to_proto(project.settings),
+        effective_settings=settings_to_proto(policy.effective(project.settings)),
+        create_time=_timestamp(project.created_at),
+        update_time=_timestamp(project.updated_at),
+        delete_time=_timestamp(project.deleted_at),
+        purge_time=_timestamp(project.purge_time),
+        operator=project.operator,
+    )
+
+
+def api_key_to_proto(key: ApiKeyInfo) -> project_pb2.ApiKey:
+    return project_pb2.ApiKey(
+        name=f"projects/{key.project_id}/apiKeys/{key.key_id}",
+        display_name=key.display_name,
+        scopes=sorted(s.value for s in key.scopes),
+        expire_time=_timestamp(key.expire_time),
+        create_time=_timestamp(key.created_at),
+        revoke_time=_timestamp(key.revoked_at),
+        last_use_time=_timestamp(key.last_used_at),
+        creator=key.created_by,
     )

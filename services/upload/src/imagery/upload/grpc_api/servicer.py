@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 
+from imagery.common.grpc.auth import current_principal
 from imagery.common.grpc.server import ServiceRegistration
 from imagery.upload.grpc_api.mapping import ticket_to_proto
 from imagery.upload.use_cases import CreateUploadUrl, DeleteImage
@@ -24,14 +25,14 @@ class UploadServiceServicer(pb_grpc.UploadServiceServicer):
         self, request: pb.CreateUploadUrlRequest, context: Context
     ) -> pb.CreateUploadUrlResponse:
         ticket = await self._create_upload_url(
-            content_type=request.content_type, file_name=request.file_name
+            current_principal(), content_type=request.content_type, file_name=request.file_name
         )
         return ticket_to_proto(ticket)
 
     async def DeleteImage(  # noqa: N802 (gRPC method name)
         self, request: pb.DeleteImageRequest, context: Context
     ) -> pb.DeleteImageResponse:
-        deleted = await self._delete_image(image_id=request.image_id)
+        deleted = await self._delete_image(current_principal(), image_id=request.image_id)
         return pb.DeleteImageResponse(deleted=deleted)
 
     def registration(self) -> ServiceRegistration:

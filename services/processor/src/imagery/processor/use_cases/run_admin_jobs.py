@@ -1,0 +1,65 @@
+"""Operator jobs (`imagery-admin`) the processor runs from Postgres: one at a time per
+processor, any processor, resumable. Today one kind: purging a deleted project once its
+retention is over (queued automatically) or when an operator asks."""
+
+from __future__ import annotations
+
+import logging
+
+from imagery.common.tenancy import Actor
+from imagery.processor.ports import AdminJob, AdminJobs, Objects
+
+log = logging.getLogger(__name__)
+PURGE_BATCH = 500
+SYSTEM = Actor("system:processor")
+
+
+class RunAdminJobs:
+    """One pass: queue due purges, then claim and run jobs until none is left."""
+
+    def __init__(
+        self,
+        jobs: AdminJobs,
+        objects: Objects,
+        *,
+        stale_after_seconds: float = 300,
+        batch: int = PURGE_BATCH,
+    ) -> None:
+        self._jobs = jobs
+        self._objects = objects
+        self._stale_after = stale_after_seconds
+        self._batch = batch
+
+    async def __call__(self) -> int:
+        await self._jobs.enqueue_due_purges()
+        ran = 0
+        while (job := await self._jobs.claim(stale_after_seconds=self._stale_after)) is not None:
+            ran += 1
+            try:
+                await self._run(job)
+            except Exception as exc:
+                log.warning("admin job failed", extra={"job": job.id, "error": str(exc)})
+                raise  # left running: claimed again once its heartbeat is stale
+        return ran
+
+    async def _run(self, job: AdminJob) -> None:
+        if job.kind != "purge_project":
+            await self._jobs.finish(job, error=f"unknown job kind {job.kind!r}")
+            return
+        await self._purge(job)
+
+    async def _purge(self, job: AdminJob) -> None:
+        total = await self._jobs.project_images(job.target)
+        if not await self._jobs.progress(job, done=0, total=total):
+            return
+        while purged := await self._jobs.purge_images(job.target, self._batch):
+            for image in purged:
+                if not image.terminal:  # bytes may still sit in uploads/
+                    await self._objects.delete(image.object_key)
+            if not await self._jobs.progress(job, done=len(purged)):
+                return  # someone else took the job over
+        if await self._jobs.forget_project(job.target, SYSTEM):
+            log.info("project purged", extra={"project": job.target})
+            await self._jobs.finish(job)
+        else:
+            await self._jobs.finish(job, error="the project is not deleted (restored?)")

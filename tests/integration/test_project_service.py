@@ -1,0 +1,190 @@
+"""ProjectService over a real socket of the real upload server: projects and keys as an
+operator and a project admin use them, following the AIPs (resource names, update masks,
+page tokens, soft delete), and what a change does to the keys that exist."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from imagery.common.config import Settings
+from imagery.upload.bootstrap import build_server
+from imagery.upload.config import UploadSettings
+from imagery.v1 import project_pb2 as pb
+from imagery.v1 import project_service_pb2 as ppb
+from imagery.v1 import project_service_pb2_grpc as pgrpc
+from imagery.v1 import upload_service_pb2 as upb
+from imagery.v1 import upload_service_pb2_grpc as ugrpc
+from tests import grpc_auth
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def target(settings: Settings) -> AsyncIterator[str]:
+    async with AsyncExitStack() as stack:
+        server = await build_server(UploadSettings(settings, 3600), stack)
+        port = await server.start(0, host="127.0.0.1")
+        yield f"127.0.0.1:{port}"
+        await server.stop()
+
+
+def _stub(target: str, key: str) -> tuple[grpc.aio.Channel, pgrpc.ProjectServiceAsyncStub]:
+    channel = grpc_auth.channel(target, key)
+    return channel, pgrpc.ProjectServiceStub(channel)
+
+
+async def _create(
+    stub: pgrpc.ProjectServiceAsyncStub, project_id: str, **settings: Any
+) -> pb.Project:
+    response = await stub.CreateProject(
+        ppb.CreateProjectRequest(
+            project_id=project_id,
+            project=pb.Project(
+                display_name=project_id.title(), settings=pb.ProjectSettings(**settings)
+            ),
+        )
+    )
+    project: pb.Project = response.project
+    return project
+
+
+async def test_projects_are_created_read_updated_by_mask_and_listed_by_page(
+    target: str, keys: dict[str, str]
+) -> None:
+    channel, stub = _stub(target, keys["IMAGERY_ADMIN_KEY"])
+    async with channel:
+        made = await _create(stub, "web-team", signed_url_ttl_seconds=86400)
+        assert made.name == "projects/web-team" and made.display_name == "Web-Team"
+        assert made.effective_settings.signed_url_ttl_seconds == 86400
+        assert made.effective_settings.max_upload_bytes == 10 * 1024 * 1024, "the default"
+        assert made.HasField("create_time") and not made.HasField("delete_time")
+
+        updated = (
+            await stub.UpdateProject(
+                ppb.UpdateProjectRequest(
+                    project=pb.Project(
+                        name="projects/web-team",
+                        display_name="ignored: not in the mask",
+                        settings=pb.ProjectSettings(max_upload_bytes=2_000_000, min_width=100),
+                    ),
+                    update_mask=FieldMask(paths=["settings.max_upload_bytes"]),
+                )
+            )
+        ).project
+        assert updated.display_name == "Web-Team"
+        assert updated.settings.max_upload_bytes == 2_000_000
+        assert updated.settings.signed_url_ttl_seconds == 86400, "kept: not in the mask"
+        assert not updated.settings.HasField("min_width")
+
+        with pytest.raises(grpc.aio.AioRpcError) as above:
+            await stub.UpdateProject(
+                ppb.UpdateProjectRequest(
+                    project=pb.Project(
+                        name="projects/web-team",
+                        settings=pb.ProjectSettings(signed_url_ttl_seconds=8 * 86400),
+                    ),
+                    update_mask=FieldMask(paths=["settings"]),
+                )
+            )
+        assert above.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "ceiling" in (above.value.details() or "")
+
+        for name in ("app-a", "app-b", "app-c"):
+            await _create(stub, name)
+        with pytest.raises(grpc.aio.AioRpcError) as taken:
+            await _create(stub, "app-a")
+        assert taken.value.code() is grpc.StatusCode.ALREADY_EXISTS
+
+        names, token = [], ""
+        while True:
+            page = await stub.ListProjects(ppb.ListProjectsRequest(page_size=2, page_token=token))
+            names += [p.name.removeprefix("projects/") for p in page.projects]
+            token = page.next_page_token
+            if not token:
+                break
+        assert names == sorted(["app-a", "app-b", "app-c", "default", "operator", "web-team"])
+        with pytest.raises(grpc.aio.AioRpcError) as bad_token:
+            await stub.ListProjects(ppb.ListProjectsRequest(page_token="garbage"))
+        assert bad_token.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_keys_are_shown_once_listed_without_secrets_and_stop_when_revoked_or_deleted(
+    target: str, keys: dict[str, str]
+) -> None:
+    channel, stub = _stub(target, keys["IMAGERY_ADMIN_KEY"])
+    async with channel:
+        await _create(stub, "mobile")
+        expires = Timestamp()
+        expires.FromDatetime(datetime.now(UTC) + timedelta(days=30))
+        created = await stub.CreateApiKey(
+            ppb.CreateApiKeyRequest(
+                parent="projects/mobile",
+                api_key=pb.ApiKey(
+                    display_name="ci",
+                    scopes=["images.create", "projects.admin"],
+                    expire_time=expires,
+                ),
+            )
+        )
+        secret = created.key
+        assert secret.startswith("imk_") and created.api_key.name.startswith(
+            "projects/mobile/apiKeys/"
+        )
+        assert created.api_key.creator.startswith("key:")
+        listed = await stub.ListApiKeys(ppb.ListApiKeysRequest(parent="projects/mobile"))
+        assert [k.name for k in listed.api_keys] == [created.api_key.name]
+        assert secret not in str(listed)
+
+        own, own_stub = _stub(target, secret)
+        async with own:
+            upload = ugrpc.UploadServiceStub(own)
+            ticket = await upload.CreateUploadUrl(
+                upb.CreateUploadUrlRequest(content_type="image/png", file_name="a.png")
+            )
+            assert ticket.image_id
+            seen = await own_stub.ListProjects(ppb.ListProjectsRequest())
+            assert [p.name for p in seen.projects] == ["projects/mobile"], "its own only"
+
+            revoked = await stub.RevokeApiKey(ppb.RevokeApiKeyRequest(name=created.api_key.name))
+            assert revoked.api_key.HasField("revoke_time")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await upload.CreateUploadUrl(
+                    upb.CreateUploadUrlRequest(content_type="image/png", file_name="a.png")
+                )
+            assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+        other = await stub.CreateApiKey(
+            ppb.CreateApiKeyRequest(
+                parent="projects/mobile",
+                api_key=pb.ApiKey(display_name="app", scopes=["images.create"]),
+            )
+        )
+        deleted = (
+            await stub.DeleteProject(ppb.DeleteProjectRequest(name="projects/mobile"))
+        ).project
+        assert deleted.HasField("delete_time") and deleted.HasField("purge_time")
+        again = (await stub.DeleteProject(ppb.DeleteProjectRequest(name="projects/mobile"))).project
+        assert again.delete_time == deleted.delete_time, "deleting twice changes nothing"
+        app, _ = _stub(target, other.key)
+        async with app:
+            with pytest.raises(grpc.aio.AioRpcError) as gone:
+                await ugrpc.UploadServiceStub(app).CreateUploadUrl(
+                    upb.CreateUploadUrlRequest(content_type="image/png", file_name="a.png")
+                )
+            assert gone.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            assert "deleted" in (gone.value.details() or "")
+        remaining = await stub.ListProjects(ppb.ListProjectsRequest())
+        assert "projects/mobile" not in [p.name for p in remaining.projects]
+        shown = await stub.ListProjects(ppb.ListProjectsRequest(show_deleted=True))
+        assert "projects/mobile" in [p.name for p in shown.projects]
+        with pytest.raises(grpc.aio.AioRpcError) as operator:
+            await stub.DeleteProject(ppb.DeleteProjectRequest(name="projects/operator"))
+        assert operator.value.code() is grpc.StatusCode.INVALID_ARGUMENT

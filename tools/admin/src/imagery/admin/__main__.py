@@ -1,0 +1,233 @@
+"""imagery-admin: the command line, its arguments and exit codes (0 done, 1 refused or failed,
+with one sentence on stderr saying what to do, 2 usage)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeAlias
+
+from imagery.admin import argtypes as types
+from imagery.admin import commands
+from imagery.admin.output import CliError
+from imagery.admin.rpc import DEFAULT_ADDRESS
+from imagery.common.tenancy import SETTING_NAMES
+
+Parents: TypeAlias = dict[str, argparse.ArgumentParser]
+Group: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+_SETTING_HELP = {
+    "content_types": "accepted content types, comma-separated (a subset of the deployment's)",
+    "max_upload_bytes": "largest upload in bytes",
+    "min_width": "smallest accepted width in pixels (0: no minimum)",
+    "min_height": "smallest accepted height in pixels (0: no minimum)",
+    "max_width": "largest accepted width in pixels",
+    "max_height": "largest accepted height in pixels",
+    "signed_url_ttl_seconds": "lifetime of signed download URLs in seconds",
+    "quota_images": "most images stored (0: unlimited)",
+    "quota_bytes": "most bytes stored (0: unlimited)",
+    "quota_uploads_per_day": "most uploads started per UTC day (0: unlimited)",
+}
+
+
+def _parents() -> Parents:
+    out = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: `--json` after the command must not reset one given before it.
+    out.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON, not text"
+    )
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument("--database-url", help="Postgres DSN (default: $DATABASE_URL)")
+    rpc = argparse.ArgumentParser(add_help=False)
+    rpc.add_argument(
+        "--address", help=f"host:port (default: $IMAGERY_ADDRESS or {DEFAULT_ADDRESS})"
+    )
+    rpc.add_argument("--key", help="an admin API key (default: $IMAGERY_ADMIN_KEY)")
+    rpc.add_argument(
+        "--tls-ca", type=Path, metavar="FILE", help="CA bundle: speak TLS and trust these roots"
+    )
+    rpc.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="client certificate for mTLS (with --tls-key); without --key, its identity calls",
+    )
+    rpc.add_argument("--tls-key", type=Path, metavar="FILE", help="client private key for mTLS")
+    change = argparse.ArgumentParser(add_help=False)
+    change.add_argument(
+        "--dry-run", action="store_true", help="validate and show what would happen, change nothing"
+    )
+    return {"out": out, "db": db, "rpc": rpc, "change": change}
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("project settings (unset: the deployment's default)")
+    for name in SETTING_NAMES:
+        group.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=f"setting_{name}",
+            metavar="TYPES" if name == "content_types" else "N",
+            type=types.content_types if name == "content_types" else types.count,
+            help=_SETTING_HELP.get(name, name.replace("_", " ")),
+        )
+
+
+def _leaf(
+    group: Group,
+    name: str,
+    handler: Callable[[argparse.Namespace], None],
+    parents: Sequence[argparse.ArgumentParser],
+    text: str,
+) -> argparse.ArgumentParser:
+    leaf = group.add_parser(name, parents=list(parents), help=text, description=text)
+    leaf.set_defaults(handler=handler, parser=leaf)
+    return leaf
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parents = _parents()
+    parser = argparse.ArgumentParser(
+        prog="imagery-admin",
+        description="Operate imagery: bootstrap, projects, API keys, mTLS identities, audit.",
+    )
+    parser.add_argument("--json", action="store_true", default=False, help="print JSON, not text")
+    top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_bootstrap(top, parents)
+    _add_projects(top, parents)
+    _add_keys(top, parents)
+    _add_identities(top, parents)
+    _add_audit_and_migrate(top, parents)
+    return parser
+
+
+def _add_bootstrap(top: Group, p: Parents) -> None:
+    boot = _leaf(
+        top,
+        "bootstrap",
+        commands.bootstrap,
+        [p["out"], p["db"], p["change"]],
+        "create the operator project and its first admin key, straight in Postgres "
+        "(only while no API key exists)",
+    )
+    boot.add_argument(
+        "--project-key",
+        metavar="PROJECT",
+        type=types.project_id,
+        help="also create an ordinary key (images.*) in this existing project, e.g. default",
+    )
+
+
+def _add_projects(top: Group, p: Parents) -> None:
+    group = top.add_parser("projects", help="create, show, list, change and delete projects")
+    sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    read, change = [p["out"], p["rpc"]], [p["out"], p["rpc"], p["change"]]
+    create = _leaf(sub, "create", commands.projects_create, change, "create a project")
+    create.add_argument("project_id", metavar="ID", type=types.project_id)
+    create.add_argument("--display-name", required=True)
+    _add_settings(create)
+    get = _leaf(sub, "get", commands.projects_get, read, "show a project")
+    get.add_argument("project_id", metavar="ID", type=types.project_id)
+    listing = _leaf(sub, "list", commands.projects_list, read, "list projects")
+    listing.add_argument("--show-deleted", action="store_true", help="include deleted ones")
+    listing.add_argument("--page-size", type=types.positive, default=100, help="per call")
+    update = _leaf(sub, "update", commands.projects_update, change, "change only the fields given")
+    update.add_argument("project_id", metavar="ID", type=types.project_id)
+    update.add_argument("--display-name")
+    _add_settings(update)
+    delete = _leaf(
+        sub,
+        "delete",
+        commands.projects_delete,
+        change,
+        "delete a project: its keys stop at once, its images are purged after the retention",
+    )
+    delete.add_argument("project_id", metavar="ID", type=types.project_id)
+
+
+def _add_keys(top: Group, p: Parents) -> None:
+    group = top.add_parser("keys", help="create, list and revoke API keys")
+    sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    change = [p["out"], p["rpc"], p["change"]]
+    create = _leaf(
+        sub, "create", commands.keys_create, change, "create an API key; its secret shows once"
+    )
+    create.add_argument("project_id", metavar="PROJECT", type=types.project_id)
+    create.add_argument("--display-name", required=True)
+    create.add_argument(
+        "--scopes",
+        required=True,
+        type=types.scopes,
+        help="comma-separated: images.create, images.read, images.delete, projects.admin",
+    )
+    expiry = create.add_mutually_exclusive_group()
+    expiry.add_argument(
+        "--expire-time", type=types.expire_time, help="ISO 8601, e.g. 2030-01-31T00:00:00Z"
+    )
+    expiry.add_argument(
+        "--expires-in", type=types.expires_in, dest="expire_time", help="e.g. 12h, 30d, 4w"
+    )
+    listing = _leaf(
+        sub, "list", commands.keys_list, [p["out"], p["rpc"]], "list a project's API keys"
+    )
+    listing.add_argument("project_id", metavar="PROJECT", type=types.project_id)
+    revoke = _leaf(sub, "revoke", commands.keys_revoke, change, "revoke an API key")
+    revoke.add_argument("project_id", metavar="PROJECT", type=types.project_id)
+    revoke.add_argument("key_id", metavar="KEY_ID")
+
+
+def _add_identities(top: Group, p: Parents) -> None:
+    group = top.add_parser("identities", help="map mTLS client identities to projects")
+    sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    change = [p["out"], p["db"], p["change"]]
+    mapping = _leaf(
+        sub,
+        "map",
+        commands.identities_map,
+        change,
+        "map a client identity (SPIFFE id or CN) to a project and scopes",
+    )
+    mapping.add_argument("identity", metavar="IDENTITY", type=types.identity)
+    mapping.add_argument("--project", required=True, type=types.project_id)
+    mapping.add_argument("--scopes", required=True, type=types.scopes, help="comma-separated")
+    revoke = _leaf(sub, "revoke", commands.identities_revoke, change, "revoke an identity")
+    revoke.add_argument("identity", metavar="IDENTITY", type=types.identity)
+    listing = _leaf(
+        sub, "list", commands.identities_list, [p["out"], p["db"]], "list mapped identities"
+    )
+    listing.add_argument("--project", type=types.project_id)
+
+
+def _add_audit_and_migrate(top: Group, p: Parents) -> None:
+    audit = _leaf(
+        top, "audit", commands.audit, [p["out"], p["db"]], "show the audit trail, newest first"
+    )
+    audit.add_argument("--project", type=types.project_id)
+    audit.add_argument("--limit", type=types.positive, default=50)
+    _leaf(
+        top,
+        "migrate",
+        commands.migrate,
+        [p["out"], p["db"], p["change"]],
+        "apply pending database migrations",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.handler(args)
+    except commands.UsageError as exc:
+        args.parser.error(str(exc))
+    except CliError as exc:
+        print(f"imagery-admin: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("imagery-admin: interrupted.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
