@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from imagery.common.api_keys import matches
-from imagery.common.config import Settings
+from imagery.common.config import AwsSettings, Settings
+from imagery.devstack.aws import AwsResources
 from imagery.upload.bootstrap import build_server
 from imagery.upload.config import UploadSettings
 
@@ -529,3 +530,55 @@ async def test_projects_over_mtls_as_a_mapped_client_identity(
     for refused in (untrusted, plaintext, no_certificate):
         assert refused.code == 1
         assert one_line(refused).endswith("(UNAVAILABLE)")
+
+
+# -- long work: a job the processor runs, watched with a progress bar ------------------------
+
+
+async def test_purge_queues_a_job_the_processor_runs_and_shows_its_progress(
+    database_url: str, pool: asyncpg.Pool, aws: AwsResources, aws_settings: AwsSettings
+) -> None:
+    from imagery.common.aws.clients import s3_client
+    from imagery.common.db.projects import PostgresProjects
+    from imagery.common.tenancy import Actor, Project, ProjectSettings
+    from imagery.devstack.fixtures import seed_ready_images
+    from imagery.processor.adapters.admin_jobs import PostgresAdminJobs
+    from imagery.processor.adapters.s3 import S3ObjectStore
+    from imagery.processor.use_cases.run_admin_jobs import RunAdminJobs
+
+    projects = PostgresProjects(pool)
+    await projects.create_project(
+        Project("old-team", "Old", ProjectSettings(), "ab" * 16), Actor("cli:test")
+    )
+    await seed_ready_images(database_url, aws, 5, put_objects=False, project_id="old-team")
+
+    live = await admin("projects", "purge", "old-team", database_url=database_url)
+    assert live.code == 1 and "not deleted" in one_line(live)
+    await projects.delete_project("old-team", Actor("cli:test"), retention_seconds=86_400)
+    dry = await admin("projects", "purge", "old-team", "--dry-run", database_url=database_url)
+    assert dry.code == 0 and "5 images" in dry.out
+    assert await pool.fetchval("SELECT count(*) FROM admin_jobs") == 0
+
+    async with s3_client(aws_settings) as client:
+        processor = RunAdminJobs(PostgresAdminJobs(pool), S3ObjectStore(client, aws.bucket))
+
+        async def a_processor_polls() -> None:
+            while not await pool.fetchval("SELECT count(*) FROM admin_jobs"):  # noqa: ASYNC110 - the processor polls Postgres
+                await asyncio.sleep(0.05)
+            await processor()
+
+        purge, _ = await asyncio.gather(
+            admin("projects", "purge", "old-team", "--json", database_url=database_url),
+            a_processor_polls(),
+        )
+    assert purge.code == 0, purge.err
+    job = purge.json()
+    assert (job["state"], job["total"], job["done"]) == ("done", 5, 5)
+    assert "5/5 images" in purge.err, "the progress bar, on stderr"
+    assert await pool.fetchval("SELECT count(*) FROM projects WHERE id = 'old-team'") == 0
+    listed = await admin("jobs", "list", "--json", database_url=database_url)
+    assert [j["state"] for j in listed.json()] == ["done"]
+    requested = await pool.fetchval(
+        "SELECT principal FROM audit_events WHERE action = 'project.purge_requested'"
+    )
+    assert requested.startswith("cli:")

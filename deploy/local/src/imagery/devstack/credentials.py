@@ -6,10 +6,10 @@ KEEP_DATA=1`); otherwise it makes new ones."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import os
-import secrets
 from pathlib import Path
 
 from imagery.common.api_keys import key_id_of, matches
@@ -22,9 +22,8 @@ from imagery.common.tenancy import (
     IMAGE_SCOPES,
     OPERATOR_PROJECT,
     Actor,
-    Project,
-    ProjectSettings,
     Scope,
+    new_operator_project,
 )
 
 ADMIN_KEY = "IMAGERY_ADMIN_KEY"
@@ -70,13 +69,8 @@ async def local_keys(database_url: str, saved: dict[str, str] | None = None) -> 
 async def ensure_operator_project(projects: PostgresProjects, actor: Actor) -> None:
     if await projects.get_project(OPERATOR_PROJECT) is not None:
         return
-    operators = Project(
-        OPERATOR_PROJECT, "Operators", ProjectSettings(), secrets.token_hex(16), operator=True
-    )
-    try:
-        await projects.create_project(operators, actor)
-    except ProjectAlreadyExists:
-        pass  # another start made it first
+    with contextlib.suppress(ProjectAlreadyExists):  # another start made it first
+        await projects.create_project(new_operator_project(), actor)
 
 
 async def _works(projects: PostgresProjects, secret: str) -> bool:

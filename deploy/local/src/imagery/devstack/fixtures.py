@@ -133,8 +133,9 @@ async def seed_ready_images(
     project_id: str = DEFAULT_PROJECT,
 ) -> list[str]:
     """Insert `count` READY images of `project_id` (each with its own blob and variants) the
-    way the processor leaves them, and store their variant objects; returns the image ids. For tests and
-    benchmarks of delivery that must not depend on the processor. Rows are bulk-copied in one
+    way the processor leaves them, and store their variant objects; returns the image ids.
+    For tests and benchmarks of delivery that must not depend on the processor. Rows are
+    bulk-copied in one
     transaction and the tables analysed, so thousands are quick and planned as in production
     (the delivery benchmark seeds 20,000)."""
     blobs: list[tuple[object, ...]] = []

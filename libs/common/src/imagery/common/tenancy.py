@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -203,6 +204,13 @@ class Project:
     @property
     def deleted(self) -> bool:
         return self.deleted_at is not None
+
+
+def new_operator_project() -> Project:
+    """The operator project as bootstrapping creates it (with a fresh content scope)."""
+    return Project(
+        OPERATOR_PROJECT, "Operators", ProjectSettings(), secrets.token_hex(16), operator=True
+    )
 
 
 @dataclass(frozen=True, slots=True)

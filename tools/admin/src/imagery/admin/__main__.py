@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_projects(top, parents)
     _add_keys(top, parents)
     _add_identities(top, parents)
+    _add_jobs(top, parents)
     _add_audit_and_migrate(top, parents)
     return parser
 
@@ -143,6 +144,23 @@ def _add_projects(top: Group, p: Parents) -> None:
         "delete a project: its keys stop at once, its images are purged after the retention",
     )
     delete.add_argument("project_id", metavar="ID", type=types.project_id)
+    purge = _leaf(
+        sub,
+        "purge",
+        commands.projects_purge,
+        [p["out"], p["db"], p["change"]],
+        "purge a deleted project now: its images, keys and identities (a job the processor "
+        "runs; shows its progress)",
+    )
+    purge.add_argument("project_id", metavar="ID", type=types.project_id)
+    purge.add_argument("--no-wait", action="store_true", help="queue the job and return")
+
+
+def _add_jobs(top: Group, p: Parents) -> None:
+    group = top.add_parser("jobs", help="long work queued for the processor")
+    sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = _leaf(sub, "list", commands.jobs_list, [p["out"], p["db"]], "newest first")
+    listing.add_argument("--limit", type=types.positive, default=20)
 
 
 def _add_keys(top: Group, p: Parents) -> None:

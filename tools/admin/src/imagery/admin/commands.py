@@ -6,7 +6,7 @@ import os
 from argparse import Namespace
 from typing import Any
 
-from imagery.admin import direct, output, rpc
+from imagery.admin import direct, jobs, output, rpc
 from imagery.admin.output import emit
 from imagery.common.tenancy import SETTING_NAMES, Scope
 
@@ -228,3 +228,11 @@ def migrate(args: Namespace) -> None:
             else "The database is up to date."
         )
     emit(args.json, data, lambda: text)
+
+
+def projects_purge(args: Namespace) -> None:
+    jobs.projects_purge(args, _dsn(args))
+
+
+def jobs_list(args: Namespace) -> None:
+    jobs.jobs_list(args, _dsn(args))

@@ -5,7 +5,6 @@ audited as `cli:<os user>`; `dry_run` validates against the database and changes
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -25,8 +24,8 @@ from imagery.common.tenancy import (
     Actor,
     Grant,
     Project,
-    ProjectSettings,
     Scope,
+    new_operator_project,
 )
 
 T = TypeVar("T")
@@ -153,15 +152,8 @@ async def _bootstrap(
     who = actor()
     created = operator is None
     if operator is None:
-        project = Project(
-            id=OPERATOR_PROJECT,
-            display_name="Operators",
-            settings=ProjectSettings(),
-            content_scope=secrets.token_hex(16),
-            operator=True,
-        )
         operator, admin = await projects.bootstrap_project(
-            project, who, key_name=_ADMIN_KEY_NAME, scopes=ADMIN_SCOPES
+            new_operator_project(), who, key_name=_ADMIN_KEY_NAME, scopes=ADMIN_SCOPES
         )
     else:
         admin = await projects.bootstrap_key(

@@ -1,8 +1,9 @@
 """Numbered `.sql` migrations, applied in order, each once, safe from many processes at once.
 
 A session-level advisory lock, waited for by polling, serialises concurrent runners (several
-pods starting together); `schema_migrations` records what ran with a checksum, so an edited, already-applied file is
-refused instead of silently ignored. Run: `python -m imagery.common.db.migrate`.
+pods starting together); `schema_migrations` records what ran with a checksum, so an edited,
+already-applied file is refused instead of silently ignored. Run:
+`python -m imagery.common.db.migrate`.
 
 Live traffic survives a migration: every migration runs with a `lock_timeout`
 (`MIGRATION_LOCK_TIMEOUT_MS`, default 2000), so it never queues in front of reads for longer
@@ -104,7 +105,8 @@ async def _take_lock(conn: asyncpg.Connection) -> None:
     """Wait for the runners' advisory lock without holding a snapshot meanwhile: a runner
     blocked inside `pg_advisory_lock` holds one, and `CREATE INDEX CONCURRENTLY` in the runner
     that has the lock waits for every older snapshot, so the two would deadlock."""
-    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY):
+    taken = "SELECT pg_try_advisory_lock($1)"
+    while not await conn.fetchval(taken, ADVISORY_LOCK_KEY):  # noqa: ASYNC110 - in Postgres
         await asyncio.sleep(0.2)
 
 
