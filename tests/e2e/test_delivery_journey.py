@@ -18,6 +18,7 @@ from imagery.devstack.services import ServiceProcess
 from imagery.v1 import delivery_service_pb2 as pb
 from imagery.v1 import delivery_service_pb2_grpc as pb_grpc
 from imagery.v1 import image_pb2
+from tests import grpc_auth
 
 pytestmark = pytest.mark.e2e
 
@@ -30,29 +31,39 @@ def _reason(err: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
     return info.reason, dict(info.metadata)
 
 
-async def _call(service: ServiceProcess, method: str, request: Any) -> Any:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+async def _call(service: ServiceProcess, key: str, method: str, request: Any) -> Any:
+    """`method` called with `key` (an API key of the `default` project, where images are seeded)."""
+    async with grpc_auth.channel(f"127.0.0.1:{service.port}", key) as channel:
         return await getattr(pb_grpc.DeliveryServiceStub(channel), method)(request)
 
 
-async def _refused(service: ServiceProcess, method: str, request: Any) -> grpc.aio.AioRpcError:
+async def _refused(
+    service: ServiceProcess, key: str, method: str, request: Any
+) -> grpc.aio.AioRpcError:
     """The error a call fails with (the test fails if it succeeds)."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _call(service, method, request)
+        await _call(service, key, method, request)
     return caught.value
 
 
 @pytest.mark.parametrize("cdn_env", ["rsa", "ecdsa"], indirect=True)
 async def test_a_ready_images_url_is_served_by_the_edge(
-    delivery_service: ServiceProcess, edge: str, database_url: str, aws: AwsResources
+    delivery_service: ServiceProcess,
+    edge: str,
+    database_url: str,
+    aws: AwsResources,
+    api_key: str,
 ) -> None:
     (image_id,) = await seed_ready_images(database_url, aws, 1)
-    image = (await _call(delivery_service, "GetImage", pb.GetImageRequest(image_id=image_id))).image
+    image = (
+        await _call(delivery_service, api_key, "GetImage", pb.GetImageRequest(image_id=image_id))
+    ).image
     assert image.status == image_pb2.IMAGE_STATUS_READY
     assert {v.name for v in image.variants} == {"thumbnail", "small", "medium", "large", "original"}
 
     answer = await _call(
         delivery_service,
+        api_key,
         "GetDownloadUrl",
         pb.GetDownloadUrlRequest(image_id=image_id, variant="small"),
     )
@@ -81,27 +92,28 @@ async def test_a_ready_images_url_is_served_by_the_edge(
 
 
 async def test_repeated_calls_in_one_bucket_give_the_same_url(
-    delivery_service: ServiceProcess, database_url: str, aws: AwsResources
+    delivery_service: ServiceProcess, database_url: str, aws: AwsResources, api_key: str
 ) -> None:
     (image_id,) = await seed_ready_images(database_url, aws, 1, put_objects=False)
     request = pb.GetDownloadUrlRequest(
         image_id=image_id, variant="thumbnail", format=image_pb2.VARIANT_FORMAT_FALLBACK
     )
-    first = await _call(delivery_service, "GetDownloadUrl", request)
-    second = await _call(delivery_service, "GetDownloadUrl", request)
+    first = await _call(delivery_service, api_key, "GetDownloadUrl", request)
+    second = await _call(delivery_service, api_key, "GetDownloadUrl", request)
     assert first.url == second.url
     assert first.url.split("?")[0].endswith("/thumbnail.jpg")
     assert first.content_type == "image/jpeg"
 
 
 async def test_batch_over_the_wire(
-    delivery_service: ServiceProcess, database_url: str, aws: AwsResources
+    delivery_service: ServiceProcess, database_url: str, aws: AwsResources, api_key: str
 ) -> None:
     ready = await seed_ready_images(database_url, aws, 3, put_objects=False)
     pending = await seed_record(database_url, "pending")
     ids = [ready[2], pending, ready[0], ready[2], ready[1]]
     answer = await _call(
         delivery_service,
+        api_key,
         "BatchGetDownloadUrls",
         pb.BatchGetDownloadUrlsRequest(image_ids=ids, variant="medium"),
     )
@@ -115,6 +127,7 @@ async def test_batch_over_the_wire(
     ):
         error = await _refused(
             delivery_service,
+            api_key,
             "BatchGetDownloadUrls",
             pb.BatchGetDownloadUrlsRequest(image_ids=image_ids, variant="medium"),
         )
@@ -123,12 +136,14 @@ async def test_batch_over_the_wire(
     too_many = [seed for seed in await seed_ready_images(database_url, aws, 51, put_objects=False)]
     error = await _refused(
         delivery_service,
+        api_key,
         "BatchGetDownloadUrls",
         pb.BatchGetDownloadUrlsRequest(image_ids=too_many, variant="medium"),
     )
     assert _reason(error)[0] == "TOO_MANY_IMAGE_IDS"
     fifty = await _call(
         delivery_service,
+        api_key,
         "BatchGetDownloadUrls",
         pb.BatchGetDownloadUrlsRequest(image_ids=too_many[:50], variant="medium"),
     )
@@ -136,13 +151,14 @@ async def test_batch_over_the_wire(
 
 
 async def test_not_found_and_not_ready_carry_their_reasons(
-    delivery_service: ServiceProcess, database_url: str
+    delivery_service: ServiceProcess, database_url: str, api_key: str
 ) -> None:
     from imagery.common.ids import new_image_id
 
     unknown = new_image_id()
     error = await _refused(
         delivery_service,
+        api_key,
         "GetDownloadUrl",
         pb.GetDownloadUrlRequest(image_id=unknown, variant="small"),
     )
@@ -152,22 +168,29 @@ async def test_not_found_and_not_ready_carry_their_reasons(
     failed = await seed_record(database_url, "failed", failure_reason="CORRUPT")
     error = await _refused(
         delivery_service,
+        api_key,
         "GetDownloadUrl",
         pb.GetDownloadUrlRequest(image_id=failed, variant="small"),
     )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert _reason(error) == ("IMAGE_NOT_READY", {"image_id": failed, "status": "failed"})
-    image = (await _call(delivery_service, "GetImage", pb.GetImageRequest(image_id=failed))).image
+    image = (
+        await _call(delivery_service, api_key, "GetImage", pb.GetImageRequest(image_id=failed))
+    ).image
     assert (image.status, image.failure_reason) == (image_pb2.IMAGE_STATUS_FAILED, "CORRUPT")
 
     error = await _refused(
-        delivery_service, "GetImage", pb.GetImageRequest(image_id="../etc/passwd")
+        delivery_service, api_key, "GetImage", pb.GetImageRequest(image_id="../etc/passwd")
     )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_signing_and_cache_metrics(
-    database_url: str, aws: AwsResources, cdn_env: dict[str, str], tmp_path: Path
+    database_url: str,
+    aws: AwsResources,
+    cdn_env: dict[str, str],
+    tmp_path: Path,
+    api_key: str,
 ) -> None:
     from imagery.devstack.pipeline import service_env
     from imagery.devstack.procs import free_port
@@ -185,6 +208,7 @@ async def test_signing_and_cache_metrics(
         for _ in range(3):
             await _call(
                 service,
+                api_key,
                 "GetDownloadUrl",
                 pb.GetDownloadUrlRequest(image_id=image_id, variant="small"),
             )
@@ -215,22 +239,24 @@ async def test_a_database_outage_is_unavailable_and_retryable_never_answered_fro
     database_url: str,
     aws: AwsResources,
     postgres_server: object,
+    api_key: str,
 ) -> None:
     (image_id,) = await seed_ready_images(database_url, aws, 1, put_objects=False)
     request = pb.GetDownloadUrlRequest(image_id=image_id, variant="small")
     batch = pb.BatchGetDownloadUrlsRequest(image_ids=[image_id], variant="small")
-    await _call(delivery_service, "GetDownloadUrl", request)  # cached in delivery now
+    await _call(delivery_service, api_key, "GetDownloadUrl", request)  # cached in delivery now
     admin = postgres_server.admin_dsn  # type: ignore[attr-defined]
 
     await allow_connections(database_url, admin, False)
     try:
         for method, message in (("GetDownloadUrl", request), ("BatchGetDownloadUrls", batch)):
-            down = await _refused(delivery_service, method, message)
+            down = await _refused(delivery_service, api_key, method, message)
             assert down.code() == grpc.StatusCode.UNAVAILABLE, method
             assert "retry with exponential backoff" in (down.details() or "")
             assert _reason(down)[0] == "DEPENDENCY_UNAVAILABLE"
     finally:
         await allow_connections(database_url, admin, True)
 
-    answer = await _call(delivery_service, "GetDownloadUrl", request)  # the pool reconnects
+    # the pool reconnects
+    answer = await _call(delivery_service, api_key, "GetDownloadUrl", request)
     assert answer.url and answer.image_id == image_id

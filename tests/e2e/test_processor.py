@@ -344,8 +344,9 @@ async def test_lost_events_and_unused_upload_urls_still_end_terminal(pipeline: P
     try:
         never = "01" + lost[2:25] + ("A" if lost[25] != "A" else "B")
         await conn.execute(
-            "INSERT INTO image_records (id, status, content_type, file_name, object_key)"
-            " VALUES ($1, 'pending', 'image/png', 'x.png', $2)",
+            "INSERT INTO image_records"
+            " (id, status, content_type, file_name, object_key, project_id)"
+            " VALUES ($1, 'pending', 'image/png', 'x.png', $2, 'default')",
             never,
             f"uploads/{never}",
         )

@@ -22,6 +22,7 @@ from imagery.devstack.services import ServiceProcess
 from imagery.processor.adapters.sqs import SqsMessageQueue
 from imagery.v1 import upload_service_pb2 as pb
 from imagery.v1 import upload_service_pb2_grpc as pb_grpc
+from tests import grpc_auth
 
 pytestmark = pytest.mark.e2e
 
@@ -47,9 +48,13 @@ async def _events(
 
 
 async def test_create_upload_url_put_and_event(
-    upload_service: ServiceProcess, database_url: str, aws: AwsResources, aws_settings: AwsSettings
+    upload_service: ServiceProcess,
+    database_url: str,
+    aws: AwsResources,
+    aws_settings: AwsSettings,
+    api_key: str,
 ) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{upload_service.port}") as channel:
+    async with grpc_auth.channel(f"127.0.0.1:{upload_service.port}", api_key) as channel:
         ticket = await pb_grpc.UploadServiceStub(channel).CreateUploadUrl(
             pb.CreateUploadUrlRequest(content_type="image/png", file_name="pixel.png")
         )
@@ -68,6 +73,7 @@ async def test_create_upload_url_put_and_event(
             f"uploads/{ticket.image_id}",
         )
         assert row["file_name"] == "pixel.png"
+        assert row["project_id"] == "default", "the image belongs to the key's project"
     finally:
         await conn.close()
 
@@ -82,9 +88,9 @@ async def test_create_upload_url_put_and_event(
 
 
 async def test_bad_input_is_invalid_argument_with_a_field_violation(
-    upload_service: ServiceProcess, database_url: str
+    upload_service: ServiceProcess, database_url: str, api_key: str
 ) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{upload_service.port}") as channel:
+    async with grpc_auth.channel(f"127.0.0.1:{upload_service.port}", api_key) as channel:
         stub = pb_grpc.UploadServiceStub(channel)
         for request, field, reason in [
             (
@@ -121,21 +127,27 @@ async def test_bad_input_is_invalid_argument_with_a_field_violation(
         await conn.close()
 
 
-def test_grpcurl_works_through_reflection(upload_service: ServiceProcess, grpcurl: str) -> None:
+def test_grpcurl_works_through_reflection(
+    upload_service: ServiceProcess, grpcurl: str, api_key: str
+) -> None:
+    """Reflection and health answer without credentials; the RPC itself needs the key."""
     address = f"127.0.0.1:{upload_service.port}"
     listed = subprocess.run(
         [grpcurl, "-plaintext", address, "list"], capture_output=True, text=True, check=True
     )
     assert {"imagery.v1.UploadService", "grpc.health.v1.Health"} <= set(listed.stdout.split())
+    create = [
+        "-d",
+        '{"content_type": "image/webp", "file_name": "x.webp"}',
+        address,
+        "imagery.v1.UploadService/CreateUploadUrl",
+    ]
+    refused = subprocess.run(
+        [grpcurl, "-plaintext", *create], capture_output=True, text=True, check=False
+    )
+    assert refused.returncode != 0 and "Code: Unauthenticated" in refused.stderr, refused.stderr
     called = subprocess.run(
-        [
-            grpcurl,
-            "-plaintext",
-            "-d",
-            '{"content_type": "image/webp", "file_name": "x.webp"}',
-            address,
-            "imagery.v1.UploadService/CreateUploadUrl",
-        ],
+        [grpcurl, "-plaintext", "-H", f"authorization: Bearer {api_key}", *create],
         capture_output=True,
         text=True,
         check=True,

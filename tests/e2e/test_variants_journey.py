@@ -24,7 +24,7 @@ from imagery.v1 import delivery_service_pb2_grpc as dpb_grpc
 from imagery.v1 import image_pb2
 from imagery.v1 import upload_service_pb2 as upb
 from imagery.v1 import upload_service_pb2_grpc as upb_grpc
-from tests import images
+from tests import grpc_auth, images
 
 pytestmark = pytest.mark.e2e
 
@@ -39,12 +39,12 @@ def processor(database_url: str, aws: AwsResources, tmp_path: Path) -> Iterator[
 
 
 class Client:
-    def __init__(self, upload: ServiceProcess, delivery: ServiceProcess) -> None:
-        self.upload = upb_grpc.UploadServiceStub(
-            grpc.aio.insecure_channel(f"127.0.0.1:{upload.port}")
-        )
+    """A client of one project, holding its API key."""
+
+    def __init__(self, upload: ServiceProcess, delivery: ServiceProcess, key: str) -> None:
+        self.upload = upb_grpc.UploadServiceStub(grpc_auth.channel(f"127.0.0.1:{upload.port}", key))
         self.delivery = dpb_grpc.DeliveryServiceStub(
-            grpc.aio.insecure_channel(f"127.0.0.1:{delivery.port}")
+            grpc_auth.channel(f"127.0.0.1:{delivery.port}", key)
         )
 
     async def upload_bytes(self, body: bytes, content_type: str) -> str:
@@ -69,9 +69,12 @@ class Client:
 
 @pytest.fixture
 async def client(
-    upload_service: ServiceProcess, delivery_service: ServiceProcess, processor: ServiceProcess
+    upload_service: ServiceProcess,
+    delivery_service: ServiceProcess,
+    processor: ServiceProcess,
+    api_key: str,
 ) -> Client:
-    return Client(upload_service, delivery_service)
+    return Client(upload_service, delivery_service, api_key)
 
 
 async def test_every_variant_is_served_with_its_type_and_cache_headers(

@@ -127,3 +127,70 @@ async def test_stopping_reports_not_serving_first(
     await server.health.enter_graceful_shutdown()
     resp = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
     assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_reflection_can_be_switched_off_and_health_stays_open() -> None:
+    from imagery.common.grpc.server import ServiceRegistration
+
+    servicer = ScriptedUploadService()
+    srv = GrpcServer(
+        [
+            ServiceRegistration(
+                SERVICE, lambda s: pb_grpc.add_UploadServiceServicer_to_server(servicer, s)
+            )
+        ],
+        grace_seconds=1,
+        reflection_enabled=False,
+    )
+    await srv.start(0, host="127.0.0.1")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            health = await health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=SERVICE)
+            )
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            stream = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as off:
+                async for _ in stream:
+                    pass
+            assert off.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await srv.stop()
+
+
+async def test_a_health_port_serves_health_alone_for_probes() -> None:
+    from imagery.common.grpc.server import ServiceRegistration
+
+    servicer = ScriptedUploadService()
+    srv = GrpcServer(
+        [
+            ServiceRegistration(
+                SERVICE, lambda s: pb_grpc.add_UploadServiceServicer_to_server(servicer, s)
+            )
+        ],
+        grace_seconds=1,
+        health_port=0,
+    )
+    await srv.start(0, host="127.0.0.1")
+    try:
+        assert srv.health_port and srv.health_port != srv.port
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.health_port}") as ch:
+            health = await health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=SERVICE)
+            )
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as elsewhere:
+                await pb_grpc.UploadServiceStub(ch).CreateUploadUrl(
+                    pb.CreateUploadUrlRequest(file_name="fine")
+                )
+            assert elsewhere.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        await srv.stop()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.health_port}") as ch:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=SERVICE), timeout=1
+                )
+    finally:
+        await srv.stop()

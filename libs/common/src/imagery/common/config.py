@@ -112,6 +112,7 @@ class Settings:
     tls_cert_file: str | None = None  # None: plaintext (the local stack)
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None  # set: clients must present a certificate it signed
+    grpc_health_port: int | None = None  # plaintext, health only: for probes when TLS is on
 
     @property
     def project_policy(self) -> SettingsPolicy:
@@ -152,6 +153,8 @@ class Settings:
             tls_cert_file=tls_cert_file,
             tls_key_file=tls_key_file,
             tls_client_ca_file=tls_client_ca_file,
+            grpc_health_port=env.integer("GRPC_HEALTH_PORT", 0, minimum=0, maximum=65535)
+            or None,
         )
 
 

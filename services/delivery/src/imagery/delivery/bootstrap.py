@@ -69,4 +69,5 @@ async def build_server(settings: DeliverySettings, stack: AsyncExitStack) -> Grp
         authenticator=authenticator,
         reflection_enabled=settings.base.grpc_reflection,
         tls=settings.base,
+        health_port=settings.base.grpc_health_port,
     )

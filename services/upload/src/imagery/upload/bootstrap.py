@@ -47,4 +47,5 @@ async def build_server(settings: UploadSettings, stack: AsyncExitStack) -> GrpcS
         authenticator=authenticator,
         reflection_enabled=base.grpc_reflection,
         tls=base,
+        health_port=base.grpc_health_port,
     )

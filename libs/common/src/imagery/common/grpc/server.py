@@ -163,9 +163,12 @@ class GrpcServer:
         authenticator: Authenticator | None = None,
         reflection_enabled: bool = True,
         tls: TlsFiles | None = None,
+        health_port: int | None = None,
     ) -> None:
         """`tls` (e.g. the `Settings`) names the certificate files; without a certificate the
-        port is plaintext. Unusable files raise `ConfigError` here, before anything listens."""
+        port is plaintext. Unusable files raise `ConfigError` here, before anything listens.
+        `health_port` adds a plaintext port that serves health alone: kubelet gRPC probes
+        speak neither TLS nor mTLS."""
         self.grace_seconds = grace_seconds
         self._credentials = server_credentials(tls) if tls is not None else None
         self.health = HealthServicer()
@@ -192,6 +195,12 @@ class GrpcServer:
                 self.server,
             )
         self.port = 0
+        self._health_port = health_port
+        self.health_port: int | None = None  # bound, once started
+        self._health_server: grpc.aio.Server | None = None
+        if health_port is not None:
+            self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
 
     async def start(self, port: int, host: str = "[::]") -> int:
         address = f"{host}:{port}"
@@ -202,6 +211,12 @@ class GrpcServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {host}:{port}: is another process using GRPC_PORT?")
         await self.server.start()
+        if self._health_server is not None:
+            bound = self._health_server.add_insecure_port(f"{host}:{self._health_port}")
+            if bound == 0:
+                raise OSError(f"cannot listen on {host}:{self._health_port} (GRPC_HEALTH_PORT)")
+            self.health_port = bound
+            await self._health_server.start()
         for name in ["", *self._names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -218,6 +233,8 @@ class GrpcServer:
         """Health NOT_SERVING first (load balancers stop sending), then drain within the grace."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.grace_seconds)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
 
     async def serve_until_signal(self) -> None:
         await stop_on_signals().wait()
