@@ -121,8 +121,8 @@ class ProjectServiceServicer:
     def DeleteProject(self, request, context):
         """Soft-deletes a project: its keys stop working at once, and its images are purged after
         the retention (`purge_time`); deleting a deleted project returns it unchanged.
-        Errors: NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE: only the
-        operator project deletes projects).
+        A project's own admin may delete it; the operator project cannot be deleted.
+        Errors: NOT_FOUND (PROJECT_NOT_FOUND), INVALID_ARGUMENT (the operator project).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

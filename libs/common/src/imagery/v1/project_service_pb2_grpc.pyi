@@ -55,8 +55,8 @@ class ProjectServiceStub:
     DeleteProject: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.DeleteProjectRequest, _project_service_pb2.DeleteProjectResponse]
     """Soft-deletes a project: its keys stop working at once, and its images are purged after
     the retention (`purge_time`); deleting a deleted project returns it unchanged.
-    Errors: NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE: only the
-    operator project deletes projects).
+    A project's own admin may delete it; the operator project cannot be deleted.
+    Errors: NOT_FOUND (PROJECT_NOT_FOUND), INVALID_ARGUMENT (the operator project).
     """
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.CreateApiKeyRequest, _project_service_pb2.CreateApiKeyResponse]
     """Creates an API key and returns its secret, the only time it is ever shown.
@@ -98,8 +98,8 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     DeleteProject: _aio.UnaryUnaryMultiCallable[_project_service_pb2.DeleteProjectRequest, _project_service_pb2.DeleteProjectResponse]  # type: ignore[assignment]
     """Soft-deletes a project: its keys stop working at once, and its images are purged after
     the retention (`purge_time`); deleting a deleted project returns it unchanged.
-    Errors: NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE: only the
-    operator project deletes projects).
+    A project's own admin may delete it; the operator project cannot be deleted.
+    Errors: NOT_FOUND (PROJECT_NOT_FOUND), INVALID_ARGUMENT (the operator project).
     """
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_project_service_pb2.CreateApiKeyRequest, _project_service_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
     """Creates an API key and returns its secret, the only time it is ever shown.
@@ -168,8 +168,8 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_project_service_pb2.DeleteProjectResponse, _abc.Awaitable[_project_service_pb2.DeleteProjectResponse]]:
         """Soft-deletes a project: its keys stop working at once, and its images are purged after
         the retention (`purge_time`); deleting a deleted project returns it unchanged.
-        Errors: NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE: only the
-        operator project deletes projects).
+        A project's own admin may delete it; the operator project cannot be deleted.
+        Errors: NOT_FOUND (PROJECT_NOT_FOUND), INVALID_ARGUMENT (the operator project).
         """
 
     @_abc_1.abstractmethod
