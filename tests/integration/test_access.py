@@ -234,6 +234,13 @@ def _rpcs() -> dict[str, tuple[Scope, str, Call]]:
                 ppb.DeleteProjectRequest(name=f"projects/{TEAM}")
             ),
         ),
+        "UndeleteProject": (
+            Scope.PROJECTS_ADMIN,
+            "upload",
+            lambda ch, w: projects(ch).UndeleteProject(
+                ppb.UndeleteProjectRequest(name=f"projects/{TEAM}")
+            ),
+        ),
         "DeleteImage": (
             Scope.IMAGES_DELETE,
             "upload",
@@ -346,15 +353,14 @@ OTHER_PROJECT = {
     "CreateApiKey": ("NOT_FOUND", "PROJECT_NOT_FOUND"),
     "ListApiKeys": ("NOT_FOUND", "PROJECT_NOT_FOUND"),
     "RevokeApiKey": ("NOT_FOUND", "API_KEY_NOT_FOUND"),
-    "DeleteProject": (OK, ""),  # its own project: a project admin may delete it
+    "DeleteProject": ("PERMISSION_DENIED", "MISSING_SCOPE"),  # even its own: operators only
+    "UndeleteProject": ("PERMISSION_DENIED", "MISSING_SCOPE"),
     "DeleteImage": (OK, ""),
 }
 
 
 async def test_another_projects_things_are_answered_like_unknown_ones(world: World) -> None:
     for rpc in RPCS:
-        if rpc == "DeleteProject":
-            continue  # would delete the caller's own project (checked in the right-key test)
         before = await _state(world.pool)
         code, reason, response = await _call(world, rpc, f"Bearer {world.keys['other project']}")
         assert (code, reason) == OTHER_PROJECT[rpc], rpc
@@ -377,6 +383,8 @@ async def test_the_right_key_is_served(world: World) -> None:
         assert (code, reason) == (OK, ""), f"{rpc}: {code} {reason}"
         if rpc == "DeleteImage":
             assert response.deleted is True
+        if rpc == "UndeleteProject":
+            assert not response.project.HasField("delete_time"), "restored"
         if rpc == "GetDownloadUrl":
             assert response.url.startswith("https://cdn.example/")
     audited = await world.pool.fetch("SELECT action, principal FROM audit_events ORDER BY id")

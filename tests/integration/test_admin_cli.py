@@ -140,8 +140,20 @@ async def test_two_bootstraps_at_once_make_one_admin_key(
     runs = await asyncio.gather(*(admin("bootstrap", database_url=database_url) for _ in range(2)))
     assert sorted(r.code for r in runs) == [0, 1], [r.err for r in runs]
     (refused,) = [r for r in runs if r.code == 1]
-    assert "API keys exist already" in one_line(refused)
+    assert "working admin key" in one_line(refused)
     assert await pool.fetchval("SELECT count(*) FROM api_keys") == 1
+
+
+async def test_bootstrap_is_the_way_back_in_once_every_admin_key_is_revoked(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    first = await admin("bootstrap", "--json", database_url=database_url)
+    assert first.code == 0, first.err
+    await pool.execute("UPDATE api_keys SET revoked_at = now()")
+    again = await admin("bootstrap", "--json", database_url=database_url)
+    assert again.code == 0, again.err
+    working = await pool.fetchval("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")
+    assert working == 1
 
 
 async def test_bootstrap_with_a_project_key_makes_an_ordinary_key_there(

@@ -187,4 +187,56 @@ async def test_keys_are_shown_once_listed_without_secrets_and_stop_when_revoked_
         assert "projects/mobile" in [p.name for p in shown.projects]
         with pytest.raises(grpc.aio.AioRpcError) as operator:
             await stub.DeleteProject(ppb.DeleteProjectRequest(name="projects/operator"))
-        assert operator.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert operator.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        restored = (
+            await stub.UndeleteProject(ppb.UndeleteProjectRequest(name="projects/mobile"))
+        ).project
+        assert not restored.HasField("delete_time") and not restored.HasField("purge_time")
+        async with grpc_auth.channel(target, other.key) as back:
+            ticket = await ugrpc.UploadServiceStub(back).CreateUploadUrl(
+                upb.CreateUploadUrlRequest(content_type="image/png", file_name="a.png")
+            )
+            assert ticket.image_id, "its keys work again"
+
+
+async def test_a_project_admin_runs_its_project_but_not_its_quotas_or_its_deletion(
+    target: str, keys: dict[str, str]
+) -> None:
+    channel, stub = _stub(target, keys["IMAGERY_ADMIN_KEY"])
+    async with channel:
+        await _create(stub, "shop", quota_images=1000)
+        made = await stub.CreateApiKey(
+            ppb.CreateApiKeyRequest(
+                parent="projects/shop",
+                api_key=pb.ApiKey(display_name="admin", scopes=["projects.admin"]),
+            )
+        )
+    own, own_stub = _stub(target, made.key)
+    async with own:
+        renamed = await own_stub.UpdateProject(
+            ppb.UpdateProjectRequest(
+                project=pb.Project(
+                    name="projects/shop",
+                    display_name="Shop",
+                    settings=pb.ProjectSettings(signed_url_ttl_seconds=3600),
+                )
+            )
+        )  # no mask: the fields the request sets
+        assert renamed.project.display_name == "Shop"
+        assert renamed.project.settings.signed_url_ttl_seconds == 3600
+        for forbidden in (
+            own_stub.UpdateProject(
+                ppb.UpdateProjectRequest(
+                    project=pb.Project(
+                        name="projects/shop", settings=pb.ProjectSettings(quota_images=0)
+                    ),
+                    update_mask=FieldMask(paths=["settings.quota_images"]),
+                )
+            ),
+            own_stub.DeleteProject(ppb.DeleteProjectRequest(name="projects/shop")),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await forbidden
+            assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        kept = (await own_stub.GetProject(ppb.GetProjectRequest(name="projects/shop"))).project
+        assert kept.settings.quota_images == 1000 and not kept.HasField("delete_time")

@@ -381,3 +381,13 @@ async def test_a_projects_own_dimension_limits_apply(world: World) -> None:
     await world.process(wide, upload_key(GLOBAL_SCOPE, wide))
     assert world.status(small) == (ImageStatus.FAILED, FailureReason.TOO_SMALL)
     assert world.status(wide) == (ImageStatus.FAILED, FailureReason.DIMENSIONS_EXCEEDED)
+
+
+async def test_known_content_is_held_to_the_projects_limits_too(world: World) -> None:
+    body = images.jpeg(40, 30)
+    first = await _upload_as(world, body, "default", "")
+    await world.process(first, upload_key(GLOBAL_SCOPE, first))
+    again = await _upload_as(world, body, "default", "", min_width=100)
+    await world.process(again, upload_key(GLOBAL_SCOPE, again))
+    assert world.status(again) == (ImageStatus.FAILED, FailureReason.TOO_SMALL)
+    assert list(world.outcomes.references.values()) == [1], "the refused link was undone"

@@ -139,7 +139,10 @@ def _queue_policy(queue_arn: str, bucket: str) -> str:
 
 
 def write_env_file(path: Path, values: dict[str, str]) -> None:
+    """KEY=value lines, readable by the owner alone: they include the stack's API keys."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
     lines = [f"{key}={value}" for key, value in values.items()]
     path.write_text(
         "# written by `make run`: the settings of the running local stack\n"

@@ -153,8 +153,7 @@ class Settings:
             tls_cert_file=tls_cert_file,
             tls_key_file=tls_key_file,
             tls_client_ca_file=tls_client_ca_file,
-            grpc_health_port=env.integer("GRPC_HEALTH_PORT", 0, minimum=0, maximum=65535)
-            or None,
+            grpc_health_port=env.integer("GRPC_HEALTH_PORT", 0, minimum=0, maximum=65535) or None,
         )
 
 

@@ -242,6 +242,28 @@ class ProjectAlreadyExists(ImageryError):
         )
 
 
+class ProjectProtected(ImageryError):
+    reason = "PROJECT_PROTECTED"
+
+    def __init__(self, project_id: str) -> None:
+        super().__init__(
+            f"Project {project_id!r} is the operator project, which cannot be deleted: delete "
+            "other projects, or revoke the operator keys you no longer need.",
+            metadata={"project": project_id},
+        )
+
+
+class ProjectBeingPurged(ImageryError):
+    reason = "PROJECT_BEING_PURGED"
+
+    def __init__(self, project_id: str) -> None:
+        super().__init__(
+            f"Project {project_id!r} is being purged and can no longer be restored: create a "
+            "new project and upload its images again.",
+            metadata={"project": project_id},
+        )
+
+
 class ApiKeyNotFound(ImageryError):
     reason = "API_KEY_NOT_FOUND"
 

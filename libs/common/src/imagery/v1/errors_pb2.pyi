@@ -113,6 +113,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INVALID_ARGUMENT: a project setting is above the deployment's ceiling for it."""
     ERROR_REASON_TOO_SMALL: _ErrorReason.ValueType  # 45
     """Why an image ended FAILED (continued): width or height is below the project's minimum."""
+    ERROR_REASON_PROJECT_PROTECTED: _ErrorReason.ValueType  # 46
+    """FAILED_PRECONDITION: the operator project cannot be deleted."""
+    ERROR_REASON_PROJECT_BEING_PURGED: _ErrorReason.ValueType  # 47
+    """FAILED_PRECONDITION: the deleted project's purge has begun; it cannot be restored."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed, or why an image ended FAILED.
@@ -215,4 +219,8 @@ ERROR_REASON_SETTING_ABOVE_CEILING: ErrorReason.ValueType  # 44
 """INVALID_ARGUMENT: a project setting is above the deployment's ceiling for it."""
 ERROR_REASON_TOO_SMALL: ErrorReason.ValueType  # 45
 """Why an image ended FAILED (continued): width or height is below the project's minimum."""
+ERROR_REASON_PROJECT_PROTECTED: ErrorReason.ValueType  # 46
+"""FAILED_PRECONDITION: the operator project cannot be deleted."""
+ERROR_REASON_PROJECT_BEING_PURGED: ErrorReason.ValueType  # 47
+"""FAILED_PRECONDITION: the deleted project's purge has begun; it cannot be restored."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from imagery.v1 import project_pb2 as imagery_dot_v1_dot_project__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n imagery/v1/project_service.proto\x12\nimagery.v1\x1a google/protobuf/field_mask.proto\x1a\x18imagery/v1/project.proto\"P\n\x14\x43reateProjectRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12$\n\x07project\x18\x02 \x01(\x0b\x32\x13.imagery.v1.Project\"=\n\x15\x43reateProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"!\n\x11GetProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x12GetProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"m\n\x14UpdateProjectRequest\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"=\n\x15UpdateProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"R\n\x13ListProjectsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x03 \x01(\x08\"V\n\x14ListProjectsResponse\x12%\n\x08projects\x18\x01 \x03(\x0b\x32\x13.imagery.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x14\x44\x65leteProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x15\x44\x65leteProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"J\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12#\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x12.imagery.v1.ApiKey\"H\n\x14\x43reateApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.imagery.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"K\n\x12ListApiKeysRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"T\n\x13ListApiKeysResponse\x12$\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x12.imagery.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x13RevokeApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x14RevokeApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.imagery.v1.ApiKey2\xa8\x05\n\x0eProjectService\x12T\n\rCreateProject\x12 .imagery.v1.CreateProjectRequest\x1a!.imagery.v1.CreateProjectResponse\x12K\n\nGetProject\x12\x1d.imagery.v1.GetProjectRequest\x1a\x1e.imagery.v1.GetProjectResponse\x12T\n\rUpdateProject\x12 .imagery.v1.UpdateProjectRequest\x1a!.imagery.v1.UpdateProjectResponse\x12Q\n\x0cListProjects\x12\x1f.imagery.v1.ListProjectsRequest\x1a .imagery.v1.ListProjectsResponse\x12T\n\rDeleteProject\x12 .imagery.v1.DeleteProjectRequest\x1a!.imagery.v1.DeleteProjectResponse\x12Q\n\x0c\x43reateApiKey\x12\x1f.imagery.v1.CreateApiKeyRequest\x1a .imagery.v1.CreateApiKeyResponse\x12N\n\x0bListApiKeys\x12\x1e.imagery.v1.ListApiKeysRequest\x1a\x1f.imagery.v1.ListApiKeysResponse\x12Q\n\x0cRevokeApiKey\x12\x1f.imagery.v1.RevokeApiKeyRequest\x1a .imagery.v1.RevokeApiKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n imagery/v1/project_service.proto\x12\nimagery.v1\x1a google/protobuf/field_mask.proto\x1a\x18imagery/v1/project.proto\"P\n\x14\x43reateProjectRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12$\n\x07project\x18\x02 \x01(\x0b\x32\x13.imagery.v1.Project\"=\n\x15\x43reateProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"!\n\x11GetProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x12GetProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"m\n\x14UpdateProjectRequest\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"=\n\x15UpdateProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"R\n\x13ListProjectsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x03 \x01(\x08\"V\n\x14ListProjectsResponse\x12%\n\x08projects\x18\x01 \x03(\x0b\x32\x13.imagery.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x14\x44\x65leteProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x15\x44\x65leteProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"&\n\x16UndeleteProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x17UndeleteProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"J\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12#\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x12.imagery.v1.ApiKey\"H\n\x14\x43reateApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.imagery.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"K\n\x12ListApiKeysRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"T\n\x13ListApiKeysResponse\x12$\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x12.imagery.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x13RevokeApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x14RevokeApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.imagery.v1.ApiKey2\x84\x06\n\x0eProjectService\x12T\n\rCreateProject\x12 .imagery.v1.CreateProjectRequest\x1a!.imagery.v1.CreateProjectResponse\x12K\n\nGetProject\x12\x1d.imagery.v1.GetProjectRequest\x1a\x1e.imagery.v1.GetProjectResponse\x12T\n\rUpdateProject\x12 .imagery.v1.UpdateProjectRequest\x1a!.imagery.v1.UpdateProjectResponse\x12Q\n\x0cListProjects\x12\x1f.imagery.v1.ListProjectsRequest\x1a .imagery.v1.ListProjectsResponse\x12T\n\rDeleteProject\x12 .imagery.v1.DeleteProjectRequest\x1a!.imagery.v1.DeleteProjectResponse\x12Z\n\x0fUndeleteProject\x12\".imagery.v1.UndeleteProjectRequest\x1a#.imagery.v1.UndeleteProjectResponse\x12Q\n\x0c\x43reateApiKey\x12\x1f.imagery.v1.CreateApiKeyRequest\x1a .imagery.v1.CreateApiKeyResponse\x12N\n\x0bListApiKeys\x12\x1e.imagery.v1.ListApiKeysRequest\x1a\x1f.imagery.v1.ListApiKeysResponse\x12Q\n\x0cRevokeApiKey\x12\x1f.imagery.v1.RevokeApiKeyRequest\x1a .imagery.v1.RevokeApiKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,18 +53,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEPROJECTREQUEST']._serialized_end=730
   _globals['_DELETEPROJECTRESPONSE']._serialized_start=732
   _globals['_DELETEPROJECTRESPONSE']._serialized_end=793
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=795
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=869
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=871
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=943
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=945
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1020
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1022
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1106
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1108
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1143
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1145
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1204
-  _globals['_PROJECTSERVICE']._serialized_start=1207
-  _globals['_PROJECTSERVICE']._serialized_end=1887
+  _globals['_UNDELETEPROJECTREQUEST']._serialized_start=795
+  _globals['_UNDELETEPROJECTREQUEST']._serialized_end=833
+  _globals['_UNDELETEPROJECTRESPONSE']._serialized_start=835
+  _globals['_UNDELETEPROJECTRESPONSE']._serialized_end=898
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=900
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=974
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=976
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1048
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1050
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1125
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1127
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1211
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1213
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1248
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1250
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1309
+  _globals['_PROJECTSERVICE']._serialized_start=1312
+  _globals['_PROJECTSERVICE']._serialized_end=2084
 # @@protoc_insertion_point(module_scope)

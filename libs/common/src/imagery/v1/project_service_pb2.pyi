@@ -279,6 +279,52 @@ class DeleteProjectResponse(_message.Message):
 Global___DeleteProjectResponse: _TypeAlias = DeleteProjectResponse  # noqa: Y015
 
 @_typing.final
+class UndeleteProjectRequest(_message.Message):
+    """Request for UndeleteProject."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required. `projects/{project}`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UndeleteProjectRequest: _TypeAlias = UndeleteProjectRequest  # noqa: Y015
+
+@_typing.final
+class UndeleteProjectResponse(_message.Message):
+    """Response for UndeleteProject."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def project(self) -> _project_pb2.Project:
+        """Output only. The project, live again."""
+
+    def __init__(
+        self,
+        *,
+        project: _project_pb2.Project | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["project", b"project"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["project", b"project"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UndeleteProjectResponse: _TypeAlias = UndeleteProjectResponse  # noqa: Y015
+
+@_typing.final
 class CreateApiKeyRequest(_message.Message):
     """Request for CreateApiKey."""
 

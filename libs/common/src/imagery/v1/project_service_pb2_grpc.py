@@ -62,6 +62,11 @@ class ProjectServiceStub:
                 request_serializer=imagery_dot_v1_dot_project__service__pb2.DeleteProjectRequest.SerializeToString,
                 response_deserializer=imagery_dot_v1_dot_project__service__pb2.DeleteProjectResponse.FromString,
                 _registered_method=True)
+        self.UndeleteProject = channel.unary_unary(
+                '/imagery.v1.ProjectService/UndeleteProject',
+                request_serializer=imagery_dot_v1_dot_project__service__pb2.UndeleteProjectRequest.SerializeToString,
+                response_deserializer=imagery_dot_v1_dot_project__service__pb2.UndeleteProjectResponse.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/imagery.v1.ProjectService/CreateApiKey',
                 request_serializer=imagery_dot_v1_dot_project__service__pb2.CreateApiKeyRequest.SerializeToString,
@@ -103,8 +108,9 @@ class ProjectServiceServicer:
 
     def UpdateProject(self, request, context):
         """Changes the fields named in `update_mask` (`display_name`, `settings`, or
-        `settings.<field>`). Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, SETTING_ABOVE_CEILING),
-        NOT_FOUND (PROJECT_NOT_FOUND).
+        `settings.<field>`; without a mask, the fields the request sets). Quotas are changed
+        only by the operator project. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT,
+        SETTING_ABOVE_CEILING), NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,8 +127,19 @@ class ProjectServiceServicer:
     def DeleteProject(self, request, context):
         """Soft-deletes a project: its keys stop working at once, and its images are purged after
         the retention (`purge_time`); deleting a deleted project returns it unchanged.
-        A project's own admin may delete it; the operator project cannot be deleted.
-        Errors: NOT_FOUND (PROJECT_NOT_FOUND), INVALID_ARGUMENT (the operator project).
+        Only the operator project deletes projects, and never itself.
+        Errors: NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE),
+        FAILED_PRECONDITION (PROJECT_PROTECTED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndeleteProject(self, request, context):
+        """Restores a deleted project before its purge begins: its keys work again and its images
+        stay. Restoring a live project returns it unchanged. Only the operator project may.
+        Errors: NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE),
+        FAILED_PRECONDITION (PROJECT_BEING_PURGED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -179,6 +196,11 @@ def add_ProjectServiceServicer_to_server(servicer, server):
                     servicer.DeleteProject,
                     request_deserializer=imagery_dot_v1_dot_project__service__pb2.DeleteProjectRequest.FromString,
                     response_serializer=imagery_dot_v1_dot_project__service__pb2.DeleteProjectResponse.SerializeToString,
+            ),
+            'UndeleteProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndeleteProject,
+                    request_deserializer=imagery_dot_v1_dot_project__service__pb2.UndeleteProjectRequest.FromString,
+                    response_serializer=imagery_dot_v1_dot_project__service__pb2.UndeleteProjectResponse.SerializeToString,
             ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
@@ -334,6 +356,33 @@ class ProjectService:
             '/imagery.v1.ProjectService/DeleteProject',
             imagery_dot_v1_dot_project__service__pb2.DeleteProjectRequest.SerializeToString,
             imagery_dot_v1_dot_project__service__pb2.DeleteProjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndeleteProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagery.v1.ProjectService/UndeleteProject',
+            imagery_dot_v1_dot_project__service__pb2.UndeleteProjectRequest.SerializeToString,
+            imagery_dot_v1_dot_project__service__pb2.UndeleteProjectResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,8 +45,9 @@ class ProjectServiceStub:
     """Returns a project. Errors: NOT_FOUND (PROJECT_NOT_FOUND)."""
     UpdateProject: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.UpdateProjectRequest, _project_service_pb2.UpdateProjectResponse]
     """Changes the fields named in `update_mask` (`display_name`, `settings`, or
-    `settings.<field>`). Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, SETTING_ABOVE_CEILING),
-    NOT_FOUND (PROJECT_NOT_FOUND).
+    `settings.<field>`; without a mask, the fields the request sets). Quotas are changed
+    only by the operator project. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT,
+    SETTING_ABOVE_CEILING), NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE).
     """
     ListProjects: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.ListProjectsRequest, _project_service_pb2.ListProjectsResponse]
     """Lists the projects the caller administers, by id. Errors: INVALID_ARGUMENT
@@ -55,8 +56,15 @@ class ProjectServiceStub:
     DeleteProject: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.DeleteProjectRequest, _project_service_pb2.DeleteProjectResponse]
     """Soft-deletes a project: its keys stop working at once, and its images are purged after
     the retention (`purge_time`); deleting a deleted project returns it unchanged.
-    A project's own admin may delete it; the operator project cannot be deleted.
-    Errors: NOT_FOUND (PROJECT_NOT_FOUND), INVALID_ARGUMENT (the operator project).
+    Only the operator project deletes projects, and never itself.
+    Errors: NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE),
+    FAILED_PRECONDITION (PROJECT_PROTECTED).
+    """
+    UndeleteProject: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.UndeleteProjectRequest, _project_service_pb2.UndeleteProjectResponse]
+    """Restores a deleted project before its purge begins: its keys work again and its images
+    stay. Restoring a live project returns it unchanged. Only the operator project may.
+    Errors: NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE),
+    FAILED_PRECONDITION (PROJECT_BEING_PURGED).
     """
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.CreateApiKeyRequest, _project_service_pb2.CreateApiKeyResponse]
     """Creates an API key and returns its secret, the only time it is ever shown.
@@ -88,8 +96,9 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     """Returns a project. Errors: NOT_FOUND (PROJECT_NOT_FOUND)."""
     UpdateProject: _aio.UnaryUnaryMultiCallable[_project_service_pb2.UpdateProjectRequest, _project_service_pb2.UpdateProjectResponse]  # type: ignore[assignment]
     """Changes the fields named in `update_mask` (`display_name`, `settings`, or
-    `settings.<field>`). Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, SETTING_ABOVE_CEILING),
-    NOT_FOUND (PROJECT_NOT_FOUND).
+    `settings.<field>`; without a mask, the fields the request sets). Quotas are changed
+    only by the operator project. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT,
+    SETTING_ABOVE_CEILING), NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE).
     """
     ListProjects: _aio.UnaryUnaryMultiCallable[_project_service_pb2.ListProjectsRequest, _project_service_pb2.ListProjectsResponse]  # type: ignore[assignment]
     """Lists the projects the caller administers, by id. Errors: INVALID_ARGUMENT
@@ -98,8 +107,15 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     DeleteProject: _aio.UnaryUnaryMultiCallable[_project_service_pb2.DeleteProjectRequest, _project_service_pb2.DeleteProjectResponse]  # type: ignore[assignment]
     """Soft-deletes a project: its keys stop working at once, and its images are purged after
     the retention (`purge_time`); deleting a deleted project returns it unchanged.
-    A project's own admin may delete it; the operator project cannot be deleted.
-    Errors: NOT_FOUND (PROJECT_NOT_FOUND), INVALID_ARGUMENT (the operator project).
+    Only the operator project deletes projects, and never itself.
+    Errors: NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE),
+    FAILED_PRECONDITION (PROJECT_PROTECTED).
+    """
+    UndeleteProject: _aio.UnaryUnaryMultiCallable[_project_service_pb2.UndeleteProjectRequest, _project_service_pb2.UndeleteProjectResponse]  # type: ignore[assignment]
+    """Restores a deleted project before its purge begins: its keys work again and its images
+    stay. Restoring a live project returns it unchanged. Only the operator project may.
+    Errors: NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE),
+    FAILED_PRECONDITION (PROJECT_BEING_PURGED).
     """
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_project_service_pb2.CreateApiKeyRequest, _project_service_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
     """Creates an API key and returns its secret, the only time it is ever shown.
@@ -146,8 +162,9 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_project_service_pb2.UpdateProjectResponse, _abc.Awaitable[_project_service_pb2.UpdateProjectResponse]]:
         """Changes the fields named in `update_mask` (`display_name`, `settings`, or
-        `settings.<field>`). Errors: INVALID_ARGUMENT (INVALID_ARGUMENT, SETTING_ABOVE_CEILING),
-        NOT_FOUND (PROJECT_NOT_FOUND).
+        `settings.<field>`; without a mask, the fields the request sets). Quotas are changed
+        only by the operator project. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT,
+        SETTING_ABOVE_CEILING), NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE).
         """
 
     @_abc_1.abstractmethod
@@ -168,8 +185,21 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_project_service_pb2.DeleteProjectResponse, _abc.Awaitable[_project_service_pb2.DeleteProjectResponse]]:
         """Soft-deletes a project: its keys stop working at once, and its images are purged after
         the retention (`purge_time`); deleting a deleted project returns it unchanged.
-        A project's own admin may delete it; the operator project cannot be deleted.
-        Errors: NOT_FOUND (PROJECT_NOT_FOUND), INVALID_ARGUMENT (the operator project).
+        Only the operator project deletes projects, and never itself.
+        Errors: NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE),
+        FAILED_PRECONDITION (PROJECT_PROTECTED).
+        """
+
+    @_abc_1.abstractmethod
+    def UndeleteProject(
+        self,
+        request: _project_service_pb2.UndeleteProjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_project_service_pb2.UndeleteProjectResponse, _abc.Awaitable[_project_service_pb2.UndeleteProjectResponse]]:
+        """Restores a deleted project before its purge begins: its keys work again and its images
+        stay. Restoring a live project returns it unchanged. Only the operator project may.
+        Errors: NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE),
+        FAILED_PRECONDITION (PROJECT_BEING_PURGED).
         """
 
     @_abc_1.abstractmethod

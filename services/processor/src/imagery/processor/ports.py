@@ -167,6 +167,7 @@ class LinkResult:
     image: VerifiedImage | None = None
     mismatch: str | None = None  # the known content's real format, when it differs
     collecting: bool = False  # the content is being deleted right now: try again later
+    refused: str | None = None  # known content this project's limits refuse (a reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +331,7 @@ class AdminJob:
     kind: str  # "purge_project"
     target: str  # the project id, for a purge
     requested_by: str
+    claim: str  # this run's claim: progress by a processor that lost it is refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,5 +357,6 @@ class AdminJobs(Protocol):
     async def purge_images(self, project_id: str, limit: int) -> list[PurgedImage]:
         """Remove up to `limit` of the project's images as DeleteImage would."""
 
-    async def forget_project(self, project_id: str, actor: Actor) -> bool:
-        """Delete the emptied, deleted project with its credentials; False if it is live."""
+    async def forget_project(self, project_id: str, actor: Actor) -> str:
+        """Delete the emptied, deleted project with its credentials: "purged", or why not
+        ("restored", "not empty")."""

@@ -127,6 +127,9 @@ class ProjectStore(Protocol):
         self, project_id: str, actor: Actor, *, retention_seconds: int
     ) -> Project | None: ...
 
+    async def undelete_project(self, project_id: str, actor: Actor) -> Project | None:
+        """None once the project's purge has begun."""
+
     async def create_key(
         self,
         project_id: str,

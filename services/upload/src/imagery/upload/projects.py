@@ -20,7 +20,9 @@ from imagery.common.errors import (
     ApiKeyNotFound,
     InvalidArgument,
     MissingScope,
+    ProjectBeingPurged,
     ProjectNotFound,
+    ProjectProtected,
 )
 from imagery.common.telemetry import current_trace_id
 from imagery.common.tenancy import (
@@ -69,11 +71,29 @@ def _display_name(value: str, field: str) -> str:
 
 
 def _page_size(value: int) -> int:
-    if value < 0 or value > MAX_PAGE_SIZE:
+    """AIP-158: 0 is the default, more than the maximum is the maximum."""
+    if value < 0:
         raise InvalidArgument(
             "page_size", f"is {value}", f"send 1-{MAX_PAGE_SIZE}, or 0 for {DEFAULT_PAGE_SIZE}"
         )
-    return value or DEFAULT_PAGE_SIZE
+    return min(value, MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
+
+
+def populated(display_name: str, settings: ProjectSettings) -> tuple[str, ...]:
+    """The fields an UpdateProject request without a mask sets."""
+    named = ("display_name",) if display_name else ()
+    return named + tuple(f"settings.{n}" for n in SETTING_NAMES if getattr(settings, n) is not None)
+
+
+def _require_operator_for_quotas(
+    caller: Principal, before: ProjectSettings, after: ProjectSettings
+) -> None:
+    """Quotas are the operators' to set: a project may not raise its own."""
+    if caller.operator:
+        return
+    for name in SETTING_NAMES:
+        if name.startswith("quota_") and getattr(before, name) != getattr(after, name):
+            raise MissingScope("projects.admin (of the operator project)", f"settings.{name}")
 
 
 def _encode_token(after: str, query: str) -> str:
@@ -142,6 +162,8 @@ class ProjectAdmin:
         settings: ProjectSettings,
     ) -> Project:
         project = await self._visible(caller, project_id_from_name(name, "project.name"), name)
+        if not paths:  # AIP-134: no mask means every field the request populates
+            paths = populated(display_name, settings)
         if not paths:
             raise InvalidArgument(
                 "update_mask", "is empty", f"name the fields to change: {', '.join(UPDATABLE)}"
@@ -169,6 +191,7 @@ class ProjectAdmin:
         if fields:
             new_settings = project.settings.merged(settings, fields)
             self._policy.validate(new_settings, "project.settings.")
+            _require_operator_for_quotas(caller, project.settings, new_settings)
         updated = await self._store.update_project(
             project.id, _actor(caller), display_name=new_name, settings=new_settings
         )
@@ -192,16 +215,25 @@ class ProjectAdmin:
 
     async def delete_project(self, caller: Principal, name: str) -> Project:
         project = await self._visible(caller, project_id_from_name(name), name)
+        if not caller.operator:
+            raise MissingScope("projects.admin (of the operator project)", "DeleteProject")
         if project.operator:
-            raise InvalidArgument(
-                "name", "is the operator project", "the operator project cannot be deleted"
-            )
+            raise ProjectProtected(project.id)
         deleted = await self._store.delete_project(
             project.id, _actor(caller), retention_seconds=self._retention
         )
         if deleted is None:
             raise ProjectNotFound(name)
         return deleted
+
+    async def undelete_project(self, caller: Principal, name: str) -> Project:
+        project = await self._visible(caller, project_id_from_name(name), name)
+        if not caller.operator:
+            raise MissingScope("projects.admin (of the operator project)", "UndeleteProject")
+        restored = await self._store.undelete_project(project.id, _actor(caller))
+        if restored is None:
+            raise ProjectBeingPurged(project.id)
+        return restored
 
     async def create_api_key(
         self,

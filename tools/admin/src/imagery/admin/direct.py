@@ -108,14 +108,24 @@ async def bootstrap(dsn: str, *, project_key: str | None, dry_run: bool) -> Plai
         return await _bootstrap(projects, operator, project_key)
 
 
+# Bootstrapping is the way in only while no operator admin key works (none made yet, or every
+# one revoked or expired): then an operator can never be locked out, and never let a second in.
+_WORKING_ADMIN_KEY = """
+SELECT EXISTS (
+    SELECT 1 FROM api_keys k JOIN projects p ON p.id = k.project_id
+     WHERE p.operator AND p.deleted_at IS NULL AND 'projects.admin' = ANY(k.scopes)
+       AND k.revoked_at IS NULL AND (k.expire_time IS NULL OR k.expire_time > now()))"""
+
+
 async def _check_bootstrap(
     pool: asyncpg.Pool, projects: PostgresProjects, project_key: str | None
 ) -> Project | None:
     """The operator project if it exists; refuses when bootstrapping is not the way in."""
-    if await pool.fetchval("SELECT EXISTS (SELECT 1 FROM api_keys)"):
+    if await pool.fetchval(_WORKING_ADMIN_KEY):
         raise CliError(
-            "API keys exist already, so there is nothing to bootstrap: make more with "
-            "`imagery-admin keys create PROJECT ...` and an admin key (--key)."
+            "A working admin key of the operator project exists, so there is nothing to "
+            "bootstrap: make more with `imagery-admin keys create PROJECT ...` and that key "
+            "(--key)."
         )
     operator = await projects.get_project(OPERATOR_PROJECT)
     if operator is not None and not operator.operator:

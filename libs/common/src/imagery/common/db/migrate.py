@@ -152,7 +152,7 @@ async def _apply(conn: asyncpg.Connection, migration: Migration, lock_timeout_ms
                 await conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
                 try:
                     for statement in migration.statements():
-                        await conn.execute(statement)
+                        await _execute(conn, statement, lock_timeout_ms)
                     await _record(conn, migration)
                 finally:
                     await conn.execute("RESET lock_timeout")
@@ -168,6 +168,20 @@ async def _apply(conn: asyncpg.Connection, migration: Migration, lock_timeout_ms
                 "migration %s waited longer than the lock timeout; trying again", migration.name
             )
             await asyncio.sleep(0.5 * attempt)
+
+
+async def _execute(conn: asyncpg.Connection, statement: str, lock_timeout_ms: int) -> None:
+    """A concurrent index build blocks no reads or writes, but waits for every transaction
+    older than it: under a lock timeout one long transaction would cancel it (leaving an
+    INVALID index) however harmless the wait, so it runs without one."""
+    if "CONCURRENTLY" not in statement.upper():
+        await conn.execute(statement)
+        return
+    await conn.execute("SET lock_timeout = 0")
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
 
 
 async def _record(conn: asyncpg.Connection, migration: Migration) -> None:

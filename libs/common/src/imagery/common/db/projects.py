@@ -241,6 +241,41 @@ class PostgresProjects:
             await notify(conn, f"project:{project_id}")
         return project_from_row(row)
 
+    @translates_postgres_errors
+    async def undelete_project(self, project_id: str, actor: Actor) -> Project | None:
+        """The project live again, its queued purge cancelled; None once a purge has begun
+        (the processor also re-checks before every batch, so a purge that starts meanwhile
+        removes nothing)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM projects WHERE id = $1 FOR UPDATE", project_id)
+            if await conn.fetchval(
+                "SELECT 1 FROM admin_jobs WHERE kind = 'purge_project' AND target = $1"
+                " AND state = 'running'",
+                project_id,
+            ):
+                return None
+            await conn.execute(
+                """UPDATE admin_jobs SET state = 'failed', finished_at = now(),
+                          error = 'cancelled: the project was restored'
+                    WHERE kind = 'purge_project' AND target = $1 AND state = 'queued'""",
+                project_id,
+            )
+            row = await conn.fetchrow(
+                f"""UPDATE projects p
+                       SET deleted_at = NULL, purge_time = NULL,
+                           updated_at = CASE WHEN p.deleted_at IS NULL THEN p.updated_at
+                                             ELSE now() END
+                     WHERE p.id = $1 RETURNING {_PROJECT_COLUMNS}""",
+                project_id,
+            )
+            if row is None:
+                return None
+            await audit(
+                conn, actor, "project.undelete", f"projects/{project_id}", project_id=project_id
+            )
+            await notify(conn, f"project:{project_id}")
+        return project_from_row(row)
+
     async def _insert_key(
         self,
         conn: asyncpg.pool.PoolConnectionProxy,
@@ -302,7 +337,8 @@ class PostgresProjects:
         rows = await self._pool.fetch(
             f"""SELECT {_KEY_COLUMNS} FROM api_keys k
                  WHERE k.project_id = $1 AND (k.created_at, k.id) > (
-                       COALESCE((SELECT created_at FROM api_keys WHERE id = $2),
+                       COALESCE((SELECT created_at FROM api_keys
+                                  WHERE id = $2 AND project_id = $1),
                                 '-infinity'::timestamptz), $2)
                  ORDER BY k.created_at, k.id LIMIT $3""",
             project_id,

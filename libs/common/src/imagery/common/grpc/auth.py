@@ -45,6 +45,7 @@ METHOD_SCOPES: dict[str, Scope] = {
             "UpdateProject",
             "ListProjects",
             "DeleteProject",
+            "UndeleteProject",
             "CreateApiKey",
             "ListApiKeys",
             "RevokeApiKey",
@@ -100,7 +101,9 @@ class Authenticator:
         self._clock = clock
         self._monotonic = monotonic
         self._forwarded = forwarded_identity_header
-        self._cache: dict[str, Grant | None] = {}  # "key:<id>" / "mtls:<identity>"
+        self._cache: dict[str, Grant] = {}  # "key:<id>" / "mtls:<identity>"
+        # Names that were not found, apart: junk credentials never evict real grants.
+        self._unknown: dict[str, None] = {}
         self._epoch = 0
         self._touched: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -108,19 +111,25 @@ class Authenticator:
     # change-bus subscriber
     def changed(self, change: str) -> None:
         kind, _, ident = change.partition(":")
-        self._epoch += 1
         if kind == "key":
-            self._cache.pop(f"key:{ident}", None)
+            self._drop(f"key:{ident}")
         elif kind == "identity":
-            self._cache.pop(f"mtls:{ident}", None)
+            self._drop(f"mtls:{ident}")
         elif kind == "project":
+            self._epoch += 1
             for name, grant in list(self._cache.items()):
-                if grant is not None and grant.project.id == ident:
+                if grant.project.id == ident:
                     del self._cache[name]
+
+    def _drop(self, name: str) -> None:
+        self._epoch += 1
+        self._cache.pop(name, None)
+        self._unknown.pop(name, None)
 
     def reset(self) -> None:
         self._epoch += 1
         self._cache.clear()
+        self._unknown.clear()
 
     async def authenticate(
         self, metadata: Mapping[str, str], peer_identity: str | None
@@ -168,14 +177,18 @@ class Authenticator:
 
     async def _grant(self, name: str, ident: str, load: Callable[[str], Any]) -> Grant | None:
         caching = self._caching()
-        if caching and name in self._cache:
-            return self._cache[name]
+        if caching:
+            if name in self._cache:
+                return self._cache[name]
+            if name in self._unknown:
+                return None
         epoch = self._epoch
         grant: Grant | None = await load(ident)
         if caching and self._caching() and epoch == self._epoch:  # no change raced the load
-            if len(self._cache) >= _CACHE_SIZE:
-                del self._cache[next(iter(self._cache))]
-            self._cache[name] = grant
+            kept: dict[str, Any] = self._cache if grant is not None else self._unknown
+            if len(kept) >= _CACHE_SIZE:
+                del kept[next(iter(kept))]
+            kept[name] = grant
         return grant
 
     def _touch(self, key_id: str) -> None:

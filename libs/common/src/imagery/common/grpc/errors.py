@@ -32,6 +32,8 @@ STATUS_TABLE: dict[type[errors.ImageryError], grpc.StatusCode] = {
     errors.ProjectNotFound: grpc.StatusCode.NOT_FOUND,
     errors.ProjectAlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.ApiKeyNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.ProjectProtected: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ProjectBeingPurged: grpc.StatusCode.FAILED_PRECONDITION,
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.SettingAboveCeiling: grpc.StatusCode.INVALID_ARGUMENT,
 }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -20,6 +21,8 @@ from opentelemetry import metrics
 from imagery.common.errors import ImageryError
 from imagery.common.grpc.auth import (
     HEALTH_PREFIX,
+    METHOD_SCOPES,
+    REFLECTION_PREFIXES,
     Authenticator,
     authorize,
     peer_identity,
@@ -54,16 +57,19 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
     def __init__(self, authenticator: Authenticator | None = None) -> None:
         self._auth = authenticator
 
-    async def intercept_service(
+    async def intercept_service(  # type: ignore[override]  # grpc: None means "no such method"
         self,
         continuation: Callable[
             [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
         ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
+        if handler.unary_unary is None:  # streams: only health and reflection, always open
+            open_ = handler_call_details.method.startswith((HEALTH_PREFIX, *REFLECTION_PREFIXES))
+            return handler if open_ or self._auth is None else None  # None: UNIMPLEMENTED
         method = handler_call_details.method
         behavior = handler.unary_unary
         auth = None if method.startswith(HEALTH_PREFIX) else self._auth
@@ -152,6 +158,20 @@ def _log_rpc(method: str, code: Any, started: float) -> None:
     )
 
 
+def _require_scopes(names: Sequence[str]) -> None:
+    """Fail closed at start: every method served behind authentication is unary and has a
+    scope in METHOD_SCOPES, so no new RPC is open to everyone by omission."""
+    pool = descriptor_pool.Default()
+    for name in names:
+        for method in pool.FindServiceByName(name).methods:
+            path = f"/{name}/{method.name}"
+            if method.client_streaming or method.server_streaming or path not in METHOD_SCOPES:
+                raise RuntimeError(
+                    f"{path} is served without a scope: add it to METHOD_SCOPES "
+                    "(imagery.common.grpc.auth); streaming methods need their own guard."
+                )
+
+
 class GrpcServer:
     """A started server with its health servicer; `serve_until_signal` runs it to SIGTERM."""
 
@@ -182,6 +202,8 @@ class GrpcServer:
             ],
         )
         self._names = [s.name for s in services]
+        if authenticator is not None:
+            _require_scopes(self._names)
         for service in services:
             service.add_to_server(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -49,6 +49,13 @@ class ReadyTargetCache:
     # change-bus subscriber
     def changed(self, change: str) -> None:
         kind, _, ident = change.partition(":")
+        if kind == "project":  # deleted, purged or restored: its id may name another later
+            self._epoch += 1
+            self._forgotten_before = self._epoch
+            for image_id, (project_id, _) in list(self._entries.items()):
+                if project_id == ident:
+                    del self._entries[image_id]
+            return
         if kind != "image":
             return
         self._epoch += 1

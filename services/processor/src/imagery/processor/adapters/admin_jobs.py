@@ -19,22 +19,26 @@ ON CONFLICT DO NOTHING"""
 # Queued jobs, and running ones whose processor stopped beating (it died mid-job).
 _CLAIM = """
 UPDATE admin_jobs j
-   SET state = 'running', started_at = COALESCE(j.started_at, now()), heartbeat_at = now()
+   SET state = 'running', started_at = COALESCE(j.started_at, now()), heartbeat_at = now(),
+       claim = gen_random_uuid()
   FROM (SELECT id FROM admin_jobs
          WHERE state = 'queued'
             OR (state = 'running' AND heartbeat_at <= now() - make_interval(secs => $1))
          ORDER BY created_at LIMIT 1
            FOR UPDATE SKIP LOCKED) due
  WHERE j.id = due.id
-RETURNING j.id, j.kind, j.target, j.requested_by"""
+RETURNING j.id, j.kind, j.target, j.requested_by, j.claim::text"""
 
-# One batch of a project's images, removed like DeleteImage removes one: the record, its
-# content reference, a deletion notice for delivery caches, the feed row for old replicas.
+# One batch of a still deleted project's images, removed like DeleteImage removes one: the
+# record, its content reference, the feed row for old delivery replicas. No notice per image:
+# nobody can read a deleted project's images, and purging ends with one project notice that
+# evicts them from every delivery cache.
 _PURGE_BATCH = """
 WITH gone AS (
     DELETE FROM image_records
      WHERE id IN (SELECT id FROM image_records WHERE project_id = $1
                    ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+       AND EXISTS (SELECT 1 FROM projects WHERE id = $1 AND deleted_at IS NOT NULL)
  RETURNING id, status, object_key, sha256),
 refs AS (
     UPDATE image_blobs b
@@ -42,7 +46,7 @@ refs AS (
       FROM (SELECT sha256, count(*) AS n FROM gone WHERE sha256 IS NOT NULL GROUP BY sha256) c
      WHERE b.sha256 = c.sha256),
 feed AS (INSERT INTO image_deletions (image_id) SELECT id FROM gone)
-SELECT id, status, object_key, pg_notify('imagery_changes', 'image:' || id) FROM gone"""
+SELECT id, status, object_key FROM gone"""
 
 
 class PostgresAdminJobs:
@@ -56,7 +60,7 @@ class PostgresAdminJobs:
     @translates_postgres_errors
     async def claim(self, *, stale_after_seconds: float) -> AdminJob | None:
         row = await self._pool.fetchrow(_CLAIM, stale_after_seconds)
-        return None if row is None else AdminJob(row[0], row[1], row[2], row[3])
+        return None if row is None else AdminJob(row[0], row[1], row[2], row[3], row[4])
 
     @translates_postgres_errors
     async def progress(self, job: AdminJob, *, done: int, total: int | None = None) -> bool:
@@ -64,10 +68,11 @@ class PostgresAdminJobs:
         result = await self._pool.execute(
             """UPDATE admin_jobs SET done_count = done_count + $2,
                       total = COALESCE($3, total), heartbeat_at = now()
-                WHERE id = $1 AND state = 'running'""",
+                WHERE id = $1 AND state = 'running' AND claim = $4::uuid""",
             job.id,
             done,
             total,
+            job.claim,
         )
         return bool(result == "UPDATE 1")
 
@@ -76,10 +81,11 @@ class PostgresAdminJobs:
         await self._pool.execute(
             """UPDATE admin_jobs SET state = $2, error = $3, finished_at = now(),
                       heartbeat_at = now()
-                WHERE id = $1 AND state = 'running'""",
+                WHERE id = $1 AND state = 'running' AND claim = $4::uuid""",
             job.id,
             "failed" if error else "done",
             error,
+            job.claim,
         )
 
     @translates_postgres_errors
@@ -96,19 +102,21 @@ class PostgresAdminJobs:
         return [PurgedImage(r[0], r[1] in ("ready", "failed"), r[2]) for r in rows]
 
     @translates_postgres_errors
-    async def forget_project(self, project_id: str, actor: Actor) -> bool:
-        """Once its images are gone: its credentials and the project row, unless it was not
-        deleted after all or images remain (a CreateUploadUrl that raced the purge)."""
+    async def forget_project(self, project_id: str, actor: Actor) -> str:
+        """Once its images are gone: its credentials and the project row ("purged"), unless
+        it was restored ("restored") or images remain ("not empty")."""
         async with self._pool.acquire() as conn, conn.transaction():
             live = await conn.fetchval(
                 "SELECT deleted_at IS NULL FROM projects WHERE id = $1 FOR UPDATE", project_id
             )
-            if live is None or live:
-                return False
+            if live is None:
+                return "purged"  # by an earlier run of this job
+            if live:
+                return "restored"
             if await conn.fetchval(
                 "SELECT 1 FROM image_records WHERE project_id = $1 LIMIT 1", project_id
             ):
-                return False
+                return "not empty"
             await conn.execute("DELETE FROM api_keys WHERE project_id = $1", project_id)
             await conn.execute("DELETE FROM client_identities WHERE project_id = $1", project_id)
             await conn.execute("DELETE FROM projects WHERE id = $1", project_id)
@@ -116,4 +124,4 @@ class PostgresAdminJobs:
                 conn, actor, "project.purge", f"projects/{project_id}", project_id=project_id
             )
             await notify(conn, f"project:{project_id}")
-        return True
+        return "purged"

@@ -207,7 +207,16 @@ class UploadProcessor:
             sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         declared = ALLOWED_CONTENT_TYPES.get(record.content_type, "")
         address = content_address(record.content_scope, sha256)
-        linked = await self._content.link(record, address, declared, stage, sha256)
+        linked = await self._content.link(
+            record,
+            address,
+            declared,
+            stage,
+            sha256,
+            lambda width, height: _outside_project_limits(width, height, settings),
+        )
+        if linked.refused is not None:
+            return await self._fail(record, key, linked.refused, stage, len(data))
         if linked.mismatch is not None:
             return await self._fail(
                 record, key, FailureReason.CONTENT_TYPE_MISMATCH, stage, len(data)

@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from imagery.common.domain import ImageRecord, VariantInfo
 from imagery.common.formats import content_type_of
@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 
 class ContentBusy(Exception):
     """The same content is being collected right now: process the upload again later."""
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class NotProcessing(Exception):
@@ -62,7 +68,13 @@ class ContentWriter:
         self._objects = objects
 
     async def link(
-        self, record: ImageRecord, sha256: str, declared: str, stage: Stages, digest: str
+        self,
+        record: ImageRecord,
+        sha256: str,
+        declared: str,
+        stage: Stages,
+        digest: str,
+        refuse: Callable[[int, int], str | None] = lambda _w, _h: None,
     ) -> LinkResult:
         """Known content whose objects are all there: the record is READY on it, nothing
         re-verified, re-rendered or re-stored. Known content with objects missing (a lifecycle
@@ -79,16 +91,20 @@ class ContentWriter:
             )
             return LinkResult(linked=False)
         with stage("commit"):
-            async with self._outcomes.unit_of_work() as uow:
-                if not await uow.lock_processing(record.id):
-                    raise NotProcessing
-                linked = await uow.link_stored_content(sha256, declared)
-                if linked.linked and linked.image is not None:
-                    linked = dataclasses.replace(
-                        linked, image=dataclasses.replace(linked.image, digest=digest)
-                    )
-                    assert linked.image is not None
-                    await uow.mark_ready(record.id, linked.image)
+            try:
+                async with self._outcomes.unit_of_work() as uow:
+                    if not await uow.lock_processing(record.id):
+                        raise NotProcessing
+                    linked = await uow.link_stored_content(sha256, declared)
+                    if linked.linked and linked.image is not None:
+                        image = dataclasses.replace(linked.image, digest=digest)
+                        refused = refuse(image.width, image.height)
+                        if refused is not None:  # the project's own limits: undo the link
+                            raise _Refused(refused)
+                        linked = dataclasses.replace(linked, image=image)
+                        await uow.mark_ready(record.id, image)
+            except _Refused as refused:
+                return LinkResult(linked=False, refused=refused.reason)
         if linked.collecting:
             raise ContentBusy
         return linked

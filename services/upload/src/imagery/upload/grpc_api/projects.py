@@ -74,6 +74,12 @@ class ProjectServiceServicer(pb_grpc.ProjectServiceServicer):
         project = await self._admin.delete_project(current_principal(), request.name)
         return pb.DeleteProjectResponse(project=self._project(project))
 
+    async def UndeleteProject(  # noqa: N802 (gRPC method name)
+        self, request: pb.UndeleteProjectRequest, context: Context
+    ) -> pb.UndeleteProjectResponse:
+        project = await self._admin.undelete_project(current_principal(), request.name)
+        return pb.UndeleteProjectResponse(project=self._project(project))
+
     async def CreateApiKey(  # noqa: N802 (gRPC method name)
         self, request: pb.CreateApiKeyRequest, context: Context
     ) -> pb.CreateApiKeyResponse:

@@ -13,6 +13,7 @@ CREATE TABLE admin_jobs (
     done_count   bigint      NOT NULL DEFAULT 0 CHECK (done_count >= 0),
     requested_by text        NOT NULL,
     error        text        NULL,
+    claim        uuid        NULL,  -- new at every claim: a processor that lost it stops
     created_at   timestamptz NOT NULL DEFAULT now(),
     started_at   timestamptz NULL,
     heartbeat_at timestamptz NULL,
