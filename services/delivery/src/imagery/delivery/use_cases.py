@@ -75,7 +75,10 @@ def _require_preset(variant: str, presets: Sequence[str]) -> str:
     raise UnknownVariant.not_configured(variant, ", ".join(presets))
 
 
-class GetDownloadUrl:
+class _SignsVariants:
+    """What both URL use cases need: the project's images, the signer, the presets, and how
+    long each project's URLs live."""
+
     def __init__(
         self,
         images: ImageReader,
@@ -88,6 +91,8 @@ class GetDownloadUrl:
         self._presets = tuple(presets)
         self._lifetimes = lifetimes
 
+
+class GetDownloadUrl(_SignsVariants):
     async def __call__(
         self, caller: Principal, *, image_id: str, variant: str, preference: str
     ) -> DownloadUrl:
@@ -122,19 +127,7 @@ class GetDownloadUrl:
         )
 
 
-class BatchGetDownloadUrls:
-    def __init__(
-        self,
-        images: ImageReader,
-        signer: UrlSigner,
-        presets: Sequence[str],
-        lifetimes: UrlLifetimes,
-    ) -> None:
-        self._images = images
-        self._signer = signer
-        self._presets = tuple(presets)
-        self._lifetimes = lifetimes
-
+class BatchGetDownloadUrls(_SignsVariants):
     async def __call__(
         self, caller: Principal, *, image_ids: Sequence[str], variant: str, preference: str
     ) -> BatchResult:
