@@ -1,10 +1,11 @@
 """BatchGetDownloadUrls of 50 READY images (among 20,000 others) over a real socket, RSA and
 ECDSA keys, at concurrency 1 and 16, each next to the echo RPC on the same server in the same
-run, in three cache states:
+run, every call with the `default` project's API key, in three cache states:
 - cold: nothing cached (a page of images nobody asked for lately): lookup and 50 signatures;
 - resign: targets cached, signed URLs not (every expiry bucket starts like this): 50 signatures;
 - warm: both cached (the same page again within a bucket).
-Targets: warm batch >= 0.5 x echo; cold ECDSA >= 10 x cold RSA."""
+Targets: warm batch >= 0.5 x echo; cold ECDSA >= 10 x cold RSA. Then `bench.delivery_tenants`:
+1,000,000 images over 100 projects, with auth / without auth, and the replica's queries."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from pathlib import Path
 
 from botocore.signers import CloudFrontSigner
 
-from bench.harness import Result, against_echo, infrastructure, table
+from bench import delivery_tenants
+from bench.harness import Metadata, Result, against_echo, bearer, infrastructure, table
 from imagery.common.cdn import CloudFrontUrlBuilder, load_private_key, signer_for
+from imagery.devstack.credentials import API_KEY, local_keys
 from imagery.devstack.fixtures import seed_ready_images
 from imagery.devstack.keys import ensure_key_pair
 from imagery.devstack.procs import free_port
@@ -43,6 +46,7 @@ async def run() -> dict[tuple[str, str], list[Result]]:
     async with infrastructure() as infra:
         ids = await seed_ready_images(infra.dsn, infra.aws, 50, put_objects=False)
         await seed_ready_images(infra.dsn, infra.aws, POPULATION, put_objects=False)
+        metadata = bearer((await local_keys(infra.dsn))[API_KEY])
         results = {}
         for kind, cache in CASES:
             private_file, _ = ensure_key_pair(workdir, kind)
@@ -58,18 +62,21 @@ async def run() -> dict[tuple[str, str], list[Result]]:
             }
             port, log = free_port(), workdir / f"{kind}-{cache}.log"
             with ServiceProcess("delivery", "bench.delivery_server", port, log, env, echo=None):
-                results[(kind, cache)] = await _measure(port, ids)
+                results[(kind, cache)] = await _measure(port, ids, metadata)
         return results
 
 
-async def _measure(port: int, ids: list[str]) -> list[Result]:
+async def _measure(port: int, ids: list[str], metadata: Metadata) -> list[Result]:
     request = pb.BatchGetDownloadUrlsRequest(image_ids=ids, variant="small")
     return await against_echo(
         port,
         "BatchGetDownloadUrls(50)",
-        lambda channel: lambda: pb_grpc.DeliveryServiceStub(channel).BatchGetDownloadUrls(request),
+        lambda channel: partial(
+            pb_grpc.DeliveryServiceStub(channel).BatchGetDownloadUrls, request, metadata=metadata
+        ),
         request.SerializeToString(),
         seconds=SECONDS,
+        metadata=metadata,
     )
 
 
@@ -168,6 +175,7 @@ def _timed(run: Callable[[], object]) -> float:
 def main() -> None:
     print(per_url_cost(), flush=True)
     print(report(asyncio.run(run())), flush=True)
+    delivery_tenants.main()
 
 
 if __name__ == "__main__":

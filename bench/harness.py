@@ -10,6 +10,7 @@ import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -45,6 +46,8 @@ class Result:
     calls: int
     seconds: float
     latencies_ms: list[float]
+    server: str = ""  # which server build answered, when a benchmark compares builds
+    windows: tuple[tuple[float, float], ...] = ()  # perf_counter spans measured
 
     @property
     def rps(self) -> float:
@@ -76,31 +79,100 @@ async def closed_loop(
     latencies: list[float] = []
     started = time.perf_counter()
     await asyncio.gather(*(worker(started + seconds, latencies) for _ in range(concurrency)))
-    return Result(name, concurrency, len(latencies), time.perf_counter() - started, latencies)
+    ended = time.perf_counter()
+    return Result(
+        name, concurrency, len(latencies), ended - started, latencies, windows=((started, ended),)
+    )
+
+
+Metadata = Sequence[tuple[str, str]]
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
+MakeCall = Callable[[grpc.aio.Channel], Callable[[], Awaitable[object]]]
+
+
+def bearer(key: str) -> Metadata:
+    return (("authorization", f"Bearer {key}"),)
 
 
 async def against_echo(
     port: int,
     name: str,
-    make_call: Callable[[grpc.aio.Channel], Callable[[], Awaitable[object]]],
+    make_call: MakeCall,
     echo_payload: bytes,
     *,
     seconds: float,
     concurrencies: Sequence[int] = (1, 16),
+    metadata: Metadata = (),
 ) -> list[Result]:
-    """For each concurrency: the echo RPC, then the RPC under test, on one channel."""
-    results = []
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        echo = channel.unary_unary(ECHO_METHOD, request_serializer=None, response_deserializer=None)
-        call = make_call(channel)
+    """For each concurrency: the echo RPC (sent with `metadata`), then the RPC under test,
+    on one channel (`across_servers` with one server)."""
+    return await across_servers(
+        [("", port)],
+        name,
+        make_call,
+        echo_payload,
+        seconds=seconds,
+        concurrencies=concurrencies,
+        metadata=metadata,
+    )
+
+
+async def across_servers(
+    servers: Sequence[tuple[str, int]],
+    name: str,
+    make_call: MakeCall,
+    echo_payload: bytes,
+    *,
+    seconds: float,
+    concurrencies: Sequence[int] = (1, 16),
+    metadata: Metadata = (),
+    rounds: int = ROUNDS,
+) -> list[Result]:
+    """For each concurrency: echo, then the RPC under test, on each (label, port) in turn,
+    each server on a channel of its own; `seconds` per row, in `rounds` slices taken in the
+    order A B, B A, A B, ... and summed. On a small machine the load generator and the servers
+    share the cores and the rate drifts by more than the differences measured here: taking
+    the rows in alternating slices spreads the drift over all of them."""
+    slices: dict[tuple[str, str, int], list[Result]] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        channels = [
+            (label, await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{p}")))
+            for label, p in servers
+        ]
         for concurrency in concurrencies:
-            results.append(
-                await closed_loop(
-                    "echo", lambda: echo(echo_payload), concurrency=concurrency, seconds=seconds
-                )
-            )
-            results.append(await closed_loop(name, call, concurrency=concurrency, seconds=seconds))
-    return results
+            for n in range(rounds):
+                for label, channel in channels if n % 2 == 0 else channels[::-1]:
+                    for rpc, call in (
+                        ("echo", echo_call(channel, echo_payload, metadata)),
+                        (name, make_call(channel)),
+                    ):
+                        result = await closed_loop(
+                            rpc,
+                            call,
+                            concurrency=concurrency,
+                            seconds=seconds / rounds,
+                            warmup=1.0 if n == 0 else 0.2,
+                        )
+                        slices.setdefault((label, rpc, concurrency), []).append(result)
+    return [
+        Result(
+            rpc,
+            concurrency,
+            sum(r.calls for r in parts),
+            sum(r.seconds for r in parts),
+            [ms for r in parts for ms in r.latencies_ms],
+            label,
+            tuple(w for r in parts for w in r.windows),
+        )
+        for (label, rpc, concurrency), parts in slices.items()
+    ]
+
+
+def echo_call(
+    channel: grpc.aio.Channel, payload: bytes, metadata: Metadata = ()
+) -> Callable[[], Awaitable[object]]:
+    echo = channel.unary_unary(ECHO_METHOD, request_serializer=None, response_deserializer=None)
+    return partial(echo, payload, metadata=metadata)
 
 
 def tree_cpu_seconds(pid: int) -> float:

@@ -104,6 +104,9 @@ class Authenticator:
         self._cache: dict[str, Grant] = {}  # "key:<id>" / "mtls:<identity>"
         # Names that were not found, apart: junk credentials never evict real grants.
         self._unknown: dict[str, None] = {}
+        # Whole `authorization` headers already matched to their key: a call with one costs a
+        # lookup, not a parse and a hash. Emptied by any change, like everything else here.
+        self._verified: dict[str, tuple[Grant, Principal]] = {}
         self._epoch = 0
         self._touched: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -117,6 +120,7 @@ class Authenticator:
             self._drop(f"mtls:{ident}")
         elif kind == "project":
             self._epoch += 1
+            self._verified.clear()
             for name, grant in list(self._cache.items()):
                 if grant.project.id == ident:
                     del self._cache[name]
@@ -125,38 +129,56 @@ class Authenticator:
         self._epoch += 1
         self._cache.pop(name, None)
         self._unknown.pop(name, None)
+        self._verified.clear()
 
     def reset(self) -> None:
         self._epoch += 1
         self._cache.clear()
         self._unknown.clear()
+        self._verified.clear()
 
     async def authenticate(
-        self, metadata: Mapping[str, str], peer_identity: str | None
+        self,
+        metadata: Mapping[str, str],
+        peer_identity: str | None | Callable[[], str | None],
     ) -> Principal:
+        """The caller: its API key if it sends one, else its client certificate's identity
+        (`peer_identity`, or a function that reads it: only asked for without a key)."""
         header = metadata.get("authorization")
         if header is not None:
+            verified = self._verified.get(header) if self._caching() else None
+            if verified is not None:  # this exact header was checked: only time moves on
+                grant, principal = verified
+                self._check_state(grant)
+                self._touch(grant.id)
+                return principal
             scheme, _, secret = header.strip().partition(" ")
             if scheme.lower() != "bearer" or not secret.strip():
                 raise InvalidCredentials("are not `Bearer <key>`")
-            return await self._from_key(secret.strip())
-        identity = peer_identity
+            return await self._from_key(secret.strip(), header)
+        identity = peer_identity() if callable(peer_identity) else peer_identity
         if identity is None and self._forwarded is not None:
             identity = forwarded_identity(metadata.get(self._forwarded))
         if identity is not None:
             return await self._from_identity(identity)
         raise MissingCredentials()
 
-    async def _from_key(self, secret: str) -> Principal:
+    async def _from_key(self, secret: str, header: str) -> Principal:
         key_id = key_id_of(secret)
         if key_id is None:
             raise InvalidCredentials("are not an imagery API key")
+        epoch = self._epoch
         grant = await self._grant(f"key:{key_id}", key_id, self._grants.grant_for_key)
         if grant is None or grant.secret_hash is None or not matches(secret, grant.secret_hash):
             raise InvalidCredentials()
         self._check_state(grant)
         self._touch(key_id)
-        return _principal(grant)
+        principal = _principal(grant)
+        if self._caching() and epoch == self._epoch:  # no change raced the load
+            if len(self._verified) >= _CACHE_SIZE:
+                del self._verified[next(iter(self._verified))]
+            self._verified[header] = (grant, principal)
+        return principal
 
     async def _from_identity(self, identity: str) -> Principal:
         grant = await self._grant(f"mtls:{identity}", identity, self._grants.grant_for_identity)

@@ -81,7 +81,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
                 if auth is None:
                     return await behavior(request, context)  # type: ignore[arg-type]
                 metadata = _authorization(context)
-                principal = await auth.authenticate(metadata, peer_identity(context.auth_context()))
+                principal = await auth.authenticate(
+                    metadata, lambda: peer_identity(context.auth_context())
+                )
                 authorize(principal, method)
                 if VIA_HEADER in metadata:
                     principal = dataclasses.replace(principal, via=metadata[VIA_HEADER][:100])
