@@ -140,7 +140,7 @@ class Authenticator:
     async def authenticate(
         self,
         metadata: Mapping[str, str],
-        peer_identity: str | None | Callable[[], str | None],
+        peer_identity: str | Callable[[], str | None] | None,
     ) -> Principal:
         """The caller: its API key if it sends one, else its client certificate's identity
         (`peer_identity`, or a function that reads it: only asked for without a key)."""
