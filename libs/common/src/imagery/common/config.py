@@ -113,6 +113,10 @@ class Settings:
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None  # set: clients must present a certificate it signed
     grpc_health_port: int | None = None  # plaintext, health only: for probes when TLS is on
+    grpc_max_concurrent_rpcs: int = 200
+    grpc_max_connection_age_ms: int = 300_000
+    grpc_max_connection_age_grace_ms: int = 30_000
+    database_acquire_timeout_ms: int = 2_000
 
     @property
     def project_policy(self) -> SettingsPolicy:

@@ -24,6 +24,8 @@ class ImageryError(Exception):
     went wrong and one sentence on what to do."""
 
     reason: ClassVar[str] = "INTERNAL"
+    # Seconds a client should wait before it tries again (sent as google.rpc.RetryInfo).
+    retry_after: float | None = None
 
     def __init__(
         self,
@@ -42,6 +44,22 @@ class DependencyUnavailable(ImageryError):
     """A dependency (database, object store, queue) cannot be reached now; safe to retry."""
 
     reason = "DEPENDENCY_UNAVAILABLE"
+    retry_after = 1.0
+
+
+class ServerBusy(ImageryError):
+    """This server runs as many calls as it may: another replica, or this one a moment
+    later, will answer."""
+
+    reason = "SERVER_BUSY"
+
+    def __init__(self, limit: int, retry_after: float) -> None:
+        super().__init__(
+            f"This server is running its maximum of {limit} calls at once: retry after "
+            f"{retry_after:g} s, with backoff (another replica may answer at once).",
+            metadata={"max_concurrent_rpcs": str(limit)},
+        )
+        self.retry_after = retry_after
 
 
 class InvalidImageId(ImageryError):

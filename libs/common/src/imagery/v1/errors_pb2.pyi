@@ -117,6 +117,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: the operator project cannot be deleted."""
     ERROR_REASON_PROJECT_BEING_PURGED: _ErrorReason.ValueType  # 47
     """FAILED_PRECONDITION: the deleted project's purge has begun; it cannot be restored."""
+    ERROR_REASON_SERVER_BUSY: _ErrorReason.ValueType  # 48
+    """RESOURCE_EXHAUSTED: the server runs its maximum of concurrent calls; retry after the
+    RetryInfo delay (another replica may answer at once).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed, or why an image ended FAILED.
@@ -223,4 +227,8 @@ ERROR_REASON_PROJECT_PROTECTED: ErrorReason.ValueType  # 46
 """FAILED_PRECONDITION: the operator project cannot be deleted."""
 ERROR_REASON_PROJECT_BEING_PURGED: ErrorReason.ValueType  # 47
 """FAILED_PRECONDITION: the deleted project's purge has begun; it cannot be restored."""
+ERROR_REASON_SERVER_BUSY: ErrorReason.ValueType  # 48
+"""RESOURCE_EXHAUSTED: the server runs its maximum of concurrent calls; retry after the
+RetryInfo delay (another replica may answer at once).
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -43,7 +43,9 @@ def build_signer(
 
 
 async def build_server(settings: DeliverySettings, stack: AsyncExitStack) -> GrpcServer:
-    pool = await create_pool(settings.base.database_url)
+    pool = await create_pool(
+        settings.base.database_url, acquire_timeout=settings.base.database_acquire_timeout_ms / 1000
+    )
     stack.push_async_callback(pool.close)
     executor = stack.enter_context(
         ThreadPoolExecutor(settings.signing_threads, thread_name_prefix="cloudfront-sign")
@@ -64,10 +66,4 @@ async def build_server(settings: DeliverySettings, stack: AsyncExitStack) -> Grp
         GetDownloadUrl(images, signer, settings.presets, lifetimes),
         BatchGetDownloadUrls(images, signer, settings.presets, lifetimes),
     )
-    return GrpcServer(
-        [servicer.registration()],
-        authenticator=authenticator,
-        reflection_enabled=settings.base.grpc_reflection,
-        tls=settings.base,
-        health_port=settings.base.grpc_health_port,
-    )
+    return GrpcServer.for_service([servicer.registration()], settings.base, authenticator)

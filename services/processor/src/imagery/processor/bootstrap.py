@@ -70,7 +70,9 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
     runner = IsolatedRunner(settings.job_slots, settings.job_limits)
     stack.callback(runner.close)
     await asyncio.get_running_loop().run_in_executor(None, runner.warm_up)
-    pool = await create_pool(settings.base.database_url, max_size=max(4, settings.concurrency * 2))
+    pool = await create_pool(
+        settings.base.database_url, max_size=max(4, settings.concurrency * 2), acquire_timeout=None
+    )
     stack.push_async_callback(pool.close)
     s3 = await stack.enter_async_context(s3_client(settings.base.aws))
     sqs = await stack.enter_async_context(sqs_client(settings.base.aws))

@@ -22,7 +22,9 @@ async def build_server(settings: UploadSettings, stack: AsyncExitStack) -> GrpcS
     """Open the pool, S3 client and change bus on `stack` (closed when it unwinds) and wire
     UploadService and ProjectService behind authentication."""
     base = settings.base
-    pool = await create_pool(base.database_url)
+    pool = await create_pool(
+        base.database_url, acquire_timeout=base.database_acquire_timeout_ms / 1000
+    )
     stack.push_async_callback(pool.close)
     s3, credentials = await stack.enter_async_context(s3_client_and_credentials(base.aws))
     authenticator, _ = await open_access(base, pool, stack)
@@ -42,10 +44,6 @@ async def build_server(settings: UploadSettings, stack: AsyncExitStack) -> GrpcS
             retention_seconds=settings.project_retention_seconds,
         )
     )
-    return GrpcServer(
-        [upload.registration(), projects.registration()],
-        authenticator=authenticator,
-        reflection_enabled=base.grpc_reflection,
-        tls=base,
-        health_port=base.grpc_health_port,
+    return GrpcServer.for_service(
+        [upload.registration(), projects.registration()], base, authenticator
     )

@@ -12,6 +12,7 @@ import asyncpg
 from imagery.common.errors import DependencyUnavailable
 
 P = ParamSpec("P")
+DEFAULT_ACQUIRE_TIMEOUT_SECONDS = 2.0
 R = TypeVar("R")
 
 
@@ -24,23 +25,46 @@ async def _rollback_if_needed(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+class _BoundedWaitPool(asyncpg.Pool):
+    """A pool whose every acquire (also inside `fetch`, `execute`...) waits at most
+    `acquire_timeout` seconds: when every connection is busy, a call fails fast as
+    UNAVAILABLE with a retry delay instead of queueing without bound."""
+
+    acquire_timeout: float | None = None
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    acquire_timeout: float | None = DEFAULT_ACQUIRE_TIMEOUT_SECONDS,
+) -> asyncpg.Pool:
     """Open a pool; fails with `DependencyUnavailable`, naming the problem, when Postgres
     cannot be reached."""
+    pool = _BoundedWaitPool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        command_timeout=30,
+        reset=_rollback_if_needed,
+        server_settings={"application_name": "imagery"},
+    )
+    pool.acquire_timeout = acquire_timeout
     try:
-        pool = await asyncpg.create_pool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            command_timeout=30,
-            reset=_rollback_if_needed,
-            server_settings={"application_name": "imagery"},
-        )
+        await pool
     except (OSError, asyncpg.PostgresError) as exc:
         raise DependencyUnavailable(
             f"Cannot connect to Postgres ({type(exc).__name__}): check DATABASE_URL."
         ) from exc
-    assert pool is not None
     return pool
 
 

@@ -4,7 +4,7 @@ for invalid arguments, BadRequest field violations)."""
 from __future__ import annotations
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -26,6 +26,7 @@ STATUS_TABLE: dict[type[errors.ImageryError], grpc.StatusCode] = {
     errors.ImageNotReady: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ImageContentLost: grpc.StatusCode.FAILED_PRECONDITION,
     errors.DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.ServerBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.ImageAlreadyExists: grpc.StatusCode.INTERNAL,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.MissingScope: grpc.StatusCode.PERMISSION_DENIED,
@@ -47,7 +48,11 @@ def status_code_for(exc: errors.ImageryError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+def _pack(
+    message: error_details_pb2.ErrorInfo
+    | error_details_pb2.BadRequest
+    | error_details_pb2.RetryInfo,
+) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
@@ -63,6 +68,10 @@ def to_rpc_status(exc: errors.ImageryError) -> grpc.Status:
             )
         )
     ]
+    if exc.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(round(exc.retry_after * 1000))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     if exc.violations:
         details.append(
             _pack(

@@ -18,7 +18,8 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import metrics
 
-from imagery.common.errors import ImageryError
+from imagery.common.config import Settings
+from imagery.common.errors import ImageryError, ServerBusy
 from imagery.common.grpc.auth import (
     HEALTH_PREFIX,
     METHOD_SCOPES,
@@ -54,8 +55,17 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
     failures into `DependencyUnavailable`), hides unknown ones behind INTERNAL, and logs one
     line per RPC with its outcome and duration."""
 
-    def __init__(self, authenticator: Authenticator | None = None) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator | None = None,
+        *,
+        max_concurrent_rpcs: int | None = None,
+        busy_retry_seconds: float = 0.5,
+    ) -> None:
         self._auth = authenticator
+        self._cap = max_concurrent_rpcs
+        self._busy_retry = busy_retry_seconds
+        self.in_flight = 0
 
     async def intercept_service(  # type: ignore[override]  # grpc: None means "no such method"
         self,
@@ -72,12 +82,20 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             return handler if open_ or self._auth is None else None  # None: UNIMPLEMENTED
         method = handler_call_details.method
         behavior = handler.unary_unary
-        auth = None if method.startswith(HEALTH_PREFIX) else self._auth
+        health = method.startswith(HEALTH_PREFIX)
+        auth = None if health else self._auth
+        cap = None if health else self._cap
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            counted = False
             try:
+                if cap is not None:  # health is never refused
+                    if self.in_flight >= cap:
+                        raise ServerBusy(cap, self._busy_retry)
+                    self.in_flight += 1
+                    counted = True
                 if auth is None:
                     return await behavior(request, context)  # type: ignore[arg-type]
                 metadata = _authorization(context)
@@ -113,6 +131,8 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
                 status = internal_status()
                 await context.abort(status.code, status.details, status.trailing_metadata)
             finally:
+                if counted:
+                    self.in_flight -= 1
                 _log_rpc(method, code, started)
 
         return grpc.unary_unary_rpc_method_handler(
@@ -186,23 +206,41 @@ class GrpcServer:
         reflection_enabled: bool = True,
         tls: TlsFiles | None = None,
         health_port: int | None = None,
+        max_concurrent_rpcs: int | None = None,
+        max_connection_age_ms: int | None = None,
+        max_connection_age_grace_ms: int = 30_000,
     ) -> None:
         """`tls` (e.g. the `Settings`) names the certificate files; without a certificate the
         port is plaintext. Unusable files raise `ConfigError` here, before anything listens.
         `health_port` adds a plaintext port that serves health alone: kubelet gRPC probes
-        speak neither TLS nor mTLS."""
+        speak neither TLS nor mTLS. Past `max_concurrent_rpcs` calls at once (health aside)
+        a call answers RESOURCE_EXHAUSTED `SERVER_BUSY` with a retry delay instead of
+        queueing; connections close after `max_connection_age_ms` (plus a grace for calls in
+        flight), so clients balancing over a headless Service find new pods."""
         self.grace_seconds = grace_seconds
         self._credentials = server_credentials(tls) if tls is not None else None
         self.health = HealthServicer()
-        self.server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor(authenticator)],
-            options=[
-                ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            ],
+        self.interceptor = ErrorMappingInterceptor(
+            authenticator, max_concurrent_rpcs=max_concurrent_rpcs
         )
+        options: list[tuple[str, int]] = [
+            ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+            # Keepalive, enforced: clients may ping every 10 s, idle or not; more often, and
+            # after two strikes the server closes the connection. The server pings idle
+            # clients every minute and drops the ones that do not answer in 20 s.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_ping_strikes", 2),
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+        ]
+        if max_connection_age_ms is not None:
+            options += [
+                ("grpc.max_connection_age_ms", max_connection_age_ms),
+                ("grpc.max_connection_age_grace_ms", max_connection_age_grace_ms),
+            ]
+        self.server = grpc.aio.server(interceptors=[self.interceptor], options=options)
         self._names = [s.name for s in services]
         if authenticator is not None:
             _require_scopes(self._names)
@@ -225,6 +263,26 @@ class GrpcServer:
         if health_port is not None:
             self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+
+    @classmethod
+    def for_service(
+        cls,
+        services: Sequence[ServiceRegistration],
+        settings: Settings,
+        authenticator: Authenticator,
+    ) -> GrpcServer:
+        """A service's server as its settings say: authentication, reflection, TLS, the health
+        port, and the limits that shed load."""
+        return cls(
+            services,
+            authenticator=authenticator,
+            reflection_enabled=settings.grpc_reflection,
+            tls=settings,
+            health_port=settings.grpc_health_port,
+            max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+            max_connection_age_ms=settings.grpc_max_connection_age_ms,
+            max_connection_age_grace_ms=settings.grpc_max_connection_age_grace_ms,
+        )
 
     async def start(self, port: int, host: str = "[::]") -> int:
         address = f"{host}:{port}"
