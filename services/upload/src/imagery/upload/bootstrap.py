@@ -42,6 +42,7 @@ async def build_server(settings: UploadSettings, stack: AsyncExitStack) -> GrpcS
             PostgresProjects(pool),
             policy,
             retention_seconds=settings.project_retention_seconds,
+            changed=authenticator.changed,
         )
     )
     return GrpcServer.for_service(

@@ -125,11 +125,15 @@ class ProjectAdmin:
         *,
         retention_seconds: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        changed: Callable[[str], None] = lambda _change: None,
     ) -> None:
+        """`changed` hears each change this replica commits at once (its own caches act on
+        it before the call returns; other replicas hear it on the change bus)."""
         self._store = store
         self._policy = policy
         self._retention = retention_seconds
         self._clock = clock
+        self._changed = changed
 
     @property
     def policy(self) -> SettingsPolicy:
@@ -197,6 +201,7 @@ class ProjectAdmin:
         )
         if updated is None:
             raise ProjectNotFound(name)
+        self._changed(f"project:{project.id}")
         return updated
 
     async def list_projects(
@@ -224,6 +229,7 @@ class ProjectAdmin:
         )
         if deleted is None:
             raise ProjectNotFound(name)
+        self._changed(f"project:{project.id}")
         return deleted
 
     async def undelete_project(self, caller: Principal, name: str) -> Project:
@@ -233,6 +239,7 @@ class ProjectAdmin:
         restored = await self._store.undelete_project(project.id, _actor(caller))
         if restored is None:
             raise ProjectBeingPurged(project.id)
+        self._changed(f"project:{project.id}")
         return restored
 
     async def create_api_key(
@@ -284,6 +291,7 @@ class ProjectAdmin:
         revoked = await self._store.revoke_key(project_id, key_id, _actor(caller))
         if revoked is None:
             raise ApiKeyNotFound(name)
+        self._changed(f"key:{key_id}")
         return revoked
 
     async def _visible(self, caller: Principal, project_id: str, name: str) -> Project:
