@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from imagery.common.formats import ALLOWED_CONTENT_TYPES
-from imagery.common.tenancy import EffectiveSettings, SettingsPolicy
+from imagery.common.tenancy import RPC_CLASSES, EffectiveSettings, SettingsPolicy
 
 T = TypeVar("T")
 
@@ -117,6 +117,7 @@ class Settings:
     grpc_max_connection_age_ms: int = 300_000
     grpc_max_connection_age_grace_ms: int = 30_000
     database_acquire_timeout_ms: int = 2_000
+    redis_url: str | None = None  # rate-limit counters shared by replicas; None: per process
 
     @property
     def project_policy(self) -> SettingsPolicy:
@@ -209,7 +210,12 @@ def project_policy_from_env(env: Env) -> SettingsPolicy:
             env.integer(f"PROJECT_{name.upper()}_DEFAULT", 0, minimum=0),
             env.integer(f"PROJECT_{name.upper()}_CEILING", 0, minimum=0),
         )
-        for name in ("quota_images", "quota_bytes", "quota_uploads_per_day")
+        for name in (
+            "quota_images",
+            "quota_bytes",
+            "quota_uploads_per_day",
+            *(f"rate_{rpc}_per_minute" for rpc in RPC_CLASSES),
+        )
     }
     types = tuple(ALLOWED_CONTENT_TYPES)
     return SettingsPolicy(

@@ -26,6 +26,8 @@ class ImageryError(Exception):
     reason: ClassVar[str] = "INTERNAL"
     # Seconds a client should wait before it tries again (sent as google.rpc.RetryInfo).
     retry_after: float | None = None
+    # (subject, description) of each limit exceeded (sent as google.rpc.QuotaFailure).
+    quota_violations: tuple[tuple[str, str], ...] = ()
 
     def __init__(
         self,
@@ -45,6 +47,29 @@ class DependencyUnavailable(ImageryError):
 
     reason = "DEPENDENCY_UNAVAILABLE"
     retry_after = 1.0
+
+
+class RateLimited(ImageryError):
+    reason = "RATE_LIMITED"
+
+    def __init__(
+        self, subject: str, rpc_class: str, limit: int, window_seconds: int, retry_after: float
+    ) -> None:
+        super().__init__(
+            f"{subject} made more than {limit} {rpc_class} calls in {window_seconds} s: retry "
+            f"after {retry_after:.1f} s, or ask the operators to raise "
+            f"rate_{rpc_class}_per_minute.",
+            metadata={
+                "subject": subject,
+                "class": rpc_class,
+                "limit": str(limit),
+                "window": f"{window_seconds}s",
+            },
+        )
+        self.retry_after = retry_after
+        self.quota_violations = (
+            (subject, f"at most {limit} {rpc_class} calls per {window_seconds} s"),
+        )
 
 
 class ServerBusy(ImageryError):

@@ -87,6 +87,10 @@ class ProjectSettings:
     quota_images: int | None = None
     quota_bytes: int | None = None
     quota_uploads_per_day: int | None = None
+    rate_create_per_minute: int | None = None
+    rate_read_per_minute: int | None = None
+    rate_delete_per_minute: int | None = None
+    rate_admin_per_minute: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,6 +113,9 @@ class ProjectSettings:
 
 
 SETTING_NAMES = tuple(f.name for f in fields(ProjectSettings))
+# Settings that cap what a project may use: 0 means unlimited, and only operators change them.
+LIMITS = ("quota_", "rate_")
+RPC_CLASSES = ("create", "read", "delete", "admin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +130,10 @@ class EffectiveSettings:
     quota_images: int
     quota_bytes: int
     quota_uploads_per_day: int
+    rate_create_per_minute: int
+    rate_read_per_minute: int
+    rate_delete_per_minute: int
+    rate_admin_per_minute: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +152,7 @@ class SettingsPolicy:
             ceiling = getattr(self.ceilings, name)
             if name == "content_types":
                 value = tuple(t for t in value if t in ceiling) or tuple(ceiling)
-            elif name.startswith("quota_"):  # 0 is unlimited, and a ceiling of 0 is none
+            elif name.startswith(LIMITS):  # 0 is unlimited, and a ceiling of 0 is none
                 value = ceiling if ceiling and (value == 0 or value > ceiling) else value
             else:
                 value = min(value, ceiling)
@@ -160,11 +171,11 @@ class SettingsPolicy:
                 continue
             if not isinstance(value, int) or value < 0:
                 raise InvalidArgument(prefix + name, "is negative", "send 0 or more")
-            if name.startswith("quota_") and value == 0 and ceiling:
+            if name.startswith(LIMITS) and value == 0 and ceiling:
                 raise SettingAboveCeiling(prefix + name, "0 (unlimited)", ceiling)
             if ceiling and value > ceiling:
                 raise SettingAboveCeiling(prefix + name, value, ceiling)
-            if value == 0 and not name.startswith(("quota_", "min_")):
+            if value == 0 and not name.startswith((*LIMITS, "min_")):
                 raise InvalidArgument(prefix + name, "is 0", "send a positive value")
         effective = self.effective(chosen)
         if effective.min_width > effective.max_width or effective.min_height > effective.max_height:

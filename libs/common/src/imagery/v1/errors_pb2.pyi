@@ -121,6 +121,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """RESOURCE_EXHAUSTED: the server runs its maximum of concurrent calls; retry after the
     RetryInfo delay (another replica may answer at once).
     """
+    ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 49
+    """RESOURCE_EXHAUSTED: the project made more calls of this class than its rate limit allows
+    (metadata: subject, class, limit, window); retry after the RetryInfo delay. A
+    QuotaFailure names the limit.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed, or why an image ended FAILED.
@@ -230,5 +235,10 @@ ERROR_REASON_PROJECT_BEING_PURGED: ErrorReason.ValueType  # 47
 ERROR_REASON_SERVER_BUSY: ErrorReason.ValueType  # 48
 """RESOURCE_EXHAUSTED: the server runs its maximum of concurrent calls; retry after the
 RetryInfo delay (another replica may answer at once).
+"""
+ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 49
+"""RESOURCE_EXHAUSTED: the project made more calls of this class than its rate limit allows
+(metadata: subject, class, limit, window); retry after the RetryInfo delay. A
+QuotaFailure names the limit.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -111,6 +111,10 @@ class ProjectSettings(_message.Message):
     QUOTA_IMAGES_FIELD_NUMBER: _builtins.int
     QUOTA_BYTES_FIELD_NUMBER: _builtins.int
     QUOTA_UPLOADS_PER_DAY_FIELD_NUMBER: _builtins.int
+    RATE_CREATE_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    RATE_READ_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    RATE_DELETE_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    RATE_ADMIN_PER_MINUTE_FIELD_NUMBER: _builtins.int
     max_upload_bytes: _builtins.int
     """Optional. Largest upload in bytes."""
     min_width: _builtins.int
@@ -129,6 +133,16 @@ class ProjectSettings(_message.Message):
     """Optional. Most bytes the project may store (0: unlimited)."""
     quota_uploads_per_day: _builtins.int
     """Optional. Most uploads the project may start per UTC day (0: unlimited)."""
+    rate_create_per_minute: _builtins.int
+    """Optional. Most CreateUploadUrl calls per minute, over all replicas (0: unlimited).
+    Rate limits and quotas are changed only by the operator project.
+    """
+    rate_read_per_minute: _builtins.int
+    """Optional. Most GetImage and URL calls per minute (0: unlimited)."""
+    rate_delete_per_minute: _builtins.int
+    """Optional. Most DeleteImage calls per minute (0: unlimited)."""
+    rate_admin_per_minute: _builtins.int
+    """Optional. Most ProjectService calls per minute (0: unlimited)."""
     @_builtins.property
     def content_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Optional. Content types the project accepts, a subset of the deployment's allowlist;
@@ -148,10 +162,14 @@ class ProjectSettings(_message.Message):
         quota_images: _builtins.int | None = ...,
         quota_bytes: _builtins.int | None = ...,
         quota_uploads_per_day: _builtins.int | None = ...,
+        rate_create_per_minute: _builtins.int | None = ...,
+        rate_read_per_minute: _builtins.int | None = ...,
+        rate_delete_per_minute: _builtins.int | None = ...,
+        rate_admin_per_minute: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_height", b"_max_height", "_max_upload_bytes", b"_max_upload_bytes", "_max_width", b"_max_width", "_min_height", b"_min_height", "_min_width", b"_min_width", "_quota_bytes", b"_quota_bytes", "_quota_images", b"_quota_images", "_quota_uploads_per_day", b"_quota_uploads_per_day", "_signed_url_ttl_seconds", b"_signed_url_ttl_seconds", "max_height", b"max_height", "max_upload_bytes", b"max_upload_bytes", "max_width", b"max_width", "min_height", b"min_height", "min_width", b"min_width", "quota_bytes", b"quota_bytes", "quota_images", b"quota_images", "quota_uploads_per_day", b"quota_uploads_per_day", "signed_url_ttl_seconds", b"signed_url_ttl_seconds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_height", b"_max_height", "_max_upload_bytes", b"_max_upload_bytes", "_max_width", b"_max_width", "_min_height", b"_min_height", "_min_width", b"_min_width", "_quota_bytes", b"_quota_bytes", "_quota_images", b"_quota_images", "_quota_uploads_per_day", b"_quota_uploads_per_day", "_rate_admin_per_minute", b"_rate_admin_per_minute", "_rate_create_per_minute", b"_rate_create_per_minute", "_rate_delete_per_minute", b"_rate_delete_per_minute", "_rate_read_per_minute", b"_rate_read_per_minute", "_signed_url_ttl_seconds", b"_signed_url_ttl_seconds", "max_height", b"max_height", "max_upload_bytes", b"max_upload_bytes", "max_width", b"max_width", "min_height", b"min_height", "min_width", b"min_width", "quota_bytes", b"quota_bytes", "quota_images", b"quota_images", "quota_uploads_per_day", b"quota_uploads_per_day", "rate_admin_per_minute", b"rate_admin_per_minute", "rate_create_per_minute", b"rate_create_per_minute", "rate_delete_per_minute", b"rate_delete_per_minute", "rate_read_per_minute", b"rate_read_per_minute", "signed_url_ttl_seconds", b"signed_url_ttl_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_height", b"_max_height", "_max_upload_bytes", b"_max_upload_bytes", "_max_width", b"_max_width", "_min_height", b"_min_height", "_min_width", b"_min_width", "_quota_bytes", b"_quota_bytes", "_quota_images", b"_quota_images", "_quota_uploads_per_day", b"_quota_uploads_per_day", "_signed_url_ttl_seconds", b"_signed_url_ttl_seconds", "content_types", b"content_types", "max_height", b"max_height", "max_upload_bytes", b"max_upload_bytes", "max_width", b"max_width", "min_height", b"min_height", "min_width", b"min_width", "quota_bytes", b"quota_bytes", "quota_images", b"quota_images", "quota_uploads_per_day", b"quota_uploads_per_day", "signed_url_ttl_seconds", b"signed_url_ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_height", b"_max_height", "_max_upload_bytes", b"_max_upload_bytes", "_max_width", b"_max_width", "_min_height", b"_min_height", "_min_width", b"_min_width", "_quota_bytes", b"_quota_bytes", "_quota_images", b"_quota_images", "_quota_uploads_per_day", b"_quota_uploads_per_day", "_rate_admin_per_minute", b"_rate_admin_per_minute", "_rate_create_per_minute", b"_rate_create_per_minute", "_rate_delete_per_minute", b"_rate_delete_per_minute", "_rate_read_per_minute", b"_rate_read_per_minute", "_signed_url_ttl_seconds", b"_signed_url_ttl_seconds", "content_types", b"content_types", "max_height", b"max_height", "max_upload_bytes", b"max_upload_bytes", "max_width", b"max_width", "min_height", b"min_height", "min_width", b"min_width", "quota_bytes", b"quota_bytes", "quota_images", b"quota_images", "quota_uploads_per_day", b"quota_uploads_per_day", "rate_admin_per_minute", b"rate_admin_per_minute", "rate_create_per_minute", b"rate_create_per_minute", "rate_delete_per_minute", b"rate_delete_per_minute", "rate_read_per_minute", b"rate_read_per_minute", "signed_url_ttl_seconds", b"signed_url_ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_height: _TypeAlias = _typing.Literal["max_height"]  # noqa: Y015
     _WhichOneofArgType__max_height: _TypeAlias = _typing.Literal["_max_height", b"_max_height"]  # noqa: Y015
@@ -169,6 +187,14 @@ class ProjectSettings(_message.Message):
     _WhichOneofArgType__quota_images: _TypeAlias = _typing.Literal["_quota_images", b"_quota_images"]  # noqa: Y015
     _WhichOneofReturnType__quota_uploads_per_day: _TypeAlias = _typing.Literal["quota_uploads_per_day"]  # noqa: Y015
     _WhichOneofArgType__quota_uploads_per_day: _TypeAlias = _typing.Literal["_quota_uploads_per_day", b"_quota_uploads_per_day"]  # noqa: Y015
+    _WhichOneofReturnType__rate_admin_per_minute: _TypeAlias = _typing.Literal["rate_admin_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__rate_admin_per_minute: _TypeAlias = _typing.Literal["_rate_admin_per_minute", b"_rate_admin_per_minute"]  # noqa: Y015
+    _WhichOneofReturnType__rate_create_per_minute: _TypeAlias = _typing.Literal["rate_create_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__rate_create_per_minute: _TypeAlias = _typing.Literal["_rate_create_per_minute", b"_rate_create_per_minute"]  # noqa: Y015
+    _WhichOneofReturnType__rate_delete_per_minute: _TypeAlias = _typing.Literal["rate_delete_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__rate_delete_per_minute: _TypeAlias = _typing.Literal["_rate_delete_per_minute", b"_rate_delete_per_minute"]  # noqa: Y015
+    _WhichOneofReturnType__rate_read_per_minute: _TypeAlias = _typing.Literal["rate_read_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__rate_read_per_minute: _TypeAlias = _typing.Literal["_rate_read_per_minute", b"_rate_read_per_minute"]  # noqa: Y015
     _WhichOneofReturnType__signed_url_ttl_seconds: _TypeAlias = _typing.Literal["signed_url_ttl_seconds"]  # noqa: Y015
     _WhichOneofArgType__signed_url_ttl_seconds: _TypeAlias = _typing.Literal["_signed_url_ttl_seconds", b"_signed_url_ttl_seconds"]  # noqa: Y015
     @_typing.overload
@@ -187,6 +213,14 @@ class ProjectSettings(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__quota_images) -> _WhichOneofReturnType__quota_images | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__quota_uploads_per_day) -> _WhichOneofReturnType__quota_uploads_per_day | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_admin_per_minute) -> _WhichOneofReturnType__rate_admin_per_minute | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_create_per_minute) -> _WhichOneofReturnType__rate_create_per_minute | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_delete_per_minute) -> _WhichOneofReturnType__rate_delete_per_minute | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_read_per_minute) -> _WhichOneofReturnType__rate_read_per_minute | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__signed_url_ttl_seconds) -> _WhichOneofReturnType__signed_url_ttl_seconds | None: ...
 

@@ -26,6 +26,7 @@ from imagery.common.errors import (
 )
 from imagery.common.telemetry import current_trace_id
 from imagery.common.tenancy import (
+    LIMITS,
     SETTING_NAMES,
     Actor,
     Principal,
@@ -88,11 +89,11 @@ def populated(display_name: str, settings: ProjectSettings) -> tuple[str, ...]:
 def _require_operator_for_quotas(
     caller: Principal, before: ProjectSettings, after: ProjectSettings
 ) -> None:
-    """Quotas are the operators' to set: a project may not raise its own."""
+    """Quotas and rate limits are the operators' to set: a project may not raise its own."""
     if caller.operator:
         return
     for name in SETTING_NAMES:
-        if name.startswith("quota_") and getattr(before, name) != getattr(after, name):
+        if name.startswith(LIMITS) and getattr(before, name) != getattr(after, name):
             raise MissingScope("projects.admin (of the operator project)", f"settings.{name}")
 
 

@@ -27,6 +27,7 @@ STATUS_TABLE: dict[type[errors.ImageryError], grpc.StatusCode] = {
     errors.ImageContentLost: grpc.StatusCode.FAILED_PRECONDITION,
     errors.DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ServerBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.ImageAlreadyExists: grpc.StatusCode.INTERNAL,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.MissingScope: grpc.StatusCode.PERMISSION_DENIED,
@@ -51,7 +52,8 @@ def status_code_for(exc: errors.ImageryError) -> grpc.StatusCode:
 def _pack(
     message: error_details_pb2.ErrorInfo
     | error_details_pb2.BadRequest
-    | error_details_pb2.RetryInfo,
+    | error_details_pb2.RetryInfo
+    | error_details_pb2.QuotaFailure,
 ) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
@@ -68,6 +70,17 @@ def to_rpc_status(exc: errors.ImageryError) -> grpc.Status:
             )
         )
     ]
+    if exc.quota_violations:
+        details.append(
+            _pack(
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(subject=subject, description=text)
+                        for subject, text in exc.quota_violations
+                    ]
+                )
+            )
+        )
     if exc.retry_after is not None:
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(round(exc.retry_after * 1000))

@@ -31,6 +31,7 @@ from imagery.common.grpc.auth import (
     set_principal,
 )
 from imagery.common.grpc.errors import internal_status, status_code_for, to_rpc_status
+from imagery.common.grpc.rate_limits import RateLimits
 from imagery.common.grpc.tls import TlsFiles, server_credentials
 from imagery.common.runner import stop_on_signals
 
@@ -61,8 +62,10 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
         *,
         max_concurrent_rpcs: int | None = None,
         busy_retry_seconds: float = 0.5,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self._auth = authenticator
+        self._limits = rate_limits
         self._cap = max_concurrent_rpcs
         self._busy_retry = busy_retry_seconds
         self.in_flight = 0
@@ -103,6 +106,8 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
                     metadata, lambda: peer_identity(context.auth_context())
                 )
                 authorize(principal, method)
+                if self._limits is not None:
+                    await self._limits.check(principal, method)
                 if VIA_HEADER in metadata:
                     principal = dataclasses.replace(principal, via=metadata[VIA_HEADER][:100])
                 token = set_principal(principal)
@@ -209,6 +214,7 @@ class GrpcServer:
         max_concurrent_rpcs: int | None = None,
         max_connection_age_ms: int | None = None,
         max_connection_age_grace_ms: int = 30_000,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         """`tls` (e.g. the `Settings`) names the certificate files; without a certificate the
         port is plaintext. Unusable files raise `ConfigError` here, before anything listens.
@@ -221,8 +227,9 @@ class GrpcServer:
         self._credentials = server_credentials(tls) if tls is not None else None
         self.health = HealthServicer()
         self.interceptor = ErrorMappingInterceptor(
-            authenticator, max_concurrent_rpcs=max_concurrent_rpcs
+            authenticator, max_concurrent_rpcs=max_concurrent_rpcs, rate_limits=rate_limits
         )
+        self._rate_limits = rate_limits
         options: list[tuple[str, int]] = [
             ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
@@ -271,8 +278,8 @@ class GrpcServer:
         settings: Settings,
         authenticator: Authenticator,
     ) -> GrpcServer:
-        """A service's server as its settings say: authentication, reflection, TLS, the health
-        port, and the limits that shed load."""
+        """A service's server as its settings say: authentication, rate limits, reflection,
+        TLS, the health port, and the limits that shed load."""
         return cls(
             services,
             authenticator=authenticator,
@@ -282,6 +289,7 @@ class GrpcServer:
             max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
             max_connection_age_ms=settings.grpc_max_connection_age_ms,
             max_connection_age_grace_ms=settings.grpc_max_connection_age_grace_ms,
+            rate_limits=RateLimits(settings.project_policy, settings.redis_url),
         )
 
     async def start(self, port: int, host: str = "[::]") -> int:
@@ -317,6 +325,8 @@ class GrpcServer:
         await self.server.stop(self.grace_seconds)
         if self._health_server is not None:
             await self._health_server.stop(0)
+        if self._rate_limits is not None:
+            self._rate_limits.close()
 
     async def serve_until_signal(self) -> None:
         await stop_on_signals().wait()

@@ -1,0 +1,93 @@
+"""Rate limits over a real Redis and a real gRPC socket: two replicas share one project's
+limit, and the call past it answers RESOURCE_EXHAUSTED `RATE_LIMITED` with a RetryInfo delay
+and a QuotaFailure naming the limit."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from imagery.common.config import Settings
+from imagery.common.errors import RateLimited
+from imagery.common.grpc.rate_limits import RateLimits
+from imagery.common.tenancy import ProjectSettings
+from imagery.upload.bootstrap import build_server
+from imagery.upload.config import UploadSettings
+from imagery.v1 import upload_service_pb2 as pb
+from imagery.v1 import upload_service_pb2_grpc as pb_grpc
+from tests import grpc_auth
+from tests.principals import CALLER, policy
+
+pytestmark = pytest.mark.integration
+CREATE = "/imagery.v1.UploadService/CreateUploadUrl"
+
+
+async def test_two_replicas_share_one_projects_limit(redis_server: str) -> None:
+    caller = dataclasses.replace(
+        CALLER,
+        project_id=f"p-{uuid.uuid4().hex[:8]}",
+        settings=ProjectSettings(rate_create_per_minute=5),
+    )
+    replicas = [RateLimits(policy(), redis_server) for _ in range(2)]
+    allowed = refused = 0
+    for i in range(10):
+        try:
+            await replicas[i % 2].check(caller, CREATE)
+            allowed += 1
+        except RateLimited:
+            refused += 1
+    for replica in replicas:
+        replica.close()
+    assert (allowed, refused) == (5, 5), "five in all, whichever replica answered"
+
+
+@pytest.fixture
+async def upload_target(settings: Settings, redis_server: str) -> AsyncIterator[str]:
+    limited = dataclasses.replace(
+        settings,
+        redis_url=redis_server,
+        projects=policy(project_rate_create_per_minute_default=2),
+    )
+    async with AsyncExitStack() as stack:
+        server = await build_server(UploadSettings(limited, 3600), stack)
+        port = await server.start(0, host="127.0.0.1")
+        yield f"127.0.0.1:{port}"
+        await server.stop()
+
+
+async def test_the_call_past_the_limit_says_which_limit_and_when_to_retry(
+    upload_target: str, api_key: str
+) -> None:
+    async with grpc_auth.channel(upload_target, api_key) as channel:
+        stub = pb_grpc.UploadServiceStub(channel)
+        request = pb.CreateUploadUrlRequest(content_type="image/png", file_name="a.png")
+        for _ in range(2):
+            assert (await stub.CreateUploadUrl(request)).image_id
+        with pytest.raises(grpc.aio.AioRpcError) as limited:
+            await stub.CreateUploadUrl(request)
+    assert limited.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = rpc_status.from_call(limited.value)  # type: ignore[arg-type]
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    retry = error_details_pb2.RetryInfo()
+    quota = error_details_pb2.QuotaFailure()
+    for detail in status.details:
+        if not detail.Unpack(info) and not detail.Unpack(retry):
+            detail.Unpack(quota)
+    assert info.reason == "RATE_LIMITED"
+    assert (info.metadata["class"], info.metadata["limit"], info.metadata["window"]) == (
+        "create",
+        "2",
+        "60s",
+    )
+    assert 0 < retry.retry_delay.ToMilliseconds() <= 60_000
+    assert [(v.subject, v.description) for v in quota.violations] == [
+        ("projects/default", "at most 2 create calls per 60 s")
+    ]

@@ -1,0 +1,56 @@
+"""Rate limits per project and RPC class, counted in process: past the limit a call is refused
+with a retry delay and the limit named; other projects and classes are not touched; 0 is
+unlimited; counters that cannot be reached let calls through."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from imagery.common.errors import RateLimited
+from imagery.common.grpc.rate_limits import RateLimits
+from imagery.common.tenancy import ProjectSettings
+from tests.principals import CALLER, OTHER, policy
+
+CREATE = "/imagery.v1.UploadService/CreateUploadUrl"
+READ = "/imagery.v1.DeliveryService/GetImage"
+
+
+async def test_past_the_limit_a_call_is_refused_with_a_delay_and_the_limit_named() -> None:
+    limits = RateLimits(policy(project_rate_create_per_minute_default=3))
+    for _ in range(3):
+        await limits.check(CALLER, CREATE)
+    with pytest.raises(RateLimited) as refused:
+        await limits.check(CALLER, CREATE)
+    error = refused.value
+    assert 0 < (error.retry_after or 0) <= 60
+    assert error.metadata == {
+        "subject": "projects/default",
+        "class": "create",
+        "limit": "3",
+        "window": "60s",
+    }
+    assert error.quota_violations == (("projects/default", "at most 3 create calls per 60 s"),)
+    await limits.check(CALLER, READ)  # another class: unlimited by default
+    await limits.check(OTHER, CREATE)  # another project: its own count
+
+
+async def test_a_project_setting_overrides_the_default_and_zero_is_unlimited() -> None:
+    limits = RateLimits(policy(project_rate_read_per_minute_default=1))
+    unlimited = dataclasses.replace(CALLER, settings=ProjectSettings(rate_read_per_minute=0))
+    for _ in range(50):
+        await limits.check(unlimited, READ)
+    one = dataclasses.replace(OTHER, settings=ProjectSettings(rate_read_per_minute=1))
+    await limits.check(one, READ)
+    with pytest.raises(RateLimited):
+        await limits.check(one, READ)
+
+
+async def test_counters_that_cannot_be_reached_let_calls_through() -> None:
+    limits = RateLimits(
+        policy(project_rate_create_per_minute_default=1), redis_url="redis://127.0.0.1:1/0"
+    )
+    for _ in range(3):
+        await limits.check(CALLER, CREATE)  # no Redis on port 1: allowed, and a warning
+    limits.close()
