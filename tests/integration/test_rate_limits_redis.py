@@ -50,6 +50,15 @@ async def test_two_replicas_share_one_projects_limit(redis_server: str) -> None:
 
 @pytest.fixture
 async def upload_target(settings: Settings, redis_server: str) -> AsyncIterator[str]:
+    import coredis
+
+    client = coredis.Redis.from_url(redis_server)
+    try:  # counters of an earlier run against the same REDIS_URL
+        stale = [key async for key in client.scan_iter(match="LIMITS*")]
+        if stale:
+            await client.delete(tuple(stale))
+    finally:
+        client.connection_pool.disconnect()
     limited = dataclasses.replace(
         settings,
         redis_url=redis_server,

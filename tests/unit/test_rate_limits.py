@@ -54,3 +54,52 @@ async def test_counters_that_cannot_be_reached_let_calls_through() -> None:
     for _ in range(3):
         await limits.check(CALLER, CREATE)  # no Redis on port 1: allowed, and a warning
     limits.close()
+
+
+async def test_a_redis_that_hangs_delays_one_call_then_is_skipped() -> None:
+    """A listener that accepts and never answers: the first call waits the short timeout,
+    the next ones go through at once."""
+    import asyncio
+    import time
+
+    done = asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await done.wait()  # reads nothing, answers nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    limits = RateLimits(
+        policy(project_rate_create_per_minute_default=1),
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        timeout_seconds=0.2,
+    )
+    try:
+        started = time.monotonic()
+        await limits.check(CALLER, CREATE)
+        first = time.monotonic() - started
+        started = time.monotonic()
+        for _ in range(20):
+            await limits.check(CALLER, CREATE)
+        rest = time.monotonic() - started
+    finally:
+        limits.close()
+        done.set()
+        server.close()
+        for writer in writers:
+            writer.close()
+            await writer.wait_closed()
+        await server.wait_closed()
+    assert first < 2, "bounded by the timeout, not the client's deadline"
+    assert rest < first, "skipped while Redis is known to be down"
+
+
+def test_redis_urls_of_every_kind_are_accepted_and_others_refused() -> None:
+    from imagery.common.config import ConfigError
+
+    for url in ("redis://cache:6379/0", "rediss://cache:6380/0", "unix:///run/redis.sock"):
+        RateLimits(policy(), redis_url=url).close()
+    with pytest.raises(ConfigError):
+        RateLimits(policy(), redis_url="memcached://cache:11211")

@@ -80,3 +80,33 @@ def test_ids_made_in_the_same_millisecond_share_nothing_guessable() -> None:
     assert all(abs(randomness(a) - randomness(b)) > 2**40 for a, b in same_millisecond), (
         "not the next value of the previous id"
     )
+
+
+def test_every_operational_setting_is_read_from_the_environment() -> None:
+    """Each variable the README's configuration table names reaches the settings."""
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "REDIS_URL": "redis://cache:6379/2",
+            "GRPC_MAX_CONCURRENT_RPCS": "5",
+            "GRPC_MAX_CONNECTION_AGE_MS": "60000",
+            "GRPC_MAX_CONNECTION_AGE_GRACE_MS": "1000",
+            "DATABASE_ACQUIRE_TIMEOUT_MS": "100",
+            "GRPC_HEALTH_PORT": "8081",
+            "GRPC_REFLECTION": "off",
+            "MTLS_FORWARDED_IDENTITY_HEADER": "X-Forwarded-Client-Cert",
+            "PROJECT_RATE_CREATE_PER_MINUTE_DEFAULT": "600",
+            "SIGNED_URL_EXPIRY_SECONDS": "900",
+        }
+    )
+    assert settings.redis_url == "redis://cache:6379/2"
+    assert settings.grpc_max_concurrent_rpcs == 5
+    assert settings.grpc_max_connection_age_ms == 60_000
+    assert settings.grpc_max_connection_age_grace_ms == 1_000
+    assert settings.database_acquire_timeout_ms == 100
+    assert settings.grpc_health_port == 8081
+    assert settings.grpc_reflection is False
+    assert settings.forwarded_identity_header == "x-forwarded-client-cert"
+    policy = settings.project_policy
+    assert policy.defaults.rate_create_per_minute == 600
+    assert policy.defaults.signed_url_ttl_seconds == 900

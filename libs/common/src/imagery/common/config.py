@@ -159,6 +159,17 @@ class Settings:
             tls_key_file=tls_key_file,
             tls_client_ca_file=tls_client_ca_file,
             grpc_health_port=env.integer("GRPC_HEALTH_PORT", 0, minimum=0, maximum=65535) or None,
+            grpc_max_concurrent_rpcs=env.integer("GRPC_MAX_CONCURRENT_RPCS", 200, minimum=1),
+            grpc_max_connection_age_ms=env.integer(
+                "GRPC_MAX_CONNECTION_AGE_MS", 300_000, minimum=1_000
+            ),
+            grpc_max_connection_age_grace_ms=env.integer(
+                "GRPC_MAX_CONNECTION_AGE_GRACE_MS", 30_000, minimum=0
+            ),
+            database_acquire_timeout_ms=env.integer(
+                "DATABASE_ACQUIRE_TIMEOUT_MS", 2_000, minimum=1
+            ),
+            redis_url=env.raw("REDIS_URL"),
         )
 
 
