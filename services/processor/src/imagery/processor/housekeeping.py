@@ -39,7 +39,9 @@ class Every:
 
     async def __call__(self) -> object:
         now = self._clock()
-        if self._last is not None and now - self._last < self._seconds:
+        # A millisecond of slack: passes come every interval, and the float sum of intervals
+        # can land a hair short of `seconds` (then the work would wait a whole pass more).
+        if self._last is not None and now - self._last < self._seconds - 0.001:
             return None
         self._last = now
         return await self._work()
