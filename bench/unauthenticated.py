@@ -1,61 +1,41 @@
-"""The bench-only half of "with auth vs without auth": the same servicers served with
-`GrpcServer(..., authenticator=None)`, each RPC run as one fixed principal, as the
-authenticating interceptor runs it after a successful check. The principal is resolved once,
-at start-up, from an API key by the real `Authenticator`, so the servicers see exactly what
-they see with auth: the only difference is the credential check. Never a production setting:
-only `bench/*_server.py` build this, when `UNAUTHENTICATED_AS_KEY` is set."""
+"""The bench-only half of "with auth vs without auth": the production server, built by its
+own bootstrap, with the credential check replaced by one fixed principal. The principal is
+resolved once, at start-up, from an API key by the real `Authenticator`, so everything else
+(scopes, rate limits, the concurrent-call cap, the servicers) runs exactly as with auth: the
+only difference is the check. Never a production setting: only `bench/*_server.py` pass it,
+when `UNAUTHENTICATED_AS_KEY` is set."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
 
-import grpc
-
-from imagery.common.grpc.auth import Authenticator, reset_principal, set_principal
-from imagery.common.grpc.server import ServiceRegistration
+from imagery.common.grpc.auth import Authenticates, Authenticator
 from imagery.common.tenancy import Principal
 
 UNAUTHENTICATED_AS_KEY = "BENCH_UNAUTHENTICATED_AS_KEY"
 
 
-class _Registrable(Protocol):
-    def registration(self) -> ServiceRegistration: ...
+class FixedPrincipal:
+    """Every call is `principal`'s, with no look at its credentials."""
 
-
-async def principal_of(authenticator: Authenticator, key: str) -> Principal:
-    return await authenticator.authenticate({"authorization": f"Bearer {key}"}, None)
-
-
-def running_as(
-    principal: Principal,
-    servicer: _Registrable,
-    add_to_server: Callable[[Any, grpc.aio.Server], None],
-) -> ServiceRegistration:
-    """`servicer`'s registration, its RPCs run as `principal` without a credential check."""
-    proxy = _AsPrincipal(servicer, principal)
-    return ServiceRegistration(
-        servicer.registration().name, lambda server: add_to_server(proxy, server)
-    )
-
-
-class _AsPrincipal:
-    """Looks up each RPC method once (the generated `add_*_to_server` does, at registration)
-    and wraps it: set the principal, run, reset, as the interceptor does."""
-
-    def __init__(self, servicer: object, principal: Principal) -> None:
-        self._servicer = servicer
+    def __init__(self, principal: Principal) -> None:
         self._principal = principal
 
-    def __getattr__(self, name: str) -> Callable[[Any, Any], Awaitable[Any]]:
-        method = getattr(self._servicer, name)
-        principal = self._principal
+    async def authenticate(
+        self,
+        metadata: Mapping[str, str],
+        peer_identity: str | Callable[[], str | None] | None,
+    ) -> Principal:
+        return self._principal
 
-        async def call(request: Any, context: Any) -> Any:
-            token = set_principal(principal)
-            try:
-                return await method(request, context)
-            finally:
-                reset_principal(token)
 
-        return call
+def as_key(key: str | None) -> Callable[[Authenticator], Awaitable[Authenticates]] | None:
+    """For `build_server(authenticates=...)`: None (the real check) without a key."""
+    if not key:
+        return None
+
+    async def fixed(authenticator: Authenticator) -> Authenticates:
+        principal = await authenticator.authenticate({"authorization": f"Bearer {key}"}, None)
+        return FixedPrincipal(principal)
+
+    return fixed

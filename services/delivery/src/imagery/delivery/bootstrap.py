@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 
@@ -9,6 +10,7 @@ from imagery.common.access import open_access
 from imagery.common.cdn import CloudFrontUrlBuilder
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.pool import create_pool
+from imagery.common.grpc.auth import Authenticates, Authenticator
 from imagery.common.grpc.server import GrpcServer
 from imagery.delivery.adapters.cloudfront import CachedCloudFrontSigner
 from imagery.delivery.adapters.target_cache import ReadyTargetCache
@@ -42,7 +44,12 @@ def build_signer(
     )
 
 
-async def build_server(settings: DeliverySettings, stack: AsyncExitStack) -> GrpcServer:
+async def build_server(
+    settings: DeliverySettings,
+    stack: AsyncExitStack,
+    *,
+    authenticates: Callable[[Authenticator], Awaitable[Authenticates]] | None = None,
+) -> GrpcServer:
     pool = await create_pool(
         settings.base.database_url, acquire_timeout=settings.base.database_acquire_timeout_ms / 1000
     )
@@ -66,4 +73,5 @@ async def build_server(settings: DeliverySettings, stack: AsyncExitStack) -> Grp
         GetDownloadUrl(images, signer, settings.presets, lifetimes),
         BatchGetDownloadUrls(images, signer, settings.presets, lifetimes),
     )
-    return GrpcServer.for_service([servicer.registration()], settings.base, authenticator)
+    caller_check = authenticator if authenticates is None else await authenticates(authenticator)
+    return GrpcServer.for_service([servicer.registration()], settings.base, caller_check)

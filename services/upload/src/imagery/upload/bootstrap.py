@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
 from imagery.common.access import open_access
@@ -9,6 +10,7 @@ from imagery.common.aws.clients import s3_client_and_credentials
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.pool import create_pool
 from imagery.common.db.projects import PostgresProjects
+from imagery.common.grpc.auth import Authenticates, Authenticator
 from imagery.common.grpc.server import GrpcServer
 from imagery.upload.adapters.s3 import S3UploadUrls
 from imagery.upload.config import UploadSettings
@@ -18,9 +20,15 @@ from imagery.upload.projects import ProjectAdmin
 from imagery.upload.use_cases import CreateUploadUrl, DeleteImage
 
 
-async def build_server(settings: UploadSettings, stack: AsyncExitStack) -> GrpcServer:
+async def build_server(
+    settings: UploadSettings,
+    stack: AsyncExitStack,
+    *,
+    authenticates: Callable[[Authenticator], Awaitable[Authenticates]] | None = None,
+) -> GrpcServer:
     """Open the pool, S3 client and change bus on `stack` (closed when it unwinds) and wire
-    UploadService and ProjectService behind authentication."""
+    UploadService and ProjectService behind authentication. `authenticates` replaces the
+    credential check with what it returns: benchmarks measure the check that way."""
     base = settings.base
     pool = await create_pool(
         base.database_url, acquire_timeout=base.database_acquire_timeout_ms / 1000

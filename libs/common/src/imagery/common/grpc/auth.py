@@ -75,6 +75,17 @@ def reset_principal(token: contextvars.Token[Principal]) -> None:
     _CURRENT.reset(token)
 
 
+class Authenticates(Protocol):
+    """What the server needs to know a caller: `Authenticator`, or (in benchmarks only) a
+    stand-in that skips the credential check."""
+
+    async def authenticate(
+        self,
+        metadata: Mapping[str, str],
+        peer_identity: str | Callable[[], str | None] | None,
+    ) -> Principal: ...
+
+
 class GrantSource(Protocol):
     async def grant_for_key(self, key_id: str) -> Grant | None: ...
 

@@ -24,7 +24,7 @@ from imagery.common.grpc.auth import (
     HEALTH_PREFIX,
     METHOD_SCOPES,
     REFLECTION_PREFIXES,
-    Authenticator,
+    Authenticates,
     authorize,
     peer_identity,
     reset_principal,
@@ -58,7 +58,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
 
     def __init__(
         self,
-        authenticator: Authenticator | None = None,
+        authenticator: Authenticates | None = None,
         *,
         max_concurrent_rpcs: int | None = None,
         busy_retry_seconds: float = 0.5,
@@ -207,7 +207,7 @@ class GrpcServer:
         services: Sequence[ServiceRegistration],
         *,
         grace_seconds: float = 10.0,
-        authenticator: Authenticator | None = None,
+        authenticator: Authenticates | None = None,
         reflection_enabled: bool = True,
         tls: TlsFiles | None = None,
         health_port: int | None = None,
@@ -276,7 +276,7 @@ class GrpcServer:
         cls,
         services: Sequence[ServiceRegistration],
         settings: Settings,
-        authenticator: Authenticator,
+        authenticator: Authenticates,
     ) -> GrpcServer:
         """A service's server as its settings say: authentication, rate limits, reflection,
         TLS, the health port, and the limits that shed load."""
