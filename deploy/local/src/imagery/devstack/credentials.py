@@ -12,10 +12,10 @@ import json
 import os
 from pathlib import Path
 
-from imagery.common.api_keys import key_id_of, matches
 from imagery.common.db.pool import create_pool
 from imagery.common.db.projects import PostgresProjects
-from imagery.common.errors import ProjectAlreadyExists
+from imagery.common.errors import ProjectAlreadyExists, Unauthenticated
+from imagery.common.grpc.auth import Authenticator
 from imagery.common.tenancy import (
     ALL_SCOPES,
     DEFAULT_PROJECT,
@@ -46,8 +46,9 @@ async def local_keys(database_url: str, saved: dict[str, str] | None = None) -> 
     """The `saved` keys that still work, and new ones for the rest (also for tests)."""
     saved = saved or {}
     pool = await create_pool(database_url, max_size=2)
+    projects = PostgresProjects(pool)
+    check = Authenticator(projects)  # the services' own check of a key
     try:
-        projects = PostgresProjects(pool)
         actor = Actor(f"cli:{getpass.getuser()}")
         await ensure_operator_project(projects, actor)
         wanted: dict[str, tuple[str, tuple[Scope, ...], str]] = {
@@ -57,11 +58,12 @@ async def local_keys(database_url: str, saved: dict[str, str] | None = None) -> 
         keys = {}
         for name, (project, scopes, label) in wanted.items():
             secret = saved.get(name)
-            if secret is None or not await _works(projects, secret):
+            if secret is None or not await _works(check, secret):
                 made = await projects.bootstrap_key(project, actor, key_name=label, scopes=scopes)
                 secret = made.secret
             keys[name] = secret
     finally:
+        await check.close()  # its last-use write, before the pool goes
         await pool.close()
     return keys
 
@@ -73,13 +75,9 @@ async def ensure_operator_project(projects: PostgresProjects, actor: Actor) -> N
         await projects.create_project(new_operator_project(), actor)
 
 
-async def _works(projects: PostgresProjects, secret: str) -> bool:
-    key_id = key_id_of(secret)
-    grant = None if key_id is None else await projects.grant_for_key(key_id)
-    return (
-        grant is not None
-        and grant.secret_hash is not None
-        and matches(secret, grant.secret_hash)
-        and grant.revoked_at is None
-        and not grant.project.deleted
-    )
+async def _works(check: Authenticator, secret: str) -> bool:
+    try:
+        await check.authenticate({"authorization": f"Bearer {secret}"}, None)
+    except Unauthenticated:
+        return False
+    return True

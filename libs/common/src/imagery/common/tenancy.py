@@ -142,8 +142,20 @@ class SettingsPolicy:
 
     defaults: EffectiveSettings
     ceilings: EffectiveSettings
+    # What `effective` worked out, per choice: every call asks (a batch, a rate-limit check).
+    _memo: dict[ProjectSettings, EffectiveSettings] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     def effective(self, chosen: ProjectSettings) -> EffectiveSettings:
+        known = self._memo.get(chosen)
+        if known is None:
+            if len(self._memo) > 10_000:
+                self._memo.clear()
+            known = self._memo[chosen] = self._resolve(chosen)
+        return known
+
+    def _resolve(self, chosen: ProjectSettings) -> EffectiveSettings:
         values: dict[str, Any] = {}
         for name in SETTING_NAMES:
             value = getattr(chosen, name)

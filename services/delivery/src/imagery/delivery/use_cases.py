@@ -18,7 +18,7 @@ from imagery.common.errors import (
     UnknownVariant,
 )
 from imagery.common.ids import is_image_id, require_image_id
-from imagery.common.tenancy import Principal, ProjectSettings, SettingsPolicy
+from imagery.common.tenancy import Principal, SettingsPolicy
 from imagery.delivery.ports import ImageReader, UrlSigner
 from imagery.delivery.variants import PREFERENCES, available, pick_variant
 
@@ -51,22 +51,13 @@ class GetImage:
 
 
 class UrlLifetimes:
-    """How long a project's signed URLs live (its setting, capped by the ceiling); memoised
-    per settings value, since every batch asks."""
+    """How long a project's signed URLs live: its setting, capped by the ceiling."""
 
     def __init__(self, policy: SettingsPolicy) -> None:
         self._policy = policy
-        self._known: dict[ProjectSettings, int] = {}
 
     def __call__(self, caller: Principal) -> int:
-        ttl = self._known.get(caller.settings)
-        if ttl is None:
-            if len(self._known) > 10_000:
-                self._known.clear()
-            ttl = self._known[caller.settings] = self._policy.effective(
-                caller.settings
-            ).signed_url_ttl_seconds
-        return ttl
+        return self._policy.effective(caller.settings).signed_url_ttl_seconds
 
 
 def _require_preset(variant: str, presets: Sequence[str]) -> str:

@@ -28,7 +28,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from imagery.common.config import ConfigError
 from imagery.common.errors import RateLimited
 from imagery.common.grpc.auth import METHOD_SCOPES
-from imagery.common.tenancy import EffectiveSettings, Principal, Scope, SettingsPolicy
+from imagery.common.tenancy import Principal, Scope, SettingsPolicy
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +81,11 @@ class RateLimits:
         self.shared = bool(redis_url)
         self._limiter = SlidingWindowCounterRateLimiter(storage)
         self._items: dict[int, RateLimitItem] = {}
-        self._effective: dict[object, EffectiveSettings] = {}
         self._skip_until = 0.0  # after a failure, counters are skipped for a few seconds
         self._warned = 0.0
 
     def _limit(self, caller: Principal, rpc_class: str) -> int:
-        effective = self._effective.get(caller.settings)
-        if effective is None:
-            if len(self._effective) > 10_000:
-                self._effective.clear()
-            effective = self._effective[caller.settings] = self._policy.effective(caller.settings)
+        effective = self._policy.effective(caller.settings)
         limit: int = getattr(effective, f"rate_{rpc_class}_per_minute")
         return limit
 
