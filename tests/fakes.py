@@ -21,7 +21,9 @@ from imagery.common.domain import (
     VariantInfo,
 )
 from imagery.common.errors import ImageAlreadyExists
+from imagery.common.quotas import UNLIMITED, Quotas, refusal
 from imagery.common.storage_keys import GLOBAL_SCOPE, original_key
+from imagery.common.tenancy import Usage
 from imagery.processor.adapters.render import verify_and_render
 from imagery.processor.imaging import Limits, RenderSpec
 from imagery.processor.ports import (
@@ -66,11 +68,32 @@ class InMemoryImageRepository:
         self.deletion_log: list[str] = []  # the feed; a position in it plays the xid
         self.swept: dict[str, datetime] = {}  # when the sweep last took a record
 
-    async def save(self, record: ImageRecord, *, principal: str = "key:test") -> None:
+    async def save(
+        self, record: ImageRecord, *, principal: str = "key:test", quotas: Quotas = UNLIMITED
+    ) -> None:
         if record.id in self.records:
             raise ImageAlreadyExists(f"Image {record.id} already exists.")
         now = self.clock()
+        refused = refusal(
+            self.usage_of(record.project_id), record.project_id, quotas, record.reserved_bytes
+        )
+        if refused is not None:
+            raise refused
         self.records[record.id] = dataclasses.replace(record, created_at=now, updated_at=now)
+
+    def usage_of(self, project_id: str) -> Usage:
+        """As Postgres' triggers count it (migration 0012)."""
+        today = self.clock().date()
+        mine = [r for r in self.records.values() if r.project_id == project_id]
+        kept = [r for r in mine if r.status is not ImageStatus.FAILED]
+        return Usage(
+            images=len(kept),
+            bytes=sum(
+                (r.size_bytes or 0) if r.status is ImageStatus.READY else r.reserved_bytes
+                for r in kept
+            ),
+            uploads_today=sum(1 for r in mine if r.created_at and r.created_at.date() == today),
+        )
 
     async def delete(
         self, project_id: str, image_id: str, *, principal: str
@@ -187,16 +210,42 @@ class FakeSigner:
         self.fail = fail
 
     async def presign_put(
-        self, key: str, content_type: str, expires_in_seconds: int
+        self,
+        key: str,
+        content_type: str,
+        expires_in_seconds: int,
+        *,
+        size_bytes: int | None = None,
+        sha256: str | None = None,
+    ) -> PresignedUpload:
+        if self.fail is not None:
+            raise self.fail
+        self.signed.append((key, content_type, expires_in_seconds))
+        headers = {"Content-Type": content_type}
+        if size_bytes is not None:
+            headers["Content-Length"] = str(size_bytes)
+        if sha256 is not None:
+            headers["x-amz-checksum-sha256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
+        return PresignedUpload(
+            url=f"https://s3.example/{key}?X-Amz-SignedHeaders="
+            + "%3B".join([*sorted(h.lower() for h in headers), "host"]),
+            method="PUT",
+            headers=headers,
+            expires_in_seconds=expires_in_seconds,
+        )
+
+    async def presign_post(
+        self, key: str, content_type: str, expires_in_seconds: int, *, max_size_bytes: int
     ) -> PresignedUpload:
         if self.fail is not None:
             raise self.fail
         self.signed.append((key, content_type, expires_in_seconds))
         return PresignedUpload(
-            url=f"https://s3.example/{key}?X-Amz-SignedHeaders=content-type%3Bhost",
-            method="PUT",
-            headers={"Content-Type": content_type},
+            url="https://s3.example/",
+            method="POST",
+            headers={},
             expires_in_seconds=expires_in_seconds,
+            fields={"key": key, "Content-Type": content_type, "policy": f"<= {max_size_bytes}"},
         )
 
 

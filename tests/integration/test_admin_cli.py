@@ -25,6 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from imagery.common.api_keys import matches
 from imagery.common.config import AwsSettings, Settings
+from imagery.common.ids import new_image_id
 from imagery.devstack.aws import AwsResources
 from imagery.upload.bootstrap import build_server
 from imagery.upload.config import UploadSettings
@@ -391,6 +392,44 @@ async def test_projects_through_the_cli(
     assert "acme" in [p["project_id"] for p in everything]
     table = await admin("projects", "list", "--show-deleted", **env)
     assert table.out.splitlines()[0].split()[:2] == ["PROJECT", "DISPLAY"]
+
+
+async def test_usage_against_the_quotas(
+    upload_address: str, operator_key: str, pool: asyncpg.Pool
+) -> None:
+    env = {"IMAGERY_ADDRESS": upload_address, "IMAGERY_ADMIN_KEY": operator_key}
+    created = await admin(
+        "projects", "create", "acme", "--display-name", "Acme", "--quota-images", "4", **env
+    )
+    assert created.code == 0, created.err
+    for status, size in (("ready", 300), ("failed", None), ("pending", None)):
+        await pool.execute(
+            "INSERT INTO image_records (id, status, content_type, file_name, object_key,"
+            " size_bytes, failure_reason, project_id, reserved_bytes)"
+            " VALUES ($1, $2, 'image/png', 'a.png', 'uploads/' || $1, $3, $4, 'acme', 1000)",
+            new_image_id(),
+            status,
+            size,
+            "CORRUPT" if status == "failed" else None,
+        )
+    one = await admin("usage", "acme", "--json", **env)
+    assert one.code == 0, one.err
+    assert one.json() == [
+        {
+            "project_id": "acme",
+            "images": {"used": 2, "quota": 4},
+            "bytes": {"used": 1300, "quota": 0},
+            "uploads_today": {"used": 3, "quota": 0},
+        }
+    ]
+    every = await admin("usage", **env)
+    assert every.code == 0, every.err
+    lines = every.out.splitlines()
+    assert lines[0].split()[:3] == ["PROJECT", "IMAGES", "BYTES"]
+    assert "2 of 4 (50%)   1300 (unlimited)  3 (unlimited)" in lines[1]
+    assert [line.split()[0] for line in lines[1:]] == ["acme", "default", "operator"]
+    missing = await admin("usage", "nope", **env)
+    assert missing.code == 1 and "PROJECT_NOT_FOUND" in one_line(missing)
 
 
 async def test_keys_through_the_cli(

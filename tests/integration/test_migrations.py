@@ -54,7 +54,13 @@ async def test_an_empty_database_gets_the_schema_of_the_design(empty_database: s
 
     conn = await asyncpg.connect(empty_database)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal") == 0
+        triggers = await conn.fetch(
+            "SELECT tgrelid::regclass::text AS tab, tgname FROM pg_trigger"
+            " WHERE NOT tgisinternal ORDER BY tgname"
+        )
+        assert [(t["tab"], t["tgname"]) for t in triggers] == [
+            ("image_records", f"project_usage_on_{op}") for op in ("delete", "insert", "update")
+        ], "the only triggers keep project usage (0012); updated_at is set by each UPDATE"
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(
                 "INSERT INTO image_blobs"
@@ -191,6 +197,7 @@ async def test_a_migration_that_never_gets_its_lock_fails_naming_it(
 
 
 PROJECTS = 9  # 0009_projects: the first migration that knows projects
+USAGE = 12  # 0012_project_usage
 
 
 def _up_to(tmp_path: Path, last: int) -> Path:
@@ -341,3 +348,31 @@ async def test_an_index_build_cut_short_by_a_long_transaction_ends_valid(
     validated, index_valid, _ = await _project_key_and_index(empty_database)
     assert validated
     assert index_valid, "the index serves reads"
+
+
+async def test_usage_starts_from_what_was_stored_before_it_was_counted(
+    empty_database: str, tmp_path: Path
+) -> None:
+    await migrate(empty_database, _up_to(tmp_path, USAGE - 1))
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await conn.executemany(
+            "INSERT INTO image_records (id, status, content_type, file_name, object_key,"
+            " size_bytes, failure_reason, created_at) VALUES ($1, $2, 'image/jpeg', 'a.jpg',"
+            " 'uploads/' || $1, $3, $4, now() - make_interval(days => $5))",
+            [
+                ("01HZZZ00000000000000000001", "ready", 1000, None, 0),
+                ("01HZZZ00000000000000000002", "ready", 500, None, 3),
+                ("01HZZZ00000000000000000003", "pending", None, None, 0),
+                ("01HZZZ00000000000000000004", "failed", 9, "CORRUPT", 0),
+            ],
+        )
+        await migrate(empty_database)
+        row = await conn.fetchrow(
+            "SELECT images, bytes, day_uploads FROM project_usage WHERE project_id = 'default'"
+        )
+        others = await conn.fetchval("SELECT count(*) FROM project_usage WHERE images <> 0")
+    finally:
+        await conn.close()
+    assert dict(row) == {"images": 3, "bytes": 1500, "day_uploads": 3}
+    assert others == 1, "every project has a row; only `default` stores anything"

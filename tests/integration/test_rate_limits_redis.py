@@ -20,6 +20,9 @@ from imagery.common.grpc.rate_limits import RateLimits
 from imagery.common.tenancy import ProjectSettings
 from imagery.upload.bootstrap import build_server
 from imagery.upload.config import UploadSettings
+from imagery.v1 import project_pb2
+from imagery.v1 import project_service_pb2 as ppb
+from imagery.v1 import project_service_pb2_grpc as ppb_grpc
 from imagery.v1 import upload_service_pb2 as pb
 from imagery.v1 import upload_service_pb2_grpc as pb_grpc
 from tests import grpc_auth
@@ -100,3 +103,44 @@ async def test_the_call_past_the_limit_says_which_limit_and_when_to_retry(
     assert [(v.subject, v.description) for v in quota.violations] == [
         ("projects/default", "at most 2 create calls per 60 s")
     ]
+
+
+async def test_a_keys_own_limit_is_set_at_creation_shown_and_enforced(
+    upload_target: str, keys: dict[str, str]
+) -> None:
+    parent = "projects/default"
+    async with grpc_auth.channel(upload_target, keys["IMAGERY_ADMIN_KEY"]) as admin:
+        projects = ppb_grpc.ProjectServiceStub(admin)
+        made = await projects.CreateApiKey(
+            ppb.CreateApiKeyRequest(
+                parent=parent,
+                api_key=project_pb2.ApiKey(
+                    display_name="batch job", scopes=["images.create"], rate_create_per_minute=1
+                ),
+            )
+        )
+        listed = await projects.ListApiKeys(ppb.ListApiKeysRequest(parent=parent))
+        with pytest.raises(grpc.aio.AioRpcError) as above:
+            await projects.CreateApiKey(
+                ppb.CreateApiKeyRequest(
+                    parent=parent,
+                    api_key=project_pb2.ApiKey(
+                        display_name="too fast", scopes=["images.read"], rate_read_per_minute=-1
+                    ),
+                )
+            )
+    assert made.api_key.rate_create_per_minute == 1
+    shown = [k for k in listed.api_keys if k.name == made.api_key.name]
+    assert shown[0].rate_create_per_minute == 1 and not shown[0].HasField("rate_read_per_minute")
+    assert above.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    async with grpc_auth.channel(upload_target, made.key) as channel:
+        stub = pb_grpc.UploadServiceStub(channel)
+        request = pb.CreateUploadUrlRequest(content_type="image/png", file_name="a.png")
+        await stub.CreateUploadUrl(request)
+        with pytest.raises(grpc.aio.AioRpcError) as limited:
+            await stub.CreateUploadUrl(request)
+    assert limited.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    key_id = made.api_key.name.rsplit("/", 1)[1]
+    assert f"projects/default/apiKeys/{key_id} made more than 1 create" in (
+        limited.value.details() or ""
+    )

@@ -52,6 +52,81 @@ async def test_presigned_put_signs_the_content_type(uploads: S3UploadUrls) -> No
     assert parse_qs(urlsplit(other.url).query)["X-Amz-Signature"] != query["X-Amz-Signature"]
 
 
+_BODY = b"\x89PNG\r\n\x1a\n" + b"0" * 100
+_BODY_SHA256 = hashlib.sha256(_BODY).hexdigest()
+_BODY_CHECKSUM = base64.b64encode(hashlib.sha256(_BODY).digest()).decode()
+# (size_bytes, sha256) -> the headers the client must send besides Content-Type
+_DECLARATIONS = [
+    ((None, None), {}),
+    ((len(_BODY), None), {"Content-Length": str(len(_BODY))}),
+    ((None, _BODY_SHA256), {"x-amz-checksum-sha256": _BODY_CHECKSUM}),
+    (
+        (len(_BODY), _BODY_SHA256),
+        {"Content-Length": str(len(_BODY)), "x-amz-checksum-sha256": _BODY_CHECKSUM},
+    ),
+]
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "fast"])
+@pytest.mark.parametrize(("declared", "extra_headers"), _DECLARATIONS)
+async def test_presigned_put_signs_every_header_it_asks_for(
+    aws_settings: AwsSettings,
+    fast: bool,
+    declared: tuple[int | None, str | None],
+    extra_headers: dict[str, str],
+) -> None:
+    from imagery.common.aws.clients import s3_client_and_credentials
+
+    size_bytes, sha256 = declared
+    key = upload_key(GLOBAL_SCOPE, new_image_id())
+    async with s3_client_and_credentials(aws_settings) as (client, credentials):
+        uploads = S3UploadUrls(
+            client, aws_settings.bucket, credentials=credentials if fast else None
+        )
+        presigned = await uploads.presign_put(
+            key, "image/png", 300, size_bytes=size_bytes, sha256=sha256
+        )
+        assert presigned.headers == {"Content-Type": "image/png", **extra_headers}
+        assert (presigned.method, presigned.fields) == ("PUT", {})
+        signed = parse_qs(urlsplit(presigned.url).query)["X-Amz-SignedHeaders"][0].split(";")
+        assert signed == sorted(["host", *(name.lower() for name in presigned.headers)])
+        async with httpx.AsyncClient() as http:
+            resp = await http.put(presigned.url, content=_BODY, headers=presigned.headers)
+        assert resp.status_code == 200
+        got = await client.get_object(Bucket=aws_settings.bucket, Key=key)
+        assert await got["Body"].read() == _BODY
+
+
+async def test_a_checksum_that_is_not_sha256_hex_is_a_value_error(uploads: S3UploadUrls) -> None:
+    key = upload_key(GLOBAL_SCOPE, new_image_id())
+    for bad in (_BODY_CHECKSUM, _BODY_SHA256.upper(), _BODY_SHA256[:-2]):
+        with pytest.raises(ValueError, match="sha256"):
+            await uploads.presign_put(key, "image/png", 300, sha256=bad)
+
+
+async def test_presigned_post_policy_fixes_key_type_and_size(
+    uploads: S3UploadUrls, store: S3ObjectStore
+) -> None:
+    key = upload_key(GLOBAL_SCOPE, new_image_id())
+    presigned = await uploads.presign_post(key, "image/png", 300, max_size_bytes=1000)
+    assert (presigned.method, presigned.headers, presigned.expires_in_seconds) == ("POST", {}, 300)
+    assert urlsplit(presigned.url).path.endswith(f"/{uploads.bucket}")
+    assert (presigned.fields["key"], presigned.fields["Content-Type"]) == (key, "image/png")
+    policy = json.loads(base64.b64decode(presigned.fields["policy"]))
+    assert {"Content-Type": "image/png"} in policy["conditions"]
+    assert {"key": key} in policy["conditions"]
+    assert {"bucket": uploads.bucket} in policy["conditions"]
+    assert ["content-length-range", 1, 1000] in policy["conditions"]
+    async with httpx.AsyncClient() as http:
+        resp = await http.post(
+            presigned.url, data=presigned.fields, files={"file": ("a.png", _BODY, "image/png")}
+        )
+    assert resp.status_code == 204
+    info = await store.head(key)
+    assert info is not None
+    assert (info.size, info.content_type) == (len(_BODY), "image/png")
+
+
 async def test_a_put_with_the_declared_type_succeeds(
     uploads: S3UploadUrls, store: S3ObjectStore
 ) -> None:
@@ -189,3 +264,20 @@ async def test_fast_presign_is_byte_identical_to_botocores(
             for content_type in ("image/png", "image/avif"):
                 expected = await plain.presign_put(key, content_type, 300)
                 assert (await fast.presign_put(key, content_type, 300)).url == expected.url
+            for (size_bytes, sha256), _ in _DECLARATIONS:
+                params: dict[str, object] = {"ContentType": "image/png"}
+                if size_bytes is not None:
+                    params["ContentLength"] = size_bytes
+                if sha256 is not None:
+                    params["ChecksumSHA256"] = _BODY_CHECKSUM
+                botocores = await client.generate_presigned_url(
+                    "put_object",
+                    Params={"Bucket": settings.bucket, "Key": key, **params},
+                    ExpiresIn=300,
+                    HttpMethod="PUT",
+                )
+                for uploads in (plain, fast):
+                    presigned = await uploads.presign_put(
+                        key, "image/png", 300, size_bytes=size_bytes, sha256=sha256
+                    )
+                    assert presigned.url == botocores

@@ -24,7 +24,7 @@ from imagery.delivery.use_cases import (
 )
 from imagery.upload.grpc_api.mapping import ticket_to_proto
 from imagery.upload.grpc_api.servicer import UploadServiceServicer
-from imagery.upload.use_cases import CreateUploadUrl, DeleteImage, UploadTicket
+from imagery.upload.use_cases import CreateUploadUrl, DeleteImage, UploadRequest, UploadTicket
 from imagery.v1 import delivery_service_pb2 as dpb
 from imagery.v1 import image_pb2
 from imagery.v1 import upload_service_pb2 as upb
@@ -72,9 +72,9 @@ class FakeUseCase(Generic[T]):
         self.result = result
         self.calls: list[dict[str, object]] = []
 
-    async def __call__(self, caller: Principal, **kwargs: object) -> T:
+    async def __call__(self, caller: Principal, *args: object, **kwargs: object) -> T:
         assert caller is CALLER, "the servicer passes the authenticated caller"
-        self.calls.append(kwargs)
+        self.calls.append({"args": args, **kwargs} if args else kwargs)
         return self.result
 
 
@@ -102,7 +102,18 @@ async def test_upload_servicer_passes_request_fields_and_maps_the_ticket() -> No
     servicer = UploadServiceServicer(cast(CreateUploadUrl, create), cast(DeleteImage, delete))
     request = upb.CreateUploadUrlRequest(content_type="image/png", file_name="cat.png")
     response = await servicer.CreateUploadUrl(request, None)  # type: ignore[arg-type]
-    assert create.calls == [{"content_type": "image/png", "file_name": "cat.png"}]
+    assert create.calls == [{"args": (UploadRequest("image/png", "cat.png"),)}]
+    declared = upb.CreateUploadUrlRequest(
+        content_type="image/png",
+        file_name="cat.png",
+        size_bytes=0,
+        sha256="ab" * 32,
+        upload_method="PUT",
+    )
+    await servicer.CreateUploadUrl(declared, None)  # type: ignore[arg-type]
+    assert create.calls[1] == {
+        "args": (UploadRequest("image/png", "cat.png", 0, "ab" * 32, "PUT"),)
+    }, "a declared size of 0 is a declaration (refused by the use case), not an absent one"
     assert response == ticket_to_proto(TICKET) and response.image_id == TICKET.image_id
     delete_request = upb.DeleteImageRequest(image_id=TICKET.image_id)
     deleted = await servicer.DeleteImage(delete_request, None)  # type: ignore[arg-type]
@@ -115,6 +126,8 @@ def test_ticket_to_proto_carries_every_field() -> None:
     assert proto.upload_method == "PUT" and proto.max_size_bytes == 1234
     assert dict(proto.required_headers) == HEADERS
     assert proto.HasField("expire_time") and _at(proto.expire_time) == EXPIRES
+    post = ticket_to_proto(replace(TICKET, method="POST", form_fields={"key": "uploads/x"}))
+    assert post.upload_method == "POST" and dict(post.form_fields) == {"key": "uploads/x"}
 
 
 @pytest.mark.parametrize("status", list(ImageStatus))

@@ -10,7 +10,7 @@ import pytest
 
 from imagery.common.errors import RateLimited
 from imagery.common.grpc.rate_limits import RateLimits
-from imagery.common.tenancy import ProjectSettings
+from imagery.common.tenancy import KeyLimits, ProjectSettings
 from tests.principals import CALLER, OTHER, policy
 
 CREATE = "/imagery.v1.UploadService/CreateUploadUrl"
@@ -34,6 +34,25 @@ async def test_past_the_limit_a_call_is_refused_with_a_delay_and_the_limit_named
     assert error.quota_violations == (("projects/default", "at most 3 create calls per 60 s"),)
     await limits.check(CALLER, READ)  # another class: unlimited by default
     await limits.check(OTHER, CREATE)  # another project: its own count
+
+
+async def test_a_keys_own_limit_narrows_its_projects_and_spends_none_of_it() -> None:
+    limits = RateLimits(policy(project_rate_create_per_minute_default=4))
+    narrow = dataclasses.replace(CALLER, key_limits=KeyLimits(create=2))
+    sibling = dataclasses.replace(CALLER, id="siblingkeysiblin")
+    for _ in range(2):
+        await limits.check(narrow, CREATE)
+    for _ in range(3):
+        with pytest.raises(RateLimited) as refused:
+            await limits.check(narrow, CREATE)
+    assert refused.value.metadata["subject"] == f"projects/default/apiKeys/{CALLER.id}"
+    assert "create a key with a higher rate_create_per_minute" in refused.value.message
+    await limits.check(sibling, CREATE)  # the project's count: 3 of 4, the refusals not in it
+    await limits.check(sibling, CREATE)
+    with pytest.raises(RateLimited) as project:
+        await limits.check(sibling, CREATE)
+    assert project.value.metadata["subject"] == "projects/default"
+    await limits.check(narrow, READ)  # no key limit on reads
 
 
 async def test_a_project_setting_overrides_the_default_and_zero_is_unlimited() -> None:

@@ -229,26 +229,29 @@ def project_policy_from_env(env: Env) -> SettingsPolicy:
         )
     }
     types = tuple(ALLOWED_CONTENT_TYPES)
+    declared = env.choice("PROJECT_REQUIRE_DECLARED_UPLOAD_DEFAULT", "false", ("false", "true"))
     return SettingsPolicy(
         defaults=EffectiveSettings(
-            types,
-            max_bytes,
-            0,
-            0,
-            max_side,
-            max_side,
-            url_default,
-            *(default for default, _ in quotas.values()),
+            content_types=types,
+            max_upload_bytes=max_bytes,
+            min_width=0,
+            min_height=0,
+            max_width=max_side,
+            max_height=max_side,
+            signed_url_ttl_seconds=url_default,
+            require_declared_upload=declared == "true",
+            **{name: default for name, (default, _) in quotas.items()},
         ),
         ceilings=EffectiveSettings(
-            types,
-            bytes_ceiling,
-            max_side,
-            max_side,
-            max_side,
-            max_side,
-            url_ceiling,
-            *(ceiling for _, ceiling in quotas.values()),
+            content_types=types,
+            max_upload_bytes=bytes_ceiling,
+            min_width=max_side,
+            min_height=max_side,
+            max_width=max_side,
+            max_height=max_side,
+            signed_url_ttl_seconds=url_ceiling,
+            require_declared_upload=True,
+            **{name: ceiling for name, (_, ceiling) in quotas.items()},
         ),
     )
 

@@ -73,6 +73,8 @@ class ImageRecord:
     # the processor, with the record it claims.
     content_scope: str = ""
     project_settings: ProjectSettings | None = None  # likewise: what the project chose
+    # Bytes the project's quota counts while the upload has not ended (declared or maximum).
+    reserved_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,8 +57,12 @@ class RateLimited(ImageryError):
     ) -> None:
         super().__init__(
             f"{subject} made more than {limit} {rpc_class} calls in {window_seconds} s: retry "
-            f"after {retry_after:.1f} s, or ask the operators to raise "
-            f"rate_{rpc_class}_per_minute.",
+            f"after {retry_after:.1f} s, or "
+            + (
+                f"create a key with a higher rate_{rpc_class}_per_minute (the key's own limit)."
+                if "/apiKeys/" in subject
+                else f"ask the operators to raise rate_{rpc_class}_per_minute."
+            ),
             metadata={
                 "subject": subject,
                 "class": rpc_class,
@@ -69,6 +73,50 @@ class RateLimited(ImageryError):
         self.retry_after = retry_after
         self.quota_violations = (
             (subject, f"at most {limit} {rpc_class} calls per {window_seconds} s"),
+        )
+
+
+class QuotaExceeded(ImageryError):
+    """The project stores, or started today, as much as a quota allows."""
+
+    reason = "QUOTA_EXCEEDED"
+
+    def __init__(
+        self, project_id: str, over: Sequence[tuple[str, int, int, str]], reserve_bytes: int
+    ) -> None:
+        name, limit, used, what = over[0]
+        if name == "quota_bytes":
+            detail = (
+                f"stores {used} of its {limit} bytes and this upload reserves {reserve_bytes} "
+                "more (declare size_bytes to reserve only what you send)"
+            )
+        else:
+            detail = f"has {used} {what}, its quota is {limit}"
+        fix = (
+            "try again after 00:00 UTC"
+            if name == "quota_uploads_per_day"
+            else "delete images it no longer needs"
+        )
+        super().__init__(
+            f"Project {project_id!r} {detail}: {fix}, or ask the operators to raise {name}.",
+            metadata={"quota": name, "limit": str(limit), "usage": str(used)},
+        )
+        self.quota_violations = tuple(
+            (f"projects/{project_id}", f"{n}: {u} {w}, limit {lim}") for n, lim, u, w in over
+        )
+
+
+class DeclarationRequired(ImageryError):
+    reason = "DECLARATION_REQUIRED"
+
+    def __init__(self, project_id: str) -> None:
+        super().__init__(
+            f"Project {project_id!r} admits only declared uploads: send size_bytes and sha256 "
+            "(lower-case hex) with CreateUploadUrl, and the PUT with the headers it returns.",
+            violations=[
+                FieldViolation("size_bytes", "is required by the project"),
+                FieldViolation("sha256", "is required by the project"),
+            ],
         )
 
 

@@ -91,6 +91,7 @@ class ProjectSettings:
     rate_read_per_minute: int | None = None
     rate_delete_per_minute: int | None = None
     rate_admin_per_minute: int | None = None
+    require_declared_upload: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,6 +117,8 @@ SETTING_NAMES = tuple(f.name for f in fields(ProjectSettings))
 # Settings that cap what a project may use: 0 means unlimited, and only operators change them.
 LIMITS = ("quota_", "rate_")
 RPC_CLASSES = ("create", "read", "delete", "admin")
+# On/off settings: no ceiling, any project may choose either.
+SWITCHES = frozenset({"require_declared_upload"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,7 @@ class EffectiveSettings:
     rate_read_per_minute: int
     rate_delete_per_minute: int
     rate_admin_per_minute: int
+    require_declared_upload: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +168,8 @@ class SettingsPolicy:
             ceiling = getattr(self.ceilings, name)
             if name == "content_types":
                 value = tuple(t for t in value if t in ceiling) or tuple(ceiling)
+            elif name in SWITCHES:
+                pass
             elif name.startswith(LIMITS):  # 0 is unlimited, and a ceiling of 0 is none
                 value = ceiling if ceiling and (value == 0 or value > ceiling) else value
             else:
@@ -180,6 +186,8 @@ class SettingsPolicy:
             ceiling = getattr(self.ceilings, name)
             if name == "content_types":
                 _check_content_types(value, ceiling, prefix + name)
+                continue
+            if name in SWITCHES:
                 continue
             if not isinstance(value, int) or value < 0:
                 raise InvalidArgument(prefix + name, "is negative", "send 0 or more")
@@ -213,6 +221,41 @@ def global_content_types() -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """An API key's own rate limits per minute, per RPC class (0: none of its own; the
+    project's limit applies to its calls either way)."""
+
+    create: int = 0
+    read: int = 0
+    delete: int = 0
+    admin: int = 0
+
+    def of(self, rpc_class: str) -> int:
+        limit: int = getattr(self, rpc_class)
+        return limit
+
+    def to_json(self) -> dict[str, int]:
+        return {name: value for name in RPC_CLASSES if (value := self.of(name))}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> KeyLimits:
+        return cls(**{name: int(raw[name]) for name in RPC_CLASSES if raw.get(name)})
+
+
+NO_KEY_LIMITS = KeyLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a project stores, as its quotas count it: images not FAILED nor deleted, their
+    bytes (verified size once READY, reserved bytes until then), uploads started today (UTC)."""
+
+    images: int = 0
+    bytes: int = 0
+    uploads_today: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Project:
     id: str
     display_name: str
@@ -223,6 +266,7 @@ class Project:
     updated_at: datetime | None = None
     deleted_at: datetime | None = None
     purge_time: datetime | None = None
+    usage: Usage | None = None  # read where the project is shown, not when it authenticates
 
     @property
     def deleted(self) -> bool:
@@ -249,6 +293,7 @@ class Principal:
     settings: ProjectSettings = field(default_factory=ProjectSettings)
     content_scope: str = ""
     via: str | None = None  # the tool the caller says it acts through (`cli:<user>`): unverified
+    key_limits: KeyLimits = NO_KEY_LIMITS  # an API key's own rate limits
 
     @property
     def name(self) -> str:
@@ -282,6 +327,7 @@ class ApiKeyInfo:
     expire_time: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    limits: KeyLimits = NO_KEY_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +341,7 @@ class Grant:
     expire_time: datetime | None
     revoked_at: datetime | None
     project: Project
+    limits: KeyLimits = NO_KEY_LIMITS
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,6 +126,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     (metadata: subject, class, limit, window); retry after the RetryInfo delay. A
     QuotaFailure names the limit.
     """
+    ERROR_REASON_QUOTA_EXCEEDED: _ErrorReason.ValueType  # 50
+    """RESOURCE_EXHAUSTED: the project stores as many images or bytes, or started as many
+    uploads today (UTC), as its quota allows (metadata: quota, limit, usage). A QuotaFailure
+    names it; delete images or ask the operators to raise the quota.
+    """
+    ERROR_REASON_DECLARATION_REQUIRED: _ErrorReason.ValueType  # 51
+    """FAILED_PRECONDITION: the project requires `size_bytes` and `sha256` on CreateUploadUrl."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed, or why an image ended FAILED.
@@ -241,4 +248,11 @@ ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 49
 (metadata: subject, class, limit, window); retry after the RetryInfo delay. A
 QuotaFailure names the limit.
 """
+ERROR_REASON_QUOTA_EXCEEDED: ErrorReason.ValueType  # 50
+"""RESOURCE_EXHAUSTED: the project stores as many images or bytes, or started as many
+uploads today (UTC), as its quota allows (metadata: quota, limit, usage). A QuotaFailure
+names it; delete images or ask the operators to raise the quota.
+"""
+ERROR_REASON_DECLARATION_REQUIRED: ErrorReason.ValueType  # 51
+"""FAILED_PRECONDITION: the project requires `size_bytes` and `sha256` on CreateUploadUrl."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -36,6 +36,7 @@ class Project(_message.Message):
     DELETE_TIME_FIELD_NUMBER: _builtins.int
     PURGE_TIME_FIELD_NUMBER: _builtins.int
     OPERATOR_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. The resource name, `projects/{project}`; `{project}` is the project_id given
     at creation (3-63 characters: lower-case letters, digits, hyphens).
@@ -72,6 +73,12 @@ class Project(_message.Message):
     def purge_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When a deleted project and its images are purged for good."""
 
+    @_builtins.property
+    def usage(self) -> Global___ProjectUsage:
+        """Output only. What the project uses now, to compare with the quotas in
+        `effective_settings`.
+        """
+
     def __init__(
         self,
         *,
@@ -84,14 +91,49 @@ class Project(_message.Message):
         delete_time: _timestamp_pb2.Timestamp | None = ...,
         purge_time: _timestamp_pb2.Timestamp | None = ...,
         operator: _builtins.bool = ...,
+        usage: Global___ProjectUsage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "effective_settings", b"effective_settings", "purge_time", b"purge_time", "settings", b"settings", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "effective_settings", b"effective_settings", "purge_time", b"purge_time", "settings", b"settings", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "display_name", b"display_name", "effective_settings", b"effective_settings", "name", b"name", "operator", b"operator", "purge_time", b"purge_time", "settings", b"settings", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "display_name", b"display_name", "effective_settings", b"effective_settings", "name", b"name", "operator", b"operator", "purge_time", b"purge_time", "settings", b"settings", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Project: _TypeAlias = Project  # noqa: Y015
+
+@_typing.final
+class ProjectUsage(_message.Message):
+    """What a project stores and started today, as its quotas count it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGES_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    UPLOADS_TODAY_FIELD_NUMBER: _builtins.int
+    images: _builtins.int
+    """Output only. Images stored: READY ones and uploads not yet ended (FAILED and deleted
+    images do not count).
+    """
+    bytes: _builtins.int
+    """Output only. Bytes stored: the verified size of each READY image (deduplicated ones
+    too), and for an upload not yet ended its declared size, else the maximum upload size.
+    """
+    uploads_today: _builtins.int
+    """Output only. Uploads started on the current UTC day."""
+    def __init__(
+        self,
+        *,
+        images: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        uploads_today: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "images", b"images", "uploads_today", b"uploads_today"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProjectUsage: _TypeAlias = ProjectUsage  # noqa: Y015
 
 @_typing.final
 class ProjectSettings(_message.Message):
@@ -115,6 +157,7 @@ class ProjectSettings(_message.Message):
     RATE_READ_PER_MINUTE_FIELD_NUMBER: _builtins.int
     RATE_DELETE_PER_MINUTE_FIELD_NUMBER: _builtins.int
     RATE_ADMIN_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    REQUIRE_DECLARED_UPLOAD_FIELD_NUMBER: _builtins.int
     max_upload_bytes: _builtins.int
     """Optional. Largest upload in bytes."""
     min_width: _builtins.int
@@ -143,6 +186,10 @@ class ProjectSettings(_message.Message):
     """Optional. Most DeleteImage calls per minute (0: unlimited)."""
     rate_admin_per_minute: _builtins.int
     """Optional. Most ProjectService calls per minute (0: unlimited)."""
+    require_declared_upload: _builtins.bool
+    """Optional. When true, CreateUploadUrl needs `size_bytes` and `sha256`, so S3 admits only
+    the declared bytes (browser POST uploads are then refused).
+    """
     @_builtins.property
     def content_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Optional. Content types the project accepts, a subset of the deployment's allowlist;
@@ -166,10 +213,11 @@ class ProjectSettings(_message.Message):
         rate_read_per_minute: _builtins.int | None = ...,
         rate_delete_per_minute: _builtins.int | None = ...,
         rate_admin_per_minute: _builtins.int | None = ...,
+        require_declared_upload: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_height", b"_max_height", "_max_upload_bytes", b"_max_upload_bytes", "_max_width", b"_max_width", "_min_height", b"_min_height", "_min_width", b"_min_width", "_quota_bytes", b"_quota_bytes", "_quota_images", b"_quota_images", "_quota_uploads_per_day", b"_quota_uploads_per_day", "_rate_admin_per_minute", b"_rate_admin_per_minute", "_rate_create_per_minute", b"_rate_create_per_minute", "_rate_delete_per_minute", b"_rate_delete_per_minute", "_rate_read_per_minute", b"_rate_read_per_minute", "_signed_url_ttl_seconds", b"_signed_url_ttl_seconds", "max_height", b"max_height", "max_upload_bytes", b"max_upload_bytes", "max_width", b"max_width", "min_height", b"min_height", "min_width", b"min_width", "quota_bytes", b"quota_bytes", "quota_images", b"quota_images", "quota_uploads_per_day", b"quota_uploads_per_day", "rate_admin_per_minute", b"rate_admin_per_minute", "rate_create_per_minute", b"rate_create_per_minute", "rate_delete_per_minute", b"rate_delete_per_minute", "rate_read_per_minute", b"rate_read_per_minute", "signed_url_ttl_seconds", b"signed_url_ttl_seconds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_height", b"_max_height", "_max_upload_bytes", b"_max_upload_bytes", "_max_width", b"_max_width", "_min_height", b"_min_height", "_min_width", b"_min_width", "_quota_bytes", b"_quota_bytes", "_quota_images", b"_quota_images", "_quota_uploads_per_day", b"_quota_uploads_per_day", "_rate_admin_per_minute", b"_rate_admin_per_minute", "_rate_create_per_minute", b"_rate_create_per_minute", "_rate_delete_per_minute", b"_rate_delete_per_minute", "_rate_read_per_minute", b"_rate_read_per_minute", "_require_declared_upload", b"_require_declared_upload", "_signed_url_ttl_seconds", b"_signed_url_ttl_seconds", "max_height", b"max_height", "max_upload_bytes", b"max_upload_bytes", "max_width", b"max_width", "min_height", b"min_height", "min_width", b"min_width", "quota_bytes", b"quota_bytes", "quota_images", b"quota_images", "quota_uploads_per_day", b"quota_uploads_per_day", "rate_admin_per_minute", b"rate_admin_per_minute", "rate_create_per_minute", b"rate_create_per_minute", "rate_delete_per_minute", b"rate_delete_per_minute", "rate_read_per_minute", b"rate_read_per_minute", "require_declared_upload", b"require_declared_upload", "signed_url_ttl_seconds", b"signed_url_ttl_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_height", b"_max_height", "_max_upload_bytes", b"_max_upload_bytes", "_max_width", b"_max_width", "_min_height", b"_min_height", "_min_width", b"_min_width", "_quota_bytes", b"_quota_bytes", "_quota_images", b"_quota_images", "_quota_uploads_per_day", b"_quota_uploads_per_day", "_rate_admin_per_minute", b"_rate_admin_per_minute", "_rate_create_per_minute", b"_rate_create_per_minute", "_rate_delete_per_minute", b"_rate_delete_per_minute", "_rate_read_per_minute", b"_rate_read_per_minute", "_signed_url_ttl_seconds", b"_signed_url_ttl_seconds", "content_types", b"content_types", "max_height", b"max_height", "max_upload_bytes", b"max_upload_bytes", "max_width", b"max_width", "min_height", b"min_height", "min_width", b"min_width", "quota_bytes", b"quota_bytes", "quota_images", b"quota_images", "quota_uploads_per_day", b"quota_uploads_per_day", "rate_admin_per_minute", b"rate_admin_per_minute", "rate_create_per_minute", b"rate_create_per_minute", "rate_delete_per_minute", b"rate_delete_per_minute", "rate_read_per_minute", b"rate_read_per_minute", "signed_url_ttl_seconds", b"signed_url_ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_height", b"_max_height", "_max_upload_bytes", b"_max_upload_bytes", "_max_width", b"_max_width", "_min_height", b"_min_height", "_min_width", b"_min_width", "_quota_bytes", b"_quota_bytes", "_quota_images", b"_quota_images", "_quota_uploads_per_day", b"_quota_uploads_per_day", "_rate_admin_per_minute", b"_rate_admin_per_minute", "_rate_create_per_minute", b"_rate_create_per_minute", "_rate_delete_per_minute", b"_rate_delete_per_minute", "_rate_read_per_minute", b"_rate_read_per_minute", "_require_declared_upload", b"_require_declared_upload", "_signed_url_ttl_seconds", b"_signed_url_ttl_seconds", "content_types", b"content_types", "max_height", b"max_height", "max_upload_bytes", b"max_upload_bytes", "max_width", b"max_width", "min_height", b"min_height", "min_width", b"min_width", "quota_bytes", b"quota_bytes", "quota_images", b"quota_images", "quota_uploads_per_day", b"quota_uploads_per_day", "rate_admin_per_minute", b"rate_admin_per_minute", "rate_create_per_minute", b"rate_create_per_minute", "rate_delete_per_minute", b"rate_delete_per_minute", "rate_read_per_minute", b"rate_read_per_minute", "require_declared_upload", b"require_declared_upload", "signed_url_ttl_seconds", b"signed_url_ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_height: _TypeAlias = _typing.Literal["max_height"]  # noqa: Y015
     _WhichOneofArgType__max_height: _TypeAlias = _typing.Literal["_max_height", b"_max_height"]  # noqa: Y015
@@ -195,6 +243,8 @@ class ProjectSettings(_message.Message):
     _WhichOneofArgType__rate_delete_per_minute: _TypeAlias = _typing.Literal["_rate_delete_per_minute", b"_rate_delete_per_minute"]  # noqa: Y015
     _WhichOneofReturnType__rate_read_per_minute: _TypeAlias = _typing.Literal["rate_read_per_minute"]  # noqa: Y015
     _WhichOneofArgType__rate_read_per_minute: _TypeAlias = _typing.Literal["_rate_read_per_minute", b"_rate_read_per_minute"]  # noqa: Y015
+    _WhichOneofReturnType__require_declared_upload: _TypeAlias = _typing.Literal["require_declared_upload"]  # noqa: Y015
+    _WhichOneofArgType__require_declared_upload: _TypeAlias = _typing.Literal["_require_declared_upload", b"_require_declared_upload"]  # noqa: Y015
     _WhichOneofReturnType__signed_url_ttl_seconds: _TypeAlias = _typing.Literal["signed_url_ttl_seconds"]  # noqa: Y015
     _WhichOneofArgType__signed_url_ttl_seconds: _TypeAlias = _typing.Literal["_signed_url_ttl_seconds", b"_signed_url_ttl_seconds"]  # noqa: Y015
     @_typing.overload
@@ -222,6 +272,8 @@ class ProjectSettings(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_read_per_minute) -> _WhichOneofReturnType__rate_read_per_minute | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__require_declared_upload) -> _WhichOneofReturnType__require_declared_upload | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__signed_url_ttl_seconds) -> _WhichOneofReturnType__signed_url_ttl_seconds | None: ...
 
 Global___ProjectSettings: _TypeAlias = ProjectSettings  # noqa: Y015
@@ -240,6 +292,10 @@ class ApiKey(_message.Message):
     REVOKE_TIME_FIELD_NUMBER: _builtins.int
     LAST_USE_TIME_FIELD_NUMBER: _builtins.int
     CREATOR_FIELD_NUMBER: _builtins.int
+    RATE_CREATE_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    RATE_READ_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    RATE_DELETE_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    RATE_ADMIN_PER_MINUTE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. `projects/{project}/apiKeys/{api_key}`; `{api_key}` is the public part of
     the key (its first characters after `imk_`).
@@ -248,6 +304,16 @@ class ApiKey(_message.Message):
     """Required. What the key is for, 1-200 characters."""
     creator: _builtins.str
     """Output only. Who created the key (`key:<id>`, `mtls:<identity>` or `cli:<user>`)."""
+    rate_create_per_minute: _builtins.int
+    """Optional. Most CreateUploadUrl calls per minute with this key, over all replicas; unset
+    or 0: only the project's limit applies (a key limit only ever narrows the project's).
+    """
+    rate_read_per_minute: _builtins.int
+    """Optional. Most GetImage and URL calls per minute with this key (0: no key limit)."""
+    rate_delete_per_minute: _builtins.int
+    """Optional. Most DeleteImage calls per minute with this key (0: no key limit)."""
+    rate_admin_per_minute: _builtins.int
+    """Optional. Most ProjectService calls per minute with this key (0: no key limit)."""
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Required. What the key may do: any of "images.create", "images.read", "images.delete",
@@ -281,11 +347,30 @@ class ApiKey(_message.Message):
         revoke_time: _timestamp_pb2.Timestamp | None = ...,
         last_use_time: _timestamp_pb2.Timestamp | None = ...,
         creator: _builtins.str = ...,
+        rate_create_per_minute: _builtins.int | None = ...,
+        rate_read_per_minute: _builtins.int | None = ...,
+        rate_delete_per_minute: _builtins.int | None = ...,
+        rate_admin_per_minute: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "last_use_time", b"last_use_time", "revoke_time", b"revoke_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_rate_admin_per_minute", b"_rate_admin_per_minute", "_rate_create_per_minute", b"_rate_create_per_minute", "_rate_delete_per_minute", b"_rate_delete_per_minute", "_rate_read_per_minute", b"_rate_read_per_minute", "create_time", b"create_time", "expire_time", b"expire_time", "last_use_time", b"last_use_time", "rate_admin_per_minute", b"rate_admin_per_minute", "rate_create_per_minute", b"rate_create_per_minute", "rate_delete_per_minute", b"rate_delete_per_minute", "rate_read_per_minute", b"rate_read_per_minute", "revoke_time", b"revoke_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "creator", b"creator", "display_name", b"display_name", "expire_time", b"expire_time", "last_use_time", b"last_use_time", "name", b"name", "revoke_time", b"revoke_time", "scopes", b"scopes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_rate_admin_per_minute", b"_rate_admin_per_minute", "_rate_create_per_minute", b"_rate_create_per_minute", "_rate_delete_per_minute", b"_rate_delete_per_minute", "_rate_read_per_minute", b"_rate_read_per_minute", "create_time", b"create_time", "creator", b"creator", "display_name", b"display_name", "expire_time", b"expire_time", "last_use_time", b"last_use_time", "name", b"name", "rate_admin_per_minute", b"rate_admin_per_minute", "rate_create_per_minute", b"rate_create_per_minute", "rate_delete_per_minute", b"rate_delete_per_minute", "rate_read_per_minute", b"rate_read_per_minute", "revoke_time", b"revoke_time", "scopes", b"scopes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__rate_admin_per_minute: _TypeAlias = _typing.Literal["rate_admin_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__rate_admin_per_minute: _TypeAlias = _typing.Literal["_rate_admin_per_minute", b"_rate_admin_per_minute"]  # noqa: Y015
+    _WhichOneofReturnType__rate_create_per_minute: _TypeAlias = _typing.Literal["rate_create_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__rate_create_per_minute: _TypeAlias = _typing.Literal["_rate_create_per_minute", b"_rate_create_per_minute"]  # noqa: Y015
+    _WhichOneofReturnType__rate_delete_per_minute: _TypeAlias = _typing.Literal["rate_delete_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__rate_delete_per_minute: _TypeAlias = _typing.Literal["_rate_delete_per_minute", b"_rate_delete_per_minute"]  # noqa: Y015
+    _WhichOneofReturnType__rate_read_per_minute: _TypeAlias = _typing.Literal["rate_read_per_minute"]  # noqa: Y015
+    _WhichOneofArgType__rate_read_per_minute: _TypeAlias = _typing.Literal["_rate_read_per_minute", b"_rate_read_per_minute"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_admin_per_minute) -> _WhichOneofReturnType__rate_admin_per_minute | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_create_per_minute) -> _WhichOneofReturnType__rate_create_per_minute | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_delete_per_minute) -> _WhichOneofReturnType__rate_delete_per_minute | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_read_per_minute) -> _WhichOneofReturnType__rate_read_per_minute | None: ...
 
 Global___ApiKey: _TypeAlias = ApiKey  # noqa: Y015

@@ -27,6 +27,9 @@ class CreateUploadUrlRequest(_message.Message):
 
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     FILE_NAME_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    UPLOAD_METHOD_FIELD_NUMBER: _builtins.int
     content_type: _builtins.str
     """Required. Exactly one of "image/jpeg", "image/png", "image/webp", "image/avif",
     "image/gif" (lower case, no parameters). The PUT must send the same Content-Type.
@@ -35,17 +38,38 @@ class CreateUploadUrlRequest(_message.Message):
     """Required. The original file name, 1-255 characters without control characters.
     Kept for display only; it never becomes part of a storage key.
     """
+    size_bytes: _builtins.int
+    """Optional. The exact size of the bytes to upload. With it, Content-Length is signed into
+    the URL and S3 refuses any other length; the project's stored-bytes quota counts it
+    (instead of the maximum size) until the upload ends. Required when the project sets
+    `require_declared_upload`. PUT only.
+    """
+    sha256: _builtins.str
+    """Optional. The SHA-256 of the bytes, 64 lower-case hex characters. With it, the URL signs
+    `x-amz-checksum-sha256` (base64) and S3 refuses a body with another checksum. Required
+    when the project sets `require_declared_upload`. PUT only.
+    """
+    upload_method: _builtins.str
+    """Optional. "PUT" (the default) or "POST": a presigned HTML form POST for browsers, whose
+    policy fixes the content type and caps the size at the project's maximum with
+    `content-length-range` (browsers cannot be relied on to send a declared length).
+    """
     def __init__(
         self,
         *,
         content_type: _builtins.str = ...,
         file_name: _builtins.str = ...,
+        size_bytes: _builtins.int | None = ...,
+        sha256: _builtins.str = ...,
+        upload_method: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "size_bytes", b"size_bytes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "file_name", b"file_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "content_type", b"content_type", "file_name", b"file_name", "sha256", b"sha256", "size_bytes", b"size_bytes", "upload_method", b"upload_method"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__size_bytes: _TypeAlias = _typing.Literal["size_bytes"]  # noqa: Y015
+    _WhichOneofArgType__size_bytes: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__size_bytes) -> _WhichOneofReturnType__size_bytes | None: ...
 
 Global___CreateUploadUrlRequest: _TypeAlias = CreateUploadUrlRequest  # noqa: Y015
 
@@ -75,18 +99,39 @@ class CreateUploadUrlResponse(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class FormFieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     IMAGE_ID_FIELD_NUMBER: _builtins.int
     UPLOAD_URL_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     REQUIRED_HEADERS_FIELD_NUMBER: _builtins.int
     UPLOAD_METHOD_FIELD_NUMBER: _builtins.int
     MAX_SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    FORM_FIELDS_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     """Output only. The new image's id (a ULID); use it with DeliveryService."""
     upload_url: _builtins.str
     """Output only. Presigned URL: send the bytes with HTTP PUT before `expire_time`."""
     upload_method: _builtins.str
-    """Output only. The HTTP method to use with `upload_url`: always "PUT"."""
+    """Output only. The HTTP method to use with `upload_url`: "PUT", or "POST" when asked for."""
     max_size_bytes: _builtins.int
     """Output only. Largest upload the processor accepts, in bytes; larger uploads end FAILED."""
     @_builtins.property
@@ -95,7 +140,16 @@ class CreateUploadUrlResponse(_message.Message):
 
     @_builtins.property
     def required_headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Output only. Headers the PUT must carry exactly as given (they are signed into the URL)."""
+        """Output only. Every header the PUT must carry, exactly as given (they are signed into the
+        URL): Content-Type, and Content-Length and the checksum headers when declared. Empty for
+        POST.
+        """
+
+    @_builtins.property
+    def form_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Output only. For POST: the form fields to send, before the file field (named "file"),
+        as multipart/form-data.
+        """
 
     def __init__(
         self,
@@ -106,10 +160,11 @@ class CreateUploadUrlResponse(_message.Message):
         required_headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         upload_method: _builtins.str = ...,
         max_size_bytes: _builtins.int = ...,
+        form_fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "image_id", b"image_id", "max_size_bytes", b"max_size_bytes", "required_headers", b"required_headers", "upload_method", b"upload_method", "upload_url", b"upload_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "form_fields", b"form_fields", "image_id", b"image_id", "max_size_bytes", b"max_size_bytes", "required_headers", b"required_headers", "upload_method", b"upload_method", "upload_url", b"upload_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

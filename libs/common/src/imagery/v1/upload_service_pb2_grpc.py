@@ -55,8 +55,10 @@ class UploadServiceServicer:
 
     def CreateUploadUrl(self, request, context):
         """Creates a PENDING image and a presigned HTTP PUT URL for its bytes.
-        Errors: INVALID_ARGUMENT (UNSUPPORTED_CONTENT_TYPE, INVALID_FILE_NAME),
-        UNAVAILABLE when storage or the database cannot be reached (safe to retry).
+        Errors: INVALID_ARGUMENT (UNSUPPORTED_CONTENT_TYPE, INVALID_FILE_NAME, INVALID_ARGUMENT
+        for a size above the project's maximum, a malformed checksum or an unknown method),
+        FAILED_PRECONDITION (DECLARATION_REQUIRED), RESOURCE_EXHAUSTED (QUOTA_EXCEEDED,
+        RATE_LIMITED), UNAVAILABLE when storage or the database cannot be reached (safe to retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,8 +37,10 @@ class UploadServiceStub:
     def __new__(cls, channel: _aio.Channel) -> UploadServiceAsyncStub: ...
     CreateUploadUrl: _grpc.UnaryUnaryMultiCallable[_upload_service_pb2.CreateUploadUrlRequest, _upload_service_pb2.CreateUploadUrlResponse]
     """Creates a PENDING image and a presigned HTTP PUT URL for its bytes.
-    Errors: INVALID_ARGUMENT (UNSUPPORTED_CONTENT_TYPE, INVALID_FILE_NAME),
-    UNAVAILABLE when storage or the database cannot be reached (safe to retry).
+    Errors: INVALID_ARGUMENT (UNSUPPORTED_CONTENT_TYPE, INVALID_FILE_NAME, INVALID_ARGUMENT
+    for a size above the project's maximum, a malformed checksum or an unknown method),
+    FAILED_PRECONDITION (DECLARATION_REQUIRED), RESOURCE_EXHAUSTED (QUOTA_EXCEEDED,
+    RATE_LIMITED), UNAVAILABLE when storage or the database cannot be reached (safe to retry).
     """
     DeleteImage: _grpc.UnaryUnaryMultiCallable[_upload_service_pb2.DeleteImageRequest, _upload_service_pb2.DeleteImageResponse]
     """Deletes the caller's image; content shared with other images stays until
@@ -55,8 +57,10 @@ class UploadServiceAsyncStub(UploadServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateUploadUrl: _aio.UnaryUnaryMultiCallable[_upload_service_pb2.CreateUploadUrlRequest, _upload_service_pb2.CreateUploadUrlResponse]  # type: ignore[assignment]
     """Creates a PENDING image and a presigned HTTP PUT URL for its bytes.
-    Errors: INVALID_ARGUMENT (UNSUPPORTED_CONTENT_TYPE, INVALID_FILE_NAME),
-    UNAVAILABLE when storage or the database cannot be reached (safe to retry).
+    Errors: INVALID_ARGUMENT (UNSUPPORTED_CONTENT_TYPE, INVALID_FILE_NAME, INVALID_ARGUMENT
+    for a size above the project's maximum, a malformed checksum or an unknown method),
+    FAILED_PRECONDITION (DECLARATION_REQUIRED), RESOURCE_EXHAUSTED (QUOTA_EXCEEDED,
+    RATE_LIMITED), UNAVAILABLE when storage or the database cannot be reached (safe to retry).
     """
     DeleteImage: _aio.UnaryUnaryMultiCallable[_upload_service_pb2.DeleteImageRequest, _upload_service_pb2.DeleteImageResponse]  # type: ignore[assignment]
     """Deletes the caller's image; content shared with other images stays until
@@ -76,8 +80,10 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_upload_service_pb2.CreateUploadUrlResponse, _abc.Awaitable[_upload_service_pb2.CreateUploadUrlResponse]]:
         """Creates a PENDING image and a presigned HTTP PUT URL for its bytes.
-        Errors: INVALID_ARGUMENT (UNSUPPORTED_CONTENT_TYPE, INVALID_FILE_NAME),
-        UNAVAILABLE when storage or the database cannot be reached (safe to retry).
+        Errors: INVALID_ARGUMENT (UNSUPPORTED_CONTENT_TYPE, INVALID_FILE_NAME, INVALID_ARGUMENT
+        for a size above the project's maximum, a malformed checksum or an unknown method),
+        FAILED_PRECONDITION (DECLARATION_REQUIRED), RESOURCE_EXHAUSTED (QUOTA_EXCEEDED,
+        RATE_LIMITED), UNAVAILABLE when storage or the database cannot be reached (safe to retry).
         """
 
     @_abc_1.abstractmethod

@@ -6,13 +6,22 @@ use."""
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from imagery.common.api_keys import NewKey
 from imagery.common.domain import DeletedImage, DownloadTarget, ImageRecord, ImageStatus
-from imagery.common.tenancy import Actor, ApiKeyInfo, Project, ProjectSettings, Scope
+from imagery.common.quotas import UNLIMITED, Quotas
+from imagery.common.tenancy import (
+    NO_KEY_LIMITS,
+    Actor,
+    ApiKeyInfo,
+    KeyLimits,
+    Project,
+    ProjectSettings,
+    Scope,
+)
 
 __all__ = [
     "ApiKeyInfo",
@@ -28,19 +37,28 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class PresignedUpload:
+    """How the client sends the bytes: `method` PUT to `url` with exactly `headers`, or
+    POST to `url` as multipart/form-data with `fields` (in order) before the file."""
+
     url: str
     method: str
     headers: dict[str, str]
     expires_in_seconds: int
+    fields: dict[str, str] = field(default_factory=dict)
 
 
 class ImageRepository(Protocol):
     """Every read and write of a caller's images names the caller's project; another
     project's image is never found. The processor's methods span projects."""
 
-    async def save(self, record: ImageRecord, *, principal: str) -> None:
+    async def save(
+        self, record: ImageRecord, *, principal: str, quotas: Quotas = UNLIMITED
+    ) -> None:
         """Insert a new record (in `record.project_id`) with its audit event; raises
-        `ImageAlreadyExists` if the id is taken."""
+        `ImageAlreadyExists` if the id is taken. Under `quotas` the record is admitted only
+        if the project's usage, with it, stays within them (it counts as one image,
+        `record.reserved_bytes` bytes and one upload today), else `QuotaExceeded`; concurrent
+        saves are admitted one after another, never past a quota."""
 
     async def find_by_id(self, project_id: str, image_id: str) -> ImageRecord | None: ...
 
@@ -96,8 +114,23 @@ class ObjectDeleter(Protocol):
 
 class UploadSigner(Protocol):
     async def presign_put(
-        self, key: str, content_type: str, expires_in_seconds: int
-    ) -> PresignedUpload: ...
+        self,
+        key: str,
+        content_type: str,
+        expires_in_seconds: int,
+        *,
+        size_bytes: int | None = None,
+        sha256: str | None = None,
+    ) -> PresignedUpload:
+        """A PUT that S3 accepts only with this Content-Type and, when given, exactly
+        `size_bytes` bytes (Content-Length signed) whose SHA-256 is `sha256` (lower-case hex;
+        signed as `x-amz-checksum-sha256`, base64). `headers` lists every header to send."""
+
+    async def presign_post(
+        self, key: str, content_type: str, expires_in_seconds: int, *, max_size_bytes: int
+    ) -> PresignedUpload:
+        """A browser form POST whose policy fixes the key and Content-Type and caps the body
+        with `content-length-range` [1, max_size_bytes]; `headers` is empty."""
 
 
 class ProjectStore(Protocol):
@@ -138,6 +171,7 @@ class ProjectStore(Protocol):
         display_name: str,
         scopes: Sequence[Scope],
         expire_time: datetime | None,
+        limits: KeyLimits = NO_KEY_LIMITS,
     ) -> tuple[NewKey, ApiKeyInfo] | None:
         """None when the project is missing or deleted."""
 

@@ -23,12 +23,16 @@ from imagery.common.errors import (
     ProjectBeingPurged,
     ProjectNotFound,
     ProjectProtected,
+    SettingAboveCeiling,
 )
 from imagery.common.telemetry import current_trace_id
 from imagery.common.tenancy import (
     LIMITS,
+    NO_KEY_LIMITS,
+    RPC_CLASSES,
     SETTING_NAMES,
     Actor,
+    KeyLimits,
     Principal,
     Project,
     ProjectSettings,
@@ -250,9 +254,11 @@ class ProjectAdmin:
         display_name: str,
         scopes: Sequence[str],
         expire_time: datetime | None,
+        limits: KeyLimits = NO_KEY_LIMITS,
     ) -> tuple[NewKey, ApiKeyInfo]:
         project = await self._visible(caller, project_id_from_name(parent, "parent"), parent)
         granted = parse_scopes(tuple(scopes), "api_key.scopes")
+        self._check_key_limits(limits)
         if expire_time is not None and expire_time <= self._clock():
             raise InvalidArgument(
                 "api_key.expire_time", "is in the past", "send a future time, or none"
@@ -263,10 +269,22 @@ class ProjectAdmin:
             display_name=_display_name(display_name, "api_key.display_name"),
             scopes=sorted(granted),
             expire_time=expire_time,
+            limits=limits,
         )
         if made is None:
             raise ProjectNotFound(parent)
         return made
+
+    def _check_key_limits(self, limits: KeyLimits) -> None:
+        """A key's limit only narrows its project's, so any project admin may set one; it
+        stays within the deployment's ceiling for the class, like a project's."""
+        for name in RPC_CLASSES:
+            value, field = limits.of(name), f"api_key.rate_{name}_per_minute"
+            ceiling: int = getattr(self._policy.ceilings, f"rate_{name}_per_minute")
+            if value < 0:
+                raise InvalidArgument(field, "is negative", "send 0 (no key limit) or more")
+            if ceiling and value > ceiling:
+                raise SettingAboveCeiling(field, value, ceiling)
 
     async def list_api_keys(
         self, caller: Principal, parent: str, page_size: int, page_token: str

@@ -13,7 +13,7 @@ from imagery.admin import argtypes as types
 from imagery.admin import commands
 from imagery.admin.output import CliError
 from imagery.admin.rpc import DEFAULT_ADDRESS
-from imagery.common.tenancy import SETTING_NAMES
+from imagery.common.tenancy import RPC_CLASSES, SETTING_NAMES, SWITCHES
 
 Parents: TypeAlias = dict[str, argparse.ArgumentParser]
 Group: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -28,6 +28,7 @@ _SETTING_HELP = {
     "quota_images": "most images stored (0: unlimited)",
     "quota_bytes": "most bytes stored (0: unlimited)",
     "quota_uploads_per_day": "most uploads started per UTC day (0: unlimited)",
+    "require_declared_upload": "true: uploads must declare size_bytes and sha256",
 }
 
 
@@ -67,8 +68,12 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
         group.add_argument(
             f"--{name.replace('_', '-')}",
             dest=f"setting_{name}",
-            metavar="TYPES" if name == "content_types" else "N",
-            type=types.content_types if name == "content_types" else types.count,
+            metavar="TYPES" if name == "content_types" else "BOOL" if name in SWITCHES else "N",
+            type=types.content_types
+            if name == "content_types"
+            else types.switch
+            if name in SWITCHES
+            else types.count,
             help=_SETTING_HELP.get(name, name.replace("_", " ")),
         )
 
@@ -89,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     parents = _parents()
     parser = argparse.ArgumentParser(
         prog="imagery-admin",
-        description="Operate imagery: bootstrap, projects, API keys, mTLS identities, audit.",
+        description="Operate imagery: bootstrap, projects, keys, mTLS identities, usage, audit.",
     )
     parser.add_argument("--json", action="store_true", default=False, help="print JSON, not text")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -98,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keys(top, parents)
     _add_identities(top, parents)
     _add_jobs(top, parents)
+    usage = _leaf(
+        top,
+        "usage",
+        commands.usage,
+        [parents["out"], parents["rpc"]],
+        "what projects store and started today, against their quotas",
+    )
+    usage.add_argument(
+        "project_id", metavar="PROJECT", nargs="?", type=types.project_id, help="(default: all)"
+    )
     _add_audit_and_migrate(top, parents)
     return parser
 
@@ -178,6 +193,14 @@ def _add_keys(top: Group, p: Parents) -> None:
         type=types.scopes,
         help="comma-separated: images.create, images.read, images.delete, projects.admin",
     )
+    for rpc_class in RPC_CLASSES:
+        create.add_argument(
+            f"--rate-{rpc_class}-per-minute",
+            type=types.count,
+            default=0,
+            metavar="N",
+            help=f"the key's own limit on {rpc_class} calls (0: only the project's applies)",
+        )
     expiry = create.add_mutually_exclusive_group()
     expiry.add_argument(
         "--expire-time", type=types.expire_time, help="ISO 8601, e.g. 2030-01-31T00:00:00Z"

@@ -34,6 +34,14 @@ def count(value: str) -> int:
     return int(value)
 
 
+def switch(value: str) -> bool:
+    if value.lower() in ("true", "yes", "on", "1"):
+        return True
+    if value.lower() in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not true or false")
+
+
 def positive(value: str) -> int:
     number = count(value)
     if number == 0:

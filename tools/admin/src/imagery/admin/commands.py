@@ -8,7 +8,7 @@ from typing import Any
 
 from imagery.admin import direct, jobs, output, rpc
 from imagery.admin.output import emit
-from imagery.common.tenancy import SETTING_NAMES, Scope
+from imagery.common.tenancy import RPC_CLASSES, SETTING_NAMES, Scope
 
 
 class UsageError(Exception):
@@ -76,6 +76,12 @@ def projects_get(args: Namespace) -> None:
     emit(args.json, data, lambda: output.project_text(data))
 
 
+def usage(args: Namespace) -> None:
+    with _client(args) as client:
+        data = rpc.usage(client, args.project_id)
+    emit(args.json, data, lambda: output.usage_text(data))
+
+
 def projects_list(args: Namespace) -> None:
     with _client(args) as client:
         data = rpc.list_projects(client, show_deleted=args.show_deleted, page_size=args.page_size)
@@ -128,8 +134,19 @@ def projects_delete(args: Namespace) -> None:
 
 def keys_create(args: Namespace) -> None:
     with _client(args) as client:
+        limits = {
+            name: value
+            for name in RPC_CLASSES
+            if (value := getattr(args, f"rate_{name}_per_minute"))
+        }
         data = rpc.create_key(
-            client, args.project_id, args.display_name, args.scopes, args.expire_time, args.dry_run
+            client,
+            args.project_id,
+            args.display_name,
+            args.scopes,
+            args.expire_time,
+            args.dry_run,
+            limits,
         )
     if args.dry_run:
         expires = output.when(data["expire_time"]) if data["expire_time"] else "never"

@@ -104,6 +104,22 @@ def projects_text(projects: Sequence[Mapping[str, Any]]) -> str:
     return table(("PROJECT", "DISPLAY NAME", "OPERATOR", "CREATED", "DELETED"), rows)
 
 
+def usage_text(projects: Sequence[Mapping[str, Any]]) -> str:
+    if not projects:
+        return "No projects."
+
+    def cell(entry: Mapping[str, int]) -> str:
+        if not entry["quota"]:
+            return f"{entry['used']} (unlimited)"
+        return f"{entry['used']} of {entry['quota']} ({100 * entry['used'] / entry['quota']:.0f}%)"
+
+    rows = [
+        (p["project_id"], cell(p["images"]), cell(p["bytes"]), cell(p["uploads_today"]))
+        for p in projects
+    ]
+    return table(("PROJECT", "IMAGES", "BYTES", "UPLOADS TODAY (UTC)"), rows)
+
+
 def keys_text(keys: Sequence[Mapping[str, Any]]) -> str:
     if not keys:
         return "No API keys."

@@ -22,7 +22,7 @@ from grpc_status import rpc_status
 
 from imagery.admin.actor import cli_principal
 from imagery.admin.output import CliError
-from imagery.common.tenancy import SETTING_NAMES
+from imagery.common.tenancy import RPC_CLASSES, SETTING_NAMES
 from imagery.v1 import project_pb2
 from imagery.v1 import project_service_pb2 as pb
 from imagery.v1 import project_service_pb2_grpc as pb_grpc
@@ -139,8 +139,31 @@ def settings_data(settings: project_pb2.ProjectSettings) -> Plain:
             if settings.content_types:
                 data[name] = list(settings.content_types)
         elif generic.HasField(name):
-            data[name] = int(getattr(settings, name))
+            value = getattr(settings, name)
+            data[name] = value if isinstance(value, bool) else int(value)
     return data
+
+
+def usage_data(project: project_pb2.Project) -> Plain:
+    """The project's usage against each quota in force (0: unlimited)."""
+    quotas = project.effective_settings
+    return {
+        "project_id": project.name.removeprefix("projects/"),
+        "images": {"used": project.usage.images, "quota": quotas.quota_images},
+        "bytes": {"used": project.usage.bytes, "quota": quotas.quota_bytes},
+        "uploads_today": {
+            "used": project.usage.uploads_today,
+            "quota": quotas.quota_uploads_per_day,
+        },
+    }
+
+
+def usage(client: Client, project_id: str | None) -> list[Plain]:
+    if project_id is not None:
+        response = client.call("GetProject", pb.GetProjectRequest(name=f"projects/{project_id}"))
+        return [usage_data(response.project)]
+    request = pb.ListProjectsRequest(page_size=100)
+    return [usage_data(p) for p in _pages(client, "ListProjects", request, "projects")]
 
 
 def project_data(project: project_pb2.Project) -> Plain:
@@ -172,6 +195,11 @@ def key_data(key: project_pb2.ApiKey) -> Plain:
         "revoke_time": _time(key, "revoke_time"),
         "last_use_time": _time(key, "last_use_time"),
         "creator": key.creator,
+        "rate_limits_per_minute": {
+            name: getattr(key, f"rate_{name}_per_minute")
+            for name in RPC_CLASSES
+            if getattr(key, f"rate_{name}_per_minute")
+        },
     }
 
 
@@ -280,7 +308,9 @@ def create_key(
     scopes: Sequence[str],
     expire_time: datetime | None,
     dry_run: bool,
+    limits: Mapping[str, int] | None = None,
 ) -> Plain:
+    rates = {f"rate_{name}_per_minute": value for name, value in (limits or {}).items()}
     if dry_run:
         project = get_project(client, project_id)
         if project["delete_time"]:
@@ -291,8 +321,11 @@ def create_key(
             "display_name": display_name,
             "scopes": sorted(scopes),
             "expire_time": None if expire_time is None else expire_time.isoformat(),
+            "rate_limits_per_minute": dict(limits or {}),
         }
     key = project_pb2.ApiKey(display_name=display_name, scopes=sorted(scopes))
+    for field, value in rates.items():
+        setattr(key, field, value)
     if expire_time is not None:
         key.expire_time.FromDatetime(expire_time)
     request = pb.CreateApiKeyRequest(parent=f"projects/{project_id}", api_key=key)

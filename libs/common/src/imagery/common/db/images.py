@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from imagery.common.db.pool import translates_postgres_errors
+from imagery.common.db.usage import read_usage
 from imagery.common.domain import (
     DeletedImage,
     DownloadTarget,
@@ -16,7 +17,8 @@ from imagery.common.domain import (
     ImageStatus,
     VariantInfo,
 )
-from imagery.common.errors import ImageAlreadyExists
+from imagery.common.errors import DependencyUnavailable, ImageAlreadyExists
+from imagery.common.quotas import UNLIMITED, Quotas, refusal
 from imagery.common.telemetry import current_trace_id, trace_id_of
 from imagery.common.tenancy import ProjectSettings
 
@@ -40,16 +42,30 @@ SELECT r.id, r.status, v.format, v.object_key, v.content_type
          ON v.sha256 = r.sha256 AND r.status = 'ready'
         AND v.name = $2 AND v.format = ANY($3::text[])
  WHERE r.id = ANY($1::text[]) AND r.project_id = $4"""
-# A record, its audit event, in one statement (one round trip on the hot path).
-_SAVE = """
+# A record, its audit event, in one statement (one round trip on the hot path). The usage
+# triggers (0012) count it.
+_INSERT = """
 WITH saved AS (
     INSERT INTO image_records
            (id, status, content_type, file_name, object_key, size_bytes, trace_context,
-            project_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            project_id, reserved_bytes)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $11 {gate}
     RETURNING id)
 INSERT INTO audit_events (project_id, principal, action, target, trace_id, outcome)
-SELECT $8, $9, 'image.create', 'images/' || id, $10, 'ok' FROM saved"""
+SELECT $8, $9, 'image.create', 'images/' || id, $10, 'ok' FROM saved RETURNING 1"""
+_SAVE = _INSERT.format(gate="")
+# Admission under quotas: the project's usage row is locked, and rechecked once the lock is
+# held (Postgres re-evaluates the WHERE against the row as the previous holder left it), so
+# concurrent uploads are admitted one at a time against the count their predecessors left.
+_SAVE_WITHIN_QUOTAS = _INSERT.format(
+    gate="""FROM (SELECT 1 FROM project_usage
+                WHERE project_id = $8
+                  AND ($12 = 0 OR images < $12)
+                  AND ($13 = 0 OR bytes + $11 <= $13)
+                  AND ($14 = 0 OR day <> (now() AT TIME ZONE 'UTC')::date
+                       OR day_uploads < $14)
+                  FOR UPDATE) admitted"""
+)
 
 
 # The deletion feed (0004) is still written for delivery replicas of the previous release,
@@ -67,24 +83,54 @@ class PostgresImageRepository:
         self._pool = pool
 
     @translates_postgres_errors
-    async def save(self, record: ImageRecord, *, principal: str) -> None:
-        """Insert a new record and its `image.create` audit event by `principal`."""
+    async def save(
+        self, record: ImageRecord, *, principal: str, quotas: Quotas = UNLIMITED
+    ) -> None:
+        """Insert a new record and its `image.create` audit event by `principal`; with
+        `quotas`, only if the project's usage leaves room (else raise `QuotaExceeded`)."""
+        values = (
+            record.id,
+            record.status.value,
+            record.content_type,
+            record.file_name,
+            record.object_key,
+            record.size_bytes,
+            record.trace_context,
+            record.project_id,
+            principal,
+            trace_id_of(record.trace_context),
+            record.reserved_bytes,
+        )
         try:
-            await self._pool.execute(
-                _SAVE,
-                record.id,
-                record.status.value,
-                record.content_type,
-                record.file_name,
-                record.object_key,
-                record.size_bytes,
-                record.trace_context,
-                record.project_id,
-                principal,
-                trace_id_of(record.trace_context),
-            )
+            if quotas.unlimited:
+                await self._pool.execute(_SAVE, *values)
+                return
+            limits = (quotas.images, quotas.bytes, quotas.uploads_per_day)
+            for _ in range(3):
+                if await self._pool.fetchval(_SAVE_WITHIN_QUOTAS, *values, *limits):
+                    return
+                await self._refuse(record, quotas)
         except asyncpg.UniqueViolationError as exc:
             raise ImageAlreadyExists(f"Image {record.id} already exists.") from exc
+        raise DependencyUnavailable(
+            "The project's usage kept changing while this upload was admitted: retry the call."
+        )
+
+    async def _refuse(self, record: ImageRecord, quotas: Quotas) -> None:
+        """Raise the quota the upload exceeds. Returns when none does now (the usage row
+        was missing, a project older than 0012's count, or an upload just ended)."""
+        found = await read_usage(self._pool, [record.project_id])
+        if not found:
+            await self._pool.execute(
+                "INSERT INTO project_usage (project_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                record.project_id,
+            )
+            return
+        refused = refusal(
+            found[record.project_id], record.project_id, quotas, record.reserved_bytes
+        )
+        if refused is not None:
+            raise refused
 
     @translates_postgres_errors
     async def find_by_id(self, project_id: str, image_id: str) -> ImageRecord | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -16,12 +17,15 @@ import asyncpg
 
 from imagery.common.api_keys import NewKey, new_key
 from imagery.common.db.pool import translates_postgres_errors
+from imagery.common.db.usage import USAGE_COLUMNS, usage_from_row
 from imagery.common.errors import ProjectAlreadyExists
 from imagery.common.tenancy import (
+    NO_KEY_LIMITS,
     Actor,
     ApiKeyInfo,
     AuditEvent,
     Grant,
+    KeyLimits,
     Project,
     ProjectSettings,
     Scope,
@@ -31,7 +35,7 @@ CHANNEL = "imagery_changes"
 _PROJECT_COLUMNS = """p.id, p.display_name, p.settings, p.content_scope, p.operator,
     p.created_at, p.updated_at, p.deleted_at, p.purge_time"""
 _KEY_COLUMNS = """k.id, k.project_id, k.display_name, k.scopes, k.created_at, k.created_by,
-    k.expire_time, k.revoked_at, k.last_used_at"""
+    k.expire_time, k.revoked_at, k.last_used_at, k.rate_limits"""
 _AUDIT = """INSERT INTO audit_events (project_id, principal, action, target, trace_id, outcome,
                                       details)
             VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)"""
@@ -54,6 +58,19 @@ def project_from_row(row: asyncpg.Record, offset: int = 0) -> Project:
     )
 
 
+# What a project stores, read with it where it is shown (not on the authentication path).
+_USAGE_JOIN = "LEFT JOIN project_usage u ON u.project_id = p.id"
+
+
+def _with_usage(row: asyncpg.Record) -> Project:
+    return replace(project_from_row(row), usage=usage_from_row(row))
+
+
+def _limits_detail(limits: KeyLimits) -> dict[str, Any]:
+    rates = limits.to_json()
+    return {"rate_limits_per_minute": rates} if rates else {}
+
+
 def _scopes(values: Sequence[str]) -> frozenset[Scope]:
     known = {s.value: s for s in Scope}
     return frozenset(known[v] for v in values if v in known)
@@ -70,7 +87,12 @@ def _key_from_row(row: asyncpg.Record) -> ApiKeyInfo:
         row["expire_time"],
         row["revoked_at"],
         row["last_used_at"],
+        _key_limits(row["rate_limits"]),
     )
+
+
+def _key_limits(raw: str | dict[str, Any]) -> KeyLimits:
+    return KeyLimits.from_json(json.loads(raw) if isinstance(raw, str) else raw)
 
 
 async def audit(
@@ -116,7 +138,9 @@ class PostgresProjects:
         """A project with its first key, in one transaction (the CLI's bootstrap)."""
         async with self._pool.acquire() as conn, conn.transaction():
             created = await self._insert_project(conn, project, actor)
-            made, _ = await self._insert_key(conn, project.id, key_name, scopes, None, actor)
+            made, _ = await self._insert_key(
+                conn, project.id, key_name, scopes, None, NO_KEY_LIMITS, actor
+            )
         return created, made
 
     @translates_postgres_errors
@@ -124,7 +148,9 @@ class PostgresProjects:
         self, project_id: str, actor: Actor, *, key_name: str, scopes: Sequence[Scope]
     ) -> NewKey:
         async with self._pool.acquire() as conn, conn.transaction():
-            made, _ = await self._insert_key(conn, project_id, key_name, scopes, None, actor)
+            made, _ = await self._insert_key(
+                conn, project_id, key_name, scopes, None, NO_KEY_LIMITS, actor
+            )
         return made
 
     async def _insert_project(
@@ -158,16 +184,18 @@ class PostgresProjects:
     @translates_postgres_errors
     async def get_project(self, project_id: str) -> Project | None:
         row = await self._pool.fetchrow(
-            f"SELECT {_PROJECT_COLUMNS} FROM projects p WHERE p.id = $1", project_id
+            f"SELECT {_PROJECT_COLUMNS}, {USAGE_COLUMNS} FROM projects p {_USAGE_JOIN}"
+            " WHERE p.id = $1",
+            project_id,
         )
-        return None if row is None else project_from_row(row)
+        return None if row is None else _with_usage(row)
 
     @translates_postgres_errors
     async def list_projects(
         self, *, after: str, limit: int, show_deleted: bool, only: str | None
     ) -> list[Project]:
         rows = await self._pool.fetch(
-            f"""SELECT {_PROJECT_COLUMNS} FROM projects p
+            f"""SELECT {_PROJECT_COLUMNS}, {USAGE_COLUMNS} FROM projects p {_USAGE_JOIN}
                  WHERE p.id > $1 AND ($3 OR p.deleted_at IS NULL)
                    AND ($4::text IS NULL OR p.id = $4)
                  ORDER BY p.id LIMIT $2""",
@@ -176,7 +204,7 @@ class PostgresProjects:
             show_deleted,
             only,
         )
-        return [project_from_row(r) for r in rows]
+        return [_with_usage(r) for r in rows]
 
     @translates_postgres_errors
     async def update_project(
@@ -283,13 +311,15 @@ class PostgresProjects:
         display_name: str,
         scopes: Sequence[Scope],
         expire_time: datetime | None,
+        limits: KeyLimits,
         actor: Actor,
     ) -> tuple[NewKey, ApiKeyInfo]:
         made = new_key()
         row = await conn.fetchrow(
             f"""INSERT INTO api_keys AS k (id, project_id, display_name, secret_hash, scopes,
-                                          expire_time, created_by)
-                VALUES ($1, $2, $3, $4, $5::text[], $6, $7) RETURNING {_KEY_COLUMNS}""",
+                                          expire_time, created_by, rate_limits)
+                VALUES ($1, $2, $3, $4, $5::text[], $6, $7, $8::jsonb)
+                RETURNING {_KEY_COLUMNS}""",
             made.key_id,
             project_id,
             display_name,
@@ -297,6 +327,7 @@ class PostgresProjects:
             sorted(s.value for s in scopes),
             expire_time,
             actor.principal,
+            json.dumps(limits.to_json()),
         )
         assert row is not None
         await notify(conn, f"key:{made.key_id}")  # no replica may keep "unknown key" for it
@@ -306,7 +337,7 @@ class PostgresProjects:
             "api_key.create",
             f"projects/{project_id}/apiKeys/{made.key_id}",
             project_id=project_id,
-            details={"scopes": sorted(s.value for s in scopes)},
+            details={"scopes": sorted(s.value for s in scopes), **_limits_detail(limits)},
         )
         return made, _key_from_row(row)
 
@@ -319,6 +350,7 @@ class PostgresProjects:
         display_name: str,
         scopes: Sequence[Scope],
         expire_time: datetime | None,
+        limits: KeyLimits = NO_KEY_LIMITS,
     ) -> tuple[NewKey, ApiKeyInfo] | None:
         """None when the project does not exist or is deleted."""
         async with self._pool.acquire() as conn, conn.transaction():
@@ -329,7 +361,7 @@ class PostgresProjects:
             if live is None:
                 return None
             return await self._insert_key(
-                conn, project_id, display_name, scopes, expire_time, actor
+                conn, project_id, display_name, scopes, expire_time, limits, actor
             )
 
     @translates_postgres_errors
@@ -371,7 +403,8 @@ class PostgresProjects:
     @translates_postgres_errors
     async def grant_for_key(self, key_id: str) -> Grant | None:
         row = await self._pool.fetchrow(
-            f"""SELECT k.secret_hash, k.scopes, k.expire_time, k.revoked_at, {_PROJECT_COLUMNS}
+            f"""SELECT k.secret_hash, k.scopes, k.expire_time, k.revoked_at, k.rate_limits,
+                       {_PROJECT_COLUMNS}
                   FROM api_keys k JOIN projects p ON p.id = k.project_id
                  WHERE k.id = $1""",
             key_id,
@@ -379,7 +412,14 @@ class PostgresProjects:
         if row is None:
             return None
         return Grant(
-            "key", key_id, row[0], _scopes(row[1]), row[2], row[3], project_from_row(row, 4)
+            "key",
+            key_id,
+            row[0],
+            _scopes(row[1]),
+            row[2],
+            row[3],
+            project_from_row(row, 5),
+            _key_limits(row[4]),
         )
 
     @translates_postgres_errors

@@ -253,6 +253,7 @@ def _principal(grant: Grant) -> Principal:
         operator=grant.project.operator,
         settings=grant.project.settings,
         content_scope=grant.project.content_scope,
+        key_limits=grant.limits,
     )
 
 

@@ -28,6 +28,8 @@ STATUS_TABLE: dict[type[errors.ImageryError], grpc.StatusCode] = {
     errors.DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ServerBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.QuotaExceeded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.DeclarationRequired: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ImageAlreadyExists: grpc.StatusCode.INTERNAL,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.MissingScope: grpc.StatusCode.PERMISSION_DENIED,

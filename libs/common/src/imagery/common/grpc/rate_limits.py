@@ -6,6 +6,7 @@ Every wait on Redis is bounded (`REDIS_TIMEOUT_SECONDS`); after a failure the co
 skipped for `SKIP_AFTER_FAILURE_SECONDS`, so a hung Redis delays at most one call per
 replica every few seconds.
 
+A key's own limits (set when it is created) narrow its project's for the calls it makes.
 A project's limits are its settings (`rate_<class>_per_minute`, 0: unlimited) with the
 deployment's defaults and ceilings. Counting is a sliding window (the previous minute's count,
 weighted, plus this minute's): a burst cannot double the limit across a minute boundary, and
@@ -90,19 +91,26 @@ class RateLimits:
         return limit
 
     async def check(self, caller: Principal, method: str) -> None:
-        """Count one call of `method` for the caller's project, or raise RateLimited."""
+        """Count one call of `method` for the caller's key (when it has a limit of its own)
+        and project, or raise RateLimited. The key is counted first: a key past its own
+        limit spends none of the project's."""
         rpc_class = METHOD_CLASSES.get(method)
         if rpc_class is None:
             return
+        own = caller.key_limits.of(rpc_class) if caller.kind == "key" else 0
+        if own:
+            await self._hit(own, f"projects/{caller.project_id}/apiKeys/{caller.id}", rpc_class)
         limit = self._limit(caller, rpc_class)
-        if not limit:
-            return
+        if limit:
+            await self._hit(limit, f"projects/{caller.project_id}", rpc_class)
+
+    async def _hit(self, limit: int, subject: str, rpc_class: str) -> None:
         item = self._items.get(limit)
         if item is None:
             item = self._items[limit] = RateLimitItemPerMinute(limit)
         if time.monotonic() < self._skip_until:
             return
-        key = ("project", caller.project_id, rpc_class)
+        key = (subject, rpc_class)
         try:
             async with asyncio.timeout(self._timeout):
                 if await self._limiter.hit(item, *key):
@@ -118,7 +126,7 @@ class RateLimits:
         except Exception as exc:  # noqa: BLE001 - refused all the same, with a guess
             self._unreachable(exc)
             retry = 1.0
-        raise RateLimited(f"projects/{caller.project_id}", rpc_class, limit, 60, retry)
+        raise RateLimited(subject, rpc_class, limit, 60, retry)
 
     def close(self) -> None:
         """Close the connections to Redis (none in process)."""

@@ -9,16 +9,28 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from imagery.common.tenancy import (
+    RPC_CLASSES,
     SETTING_NAMES,
     ApiKeyInfo,
     EffectiveSettings,
+    KeyLimits,
     Project,
     ProjectSettings,
     SettingsPolicy,
 )
-from imagery.upload.use_cases import UploadTicket
+from imagery.upload.use_cases import UploadRequest, UploadTicket
 from imagery.v1 import project_pb2
 from imagery.v1 import upload_service_pb2 as pb
+
+
+def upload_request(message: pb.CreateUploadUrlRequest) -> UploadRequest:
+    return UploadRequest(
+        content_type=message.content_type,
+        file_name=message.file_name,
+        size_bytes=message.size_bytes if message.HasField("size_bytes") else None,
+        sha256=message.sha256,
+        method=message.upload_method,
+    )
 
 
 def ticket_to_proto(ticket: UploadTicket) -> pb.CreateUploadUrlResponse:
@@ -31,6 +43,7 @@ def ticket_to_proto(ticket: UploadTicket) -> pb.CreateUploadUrlResponse:
         required_headers=ticket.required_headers,
         upload_method=ticket.method,
         max_size_bytes=ticket.max_size_bytes,
+        form_fields=ticket.form_fields,
     )
 
 
@@ -81,6 +94,13 @@ def project_to_proto(project: Project, policy: SettingsPolicy) -> project_pb2.Pr
         delete_time=_timestamp(project.deleted_at),
         purge_time=_timestamp(project.purge_time),
         operator=project.operator,
+        usage=None
+        if project.usage is None
+        else project_pb2.ProjectUsage(
+            images=project.usage.images,
+            bytes=project.usage.bytes,
+            uploads_today=project.usage.uploads_today,
+        ),
     )
 
 
@@ -94,4 +114,16 @@ def api_key_to_proto(key: ApiKeyInfo) -> project_pb2.ApiKey:
         revoke_time=_timestamp(key.revoked_at),
         last_use_time=_timestamp(key.last_used_at),
         creator=key.created_by,
+        **{f"rate_{name}_per_minute": value for name, value in key.limits.to_json().items()},
+    )
+
+
+def key_limits_from_proto(key: project_pb2.ApiKey) -> KeyLimits:
+    generic: Message = key
+    return KeyLimits(
+        **{
+            name: getattr(key, f"rate_{name}_per_minute")
+            for name in RPC_CLASSES
+            if generic.HasField(f"rate_{name}_per_minute")
+        }
     )

@@ -10,6 +10,7 @@ from imagery.common.grpc.auth import current_principal
 from imagery.common.grpc.server import ServiceRegistration
 from imagery.upload.grpc_api.mapping import (
     api_key_to_proto,
+    key_limits_from_proto,
     project_to_proto,
     settings_from_proto,
     timestamp_or_none,
@@ -90,6 +91,7 @@ class ProjectServiceServicer(pb_grpc.ProjectServiceServicer):
             key.display_name,
             tuple(key.scopes),
             timestamp_or_none(key, "expire_time"),
+            key_limits_from_proto(key),
         )
         return pb.CreateApiKeyResponse(api_key=api_key_to_proto(info), key=made.secret)
 

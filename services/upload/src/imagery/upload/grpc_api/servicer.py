@@ -8,7 +8,7 @@ import grpc
 
 from imagery.common.grpc.auth import current_principal
 from imagery.common.grpc.server import ServiceRegistration
-from imagery.upload.grpc_api.mapping import ticket_to_proto
+from imagery.upload.grpc_api.mapping import ticket_to_proto, upload_request
 from imagery.upload.use_cases import CreateUploadUrl, DeleteImage
 from imagery.v1 import upload_service_pb2 as pb
 from imagery.v1 import upload_service_pb2_grpc as pb_grpc
@@ -24,9 +24,7 @@ class UploadServiceServicer(pb_grpc.UploadServiceServicer):
     async def CreateUploadUrl(  # noqa: N802 (gRPC method name)
         self, request: pb.CreateUploadUrlRequest, context: Context
     ) -> pb.CreateUploadUrlResponse:
-        ticket = await self._create_upload_url(
-            current_principal(), content_type=request.content_type, file_name=request.file_name
-        )
+        ticket = await self._create_upload_url(current_principal(), upload_request(request))
         return ticket_to_proto(ticket)
 
     async def DeleteImage(  # noqa: N802 (gRPC method name)
