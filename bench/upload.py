@@ -1,8 +1,11 @@
 """CreateUploadUrl over a real socket at concurrency 1 and 16, each next to an echo RPC on
 the same server, on two builds of the server running side by side in the same run: the
 production one (every call authenticated with an API key) and a bench-only one without the
-credential check (`bench.unauthenticated`). Prints RPC/s, p50, p99, the ratio to echo
-(target >= 0.35, with auth) and the ratio with auth / without auth (target >= 0.9)."""
+credential check (`bench.unauthenticated`), and a third with admission control switched on:
+rate limits counted in Redis and all three quotas enforced (limits high enough never to
+refuse, so every call pays for the counting and the quota check). Prints RPC/s, p50, p99, the
+ratio to echo (target >= 0.35, with auth), with auth / without auth (target >= 0.9) and with
+limits and quotas / without them (target >= 0.9)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pathlib import Path
 from bench.harness import Result, across_servers, bearer, infrastructure, table
 from bench.unauthenticated import UNAUTHENTICATED_AS_KEY
 from imagery.devstack.credentials import API_KEY, local_keys
+from imagery.devstack.fixtures import RedisServer
 from imagery.devstack.procs import free_port
 from imagery.devstack.services import ServiceProcess
 from imagery.v1 import upload_service_pb2 as pb
@@ -23,11 +27,28 @@ from imagery.v1 import upload_service_pb2_grpc as pb_grpc
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 TARGET_RATIO = 0.35
 TARGET_AUTH_RATIO = 0.9
-WITH_AUTH, WITHOUT_AUTH = "with auth", "without auth"
+TARGET_LIMITS_RATIO = 0.9
+WITH_AUTH, WITHOUT_AUTH, WITH_LIMITS = "with auth", "without auth", "with limits+quotas"
+# High enough never to refuse in a bench run, so every call is counted and admitted.
+ADMISSION = {
+    "PROJECT_RATE_CREATE_PER_MINUTE_DEFAULT": "100000000",
+    "PROJECT_RATE_READ_PER_MINUTE_DEFAULT": "100000000",
+    "PROJECT_QUOTA_IMAGES_DEFAULT": "1000000000",
+    "PROJECT_QUOTA_BYTES_DEFAULT": str(10**15),
+    "PROJECT_QUOTA_UPLOADS_PER_DAY_DEFAULT": "1000000000",
+}
 RPC = "CreateUploadUrl"
 
 
 async def run() -> list[Result]:
+    redis = RedisServer.start()
+    try:
+        return await _run(redis.url)
+    finally:
+        redis.stop()
+
+
+async def _run(redis_url: str) -> list[Result]:
     async with infrastructure() as infra:
         key = (await local_keys(infra.dsn))[API_KEY]
         env = {
@@ -37,7 +58,7 @@ async def run() -> list[Result]:
             "S3_BUCKET": infra.aws.bucket,
         }
         workdir = Path(tempfile.mkdtemp(prefix="imagery-bench-"))
-        ports = free_port(), free_port()
+        ports = free_port(), free_port(), free_port()
         with (
             ServiceProcess(
                 "upload", "bench.upload_server", ports[0], workdir / "auth.log", env, echo=None
@@ -50,17 +71,25 @@ async def run() -> list[Result]:
                 {**env, UNAUTHENTICATED_AS_KEY: key},
                 echo=None,
             ),
+            ServiceProcess(
+                "upload-limits",
+                "bench.upload_server",
+                ports[2],
+                workdir / "limits.log",
+                {**env, **ADMISSION, "REDIS_URL": redis_url},
+                echo=None,
+            ),
         ):
             return await _measure(ports, key)
 
 
-async def _measure(ports: tuple[int, int], key: str) -> list[Result]:
+async def _measure(ports: tuple[int, int, int], key: str) -> list[Result]:
     request = pb.CreateUploadUrlRequest(
         content_type="image/jpeg", file_name="holiday-photo-0001.jpg"
     )
     metadata = bearer(key)  # sent to both builds: only the server's check differs
     return await across_servers(
-        [(WITH_AUTH, ports[0]), (WITHOUT_AUTH, ports[1])],
+        [(WITH_AUTH, ports[0]), (WITHOUT_AUTH, ports[1]), (WITH_LIMITS, ports[2])],
         RPC,
         lambda channel: partial(
             pb_grpc.UploadServiceStub(channel).CreateUploadUrl, request, metadata=metadata
@@ -87,14 +116,8 @@ def report(results: list[Result]) -> str:
         ]
         for r in results
     ]
-    auth_rows: list[list[object]] = []
-    auth_ratios = []
-    for name in (RPC, "echo"):
-        for c in concurrencies:
-            authed, bare = by_key[(WITH_AUTH, name, c)].rps, by_key[(WITHOUT_AUTH, name, c)].rps
-            auth_rows.append([name, c, authed, bare, authed / bare])
-            if name == RPC:
-                auth_ratios.append(authed / bare)
+    auth_rows, auth_ratios = _compare(by_key, concurrencies, WITH_AUTH, WITHOUT_AUTH)
+    limit_rows, limit_ratios = _compare(by_key, concurrencies, WITH_LIMITS, WITH_AUTH)
     worst = min(
         by_key[(WITH_AUTH, RPC, c)].rps / by_key[(WITH_AUTH, "echo", c)].rps for c in concurrencies
     )
@@ -121,8 +144,32 @@ def report(results: list[Result]) -> str:
             f"lowest CreateUploadUrl with / without auth: {worst_auth:.2f}: "
             f"{_verdict(worst_auth, TARGET_AUTH_RATIO)} the target of {TARGET_AUTH_RATIO}",
             "",
+            table(
+                "UploadService with rate limits (Redis) and quotas / without (same run, "
+                "both authenticated)",
+                ["rpc", "concurrency", "RPC/s with", "RPC/s without", "with / without"],
+                limit_rows,
+            ),
+            f"lowest CreateUploadUrl with / without limits and quotas: {min(limit_ratios):.2f}: "
+            f"{_verdict(min(limit_ratios), TARGET_LIMITS_RATIO)} the target of "
+            f"{TARGET_LIMITS_RATIO}",
+            "",
         ]
     )
+
+
+def _compare(
+    by_key: dict[tuple[str, str, int], Result], concurrencies: list[int], this: str, that: str
+) -> tuple[list[list[object]], list[float]]:
+    rows: list[list[object]] = []
+    ratios = []
+    for name in (RPC, "echo"):
+        for c in concurrencies:
+            mine, theirs = by_key[(this, name, c)].rps, by_key[(that, name, c)].rps
+            rows.append([name, c, mine, theirs, mine / theirs])
+            if name == RPC:
+                ratios.append(mine / theirs)
+    return rows, ratios
 
 
 def _verdict(value: float, target: float) -> str:

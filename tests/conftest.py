@@ -9,7 +9,7 @@ import pytest
 
 from imagery.common.config import AwsSettings, Settings
 from imagery.devstack.aws import AwsResources
-from imagery.devstack.fixtures import AwsServer, PostgresServer
+from imagery.devstack.fixtures import AwsServer, PostgresServer, RedisServer
 
 # pytest-asyncio 1.5 asks asyncio.get_event_loop() for the "current" loop before each async
 # test; when a sync test ran last, that call creates a loop nobody closes, and its
@@ -106,38 +106,9 @@ def api_key(keys: dict[str, str]) -> str:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """A real Redis for this session: `REDIS_URL` if set, else `redis-server` on a free port."""
-    import os
-    import shutil
-    import socket
-    import subprocess
-    import time
-
-    if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: install it, or set REDIS_URL")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
     try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
+        server = RedisServer.start()
+    except (RuntimeError, TimeoutError) as exc:
+        pytest.fail(str(exc))
+    yield server.url
+    server.stop()

@@ -20,6 +20,7 @@ from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.usage import read_usage
 from imagery.common.domain import ImageRecord, ImageStatus
 from imagery.common.ids import new_image_id
+from imagery.common.quotas import Quotas
 from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
 from imagery.common.tenancy import DEFAULT_PROJECT, Usage
 from imagery.upload.bootstrap import build_server
@@ -172,3 +173,19 @@ async def test_a_batch_statement_is_counted_per_project(pool: asyncpg.Pool) -> N
     assert await _usage(pool) == Usage(images=5, bytes=35, uploads_today=5)
     await pool.execute("DELETE FROM image_records")
     assert await _usage(pool) == Usage(images=0, bytes=0, uploads_today=5)
+
+
+async def test_quotas_beyond_32_bits_are_compared_as_such(pool: asyncpg.Pool) -> None:
+    repo = PostgresImageRepository(pool)
+    big = Quotas(images=5_000_000_000, bytes=10**15, uploads_per_day=5_000_000_000)
+    image_id = new_image_id()
+    record = ImageRecord(
+        image_id,
+        ImageStatus.PENDING,
+        "image/png",
+        "a.png",
+        upload_key(GLOBAL_SCOPE, image_id),
+        reserved_bytes=3 * 2**30,
+    )
+    await repo.save(record, principal="key:test", quotas=big)
+    assert await _usage(pool) == Usage(images=1, bytes=3 * 2**30, uploads_today=1)

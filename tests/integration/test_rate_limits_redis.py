@@ -8,6 +8,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from typing import Any
 
 import grpc
 import pytest
@@ -47,21 +48,54 @@ async def test_two_replicas_share_one_projects_limit(redis_server: str) -> None:
         except RateLimited:
             refused += 1
     for replica in replicas:
-        replica.close()
+        await replica.close()
     assert (allowed, refused) == (5, 5), "five in all, whichever replica answered"
+
+
+async def test_a_high_limit_is_counted_in_batches_and_never_exceeded(redis_server: str) -> None:
+    import redis.asyncio
+
+    caller = dataclasses.replace(
+        CALLER,
+        project_id=f"p-{uuid.uuid4().hex[:8]}",
+        settings=ProjectSettings(rate_create_per_minute=1000),  # batches of 10
+    )
+    replicas = [RateLimits(policy(), redis_server) for _ in range(2)]
+    client = redis.asyncio.Redis.from_url(redis_server)
+    before = await _script_calls(client)
+    for i in range(900):
+        await replicas[i % 2].check(caller, CREATE)
+    round_trips = await _script_calls(client) - before
+    allowed = 900
+    for i in range(300):
+        try:
+            await replicas[i % 2].check(caller, CREATE)
+            allowed += 1
+        except RateLimited:
+            pass
+    for replica in replicas:
+        await replica.close()
+    await client.aclose()
+    assert 1000 - 2 * 10 <= allowed <= 1000, "never past the limit, at most a batch early"
+    assert round_trips <= 100, f"{round_trips} round trips for 900 calls, not one each"
+
+
+async def _script_calls(client: Any) -> int:
+    stats = await client.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_eval"))
 
 
 @pytest.fixture
 async def upload_target(settings: Settings, redis_server: str) -> AsyncIterator[str]:
-    import coredis
+    import redis.asyncio
 
-    client = coredis.Redis.from_url(redis_server)
+    client = redis.asyncio.Redis.from_url(redis_server)
     try:  # counters of an earlier run against the same REDIS_URL
         stale = [key async for key in client.scan_iter(match="LIMITS*")]
         if stale:
-            await client.delete(tuple(stale))
+            await client.delete(*stale)
     finally:
-        client.connection_pool.disconnect()
+        await client.aclose()
     limited = dataclasses.replace(
         settings,
         redis_url=redis_server,

@@ -72,7 +72,7 @@ async def test_counters_that_cannot_be_reached_let_calls_through() -> None:
     )
     for _ in range(3):
         await limits.check(CALLER, CREATE)  # no Redis on port 1: allowed, and a warning
-    limits.close()
+    await limits.close()
 
 
 async def test_a_redis_that_hangs_delays_one_call_then_is_skipped() -> None:
@@ -104,7 +104,7 @@ async def test_a_redis_that_hangs_delays_one_call_then_is_skipped() -> None:
             await limits.check(CALLER, CREATE)
         rest = time.monotonic() - started
     finally:
-        limits.close()
+        await limits.close()
         done.set()
         server.close()
         for writer in writers:
@@ -115,10 +115,10 @@ async def test_a_redis_that_hangs_delays_one_call_then_is_skipped() -> None:
     assert rest < first, "skipped while Redis is known to be down"
 
 
-def test_redis_urls_of_every_kind_are_accepted_and_others_refused() -> None:
+async def test_redis_urls_of_every_kind_are_accepted_and_others_refused() -> None:
     from imagery.common.config import ConfigError
 
     for url in ("redis://cache:6379/0", "rediss://cache:6380/0", "unix:///run/redis.sock"):
-        RateLimits(policy(), redis_url=url).close()
+        await RateLimits(policy(), redis_url=url).close()
     with pytest.raises(ConfigError):
         RateLimits(policy(), redis_url="memcached://cache:11211")

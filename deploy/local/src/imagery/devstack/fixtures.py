@@ -1,6 +1,7 @@
 """Real infrastructure for integration tests, e2e tests and benchmarks: Postgres (DATABASE_URL
-when set, else an embedded server) and one local S3/SQS server; each test gets its own
-database and its own bucket and queues, so tests are isolated and can run in any order."""
+when set, else an embedded server), one local S3/SQS server and Redis (REDIS_URL when set,
+else `redis-server`); each test gets its own database and its own bucket and queues, so
+tests are isolated and can run in any order."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from imagery.common.storage_keys import (
 from imagery.common.tenancy import DEFAULT_PROJECT
 from imagery.devstack.aws import LOCAL_CREDENTIALS, AwsResources, provision, start_moto
 from imagery.devstack.postgres import EmbeddedPostgres
-from imagery.devstack.procs import free_port
+from imagery.devstack.procs import free_port, port_open, wait_for
 
 TEMPLATE_DB = "imagery_test_template"
 
@@ -39,6 +40,53 @@ TEMPLATE_DB = "imagery_test_template"
 def with_database(dsn: str, database: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@dataclass
+class RedisServer:
+    url: str
+    process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def start(cls) -> RedisServer:
+        """`REDIS_URL` if set, else `redis-server` on a free port, nothing kept on disk."""
+        if url := os.environ.get("REDIS_URL"):
+            return cls(url)
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed: install it, or set REDIS_URL")
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(lambda: process.poll() is None and port_open(port), "redis-server", 10)
+        except TimeoutError:
+            process.kill()
+            process.wait()
+            raise
+        return cls(f"redis://127.0.0.1:{port}/0", process)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 @dataclass

@@ -60,10 +60,10 @@ _SAVE = _INSERT.format(gate="")
 _SAVE_WITHIN_QUOTAS = _INSERT.format(
     gate="""FROM (SELECT 1 FROM project_usage
                 WHERE project_id = $8
-                  AND ($12 = 0 OR images < $12)
-                  AND ($13 = 0 OR bytes + $11 <= $13)
-                  AND ($14 = 0 OR day <> (now() AT TIME ZONE 'UTC')::date
-                       OR day_uploads < $14)
+                  AND ($12::bigint = 0 OR images < $12::bigint)
+                  AND ($13::bigint = 0 OR bytes + $11 <= $13::bigint)
+                  AND ($14::bigint = 0 OR day <> (now() AT TIME ZONE 'UTC')::date
+                       OR day_uploads < $14::bigint)
                   FOR UPDATE) admitted"""
 )
 

@@ -13,6 +13,13 @@ weighted, plus this minute's): a burst cannot double the limit across a minute b
 it costs Redis one round trip per call. When the counter store cannot be reached the call is
 let through and a warning logged: an outage of the counters must not become an outage of
 imagery.
+
+A round trip to Redis costs a call more than the rest of its checks together, so against a
+high limit a replica counts calls in advance: it takes a batch (1% of the limit, at most
+`MAX_BATCH`) from the shared counter in one hit and admits that many calls locally, within
+`BATCH_SECONDS`. A batch counts in full whether or not its calls come, so the limit is never
+exceeded; a busy project is at worst refused 1% early per replica. Limits under 200 a minute
+are counted call by call, and near the limit (a batch refused) calls are counted one by one.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
-import coredis
+import redis.asyncio
 from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
@@ -41,18 +49,31 @@ _CLASS = {
 }
 METHOD_CLASSES = {method: _CLASS[scope] for method, scope in METHOD_SCOPES.items()}
 REDIS_TIMEOUT_SECONDS = 0.25
+MAX_BATCH = 16
+BATCH_SECONDS = 1.0
 SKIP_AFTER_FAILURE_SECONDS = 5.0
-_SCHEMES = {"redis": "async+redis", "rediss": "async+rediss", "unix": "async+redis+unix"}
+_SCHEMES = ("redis", "rediss", "unix")
 
 
-def _async_uri(url: str) -> str:
-    """The `limits` storage URI of a Redis URL (`redis://`, `rediss://` with TLS, `unix://`)."""
-    scheme, sep, rest = url.partition("://")
+def _redis_pool(url: str, timeout_seconds: float) -> redis.asyncio.ConnectionPool:
+    """Connections for a Redis URL (`redis://`, `rediss://` with TLS, `unix://`), every wait
+    on them bounded."""
+    scheme, sep, _ = url.partition("://")
     if not sep or scheme not in _SCHEMES:
         raise ConfigError(
             f"REDIS_URL={url!r} is not a Redis URL: use redis://, rediss:// or unix://."
         )
-    return f"{_SCHEMES[scheme]}://{rest}"
+    return redis.asyncio.ConnectionPool.from_url(
+        url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
+    )
+
+
+@dataclass
+class _Batch:
+    left: int
+    until: float
+    taking: asyncio.Future[None] | None = None
+    near: bool = False  # no room for a batch: count call by call until `until`
 
 
 class RateLimits:
@@ -66,15 +87,16 @@ class RateLimits:
         self._policy = policy
         self._timeout = timeout_seconds
         storage: Storage
-        self._redis: coredis.ConnectionPool | None = None
+        self._redis: redis.asyncio.ConnectionPool | None = None
         if redis_url:
             # Ours, so we close it; every wait on Redis is bounded, so a hung Redis costs a
             # call at most the timeout (and then nothing for a while, see `_skip_until`).
-            self._redis = coredis.ConnectionPool.from_url(
-                redis_url, connect_timeout=timeout_seconds, stream_timeout=timeout_seconds
-            )
+            # redis-py, not coredis: in the gRPC server a check costs 0.5 ms with it, 1.4 ms
+            # with coredis (median server time of CreateUploadUrl, same machine and run).
+            self._redis = _redis_pool(redis_url, timeout_seconds)
             storage = RedisStorage(
-                _async_uri(redis_url),
+                "async+redis://",  # the connections are the pool's
+                implementation="redispy",
                 connection_pool=self._redis,  # type: ignore[arg-type]  # documented option
             )
         else:
@@ -82,6 +104,8 @@ class RateLimits:
         self.shared = bool(redis_url)
         self._limiter = SlidingWindowCounterRateLimiter(storage)
         self._items: dict[int, RateLimitItem] = {}
+        # (subject, class) -> calls already counted in the shared store, and until when
+        self._batches: dict[tuple[str, str], _Batch] = {}
         self._skip_until = 0.0  # after a failure, counters are skipped for a few seconds
         self._warned = 0.0
 
@@ -111,6 +135,12 @@ class RateLimits:
         if time.monotonic() < self._skip_until:
             return
         key = (subject, rpc_class)
+        size = min(MAX_BATCH, limit // 100) if self.shared else 1
+        if size > 1:
+            if await self._from_batch(item, key, size):
+                return
+            if time.monotonic() < self._skip_until:
+                return
         try:
             async with asyncio.timeout(self._timeout):
                 if await self._limiter.hit(item, *key):
@@ -128,10 +158,44 @@ class RateLimits:
             retry = 1.0
         raise RateLimited(subject, rpc_class, limit, 60, retry)
 
-    def close(self) -> None:
+    async def _from_batch(self, item: RateLimitItem, key: tuple[str, str], size: int) -> bool:
+        """Admit one call from this replica's batch, taking a new batch when it is used up or
+        stale (one hit at a time per key; concurrent calls wait for it). False when the
+        shared counter has no room for a whole batch: count this call on its own."""
+        while True:
+            batch = self._batches.get(key)
+            now = time.monotonic()
+            if batch is not None and now < batch.until:
+                if batch.near:
+                    return False
+                if batch.left > 0:
+                    batch.left -= 1
+                    return True
+            if batch is not None and batch.taking is not None:
+                await asyncio.shield(batch.taking)
+                continue
+            taking = asyncio.get_running_loop().create_future()
+            batch = self._batches[key] = _Batch(0, 0.0, taking)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    granted = await self._limiter.hit(item, *key, cost=size)
+            except Exception as exc:  # noqa: BLE001 - counters down or slow: let calls through
+                self._unreachable(exc)
+                granted = False
+            finally:
+                batch.taking = None
+                taking.set_result(None)
+            batch.until = time.monotonic() + BATCH_SECONDS
+            if not granted:
+                batch.near = True
+                return False
+            batch.left = size - 1
+            return True
+
+    async def close(self) -> None:
         """Close the connections to Redis (none in process)."""
         if self._redis is not None:
-            self._redis.disconnect()
+            await self._redis.aclose()
 
     def _unreachable(self, exc: Exception) -> None:
         now = time.monotonic()

@@ -326,7 +326,7 @@ class GrpcServer:
         if self._health_server is not None:
             await self._health_server.stop(0)
         if self._rate_limits is not None:
-            self._rate_limits.close()
+            await self._rate_limits.close()
 
     async def serve_until_signal(self) -> None:
         await stop_on_signals().wait()
