@@ -70,6 +70,9 @@ CHAOS_SETTINGS = {
     "PROCESSOR_GC_INTERVAL_SECONDS": "2",
     "PROCESSOR_SHUTDOWN_GRACE_SECONDS": "2",
     "PROCESSOR_ABANDONED_AFTER_SECONDS": "3600",  # no upload of this test is abandoned
+    # One project: a fair-share cap would only defer its messages, spending the receives
+    # this test keeps low (maxReceiveCount 3) on purpose to reach the dead-letter path.
+    "PROCESSOR_PROJECT_MAX_IN_FLIGHT": "0",
     "LOG_LEVEL": "info",
 }
 READY = "ready"

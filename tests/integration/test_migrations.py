@@ -374,5 +374,6 @@ async def test_usage_starts_from_what_was_stored_before_it_was_counted(
         others = await conn.fetchval("SELECT count(*) FROM project_usage WHERE images <> 0")
     finally:
         await conn.close()
+    assert row is not None
     assert dict(row) == {"images": 3, "bytes": 1500, "day_uploads": 3}
     assert others == 1, "every project has a row; only `default` stores anything"

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
 from imagery.common.errors import DependencyUnavailable
 from imagery.processor.consumer import Consumer
-from imagery.processor.ports import QueueMessage
+from imagery.processor.events import parse_message
+from imagery.processor.fairness import FairShare
+from imagery.processor.ports import QueueMessage, RetryLater
 from imagery.processor.use_cases.process_upload import Outcome, Result
+from tests.fairness_fakes import FakeUploadProjects, RedeliveringQueue, image_id, upload_event
 
 # Virtual loop time: sleeps, timeouts and call_later take no real time.
 pytestmark = pytest.mark.looptime
@@ -195,3 +199,223 @@ async def test_an_outage_pauses_receiving_until_the_dependencies_answer() -> Non
     assert calls == [IMAGE_ID, "01ARZ3NDEKTSV4RRFFQ69G5FAW"], "then consumed again"
     assert queue.deleted == [second.receipt_handle]
     assert queue.visibility[0] == (first.receipt_handle, 5), "the failed one comes back later"
+
+
+# --- each project's fair share ------------------------------------------------------------
+
+
+class Jobs:
+    """A processor whose every job takes `seconds` (loop time) and ends READY, or raises
+    `errors[image_id]`; records when each upload finished."""
+
+    def __init__(self, seconds: float, errors: dict[str, Exception] | None = None) -> None:
+        self.seconds = seconds
+        self.errors = errors or {}
+        self.started: list[str] = []
+        self.finished: list[str] = []
+        self.failed: list[str] = []
+
+    async def __call__(self, image_id: str, key: str) -> Result:
+        self.started.append(image_id)
+        await asyncio.sleep(self.seconds)
+        if image_id in self.errors:
+            self.failed.append(image_id)
+            raise self.errors[image_id]
+        self.finished.append(image_id)
+        return Result(Outcome.READY)
+
+
+def _fair_consumer(
+    queue: RedeliveringQueue,
+    process: Any,
+    projects: FakeUploadProjects,
+    *,
+    cap: int | None,
+    concurrency: int = 4,
+) -> Consumer:
+    loop = asyncio.get_running_loop()
+    fair = None
+    if cap is not None:
+        fair = FairShare(projects, max_in_flight=cap, clock=loop.time, random_fraction=_seeded())
+    return Consumer(
+        queue,
+        process,
+        bucket=BUCKET,
+        concurrency=concurrency,
+        visibility_timeout=60,
+        retry_base_seconds=5,
+        wait_seconds=0,
+        fair_share=fair,
+    )
+
+
+def _seeded() -> Callable[[], float]:
+    return random.Random(7).random
+
+
+async def _run_until(consumer: Consumer, done: Callable[[], bool], *, within: float) -> None:
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        for _ in range(round(within * 10)):  # looked at every tenth of a (virtual) second
+            if done():
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+
+    watcher = asyncio.create_task(watch())
+    await consumer.run(stop, grace_seconds=5)
+    await watcher
+
+
+def _burst(queue: RedeliveringQueue, project: str, numbers: range) -> dict[str, str]:
+    owners = {}
+    for n in numbers:
+        queue.send(f"{project}{n}", upload_event(BUCKET, image_id(n)))
+        owners[image_id(n)] = project
+    return owners
+
+
+@pytest.mark.parametrize(("cap", "fair"), [(2, True), (None, False)])
+async def test_one_project_s_burst_does_not_hold_up_another_s_upload(
+    cap: int | None, fair: bool
+) -> None:
+    queue = RedeliveringQueue()
+    owners = {**_burst(queue, "a", range(50)), **_burst(queue, "b", range(50, 51))}
+    process = Jobs(seconds=1)
+    consumer = _fair_consumer(queue, process, FakeUploadProjects(owners), cap=cap)
+    await _run_until(consumer, lambda: len(queue.deleted) == 51, within=600)
+
+    assert sorted(process.finished) == sorted(owners), "every upload processed, once"
+    assert sorted(queue.deleted) == sorted(f"{owners[i]}{int(i[-4:])}" for i in owners)
+    before_b = process.finished.index(image_id(50))
+    if fair:
+        assert before_b < 9, f"B was ready after {before_b} of A's uploads"
+        receives = queue.receive_counts()
+        assert max(receives.values()) <= 10, f"A's messages did not spin: {receives}"
+    else:
+        assert before_b >= 40, "without a cap the burst goes first (the test can fail)"
+
+
+async def test_a_deferral_takes_no_slot_and_spends_no_attempt_of_the_upload() -> None:
+    queue = RedeliveringQueue()
+    owners = {**_burst(queue, "a", range(2)), **_burst(queue, "b", range(2, 3))}
+    process = Jobs(seconds=30)
+    consumer = _fair_consumer(queue, process, FakeUploadProjects(owners), cap=1, concurrency=2)
+    await _run_until(consumer, lambda: len(process.started) == 2, within=5)
+
+    assert process.started == [image_id(0), image_id(2)], "B runs beside A's first, at once"
+    deferred = [seconds for message_id, seconds in queue.visibility if message_id == "a1"]
+    assert deferred and all(1 <= s <= 900 for s in deferred), queue.visibility
+    assert "a1" not in queue.deleted and image_id(1) not in process.started
+
+
+async def test_deferrals_are_not_counted_by_the_backoff_of_a_later_failure() -> None:
+    queue = RedeliveringQueue()
+    owners = _burst(queue, "a", range(2))
+    process = Jobs(seconds=30, errors={image_id(1): RetryLater("the kernel killed the job")})
+    consumer = _fair_consumer(queue, process, FakeUploadProjects(owners), cap=1)
+    await _run_until(consumer, lambda: image_id(1) in process.failed, within=120)
+
+    receives = queue.receive_counts()["a1"]
+    assert receives > 2, "deferred while the first job ran"
+    failed = [seconds for message_id, seconds in queue.visibility if message_id == "a1"][-1]
+    assert failed == 5, "backed off as after its first receive, not its last"
+
+
+async def test_past_a_deferred_burst_full_batches_are_received_and_wait_for_a_slot() -> None:
+    queue = RedeliveringQueue()
+    owners = {
+        **_burst(queue, "a", range(30)),
+        **_burst(queue, "b", range(30, 31)),
+        **_burst(queue, "c", range(31, 32)),
+    }
+    running, most, started = 0, 0, []
+
+    async def process(image_id: str, key: str) -> Result:
+        nonlocal running, most
+        started.append(image_id)
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(100)
+        running -= 1
+        return Result(Outcome.READY)
+
+    consumer = _fair_consumer(queue, process, FakeUploadProjects(owners), cap=1, concurrency=2)
+    await _run_until(consumer, lambda: {"b30", "c31"} <= set(queue.deleted), within=400)
+
+    assert queue.asked[:2] == [2, 10], "the free slots, then full batches past the burst"
+    assert started[:3] == [image_id(0), image_id(30), image_id(31)], "before the rest of A's"
+    kept = [seconds for message_id, seconds in queue.visibility if message_id == "c31"]
+    assert kept.count(60) >= 6, "kept from everyone else while it waited, and while it ran"
+    assert most == 2, "never more jobs than slots"
+
+
+async def test_stopping_gives_back_what_still_waits_for_a_slot_without_starting_it() -> None:
+    queue = RedeliveringQueue()
+    owners = {**_burst(queue, "a", range(2)), **_burst(queue, "b", range(2, 3))}
+    owners |= _burst(queue, "c", range(3, 4))  # b2 and c3 are admitted together
+    process = Jobs(seconds=100)
+    consumer = _fair_consumer(queue, process, FakeUploadProjects(owners), cap=1, concurrency=2)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(1, stop.set)
+    await consumer.run(stop, grace_seconds=300)
+
+    assert sorted(process.finished) == [image_id(0), image_id(2)], "the running ones finished"
+    assert image_id(3) not in process.started, "not started after the stop"
+    assert [v for v in queue.visibility if v[0] == "c3"][-1] == ("c3", 0), "given back at once"
+
+
+async def test_the_projects_are_read_once_per_batch_and_other_messages_are_admitted() -> None:
+    queue = RedeliveringQueue()
+    owners = _burst(queue, "a", range(2))
+    queue.send("unknown", upload_event(BUCKET, image_id(9)))  # no record, or a finished one
+    queue.send("noise", "not json")
+    projects = FakeUploadProjects(owners)
+    process = Jobs(seconds=1)
+    consumer = _fair_consumer(queue, process, projects, cap=1)
+    await _run_until(consumer, lambda: len(queue.deleted) == 4, within=60)
+
+    assert projects.reads[0] == {image_id(0), image_id(1), image_id(9)}, "one read, one batch"
+    assert process.started[:2] == [image_id(0), image_id(9)], "unknown: not A's, admitted"
+    assert sorted(queue.deleted) == ["a0", "a1", "noise", "unknown"]
+
+
+async def test_when_the_projects_cannot_be_read_the_uploads_are_admitted() -> None:
+    queue = RedeliveringQueue()
+    owners = _burst(queue, "a", range(3))
+    process = Jobs(seconds=1)
+    consumer = _fair_consumer(queue, process, FakeUploadProjects(owners, down=True), cap=1)
+    await _run_until(consumer, lambda: len(queue.deleted) == 3, within=60)
+
+    assert process.started == [image_id(n) for n in range(3)], "nothing deferred"
+    assert queue.visibility == []
+
+
+async def test_a_deferral_lasts_a_random_share_of_the_backlog_and_at_least_its_receives() -> None:
+    owners = {image_id(n): "a" for n in range(4000)}
+
+    async def deferrals(fraction: float, numbers: range, receive_count: int = 1) -> list[int]:
+        share = FairShare(
+            FakeUploadProjects(owners),
+            max_in_flight=2,
+            clock=lambda: 0.0,
+            random_fraction=lambda: fraction,
+        )
+        batch = [
+            (
+                QueueMessage(f"a{n}", f"rh-a{n}", upload_event(BUCKET, image_id(n)), receive_count),
+                parse_message(upload_event(BUCKET, image_id(n)), BUCKET),
+            )
+            for n in numbers
+        ]
+        admitted, deferred = await share.sort(batch)
+        assert len(admitted) == 2 and share.in_flight("a") == 2
+        return [d.seconds for d in deferred]
+
+    # Up to half the backlog's time, at one second per upload and two at a time.
+    assert await deferrals(1.0, range(12)) == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3]
+    assert await deferrals(0.0, range(12)) == [1] * 10, "a second at least"
+    assert await deferrals(0.0, range(3), receive_count=30) == [7], "a second per 4 receives"
+    assert await deferrals(0.0, range(3), receive_count=999) == [60], "up to a minute"
+    assert max(await deferrals(1.0, range(4000))) == 900, "never longer than 15 minutes"

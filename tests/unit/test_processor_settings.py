@@ -31,3 +31,19 @@ def test_job_slots_and_uploads_in_flight_are_set_separately() -> None:
 def test_a_bad_job_slot_count_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="PROCESSOR_JOB_SLOTS"):
         load_settings({**BASE, "PROCESSOR_JOB_SLOTS": "0"})
+
+
+def test_one_project_may_hold_half_the_uploads_in_flight_by_default() -> None:
+    settings = load_settings({**BASE, "PROCESSOR_JOB_SLOTS": "2"})
+    assert (settings.concurrency, settings.project_max_in_flight) == (4, 3)
+    assert load_settings({**BASE, "PROCESSOR_CONCURRENCY": "5"}).project_max_in_flight == 4
+    assert load_settings({**BASE, "PROCESSOR_CONCURRENCY": "1"}).project_max_in_flight == 1
+
+
+def test_the_project_cap_is_set_or_turned_off_and_never_above_the_uploads_in_flight() -> None:
+    chosen = {**BASE, "PROCESSOR_CONCURRENCY": "8", "PROCESSOR_PROJECT_MAX_IN_FLIGHT": "3"}
+    assert load_settings(chosen).project_max_in_flight == 3
+    off = {**BASE, "PROCESSOR_PROJECT_MAX_IN_FLIGHT": "0"}
+    assert load_settings(off).project_max_in_flight is None
+    with pytest.raises(ConfigError, match="PROCESSOR_PROJECT_MAX_IN_FLIGHT"):
+        load_settings({**chosen, "PROCESSOR_PROJECT_MAX_IN_FLIGHT": "9"})

@@ -18,6 +18,10 @@ import boto3
 from imagery.devstack.procs import wait_for
 
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "imagery-local", "AWS_SECRET_ACCESS_KEY": "imagery-local"}
+# SQS's highest. A message may come back many times without failing: deferred while its
+# project has its share in flight, or waiting on another worker's claim. The poison guard is
+# the record's attempt counter (PROCESSOR_MAX_ATTEMPTS), never the receive count.
+MAX_RECEIVE_COUNT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,7 @@ def provision(
     region: str = "us-east-1",
     bucket: str = "imagery-local",
     queue: str = "imagery-uploads",
-    max_receive_count: int = 50,
+    max_receive_count: int = MAX_RECEIVE_COUNT,
     visibility_timeout: int = 60,
 ) -> AwsResources:
     session = boto3.session.Session(

@@ -30,7 +30,13 @@ from imagery.common.storage_keys import (
     variant_key,
 )
 from imagery.common.tenancy import DEFAULT_PROJECT
-from imagery.devstack.aws import LOCAL_CREDENTIALS, AwsResources, provision, start_moto
+from imagery.devstack.aws import (
+    LOCAL_CREDENTIALS,
+    MAX_RECEIVE_COUNT,
+    AwsResources,
+    provision,
+    start_moto,
+)
 from imagery.devstack.postgres import EmbeddedPostgres
 from imagery.devstack.procs import free_port, port_open, wait_for
 
@@ -153,7 +159,7 @@ class AwsServer:
         return cls(f"http://127.0.0.1:{port}", start_moto(port))
 
     def new_resources(
-        self, *, max_receive_count: int = 50, visibility_timeout: int = 60
+        self, *, max_receive_count: int = MAX_RECEIVE_COUNT, visibility_timeout: int = 60
     ) -> AwsResources:
         suffix = uuid.uuid4().hex[:10]
         return provision(

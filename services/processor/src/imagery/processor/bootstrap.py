@@ -19,12 +19,14 @@ from imagery.processor.adapters.postgres import (
     PostgresContentInventory,
     PostgresContentStore,
     PostgresOutcomes,
+    PostgresUploadProjects,
 )
 from imagery.processor.adapters.probe import PostgresAndS3Probe
 from imagery.processor.adapters.s3 import S3ObjectStore
 from imagery.processor.adapters.sqs import SqsMessageQueue
 from imagery.processor.config import ProcessorSettings
 from imagery.processor.consumer import Consumer
+from imagery.processor.fairness import FairShare
 from imagery.processor.housekeeping import Every, Housekeeping
 from imagery.processor.use_cases.collect_content import ContentCollector
 from imagery.processor.use_cases.finish_unfinished import Reaper
@@ -55,6 +57,7 @@ class ProcessorApp:
                 "queue": self.settings.queue_url,
                 "concurrency": self.settings.concurrency,
                 "job_slots": self.settings.job_slots,
+                "project_max_in_flight": self.settings.project_max_in_flight,
             },
         )
         housekeeping = asyncio.create_task(self.housekeeping.run(stop))
@@ -100,6 +103,9 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
         visibility_timeout=await queue.visibility_timeout(),
         retry_base_seconds=settings.retry_base_seconds,
         probe=probe,
+        fair_share=None
+        if settings.project_max_in_flight is None
+        else FairShare(PostgresUploadProjects(pool), max_in_flight=settings.project_max_in_flight),
     )
     collector = ContentCollector(
         PostgresContentStore(pool), store, grace_seconds=settings.content_grace_seconds

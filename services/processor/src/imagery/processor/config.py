@@ -21,6 +21,7 @@ class ProcessorSettings:
     dlq_url: str
     concurrency: int  # uploads in flight (download, store, commit overlap the jobs)
     job_slots: int  # image jobs running at once: the CPU-bound part, one core each
+    project_max_in_flight: int | None  # one project's share of `concurrency`; None: no cap
     limits: Limits
     job_limits: JobLimits
     claim_stale_seconds: int
@@ -50,14 +51,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings
 def _build(env: Env, base: Settings) -> ProcessorSettings:
     job_wall = env.integer("PROCESSOR_JOB_TIMEOUT_SECONDS", 60, minimum=1)
     job_slots = env.integer("PROCESSOR_JOB_SLOTS", os.cpu_count() or 2, minimum=1, maximum=64)
+    concurrency = env.integer("PROCESSOR_CONCURRENCY", 2 * job_slots, minimum=1, maximum=64)
+    # All but one of the uploads in flight: a lone project keeps its I/O overlapping its jobs,
+    # and one place is always free for another project's upload.
+    project_cap = env.integer(
+        "PROCESSOR_PROJECT_MAX_IN_FLIGHT", max(1, concurrency - 1), maximum=concurrency
+    )
     return ProcessorSettings(
         base=base,
         queue_url=env.required(
             "SQS_QUEUE_URL", "the queue that receives the bucket's upload events"
         ),
         dlq_url=env.required("SQS_DLQ_URL", "the dead-letter queue of SQS_QUEUE_URL"),
-        concurrency=env.integer("PROCESSOR_CONCURRENCY", 2 * job_slots, minimum=1, maximum=64),
+        concurrency=concurrency,
         job_slots=job_slots,
+        project_max_in_flight=project_cap or None,
         limits=Limits(
             max_side=env.integer("MAX_IMAGE_SIDE", 10_000, minimum=1),
             max_pixels=env.integer("MAX_IMAGE_PIXELS", 40_000_000, minimum=1),

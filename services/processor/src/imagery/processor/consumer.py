@@ -4,7 +4,11 @@ graceful stop that finishes or releases what is in flight.
 
 While Postgres or S3 is unavailable it receives nothing: the first job that meets the outage
 pauses receiving, and a probe with growing pauses resumes it once both answer, so no message
-spends its receives (and reaches the dead-letter queue) on an outage."""
+spends its receives (and reaches the dead-letter queue) on an outage.
+
+With a `FairShare`, a message whose project already has its share of the uploads in flight is
+deferred (see `fairness`): it comes back later, holding no slot and counting as no failure.
+Its deferrals are not counted as receives by the backoff."""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
 
 from imagery.common.errors import DependencyUnavailable, ImageryError
-from imagery.processor.events import parse_message
+from imagery.processor.events import ParsedMessage, parse_message
+from imagery.processor.fairness import Admitted, FairShare, Ticket
 from imagery.processor.ports import DependencyProbe, MessageQueue, QueueMessage, RetryLater
 from imagery.processor.use_cases.process_upload import ProcessUpload
 
@@ -29,7 +34,8 @@ _METER = metrics.get_meter(__name__)
 _IN_FLIGHT = _METER.create_up_down_counter("imagery.processor.messages.in_flight")
 _RECEIVES = _METER.create_histogram(
     "imagery.processor.message.receive_count",
-    description="ApproximateReceiveCount when a message is handled (redelivery shows here)",
+    description="ApproximateReceiveCount, less deferrals, when a message is handled"
+    " (redelivery shows here)",
 )
 
 
@@ -46,12 +52,16 @@ class Consumer:
         wait_seconds: int = 20,
         probe: DependencyProbe | None = None,
         probe_max_seconds: float = 30,
+        fair_share: FairShare | None = None,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
         self._probe = probe
+        self._fair = fair_share
+        self._scanning = False  # the last batch had deferrals
+        self._draining = False
         self._probe_max = probe_max_seconds
         self._available = asyncio.Event()
         self._available.set()
@@ -81,7 +91,9 @@ class Consumer:
                 if stop.is_set():
                     break
                 receiving = asyncio.create_task(
-                    self._queue.receive(max_messages=self._free(), wait_seconds=self._wait_seconds)
+                    self._queue.receive(
+                        max_messages=self._batch_size(), wait_seconds=self._wait_seconds
+                    )
                 )
                 done, _ = await asyncio.wait(
                     {receiving, stopping}, return_when=asyncio.FIRST_COMPLETED
@@ -99,10 +111,7 @@ class Consumer:
                     await asyncio.wait({stopping, pause}, return_when=asyncio.FIRST_COMPLETED)
                     pause.cancel()
                     continue
-                for message in messages:
-                    task = asyncio.create_task(self._handle(message))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                await self._dispatch(messages)
         finally:
             stopping.cancel()
             if self._probing is not None:
@@ -147,7 +156,11 @@ class Consumer:
             self._available.set()
             return
 
-    def _free(self) -> int:
+    def _batch_size(self) -> int:
+        """What the free slots take; while a burst is being deferred, a full batch, to reach
+        the other projects' uploads behind it sooner (those admitted wait for a slot)."""
+        if self._scanning:
+            return 10
         return max(1, min(10, self._concurrency - len(self._tasks)))
 
     async def _wait_for_free_slot(self, stopping: asyncio.Task[bool]) -> None:
@@ -155,6 +168,7 @@ class Consumer:
             await asyncio.wait({stopping, *self._tasks}, return_when=asyncio.FIRST_COMPLETED)
 
     async def _drain(self, grace_seconds: float) -> None:
+        self._draining = True
         if not self._tasks:
             return
         log.info(
@@ -173,46 +187,64 @@ class Consumer:
             await asyncio.wait(pending)
             log.info("released unfinished jobs", extra={"jobs": len(pending)})
 
-    async def _handle(self, message: QueueMessage) -> None:
+    async def _dispatch(self, messages: list[QueueMessage]) -> None:
+        """Start a job for each message its project's share admits; defer the others."""
+        batch = [(message, parse_message(message.body, self._bucket)) for message in messages]
+        if self._fair is None:
+            admitted = [Admitted(m, parsed, Ticket(frozenset(), 0.0)) for m, parsed in batch]
+        else:
+            admitted, deferred = await self._fair.sort(batch)
+            self._scanning = bool(deferred)
+            await asyncio.gather(*(self._set_visibility(d.message, d.seconds) for d in deferred))
+        for entry in admitted:
+            task = asyncio.create_task(self._handle(entry))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, admitted: Admitted) -> None:
         _IN_FLIGHT.add(1)
-        _RECEIVES.record(message.receive_count)
+        _RECEIVES.record(self._receives(admitted.message))
         try:
-            await self._handle_slot(message)
+            await self._handle_slot(admitted.message, admitted.parsed)
         finally:
             _IN_FLIGHT.add(-1)
+            if self._fair is not None:
+                self._fair.release(admitted.ticket)
 
-    async def _handle_slot(self, message: QueueMessage) -> None:
-        async with self._slots:
-            keeper = asyncio.create_task(self._keep_visible(message))
-            try:
-                await self._handle_now(message)
-            except asyncio.CancelledError:
-                await asyncio.shield(self._set_visibility(message, 0))
-                raise
-            except Exception as exc:
-                delay = self._backoff(message.receive_count)
-                transient = isinstance(exc, DependencyUnavailable | RetryLater)
-                log.log(
-                    logging.WARNING if transient else logging.ERROR,
-                    "message failed; it will be retried"
-                    if transient
-                    else "message failed unexpectedly",
-                    exc_info=not transient,
-                    extra={
-                        "message_id": message.message_id,
-                        "receive_count": message.receive_count,
-                        "retry_in_seconds": delay,
-                        "error": str(exc),
-                    },
-                )
-                await self._set_visibility(message, delay)
-                if isinstance(exc, DependencyUnavailable):
-                    self._outage(exc)
-            finally:
-                keeper.cancel()
+    async def _handle_slot(self, message: QueueMessage, parsed: ParsedMessage) -> None:
+        keeper = asyncio.create_task(self._keep_visible(message))
+        try:
+            async with self._slots:
+                if self._draining:  # admitted, but stopping before its turn: give it back
+                    await self._set_visibility(message, 0)
+                    return
+                await self._handle_now(message, parsed)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._set_visibility(message, 0))
+            raise
+        except Exception as exc:
+            delay = self._backoff(self._receives(message))
+            transient = isinstance(exc, DependencyUnavailable | RetryLater)
+            log.log(
+                logging.WARNING if transient else logging.ERROR,
+                "message failed; it will be retried"
+                if transient
+                else "message failed unexpectedly",
+                exc_info=not transient,
+                extra={
+                    "message_id": message.message_id,
+                    "receive_count": message.receive_count,
+                    "retry_in_seconds": delay,
+                    "error": str(exc),
+                },
+            )
+            await self._set_visibility(message, delay)
+            if isinstance(exc, DependencyUnavailable):
+                self._outage(exc)
+        finally:
+            keeper.cancel()
 
-    async def _handle_now(self, message: QueueMessage) -> None:
-        parsed = parse_message(message.body, self._bucket)
+    async def _handle_now(self, message: QueueMessage, parsed: ParsedMessage) -> None:
         for problem in parsed.ignored:
             log.warning(
                 "ignoring S3 event record", extra={"message_id": message.message_id, "why": problem}
@@ -243,9 +275,11 @@ class Consumer:
                     },
                 )
         if busy:  # another worker holds the claim: look again once it should be done
-            await self._set_visibility(message, self._backoff(message.receive_count))
+            await self._set_visibility(message, self._backoff(self._receives(message)))
             return
         failed = await self._queue.delete([message])
+        if self._fair is not None:
+            self._fair.forget(message)
         if failed:
             log.warning(
                 "could not delete a processed message; it will be seen again as a duplicate",
@@ -267,6 +301,9 @@ class Consumer:
                 "could not change message visibility",
                 extra={"message_id": message.message_id, "error": str(exc)},
             )
+
+    def _receives(self, message: QueueMessage) -> int:
+        return message.receive_count if self._fair is None else self._fair.receives(message)
 
     def _backoff(self, receive_count: int) -> int:
         return int(min(MAX_BACKOFF_SECONDS, self._retry_base * 2 ** max(0, receive_count - 1)))

@@ -101,6 +101,14 @@ class MessageSender(Protocol):
         ...
 
 
+class UploadProjects(Protocol):
+    async def projects_of(self, image_ids: Collection[str]) -> dict[str, str]:
+        """The project of each image still to be processed (`pending` or `processing`), by
+        image id, in one indexed read that claims nothing; unknown and finished images are
+        left out."""
+        ...
+
+
 class DependencyProbe(Protocol):
     async def check(self) -> None:
         """Return when Postgres and S3 answer; raise DependencyUnavailable while one does not."""

@@ -88,6 +88,22 @@ SELECT 1 FROM image_blobs
    AND collecting_since > now() - make_interval(secs => $3)"""
 
 
+# The primary key, and nothing else: the consumer asks this before every batch it admits.
+_PROJECTS_TO_PROCESS = """
+SELECT id, project_id FROM image_records
+ WHERE id = ANY($1::text[]) AND status IN ('pending', 'processing')"""
+
+
+class PostgresUploadProjects:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @translates_postgres_errors
+    async def projects_of(self, image_ids: Collection[str]) -> dict[str, str]:
+        rows = await self._pool.fetch(_PROJECTS_TO_PROCESS, list(image_ids))
+        return {row["id"]: row["project_id"] for row in rows}
+
+
 class PostgresOutcomeWrites:
     """One transaction's writes, on the connection the unit of work holds."""
 
