@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 
 BURST = 50
 # Two job slots and four uploads in flight, as each pod of deploy/k8s runs: a project's share
-# is two uploads in flight by default.
+# is three uploads in flight by default (all but one).
 PROCESSOR = {"PROCESSOR_JOB_SLOTS": "2", "PROCESSOR_CONCURRENCY": "4"}
 
 

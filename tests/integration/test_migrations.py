@@ -197,7 +197,7 @@ async def test_a_migration_that_never_gets_its_lock_fails_naming_it(
 
 
 PROJECTS = 9  # 0009_projects: the first migration that knows projects
-USAGE = 12  # 0012_project_usage
+USAGE = 13  # 0013_project_usage
 
 
 def _up_to(tmp_path: Path, last: int) -> Path:

@@ -189,3 +189,37 @@ async def test_quotas_beyond_32_bits_are_compared_as_such(pool: asyncpg.Pool) ->
     )
     await repo.save(record, principal="key:test", quotas=big)
     assert await _usage(pool) == Usage(images=1, bytes=3 * 2**30, uploads_today=1)
+
+
+async def test_deleting_while_the_same_content_is_marked_ready_cannot_deadlock(
+    pool: asyncpg.Pool,
+) -> None:
+    """DeleteImage takes the record, the content's row, then (trigger) the usage row; the
+    processor marking another image of that content READY holds the content's row, then
+    takes the usage row. Both in that order: one waits for the other, neither deadlocks."""
+    sha = "cd" * 32
+    deleted, finishing = new_image_id(), new_image_id()
+    await pool.execute(
+        "INSERT INTO image_blobs (sha256, format, width, height, size_bytes, reference_count,"
+        " stored_at) VALUES ($1, 'png', 1, 1, 9, 1, now())",
+        sha,
+    )
+    await pool.executemany(
+        "INSERT INTO image_records (id, status, content_type, file_name, object_key, sha256,"
+        " size_bytes) VALUES ($1, $2, 'image/png', 'a.png', 'uploads/' || $1, $3, $4)",
+        [(deleted, "ready", sha, 9), (finishing, "processing", None, None)],
+    )
+    repo = PostgresImageRepository(pool)
+    async with pool.acquire() as processor, processor.transaction():
+        await processor.execute(  # the processor's reference to the content
+            "UPDATE image_blobs SET reference_count = reference_count + 1 WHERE sha256 = $1", sha
+        )
+        deleting = asyncio.create_task(repo.delete(DEFAULT_PROJECT, deleted, principal="key:t"))
+        await _until_waiting_on_locks(pool, 1)
+        await processor.execute(  # ... then its commit of READY: the usage row
+            "UPDATE image_records SET status = 'ready', size_bytes = 9, sha256 = $2 WHERE id = $1",
+            finishing,
+            sha,
+        )
+    assert await deleting is not None
+    assert await _usage(pool) == Usage(images=1, bytes=9, uploads_today=2)

@@ -358,12 +358,24 @@ async def test_stopping_gives_back_what_still_waits_for_a_slot_without_starting_
     process = Jobs(seconds=100)
     consumer = _fair_consumer(queue, process, FakeUploadProjects(owners), cap=1, concurrency=2)
     stop = asyncio.Event()
-    asyncio.get_running_loop().call_later(1, stop.set)
+    loop = asyncio.get_running_loop()
+    loop.call_later(1, stop.set)
+    given_back: list[float] = []
+    change = queue.change_visibility
+
+    async def noting(message: QueueMessage, seconds: int) -> None:
+        if message.message_id == "c3" and seconds == 0:
+            given_back.append(loop.time())
+        await change(message, seconds)
+
+    queue.change_visibility = noting  # type: ignore[method-assign,assignment]
+    started = loop.time()
     await consumer.run(stop, grace_seconds=300)
 
     assert sorted(process.finished) == [image_id(0), image_id(2)], "the running ones finished"
     assert image_id(3) not in process.started, "not started after the stop"
-    assert [v for v in queue.visibility if v[0] == "c3"][-1] == ("c3", 0), "given back at once"
+    assert [v for v in queue.visibility if v[0] == "c3"][-1] == ("c3", 0)
+    assert given_back and given_back[0] - started < 2, "given back at the stop, not after jobs"
 
 
 async def test_the_projects_are_read_once_per_batch_and_other_messages_are_admitted() -> None:

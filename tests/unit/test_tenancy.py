@@ -15,7 +15,7 @@ from imagery.common.tenancy import (
     parse_scopes,
     require_project_id,
 )
-from tests.principals import policy
+from tests.principals import caller, policy
 
 
 def test_unset_settings_take_the_defaults() -> None:
@@ -105,3 +105,18 @@ def test_project_admin_covers_its_own_project_and_the_operator_every_project() -
     assert admin.administers("team-b") and not admin.administers(DEFAULT_PROJECT)
     assert operator.administers("team-b") and operator.administers(DEFAULT_PROJECT)
     assert not reader.administers(DEFAULT_PROJECT)
+
+
+def test_only_operators_stop_declared_uploads_that_the_deployment_requires() -> None:
+    from imagery.common.errors import MissingScope
+    from imagery.upload.projects import _require_operator_for_quotas as check
+
+    strict = policy(project_require_declared_upload_default="true")
+    admin = caller(operator=False)
+    off = ProjectSettings(require_declared_upload=False)
+    on = ProjectSettings(require_declared_upload=True)
+    check(admin, ProjectSettings(), on, strict)  # stricter is anyone's choice
+    with pytest.raises(MissingScope):
+        check(admin, on, off, strict)
+    check(caller(operator=True), on, off, strict)
+    check(admin, on, off, policy())  # where the deployment does not require it, a project may

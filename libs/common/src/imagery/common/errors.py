@@ -112,7 +112,8 @@ class DeclarationRequired(ImageryError):
     def __init__(self, project_id: str) -> None:
         super().__init__(
             f"Project {project_id!r} admits only declared uploads: send size_bytes and sha256 "
-            "(lower-case hex) with CreateUploadUrl, and the PUT with the headers it returns.",
+            "(lower-case hex) with CreateUploadUrl, upload_method PUT (not POST), and the PUT "
+            "with the headers it returns.",
             violations=[
                 FieldViolation("size_bytes", "is required by the project"),
                 FieldViolation("sha256", "is required by the project"),

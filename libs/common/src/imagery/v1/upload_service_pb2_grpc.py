@@ -54,7 +54,8 @@ class UploadServiceServicer:
     """
 
     def CreateUploadUrl(self, request, context):
-        """Creates a PENDING image and a presigned HTTP PUT URL for its bytes.
+        """Creates a PENDING image and a presigned HTTP PUT URL for its bytes (or, when asked,
+        a presigned HTML form POST).
         Errors: INVALID_ARGUMENT (UNSUPPORTED_CONTENT_TYPE, INVALID_FILE_NAME, INVALID_ARGUMENT
         for a size above the project's maximum, a malformed checksum or an unknown method),
         FAILED_PRECONDITION (DECLARATION_REQUIRED), RESOURCE_EXHAUSTED (QUOTA_EXCEEDED,

@@ -36,7 +36,8 @@ class UploadServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> UploadServiceAsyncStub: ...
     CreateUploadUrl: _grpc.UnaryUnaryMultiCallable[_upload_service_pb2.CreateUploadUrlRequest, _upload_service_pb2.CreateUploadUrlResponse]
-    """Creates a PENDING image and a presigned HTTP PUT URL for its bytes.
+    """Creates a PENDING image and a presigned HTTP PUT URL for its bytes (or, when asked,
+    a presigned HTML form POST).
     Errors: INVALID_ARGUMENT (UNSUPPORTED_CONTENT_TYPE, INVALID_FILE_NAME, INVALID_ARGUMENT
     for a size above the project's maximum, a malformed checksum or an unknown method),
     FAILED_PRECONDITION (DECLARATION_REQUIRED), RESOURCE_EXHAUSTED (QUOTA_EXCEEDED,
@@ -56,7 +57,8 @@ class UploadServiceAsyncStub(UploadServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateUploadUrl: _aio.UnaryUnaryMultiCallable[_upload_service_pb2.CreateUploadUrlRequest, _upload_service_pb2.CreateUploadUrlResponse]  # type: ignore[assignment]
-    """Creates a PENDING image and a presigned HTTP PUT URL for its bytes.
+    """Creates a PENDING image and a presigned HTTP PUT URL for its bytes (or, when asked,
+    a presigned HTML form POST).
     Errors: INVALID_ARGUMENT (UNSUPPORTED_CONTENT_TYPE, INVALID_FILE_NAME, INVALID_ARGUMENT
     for a size above the project's maximum, a malformed checksum or an unknown method),
     FAILED_PRECONDITION (DECLARATION_REQUIRED), RESOURCE_EXHAUSTED (QUOTA_EXCEEDED,
@@ -79,7 +81,8 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _upload_service_pb2.CreateUploadUrlRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_upload_service_pb2.CreateUploadUrlResponse, _abc.Awaitable[_upload_service_pb2.CreateUploadUrlResponse]]:
-        """Creates a PENDING image and a presigned HTTP PUT URL for its bytes.
+        """Creates a PENDING image and a presigned HTTP PUT URL for its bytes (or, when asked,
+        a presigned HTML form POST).
         Errors: INVALID_ARGUMENT (UNSUPPORTED_CONTENT_TYPE, INVALID_FILE_NAME, INVALID_ARGUMENT
         for a size above the project's maximum, a malformed checksum or an unknown method),
         FAILED_PRECONDITION (DECLARATION_REQUIRED), RESOURCE_EXHAUSTED (QUOTA_EXCEEDED,

@@ -62,6 +62,7 @@ class Consumer:
         self._fair = fair_share
         self._scanning = False  # the last batch had deferrals
         self._draining = False
+        self._queued: set[asyncio.Task[None]] = set()  # admitted, waiting for a slot
         self._probe_max = probe_max_seconds
         self._available = asyncio.Event()
         self._available.set()
@@ -169,6 +170,8 @@ class Consumer:
 
     async def _drain(self, grace_seconds: float) -> None:
         self._draining = True
+        for task in self._queued:  # admitted, no slot yet: give them back now, not at the end
+            task.cancel()
         if not self._tasks:
             return
         log.info(
@@ -213,12 +216,21 @@ class Consumer:
 
     async def _handle_slot(self, message: QueueMessage, parsed: ParsedMessage) -> None:
         keeper = asyncio.create_task(self._keep_visible(message))
+        me = asyncio.current_task()
         try:
-            async with self._slots:
+            if me is not None:
+                self._queued.add(me)
+            try:
+                await self._slots.acquire()
+            finally:
+                self._queued.discard(me)
+            try:
                 if self._draining:  # admitted, but stopping before its turn: give it back
                     await self._set_visibility(message, 0)
                     return
                 await self._handle_now(message, parsed)
+            finally:
+                self._slots.release()
         except asyncio.CancelledError:
             await asyncio.shield(self._set_visibility(message, 0))
             raise

@@ -91,14 +91,19 @@ def populated(display_name: str, settings: ProjectSettings) -> tuple[str, ...]:
 
 
 def _require_operator_for_quotas(
-    caller: Principal, before: ProjectSettings, after: ProjectSettings
+    caller: Principal, before: ProjectSettings, after: ProjectSettings, policy: SettingsPolicy
 ) -> None:
-    """Quotas and rate limits are the operators' to set: a project may not raise its own."""
+    """Quotas and rate limits are the operators' to set: a project may not raise its own.
+    Nor may it stop declaring its uploads where the deployment requires them by default."""
     if caller.operator:
         return
     for name in SETTING_NAMES:
         if name.startswith(LIMITS) and getattr(before, name) != getattr(after, name):
             raise MissingScope("projects.admin (of the operator project)", f"settings.{name}")
+    if policy.defaults.require_declared_upload and after.require_declared_upload is False:
+        raise MissingScope(
+            "projects.admin (of the operator project)", "settings.require_declared_upload"
+        )
 
 
 def _encode_token(after: str, query: str) -> str:
@@ -200,7 +205,7 @@ class ProjectAdmin:
         if fields:
             new_settings = project.settings.merged(settings, fields)
             self._policy.validate(new_settings, "project.settings.")
-            _require_operator_for_quotas(caller, project.settings, new_settings)
+            _require_operator_for_quotas(caller, project.settings, new_settings, self._policy)
         updated = await self._store.update_project(
             project.id, _actor(caller), display_name=new_name, settings=new_settings
         )

@@ -54,19 +54,24 @@ WITH saved AS (
 INSERT INTO audit_events (project_id, principal, action, target, trace_id, outcome)
 SELECT $8, $9, 'image.create', 'images/' || id, $10, 'ok' FROM saved RETURNING 1"""
 _SAVE = _INSERT.format(gate="")
-# Admission under quotas: the project's usage row is locked, and rechecked once the lock is
-# held (Postgres re-evaluates the WHERE against the row as the previous holder left it), so
-# concurrent uploads are admitted one at a time against the count their predecessors left.
+# Admission under quotas (`admit_upload`, migration 0013): the project's usage row is locked
+# and read as the previous holder left it, so concurrent uploads are admitted one at a time.
 _SAVE_WITHIN_QUOTAS = _INSERT.format(
-    gate="""FROM (SELECT 1 FROM project_usage
-                WHERE project_id = $8
-                  AND ($12::bigint = 0 OR images < $12::bigint)
-                  AND ($13::bigint = 0 OR bytes + $11 <= $13::bigint)
-                  AND ($14::bigint = 0 OR day <> (now() AT TIME ZONE 'UTC')::date
-                       OR day_uploads < $14::bigint)
-                  FOR UPDATE) admitted"""
+    gate="WHERE admit_upload($8, $11, $12::bigint, $13::bigint, $14::bigint)"
 )
 
+
+# The record and its content reference in one statement, so the project's usage row (its
+# trigger runs at the statement's end) is locked after the content's row, as the processor
+# locks them when it marks an image READY: opposite orders would deadlock.
+_DELETE = """
+WITH gone AS (
+    DELETE FROM image_records WHERE id = $1 AND project_id = $2
+    RETURNING status, object_key, sha256),
+ref AS (
+    UPDATE image_blobs b SET reference_count = b.reference_count - 1, updated_at = now()
+      FROM gone WHERE b.sha256 = gone.sha256)
+SELECT status, object_key, sha256 FROM gone"""
 
 # The deletion feed (0004) is still written for delivery replicas of the previous release,
 # which read it; the change bus notice is what current replicas act on.
@@ -117,14 +122,10 @@ class PostgresImageRepository:
         )
 
     async def _refuse(self, record: ImageRecord, quotas: Quotas) -> None:
-        """Raise the quota the upload exceeds. Returns when none does now (the usage row
-        was missing, a project older than 0012's count, or an upload just ended)."""
+        """Raise the quota the upload exceeds. Returns when none does now (an upload ended
+        since, or the project was purged in between)."""
         found = await read_usage(self._pool, [record.project_id])
         if not found:
-            await self._pool.execute(
-                "INSERT INTO project_usage (project_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                record.project_id,
-            )
             return
         refused = refusal(
             found[record.project_id], record.project_id, quotas, record.reserved_bytes
@@ -171,21 +172,10 @@ class PostgresImageRepository:
         the content's row as a tombstone for the processor's collector. None when the
         project has no such image."""
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "DELETE FROM image_records WHERE id = $1 AND project_id = $2"
-                " RETURNING status, object_key, sha256",
-                image_id,
-                project_id,
-            )
+            row = await conn.fetchrow(_DELETE, image_id, project_id)
             if row is None:
                 return None
             await conn.execute(_DELETED, image_id, project_id, principal, current_trace_id())
-            if row["sha256"] is not None:
-                await conn.execute(
-                    "UPDATE image_blobs SET reference_count = reference_count - 1,"
-                    " updated_at = now() WHERE sha256 = $1",
-                    row["sha256"],
-                )
         return DeletedImage(image_id, _STATUSES[row["status"]], row["object_key"], row["sha256"])
 
     @translates_postgres_errors

@@ -1,14 +1,17 @@
--- imagery 0012: what each project stores, for its quotas.
+-- imagery 0013: what each project stores, for its quotas.
 -- Every writer of image_records (CreateUploadUrl, the processor, DeleteImage, the purge job,
 -- and any later one) changes what a project stores, so the count is kept by triggers, in the
 -- writer's own transaction, rather than by each writer remembering to.
 -- An image counts from its creation until it is deleted or ends FAILED. While it is pending
--- or processing it counts `reserved_bytes` (the declared size, else the project's maximum);
--- once READY it counts its verified size. Deduplicated images count in full.
--- `day`/`day_uploads` count the uploads started on one UTC day; the row is a project's single
--- admission point (CreateUploadUrl locks it), so all three quotas are checked on one row.
-ALTER TABLE image_records ADD COLUMN reserved_bytes bigint NOT NULL DEFAULT 0
-    CHECK (reserved_bytes >= 0);
+-- or processing it counts `reserved_bytes`; once READY it counts its verified size.
+-- Deduplicated images count in full. `day`/`day_uploads` count the uploads started on one
+-- UTC day. The row is a project's single admission point (`admit_upload` locks it), so all
+-- three quotas are checked on one row, one upload after another.
+-- The functions run as their owner (the migrating role): the services' roles need no
+-- privilege on project_usage to write images, and upload only reads it (docs/deploy.md).
+
+-- Reads and writes go on while the CHECK of 0012 is validated (SHARE UPDATE EXCLUSIVE).
+ALTER TABLE image_records VALIDATE CONSTRAINT image_records_reserved_bytes_check;
 
 CREATE TABLE project_usage (
     project_id  text COLLATE "C" PRIMARY KEY REFERENCES projects (id) ON DELETE CASCADE,
@@ -24,7 +27,9 @@ CREATE FUNCTION image_charge(status text, reserved bigint, size bigint) RETURNS 
                        ELSE reserved END $$;
 
 -- Statement-level, over transition tables: a purge batch of 1,000 rows is one usage update.
-CREATE FUNCTION project_usage_follow() RETURNS trigger LANGUAGE plpgsql AS $$
+-- An upload whose transaction began on an earlier UTC day than the row's counts for no day.
+CREATE FUNCTION project_usage_follow() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 DECLARE
     today date := (now() AT TIME ZONE 'UTC')::date;
 BEGIN
@@ -36,10 +41,11 @@ BEGIN
         ON CONFLICT (project_id) DO UPDATE
            SET images = u.images + EXCLUDED.images,
                bytes = u.bytes + EXCLUDED.bytes,
-               day_uploads = CASE WHEN u.day = EXCLUDED.day
+               day_uploads = CASE WHEN EXCLUDED.day = u.day
                                   THEN u.day_uploads + EXCLUDED.day_uploads
-                                  ELSE EXCLUDED.day_uploads END,
-               day = EXCLUDED.day;
+                                  WHEN EXCLUDED.day > u.day THEN EXCLUDED.day_uploads
+                                  ELSE u.day_uploads END,
+               day = GREATEST(u.day, EXCLUDED.day);
     ELSIF TG_OP = 'DELETE' THEN
         UPDATE project_usage u
            SET images = u.images - d.images, bytes = u.bytes - d.bytes
@@ -64,6 +70,27 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- Whether one more upload of `reserve` bytes fits the quotas (0: unlimited). The usage row
+-- is locked until the caller's transaction ends, and read as the previous holder left it,
+-- so concurrent uploads are admitted one at a time, never past a quota. Called from the
+-- INSERT of the upload's record, whose trigger then counts it.
+CREATE FUNCTION admit_upload(project text, reserve bigint, max_images bigint,
+                             max_bytes bigint, max_day_uploads bigint) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    today date := (now() AT TIME ZONE 'UTC')::date;
+    u project_usage;
+BEGIN
+    SELECT * INTO u FROM project_usage WHERE project_id = project FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO project_usage (project_id) VALUES (project) ON CONFLICT DO NOTHING;
+        SELECT * INTO u FROM project_usage WHERE project_id = project FOR UPDATE;
+    END IF;
+    RETURN (max_images = 0 OR u.images < max_images)
+       AND (max_bytes = 0 OR u.bytes + reserve <= max_bytes)
+       AND (max_day_uploads = 0 OR u.day < today OR u.day_uploads < max_day_uploads);
+END $$;
+
 CREATE TRIGGER project_usage_on_insert AFTER INSERT ON image_records
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION project_usage_follow();
 CREATE TRIGGER project_usage_on_update AFTER UPDATE ON image_records
@@ -72,8 +99,9 @@ CREATE TRIGGER project_usage_on_update AFTER UPDATE ON image_records
 CREATE TRIGGER project_usage_on_delete AFTER DELETE ON image_records
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION project_usage_follow();
 
--- What is stored now. The triggers above hold the table's SHARE ROW EXCLUSIVE lock until this
--- transaction commits, so no write slips between the count and the triggers (reads go on).
+-- What is stored now. The triggers hold the table's SHARE ROW EXCLUSIVE lock until this
+-- transaction commits, so no write slips between the count and the triggers; writes wait
+-- for the count (about a second per million images), reads go on.
 INSERT INTO project_usage (project_id, images, bytes, day, day_uploads)
 SELECT p.id,
        count(r.id) FILTER (WHERE r.status <> 'failed'),

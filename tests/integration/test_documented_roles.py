@@ -1,0 +1,102 @@
+"""The services' Postgres roles as docs/deploy.md grants them (section 3, step 2), on a real
+Postgres: what each service writes works under its own role, quota admission and the usage
+triggers included (they run as the migrating role, so the services need no privilege on
+project_usage beyond upload's SELECT)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from imagery.common.db.images import PostgresImageRepository
+from imagery.common.domain import ImageRecord, ImageStatus
+from imagery.common.errors import QuotaExceeded
+from imagery.common.ids import new_image_id
+from imagery.common.quotas import Quotas
+from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
+
+pytestmark = pytest.mark.integration
+ROLES = ("imagery_upload", "imagery_processor", "imagery_delivery")
+DEPLOY = Path(__file__).resolve().parents[2] / "docs/deploy.md"
+
+
+def _grants() -> str:
+    found = re.findall(r"```sql\n(BEGIN;\nREVOKE ALL ON .*?COMMIT;)\n```", DEPLOY.read_text(), re.S)
+    assert len(found) == 1, "docs/deploy.md has one table-grants block"
+    return str(found[0])
+
+
+def _as(dsn: str, role: str) -> str:
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
+
+
+@pytest.fixture
+async def roles(database_url: str) -> AsyncIterator[dict[str, asyncpg.Pool]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        for role in ROLES:
+            await conn.execute(
+                f"DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN"
+                " NULL; END $$"
+            )
+        database = await conn.fetchval("SELECT current_database()")
+        await conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {", ".join(ROLES)}')
+        await conn.execute(f"GRANT USAGE ON SCHEMA public TO {', '.join(ROLES)}")
+        await conn.execute(_grants())
+    finally:
+        await conn.close()
+    pools = {
+        r: await asyncpg.create_pool(_as(database_url, r), min_size=1, max_size=2) for r in ROLES
+    }
+    yield pools
+    for pool in pools.values():
+        await pool.close()
+
+
+def _pending(reserved: int) -> ImageRecord:
+    image_id = new_image_id()
+    return ImageRecord(
+        image_id,
+        ImageStatus.PENDING,
+        "image/png",
+        "a.png",
+        upload_key(GLOBAL_SCOPE, image_id),
+        reserved_bytes=reserved,
+    )
+
+
+async def test_each_service_writes_what_it_must_under_its_own_role(
+    roles: dict[str, asyncpg.Pool],
+) -> None:
+    upload = PostgresImageRepository(roles["imagery_upload"])
+    quotas = Quotas(images=2)
+    kept, ready, failed = _pending(10), _pending(10), _pending(10)
+    await upload.save(kept, principal="key:test", quotas=quotas)
+    await upload.save(ready, principal="key:test")
+    with pytest.raises(QuotaExceeded):
+        await upload.save(failed, principal="key:test", quotas=quotas)
+    await upload.save(failed, principal="key:test")
+
+    processor = roles["imagery_processor"]
+    await processor.execute(
+        "UPDATE image_records SET status = 'ready', size_bytes = 5 WHERE id = $1", ready.id
+    )
+    await processor.execute(
+        "UPDATE image_records SET status = 'failed', failure_reason = 'CORRUPT' WHERE id = $1",
+        failed.id,
+    )
+    assert await upload.delete("default", kept.id, principal="key:test") is not None
+    usage = await roles["imagery_upload"].fetchrow(
+        "SELECT images, bytes FROM project_usage WHERE project_id = 'default'"
+    )
+    assert dict(usage or {}) == {"images": 1, "bytes": 5}
+    await processor.execute("DELETE FROM image_records WHERE id = $1", ready.id)  # the purge
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await roles["imagery_delivery"].execute("UPDATE project_usage SET images = 0")
