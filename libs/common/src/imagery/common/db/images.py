@@ -43,22 +43,23 @@ SELECT r.id, r.status, v.format, v.object_key, v.content_type
         AND v.name = $2 AND v.format = ANY($3::text[])
  WHERE r.id = ANY($1::text[]) AND r.project_id = $4"""
 # A record, its audit event, in one statement (one round trip on the hot path). The usage
-# triggers (0012) count it.
+# trigger (0013) counts it and, when `imagery.quotas` names the project's quotas (local to
+# this statement's transaction), refuses it with SQLSTATE IQ001 if it takes the project past
+# one: the project's usage row is locked only from there to the commit.
 _INSERT = """
 WITH saved AS (
     INSERT INTO image_records
            (id, status, content_type, file_name, object_key, size_bytes, trace_context,
             project_id, reserved_bytes)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $11 {gate}
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $11 {quotas}
     RETURNING id)
 INSERT INTO audit_events (project_id, principal, action, target, trace_id, outcome)
-SELECT $8, $9, 'image.create', 'images/' || id, $10, 'ok' FROM saved RETURNING 1"""
-_SAVE = _INSERT.format(gate="")
-# Admission under quotas (`admit_upload`, migration 0013): the project's usage row is locked
-# and read as the previous holder left it, so concurrent uploads are admitted one at a time.
+SELECT $8, $9, 'image.create', 'images/' || id, $10, 'ok' FROM saved"""
+_SAVE = _INSERT.format(quotas="")
 _SAVE_WITHIN_QUOTAS = _INSERT.format(
-    gate="WHERE admit_upload($8, $11, $12::bigint, $13::bigint, $14::bigint)"
+    quotas="FROM (SELECT set_config('imagery.quotas', $12, true)) AS quotas"
 )
+_PAST_A_QUOTA = "IQ001"
 
 
 # The record and its content reference in one statement, so the project's usage row (its
@@ -110,10 +111,16 @@ class PostgresImageRepository:
             if quotas.unlimited:
                 await self._pool.execute(_SAVE, *values)
                 return
-            limits = (quotas.images, quotas.bytes, quotas.uploads_per_day)
+            limits = "|".join(
+                map(str, (record.project_id, quotas.images, quotas.bytes, quotas.uploads_per_day))
+            )
             for _ in range(3):
-                if await self._pool.fetchval(_SAVE_WITHIN_QUOTAS, *values, *limits):
+                try:
+                    await self._pool.execute(_SAVE_WITHIN_QUOTAS, *values, limits)
                     return
+                except asyncpg.PostgresError as exc:
+                    if exc.sqlstate != _PAST_A_QUOTA:
+                        raise
                 await self._refuse(record, quotas)
         except asyncpg.UniqueViolationError as exc:
             raise ImageAlreadyExists(f"Image {record.id} already exists.") from exc
@@ -123,7 +130,7 @@ class PostgresImageRepository:
 
     async def _refuse(self, record: ImageRecord, quotas: Quotas) -> None:
         """Raise the quota the upload exceeds. Returns when none does now (an upload ended
-        since, or the project was purged in between)."""
+        since the trigger refused it, or the project was purged in between)."""
         found = await read_usage(self._pool, [record.project_id])
         if not found:
             return

@@ -17,8 +17,9 @@ imagery.
 A round trip to Redis costs a call more than the rest of its checks together, so against a
 high limit a replica counts calls in advance: it takes a batch (1% of the limit, at most
 `MAX_BATCH`) from the shared counter in one hit and admits that many calls locally, within
-`BATCH_SECONDS`. A batch counts in full whether or not its calls come, so the limit is never
-exceeded; a busy project is at worst refused 1% early per replica. Limits under 200 a minute
+`BATCH_SECONDS`, taking the next one while half of it is left, so no call waits for Redis.
+A batch counts in full whether or not its calls come, so the limit is never exceeded; a busy
+project is at worst refused 2% early per replica. Limits under 200 a minute
 are counted call by call, and near the limit (a batch refused) calls are counted one by one.
 """
 
@@ -106,6 +107,7 @@ class RateLimits:
         self._items: dict[int, RateLimitItem] = {}
         # (subject, class) -> calls already counted in the shared store, and until when
         self._batches: dict[tuple[str, str], _Batch] = {}
+        self._prefetching: set[asyncio.Task[None]] = set()
         self._skip_until = 0.0  # after a failure, counters are skipped for a few seconds
         self._warned = 0.0
 
@@ -170,6 +172,8 @@ class RateLimits:
                     return False
                 if batch.left > 0:
                     batch.left -= 1
+                    if batch.left <= size // 2 and batch.taking is None:
+                        self._prefetch(item, key, size, batch)
                     return True
             if batch is not None and batch.taking is not None:
                 await asyncio.shield(batch.taking)
@@ -192,8 +196,33 @@ class RateLimits:
             batch.left = size - 1
             return True
 
+    def _prefetch(
+        self, item: RateLimitItem, key: tuple[str, str], size: int, batch: _Batch
+    ) -> None:
+        """Take the next batch while half of this one is left, so that calls do not wait for
+        Redis when it runs out (refused: nothing is added; the next call finds out)."""
+        batch.taking = asyncio.get_running_loop().create_future()
+
+        async def take(taking: asyncio.Future[None]) -> None:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    if await self._limiter.hit(item, *key, cost=size):
+                        batch.left += size
+                        batch.until = time.monotonic() + BATCH_SECONDS
+            except Exception as exc:  # noqa: BLE001 - counters down or slow: as in `_hit`
+                self._unreachable(exc)
+            finally:
+                batch.taking = None
+                taking.set_result(None)
+
+        task = asyncio.create_task(take(batch.taking))
+        self._prefetching.add(task)
+        task.add_done_callback(self._prefetching.discard)
+
     async def close(self) -> None:
         """Close the connections to Redis (none in process)."""
+        for task in list(self._prefetching):
+            task.cancel()
         if self._redis is not None:
             await self._redis.aclose()
 
