@@ -17,7 +17,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help setup run test test-unit test-integration test-e2e test-deploy bench proto proto-check proto-breaking \
-	lint fmt typecheck k8s-render images clean
+	lint fmt typecheck ts-check k8s-render images clean
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,7 +36,7 @@ setup: $(STAMP) ## Install uv and the locked dependencies into .tools/ and .venv
 run: $(STAMP) ## Start the local stack: Postgres, S3+SQS, CloudFront stand-in and the services (Ctrl-C stops it; KEEP_DATA=1 keeps the database)
 	DEVSTACK_KEEP_DATA=$(KEEP_DATA) $(RUN) python -m imagery.devstack
 
-test: $(STAMP) lint typecheck proto-check proto-breaking ## Everything: lint, types, stub drift, API compatibility, unit, integration and e2e tests
+test: $(STAMP) lint typecheck proto-check proto-breaking ts-check ## Everything: lint, types, stub drift, API compatibility, TypeScript generation, unit, integration and e2e tests
 	$(RUN) pytest tests
 
 test-unit: $(STAMP) ## Unit tests (no I/O)
@@ -69,6 +69,10 @@ proto-check: $(STAMP) ## Fail when buf lint fails or checked-in stubs differ fro
 	for f in $$(cd $$tmp && find . -type f | sort); do \
 		cmp -s "$$tmp/$$f" "$(PROTO_OUT)/$$f" || { echo "stub drift: $(PROTO_OUT)/$$f differs from protos/ (run make proto)" >&2; exit 1; }; \
 	done; echo "proto-check: stubs match protos/"
+
+ts-check: $(STAMP) ## Generate TypeScript with buf.gen.yaml (protoc-gen-es, Node from PyPI) and type-check it
+	cd clients/typescript && ../../$(VENV)/bin/npm ci --no-audit --no-fund --loglevel=error
+	$(RUN) python clients/typescript/check.py
 
 proto-breaking: $(STAMP) ## Fail when protos/ breaks imagery.v1 as any commit had it (buf breaking)
 	@revs=$$(git log --format=%H -- protos 2>/dev/null); \

@@ -69,3 +69,17 @@ def test_a_renumbered_value_fails_and_says_what_to_do(repo: Path) -> None:
     assert result.returncode != 0
     assert 'enum value "4" on enum "ImageStatus" was deleted' in result.stdout + result.stderr
     assert "never rename, renumber or remove" in result.stderr
+
+
+def test_go_package_is_set_by_managed_mode_not_in_the_published_protos() -> None:
+    import yaml
+
+    template = yaml.safe_load((ROOT / "buf.gen.yaml").read_text())
+    assert template["managed"]["enabled"] is True
+    overrides = {o["file_option"]: o["value"] for o in template["managed"]["override"]}
+    assert overrides["go_package_prefix"].startswith("github.com/")
+    plugins = {Path(p["local"]).name: p for p in template["plugins"]}
+    assert {"protoc-gen-go", "protoc-gen-go-grpc", "protoc-gen-es"} <= set(plugins)
+    assert "target=ts" in plugins["protoc-gen-es"]["opt"]
+    for proto in (ROOT / "protos").rglob("*.proto"):
+        assert "go_package" not in proto.read_text(), f"{proto.name}: a file option would break"
