@@ -21,8 +21,9 @@ from imagery.common.domain import (
     VariantInfo,
 )
 from imagery.common.errors import ImageAlreadyExists
+from imagery.common.ids import new_image_id
 from imagery.common.quotas import UNLIMITED, Quotas, refusal
-from imagery.common.storage_keys import GLOBAL_SCOPE, original_key
+from imagery.common.storage_keys import GLOBAL_SCOPE, original_key, upload_key
 from imagery.common.tenancy import Usage
 from imagery.processor.adapters.render import verify_and_render
 from imagery.processor.imaging import Limits, RenderSpec
@@ -35,6 +36,19 @@ from imagery.processor.ports import (
     VerifiedImage,
 )
 from imagery.upload.ports import PresignedUpload
+
+
+def pending_record(reserved_bytes: int = 0) -> ImageRecord:
+    """A new upload's record, as CreateUploadUrl makes it, reserving `reserved_bytes`."""
+    image_id = new_image_id()
+    return ImageRecord(
+        image_id,
+        ImageStatus.PENDING,
+        "image/png",
+        "a.png",
+        upload_key(GLOBAL_SCOPE, image_id),
+        reserved_bytes=reserved_bytes,
+    )
 
 
 class FakeClock:

@@ -14,11 +14,9 @@ import asyncpg
 import pytest
 
 from imagery.common.db.images import PostgresImageRepository
-from imagery.common.domain import ImageRecord, ImageStatus
 from imagery.common.errors import QuotaExceeded
-from imagery.common.ids import new_image_id
 from imagery.common.quotas import Quotas
-from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
+from tests.fakes import pending_record
 
 pytestmark = pytest.mark.integration
 ROLES = ("imagery_upload", "imagery_processor", "imagery_delivery")
@@ -60,24 +58,12 @@ async def roles(database_url: str) -> AsyncIterator[dict[str, asyncpg.Pool]]:
         await pool.close()
 
 
-def _pending(reserved: int) -> ImageRecord:
-    image_id = new_image_id()
-    return ImageRecord(
-        image_id,
-        ImageStatus.PENDING,
-        "image/png",
-        "a.png",
-        upload_key(GLOBAL_SCOPE, image_id),
-        reserved_bytes=reserved,
-    )
-
-
 async def test_each_service_writes_what_it_must_under_its_own_role(
     roles: dict[str, asyncpg.Pool],
 ) -> None:
     upload = PostgresImageRepository(roles["imagery_upload"])
     quotas = Quotas(images=2)
-    kept, ready, failed = _pending(10), _pending(10), _pending(10)
+    kept, ready, failed = pending_record(10), pending_record(10), pending_record(10)
     await upload.save(kept, principal="key:test", quotas=quotas)
     await upload.save(ready, principal="key:test")
     with pytest.raises(QuotaExceeded):

@@ -18,16 +18,15 @@ from grpc_status import rpc_status
 from imagery.common.config import Settings
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.usage import read_usage
-from imagery.common.domain import ImageRecord, ImageStatus
 from imagery.common.ids import new_image_id
 from imagery.common.quotas import Quotas
-from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
 from imagery.common.tenancy import DEFAULT_PROJECT, Usage
 from imagery.upload.bootstrap import build_server
 from imagery.upload.config import UploadSettings
 from imagery.v1 import upload_service_pb2 as pb
 from imagery.v1 import upload_service_pb2_grpc as pb_grpc
 from tests import grpc_auth
+from tests.fakes import pending_record
 from tests.principals import policy
 
 pytestmark = pytest.mark.integration
@@ -122,19 +121,9 @@ async def _usage(pool: asyncpg.Pool) -> Usage:
 
 
 async def _pending(repo: PostgresImageRepository, reserved: int) -> str:
-    image_id = new_image_id()
-    await repo.save(
-        ImageRecord(
-            image_id,
-            ImageStatus.PENDING,
-            "image/png",
-            "a.png",
-            upload_key(GLOBAL_SCOPE, image_id),
-            reserved_bytes=reserved,
-        ),
-        principal="key:test",
-    )
-    return image_id
+    record = pending_record(reserved)
+    await repo.save(record, principal="key:test")
+    return record.id
 
 
 async def test_usage_follows_each_image_from_reservation_to_its_end(
@@ -178,15 +167,7 @@ async def test_a_batch_statement_is_counted_per_project(pool: asyncpg.Pool) -> N
 async def test_quotas_beyond_32_bits_are_compared_as_such(pool: asyncpg.Pool) -> None:
     repo = PostgresImageRepository(pool)
     big = Quotas(images=5_000_000_000, bytes=10**15, uploads_per_day=5_000_000_000)
-    image_id = new_image_id()
-    record = ImageRecord(
-        image_id,
-        ImageStatus.PENDING,
-        "image/png",
-        "a.png",
-        upload_key(GLOBAL_SCOPE, image_id),
-        reserved_bytes=3 * 2**30,
-    )
+    record = pending_record(3 * 2**30)
     await repo.save(record, principal="key:test", quotas=big)
     assert await _usage(pool) == Usage(images=1, bytes=3 * 2**30, uploads_today=1)
 
