@@ -56,7 +56,7 @@ bench: $(STAMP) ## Benchmarks, printed as tables
 
 proto: $(STAMP) ## Regenerate Python stubs (+ .pyi) from protos/ into libs/common
 	$(RUN) buf lint
-	$(RUN) python -m grpc_tools.protoc -Iprotos \
+	$(RUN) python -m grpc_tools.protoc -Iprotos -Ithird_party/googleapis \
 		--python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
 		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) \
 		protos/imagery/v1/*.proto
@@ -64,7 +64,7 @@ proto: $(STAMP) ## Regenerate Python stubs (+ .pyi) from protos/ into libs/commo
 proto-check: $(STAMP) ## Fail when buf lint fails or checked-in stubs differ from protos/
 	$(RUN) buf lint
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
-	$(RUN) python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --grpc_python_out=$$tmp \
+	$(RUN) python -m grpc_tools.protoc -Iprotos -Ithird_party/googleapis --python_out=$$tmp --grpc_python_out=$$tmp \
 		--mypy_out=$$tmp --mypy_grpc_out=$$tmp protos/imagery/v1/*.proto && \
 	for f in $$(cd $$tmp && find . -type f | sort); do \
 		cmp -s "$$tmp/$$f" "$(PROTO_OUT)/$$f" || { echo "stub drift: $(PROTO_OUT)/$$f differs from protos/ (run make proto)" >&2; exit 1; }; \
@@ -77,7 +77,7 @@ ts-check: $(STAMP) ## Generate TypeScript with buf.gen.yaml (protoc-gen-es, Node
 proto-breaking: $(STAMP) ## Fail when protos/ breaks imagery.v1 as any commit had it (buf breaking)
 	@revs=$$(git log --format=%H -- protos 2>/dev/null); \
 	for rev in $$revs; do \
-		$(RUN) buf breaking --against ".git#ref=$$rev" || { echo "protos/ breaks imagery.v1 as commit $$rev published it: add fields and methods, never rename, renumber or remove them (a break needs imagery.v2)" >&2; exit 1; }; \
+		$(RUN) buf breaking protos --against ".git#ref=$$rev,subdir=protos" || { echo "protos/ breaks imagery.v1 as commit $$rev published it: add fields and methods, never rename, renumber or remove them (a break needs imagery.v2)" >&2; exit 1; }; \
 	done; echo "proto-breaking: protos/ is compatible with all $$(echo $$revs | wc -w) committed version(s)"
 
 lint: $(STAMP) ## ruff lint and format check, and the layering contracts (lint-imports)

@@ -1,5 +1,5 @@
 """`make proto-breaking`: the imagery.v1 contract may grow, never break. Run against a
-scratch repository holding this Makefile and protos/, so each case has the history it needs."""
+scratch repository holding this Makefile, protos/ and the vendored googleapis, so each case has the history it needs."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def repo(tmp_path: Path) -> Path:
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
     shutil.copy(ROOT / "buf.yaml", tmp_path / "buf.yaml")
     shutil.copytree(ROOT / "protos", tmp_path / "protos")
+    shutil.copytree(ROOT / "third_party", tmp_path / "third_party")
     _git(tmp_path, "init", "-q", "-b", "main")
     _git(tmp_path, "add", ".")
     _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "v1")

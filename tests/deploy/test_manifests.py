@@ -433,7 +433,8 @@ def test_the_example_secrets_give_each_workload_its_own_credentials() -> None:
 # What each service's SQL needs (docs/deploy.md, section 3); `UPDATE(a,b)` is a column grant.
 DOCUMENTED_TABLE_GRANTS = {
     "imagery_upload": {
-        "image_records": {"SELECT", "INSERT", "DELETE"},
+        "image_records": {"SELECT", "INSERT", "DELETE", "UPDATE(labels,updated_at)"},
+        "upload_requests": {"SELECT", "INSERT", "UPDATE", "DELETE"},
         "image_deletions": {"INSERT"},
         "image_blobs": {"SELECT", "UPDATE(reference_count,updated_at)"},
         "projects": {
@@ -456,6 +457,7 @@ DOCUMENTED_TABLE_GRANTS = {
         "client_identities": {"SELECT", "DELETE"},
         "audit_events": {"INSERT"},
         "admin_jobs": {"SELECT", "INSERT", "UPDATE"},
+        "upload_requests": {"DELETE"},
     },
     "imagery_delivery": {
         "image_records": {"SELECT"},

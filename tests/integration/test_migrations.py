@@ -59,8 +59,12 @@ async def test_an_empty_database_gets_the_schema_of_the_design(empty_database: s
             " WHERE NOT tgisinternal ORDER BY tgname"
         )
         assert [(t["tab"], t["tgname"]) for t in triggers] == [
-            ("image_records", f"project_usage_on_{op}") for op in ("delete", "insert", "update")
-        ], "the only triggers keep project usage (0012); updated_at is set by each UPDATE"
+            ("image_records", "image_records_state_notify"),
+            *(("image_records", f"project_usage_on_{op}") for op in ("delete", "insert", "update")),
+        ], (
+            "the only triggers keep project usage (0012) and announce image changes (0015); "
+            "updated_at is set by each UPDATE"
+        )
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(
                 "INSERT INTO image_blobs"

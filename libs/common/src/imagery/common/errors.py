@@ -239,6 +239,31 @@ class ImageNotReady(ImageryError):
         )
 
 
+class ImageFailed(ImageryError):
+    """The image ended FAILED: it will never be READY (its failure_reason says why)."""
+
+    reason = "IMAGE_FAILED"
+
+    def __init__(self, image_id: str, failure_reason: str) -> None:
+        super().__init__(
+            f"Image {image_id} failed ({failure_reason or 'no reason recorded'}) and will never "
+            "be ready: upload the file again once the cause is fixed.",
+            metadata={"image_id": image_id, "failure_reason": failure_reason},
+        )
+
+
+class RequestIdReused(ImageryError):
+    reason = "REQUEST_ID_REUSED"
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(
+            f"request_id {request_id!r} was used in the last 24 hours for a call with other "
+            "fields: send a new request_id (a UUID) for a new request.",
+            violations=[FieldViolation("request_id", "already used for a different request")],
+            metadata={"request_id": request_id},
+        )
+
+
 class ImageContentLost(ImageryError):
     """A READY image whose stored objects are gone (the reconciler marked its content lost)."""
 

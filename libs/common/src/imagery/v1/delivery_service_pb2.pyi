@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from imagery.v1 import errors_pb2 as _errors_pb2
 from imagery.v1 import image_pb2 as _image_pb2
 import builtins as _builtins
 import sys
@@ -80,7 +81,7 @@ class GetDownloadUrlRequest(_message.Message):
     variant: _builtins.str
     """Required. The variant preset, e.g. "thumbnail", "small", "medium", "large", "original"."""
     format: _image_pb2.VariantFormat.ValueType
-    """Optional. Preferred encoding; WebP when unset."""
+    """Optional. Preferred encoding; WebP when unset. An unknown value is INVALID_ARGUMENT."""
     def __init__(
         self,
         *,
@@ -145,13 +146,20 @@ class BatchGetDownloadUrlsRequest(_message.Message):
     IMAGE_IDS_FIELD_NUMBER: _builtins.int
     VARIANT_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
+    VARIANTS_FIELD_NUMBER: _builtins.int
     variant: _builtins.str
-    """Required. The variant preset for every image, e.g. "thumbnail"."""
+    """The variant preset for every image, e.g. "thumbnail". Required unless `variants` is set."""
     format: _image_pb2.VariantFormat.ValueType
     """Optional. Preferred encoding; WebP when unset."""
     @_builtins.property
     def image_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Required. 1-50 image ids; duplicates are collapsed, first appearance order is kept."""
+
+    @_builtins.property
+    def variants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional. Several variant presets per image (for a `srcset`), up to 10; `variant`, when
+        also set, is asked for first. One of `variant` and `variants` is required.
+        """
 
     def __init__(
         self,
@@ -159,14 +167,49 @@ class BatchGetDownloadUrlsRequest(_message.Message):
         image_ids: _abc.Iterable[_builtins.str] | None = ...,
         variant: _builtins.str = ...,
         format: _image_pb2.VariantFormat.ValueType = ...,
+        variants: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "image_ids", b"image_ids", "variant", b"variant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "image_ids", b"image_ids", "variant", b"variant", "variants", b"variants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchGetDownloadUrlsRequest: _TypeAlias = BatchGetDownloadUrlsRequest  # noqa: Y015
+
+@_typing.final
+class DownloadUrlFailure(_message.Message):
+    """A URL a BatchGetDownloadUrls call could not sign, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    VARIANT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """Output only. The image id as requested."""
+    variant: _builtins.str
+    """Output only. The variant preset asked for."""
+    reason: _errors_pb2.ErrorReason.ValueType
+    """Output only. Why: IMAGE_NOT_FOUND (unknown or deleted), IMAGE_NOT_READY (PENDING or
+    PROCESSING: ask again when READY), IMAGE_FAILED (it never will be), UNKNOWN_VARIANT
+    (READY, but this image has no such variant), IMAGE_CONTENT_LOST. Later releases may add
+    reasons; treat an unknown one as "no URL".
+    """
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        variant: _builtins.str = ...,
+        reason: _errors_pb2.ErrorReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "reason", b"reason", "variant", b"variant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadUrlFailure: _TypeAlias = DownloadUrlFailure  # noqa: Y015
 
 @_typing.final
 class DownloadUrl(_message.Message):
@@ -216,24 +259,194 @@ class BatchGetDownloadUrlsResponse(_message.Message):
 
     DOWNLOAD_URLS_FIELD_NUMBER: _builtins.int
     NOT_FOUND_IMAGE_IDS_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def download_urls(self) -> _containers.RepeatedCompositeFieldContainer[Global___DownloadUrl]:
         """Output only. One URL per READY image, in the order the ids first appeared in the request."""
 
     @_builtins.property
     def not_found_image_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Output only. Requested ids that are unknown or not READY, in request order."""
+        """Output only. Requested ids that got no URL at all, in request order (kept for older
+        clients; `failures` says why).
+        """
+
+    @_builtins.property
+    def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___DownloadUrlFailure]:
+        """Output only. One entry per image and variant that got no URL, in request order."""
 
     def __init__(
         self,
         *,
         download_urls: _abc.Iterable[Global___DownloadUrl] | None = ...,
         not_found_image_ids: _abc.Iterable[_builtins.str] | None = ...,
+        failures: _abc.Iterable[Global___DownloadUrlFailure] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["download_urls", b"download_urls", "not_found_image_ids", b"not_found_image_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["download_urls", b"download_urls", "failures", b"failures", "not_found_image_ids", b"not_found_image_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchGetDownloadUrlsResponse: _TypeAlias = BatchGetDownloadUrlsResponse  # noqa: Y015
+
+@_typing.final
+class WatchImageRequest(_message.Message):
+    """Request for WatchImage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    """Required. The id returned by CreateUploadUrl."""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchImageRequest: _TypeAlias = WatchImageRequest  # noqa: Y015
+
+@_typing.final
+class WatchImageResponse(_message.Message):
+    """One message of a WatchImage stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> _image_pb2.Image:
+        """Output only. The image as it is now."""
+
+    def __init__(
+        self,
+        *,
+        image: _image_pb2.Image | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchImageResponse: _TypeAlias = WatchImageResponse  # noqa: Y015
+
+@_typing.final
+class BatchGetImagesRequest(_message.Message):
+    """Request for BatchGetImages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Required. 1-100 image ids; duplicates are collapsed, first appearance order is kept."""
+
+    def __init__(
+        self,
+        *,
+        image_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_ids", b"image_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetImagesRequest: _TypeAlias = BatchGetImagesRequest  # noqa: Y015
+
+@_typing.final
+class BatchGetImagesResponse(_message.Message):
+    """Response for BatchGetImages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGES_FIELD_NUMBER: _builtins.int
+    NOT_FOUND_IMAGE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[_image_pb2.Image]:
+        """Output only. The images found, in the order their ids first appeared in the request."""
+
+    @_builtins.property
+    def not_found_image_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. Requested ids that name no image of the project, in request order."""
+
+    def __init__(
+        self,
+        *,
+        images: _abc.Iterable[_image_pb2.Image] | None = ...,
+        not_found_image_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "not_found_image_ids", b"not_found_image_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchGetImagesResponse: _TypeAlias = BatchGetImagesResponse  # noqa: Y015
+
+@_typing.final
+class ListImagesRequest(_message.Message):
+    """Request for ListImages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Optional. At most this many images (1-1000; default 100)."""
+    page_token: _builtins.str
+    """Optional. A `next_page_token` from a previous call with the same filter."""
+    filter: _builtins.str
+    """Optional. An AIP-160 filter: comparisons joined by AND (and OR, NOT, parentheses) on
+    `status` (= or !=, e.g. `status = READY`), `labels.<key>` (= or !=, e.g.
+    `labels.team = "feed"`), `labels:<key>` (has the label) and `create_time` (<, <=, >, >=,
+    = with an RFC 3339 timestamp, e.g. `create_time > "2026-12-01T00:00:00Z"`).
+    """
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        filter: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListImagesRequest: _TypeAlias = ListImagesRequest  # noqa: Y015
+
+@_typing.final
+class ListImagesResponse(_message.Message):
+    """Response for ListImages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Output only. Pass as `page_token` for the next page; empty on the last page."""
+    @_builtins.property
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[_image_pb2.Image]:
+        """Output only. The images, newest first."""
+
+    def __init__(
+        self,
+        *,
+        images: _abc.Iterable[_image_pb2.Image] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListImagesResponse: _TypeAlias = ListImagesResponse  # noqa: Y015

@@ -51,6 +51,21 @@ class DeliveryServiceStub:
                 request_serializer=imagery_dot_v1_dot_delivery__service__pb2.BatchGetDownloadUrlsRequest.SerializeToString,
                 response_deserializer=imagery_dot_v1_dot_delivery__service__pb2.BatchGetDownloadUrlsResponse.FromString,
                 _registered_method=True)
+        self.WatchImage = channel.unary_stream(
+                '/imagery.v1.DeliveryService/WatchImage',
+                request_serializer=imagery_dot_v1_dot_delivery__service__pb2.WatchImageRequest.SerializeToString,
+                response_deserializer=imagery_dot_v1_dot_delivery__service__pb2.WatchImageResponse.FromString,
+                _registered_method=True)
+        self.BatchGetImages = channel.unary_unary(
+                '/imagery.v1.DeliveryService/BatchGetImages',
+                request_serializer=imagery_dot_v1_dot_delivery__service__pb2.BatchGetImagesRequest.SerializeToString,
+                response_deserializer=imagery_dot_v1_dot_delivery__service__pb2.BatchGetImagesResponse.FromString,
+                _registered_method=True)
+        self.ListImages = channel.unary_unary(
+                '/imagery.v1.DeliveryService/ListImages',
+                request_serializer=imagery_dot_v1_dot_delivery__service__pb2.ListImagesRequest.SerializeToString,
+                response_deserializer=imagery_dot_v1_dot_delivery__service__pb2.ListImagesResponse.FromString,
+                _registered_method=True)
 
 
 class DeliveryServiceServicer:
@@ -76,9 +91,43 @@ class DeliveryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BatchGetDownloadUrls(self, request, context):
-        """Returns signed CDN URLs for up to 50 images in one call; ids that are unknown
-        or not READY are listed in `not_found_image_ids` instead of failing the call.
-        Errors: INVALID_ARGUMENT (TOO_MANY_IMAGE_IDS, NO_IMAGE_IDS, INVALID_IMAGE_ID, UNKNOWN_VARIANT).
+        """Returns signed CDN URLs for up to 50 images in one call, for one variant or several
+        (`variants`, for a `srcset`); each image and variant that gets no URL is listed in
+        `failures` with its reason instead of failing the call.
+        Errors: INVALID_ARGUMENT (TOO_MANY_IMAGE_IDS, NO_IMAGE_IDS, INVALID_IMAGE_ID,
+        UNKNOWN_VARIANT for a preset the deployment does not have; INVALID_ARGUMENT for an
+        unknown `format` or more than 10 variants).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchImage(self, request, context):
+        """Streams an image's state: the current state at once, then each change, until the image
+        is READY or FAILED; then the stream ends OK. A stream that is cut can simply be opened
+        again (it starts with the current state). A deleted image ends the stream with NOT_FOUND.
+        Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID), NOT_FOUND (IMAGE_NOT_FOUND),
+        RESOURCE_EXHAUSTED (SERVER_BUSY when this replica serves as many watchers as it may;
+        retry after the RetryInfo delay, another replica may take it), UNAVAILABLE (reopen).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetImages(self, request, context):
+        """Returns up to 100 images in one call, in the order their ids first appear; unknown ids
+        are listed in `not_found_image_ids` instead of failing the call.
+        Errors: INVALID_ARGUMENT (NO_IMAGE_IDS, TOO_MANY_IMAGE_IDS, INVALID_IMAGE_ID).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListImages(self, request, context):
+        """Lists the project's images, newest first (`create_time` descending, then `image_id`).
+        Pages are stable: images created while a client pages are not seen twice or skipped
+        among the older ones.
+        Errors: INVALID_ARGUMENT (INVALID_ARGUMENT for a bad filter, page size or page token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -101,6 +150,21 @@ def add_DeliveryServiceServicer_to_server(servicer, server):
                     servicer.BatchGetDownloadUrls,
                     request_deserializer=imagery_dot_v1_dot_delivery__service__pb2.BatchGetDownloadUrlsRequest.FromString,
                     response_serializer=imagery_dot_v1_dot_delivery__service__pb2.BatchGetDownloadUrlsResponse.SerializeToString,
+            ),
+            'WatchImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchImage,
+                    request_deserializer=imagery_dot_v1_dot_delivery__service__pb2.WatchImageRequest.FromString,
+                    response_serializer=imagery_dot_v1_dot_delivery__service__pb2.WatchImageResponse.SerializeToString,
+            ),
+            'BatchGetImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetImages,
+                    request_deserializer=imagery_dot_v1_dot_delivery__service__pb2.BatchGetImagesRequest.FromString,
+                    response_serializer=imagery_dot_v1_dot_delivery__service__pb2.BatchGetImagesResponse.SerializeToString,
+            ),
+            'ListImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImages,
+                    request_deserializer=imagery_dot_v1_dot_delivery__service__pb2.ListImagesRequest.FromString,
+                    response_serializer=imagery_dot_v1_dot_delivery__service__pb2.ListImagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -186,6 +250,87 @@ class DeliveryService:
             '/imagery.v1.DeliveryService/BatchGetDownloadUrls',
             imagery_dot_v1_dot_delivery__service__pb2.BatchGetDownloadUrlsRequest.SerializeToString,
             imagery_dot_v1_dot_delivery__service__pb2.BatchGetDownloadUrlsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/imagery.v1.DeliveryService/WatchImage',
+            imagery_dot_v1_dot_delivery__service__pb2.WatchImageRequest.SerializeToString,
+            imagery_dot_v1_dot_delivery__service__pb2.WatchImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagery.v1.DeliveryService/BatchGetImages',
+            imagery_dot_v1_dot_delivery__service__pb2.BatchGetImagesRequest.SerializeToString,
+            imagery_dot_v1_dot_delivery__service__pb2.BatchGetImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagery.v1.DeliveryService/ListImages',
+            imagery_dot_v1_dot_delivery__service__pb2.ListImagesRequest.SerializeToString,
+            imagery_dot_v1_dot_delivery__service__pb2.ListImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,9 +45,31 @@ class DeliveryServiceStub:
     FAILED_PRECONDITION (IMAGE_NOT_READY, with the status in the error metadata).
     """
     BatchGetDownloadUrls: _grpc.UnaryUnaryMultiCallable[_delivery_service_pb2.BatchGetDownloadUrlsRequest, _delivery_service_pb2.BatchGetDownloadUrlsResponse]
-    """Returns signed CDN URLs for up to 50 images in one call; ids that are unknown
-    or not READY are listed in `not_found_image_ids` instead of failing the call.
-    Errors: INVALID_ARGUMENT (TOO_MANY_IMAGE_IDS, NO_IMAGE_IDS, INVALID_IMAGE_ID, UNKNOWN_VARIANT).
+    """Returns signed CDN URLs for up to 50 images in one call, for one variant or several
+    (`variants`, for a `srcset`); each image and variant that gets no URL is listed in
+    `failures` with its reason instead of failing the call.
+    Errors: INVALID_ARGUMENT (TOO_MANY_IMAGE_IDS, NO_IMAGE_IDS, INVALID_IMAGE_ID,
+    UNKNOWN_VARIANT for a preset the deployment does not have; INVALID_ARGUMENT for an
+    unknown `format` or more than 10 variants).
+    """
+    WatchImage: _grpc.UnaryStreamMultiCallable[_delivery_service_pb2.WatchImageRequest, _delivery_service_pb2.WatchImageResponse]
+    """Streams an image's state: the current state at once, then each change, until the image
+    is READY or FAILED; then the stream ends OK. A stream that is cut can simply be opened
+    again (it starts with the current state). A deleted image ends the stream with NOT_FOUND.
+    Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID), NOT_FOUND (IMAGE_NOT_FOUND),
+    RESOURCE_EXHAUSTED (SERVER_BUSY when this replica serves as many watchers as it may;
+    retry after the RetryInfo delay, another replica may take it), UNAVAILABLE (reopen).
+    """
+    BatchGetImages: _grpc.UnaryUnaryMultiCallable[_delivery_service_pb2.BatchGetImagesRequest, _delivery_service_pb2.BatchGetImagesResponse]
+    """Returns up to 100 images in one call, in the order their ids first appear; unknown ids
+    are listed in `not_found_image_ids` instead of failing the call.
+    Errors: INVALID_ARGUMENT (NO_IMAGE_IDS, TOO_MANY_IMAGE_IDS, INVALID_IMAGE_ID).
+    """
+    ListImages: _grpc.UnaryUnaryMultiCallable[_delivery_service_pb2.ListImagesRequest, _delivery_service_pb2.ListImagesResponse]
+    """Lists the project's images, newest first (`create_time` descending, then `image_id`).
+    Pages are stable: images created while a client pages are not seen twice or skipped
+    among the older ones.
+    Errors: INVALID_ARGUMENT (INVALID_ARGUMENT for a bad filter, page size or page token).
     """
 
 @_typing.type_check_only
@@ -67,9 +89,31 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     FAILED_PRECONDITION (IMAGE_NOT_READY, with the status in the error metadata).
     """
     BatchGetDownloadUrls: _aio.UnaryUnaryMultiCallable[_delivery_service_pb2.BatchGetDownloadUrlsRequest, _delivery_service_pb2.BatchGetDownloadUrlsResponse]  # type: ignore[assignment]
-    """Returns signed CDN URLs for up to 50 images in one call; ids that are unknown
-    or not READY are listed in `not_found_image_ids` instead of failing the call.
-    Errors: INVALID_ARGUMENT (TOO_MANY_IMAGE_IDS, NO_IMAGE_IDS, INVALID_IMAGE_ID, UNKNOWN_VARIANT).
+    """Returns signed CDN URLs for up to 50 images in one call, for one variant or several
+    (`variants`, for a `srcset`); each image and variant that gets no URL is listed in
+    `failures` with its reason instead of failing the call.
+    Errors: INVALID_ARGUMENT (TOO_MANY_IMAGE_IDS, NO_IMAGE_IDS, INVALID_IMAGE_ID,
+    UNKNOWN_VARIANT for a preset the deployment does not have; INVALID_ARGUMENT for an
+    unknown `format` or more than 10 variants).
+    """
+    WatchImage: _aio.UnaryStreamMultiCallable[_delivery_service_pb2.WatchImageRequest, _delivery_service_pb2.WatchImageResponse]  # type: ignore[assignment]
+    """Streams an image's state: the current state at once, then each change, until the image
+    is READY or FAILED; then the stream ends OK. A stream that is cut can simply be opened
+    again (it starts with the current state). A deleted image ends the stream with NOT_FOUND.
+    Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID), NOT_FOUND (IMAGE_NOT_FOUND),
+    RESOURCE_EXHAUSTED (SERVER_BUSY when this replica serves as many watchers as it may;
+    retry after the RetryInfo delay, another replica may take it), UNAVAILABLE (reopen).
+    """
+    BatchGetImages: _aio.UnaryUnaryMultiCallable[_delivery_service_pb2.BatchGetImagesRequest, _delivery_service_pb2.BatchGetImagesResponse]  # type: ignore[assignment]
+    """Returns up to 100 images in one call, in the order their ids first appear; unknown ids
+    are listed in `not_found_image_ids` instead of failing the call.
+    Errors: INVALID_ARGUMENT (NO_IMAGE_IDS, TOO_MANY_IMAGE_IDS, INVALID_IMAGE_ID).
+    """
+    ListImages: _aio.UnaryUnaryMultiCallable[_delivery_service_pb2.ListImagesRequest, _delivery_service_pb2.ListImagesResponse]  # type: ignore[assignment]
+    """Lists the project's images, newest first (`create_time` descending, then `image_id`).
+    Pages are stable: images created while a client pages are not seen twice or skipped
+    among the older ones.
+    Errors: INVALID_ARGUMENT (INVALID_ARGUMENT for a bad filter, page size or page token).
     """
 
 class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -104,9 +148,49 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _delivery_service_pb2.BatchGetDownloadUrlsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_delivery_service_pb2.BatchGetDownloadUrlsResponse, _abc.Awaitable[_delivery_service_pb2.BatchGetDownloadUrlsResponse]]:
-        """Returns signed CDN URLs for up to 50 images in one call; ids that are unknown
-        or not READY are listed in `not_found_image_ids` instead of failing the call.
-        Errors: INVALID_ARGUMENT (TOO_MANY_IMAGE_IDS, NO_IMAGE_IDS, INVALID_IMAGE_ID, UNKNOWN_VARIANT).
+        """Returns signed CDN URLs for up to 50 images in one call, for one variant or several
+        (`variants`, for a `srcset`); each image and variant that gets no URL is listed in
+        `failures` with its reason instead of failing the call.
+        Errors: INVALID_ARGUMENT (TOO_MANY_IMAGE_IDS, NO_IMAGE_IDS, INVALID_IMAGE_ID,
+        UNKNOWN_VARIANT for a preset the deployment does not have; INVALID_ARGUMENT for an
+        unknown `format` or more than 10 variants).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchImage(
+        self,
+        request: _delivery_service_pb2.WatchImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_delivery_service_pb2.WatchImageResponse], _abc.AsyncIterator[_delivery_service_pb2.WatchImageResponse]]:
+        """Streams an image's state: the current state at once, then each change, until the image
+        is READY or FAILED; then the stream ends OK. A stream that is cut can simply be opened
+        again (it starts with the current state). A deleted image ends the stream with NOT_FOUND.
+        Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID), NOT_FOUND (IMAGE_NOT_FOUND),
+        RESOURCE_EXHAUSTED (SERVER_BUSY when this replica serves as many watchers as it may;
+        retry after the RetryInfo delay, another replica may take it), UNAVAILABLE (reopen).
+        """
+
+    @_abc_1.abstractmethod
+    def BatchGetImages(
+        self,
+        request: _delivery_service_pb2.BatchGetImagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_service_pb2.BatchGetImagesResponse, _abc.Awaitable[_delivery_service_pb2.BatchGetImagesResponse]]:
+        """Returns up to 100 images in one call, in the order their ids first appear; unknown ids
+        are listed in `not_found_image_ids` instead of failing the call.
+        Errors: INVALID_ARGUMENT (NO_IMAGE_IDS, TOO_MANY_IMAGE_IDS, INVALID_IMAGE_ID).
+        """
+
+    @_abc_1.abstractmethod
+    def ListImages(
+        self,
+        request: _delivery_service_pb2.ListImagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_service_pb2.ListImagesResponse, _abc.Awaitable[_delivery_service_pb2.ListImagesResponse]]:
+        """Lists the project's images, newest first (`create_time` descending, then `image_id`).
+        Pages are stable: images created while a client pages are not seen twice or skipped
+        among the older ones.
+        Errors: INVALID_ARGUMENT (INVALID_ARGUMENT for a bad filter, page size or page token).
         """
 
 def add_DeliveryServiceServicer_to_server(servicer: DeliveryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -133,6 +133,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_DECLARATION_REQUIRED: _ErrorReason.ValueType  # 51
     """FAILED_PRECONDITION: the project requires `size_bytes` and `sha256` on CreateUploadUrl."""
+    ERROR_REASON_IMAGE_FAILED: _ErrorReason.ValueType  # 52
+    """FAILED_PRECONDITION (or a BatchGetDownloadUrls failure): the image ended FAILED and will
+    never be READY; its `failure_reason` says why.
+    """
+    ERROR_REASON_REQUEST_ID_REUSED: _ErrorReason.ValueType  # 53
+    """INVALID_ARGUMENT: this `request_id` was used in the last 24 hours for a call with
+    different fields; use a new id for a new request.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed, or why an image ended FAILED.
@@ -255,4 +263,12 @@ names it; delete images or ask the operators to raise the quota.
 """
 ERROR_REASON_DECLARATION_REQUIRED: ErrorReason.ValueType  # 51
 """FAILED_PRECONDITION: the project requires `size_bytes` and `sha256` on CreateUploadUrl."""
+ERROR_REASON_IMAGE_FAILED: ErrorReason.ValueType  # 52
+"""FAILED_PRECONDITION (or a BatchGetDownloadUrls failure): the image ended FAILED and will
+never be READY; its `failure_reason` says why.
+"""
+ERROR_REASON_REQUEST_ID_REUSED: ErrorReason.ValueType  # 53
+"""INVALID_ARGUMENT: this `request_id` was used in the last 24 hours for a call with
+different fields; use a new id for a new request.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

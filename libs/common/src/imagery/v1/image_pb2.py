@@ -22,22 +22,65 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16imagery/v1/image.proto\x12\nimagery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"p\n\x07Variant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\"\xfc\x02\n\x05Image\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.imagery.v1.ImageStatus\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x11\n\tfile_name\x18\x04 \x01(\t\x12\x17\n\nsize_bytes\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05width\x18\x06 \x01(\x05\x12\x0e\n\x06height\x18\x07 \x01(\x05\x12\x0e\n\x06sha256\x18\x08 \x01(\t\x12%\n\x08variants\x18\t \x03(\x0b\x32\x13.imagery.v1.Variant\x12\x16\n\x0e\x66\x61ilure_reason\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x64\x65tected_format\x18\r \x01(\tB\r\n\x0b_size_bytes*\x93\x01\n\x0bImageStatus\x12\x1c\n\x18IMAGE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14IMAGE_STATUS_PENDING\x10\x01\x12\x1b\n\x17IMAGE_STATUS_PROCESSING\x10\x02\x12\x16\n\x12IMAGE_STATUS_READY\x10\x03\x12\x17\n\x13IMAGE_STATUS_FAILED\x10\x04*~\n\rVariantFormat\x12\x1e\n\x1aVARIANT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13VARIANT_FORMAT_WEBP\x10\x01\x12\x1b\n\x17VARIANT_FORMAT_FALLBACK\x10\x02\x12\x17\n\x13VARIANT_FORMAT_AVIF\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16imagery/v1/image.proto\x12\nimagery.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n\x07Variant\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x66ormat\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63ontent_type\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05width\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06height\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x18\n\nsize_bytes\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\"\xa8\x04\n\x05Image\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x17.imagery.v1.ImageStatusB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63ontent_type\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tfile_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\nsize_bytes\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x13\n\x05width\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06height\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06sha256\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\x08variants\x18\t \x03(\x0b\x32\x13.imagery.v1.VariantB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x66\x61ilure_reason\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x64\x65tected_format\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\x06labels\x18\x0e \x03(\x0b\x32\x1d.imagery.v1.Image.LabelsEntryB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_size_bytes*\x93\x01\n\x0bImageStatus\x12\x1c\n\x18IMAGE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14IMAGE_STATUS_PENDING\x10\x01\x12\x1b\n\x17IMAGE_STATUS_PROCESSING\x10\x02\x12\x16\n\x12IMAGE_STATUS_READY\x10\x03\x12\x17\n\x13IMAGE_STATUS_FAILED\x10\x04*~\n\rVariantFormat\x12\x1e\n\x1aVARIANT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13VARIANT_FORMAT_WEBP\x10\x01\x12\x1b\n\x17VARIANT_FORMAT_FALLBACK\x10\x02\x12\x17\n\x13VARIANT_FORMAT_AVIF\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'imagery.v1.image_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMAGESTATUS']._serialized_start=569
-  _globals['_IMAGESTATUS']._serialized_end=716
-  _globals['_VARIANTFORMAT']._serialized_start=718
-  _globals['_VARIANTFORMAT']._serialized_end=844
-  _globals['_VARIANT']._serialized_start=71
-  _globals['_VARIANT']._serialized_end=183
-  _globals['_IMAGE']._serialized_start=186
-  _globals['_IMAGE']._serialized_end=566
+  _globals['_VARIANT'].fields_by_name['name']._loaded_options = None
+  _globals['_VARIANT'].fields_by_name['name']._serialized_options = b'\342A\001\003'
+  _globals['_VARIANT'].fields_by_name['format']._loaded_options = None
+  _globals['_VARIANT'].fields_by_name['format']._serialized_options = b'\342A\001\003'
+  _globals['_VARIANT'].fields_by_name['content_type']._loaded_options = None
+  _globals['_VARIANT'].fields_by_name['content_type']._serialized_options = b'\342A\001\003'
+  _globals['_VARIANT'].fields_by_name['width']._loaded_options = None
+  _globals['_VARIANT'].fields_by_name['width']._serialized_options = b'\342A\001\003'
+  _globals['_VARIANT'].fields_by_name['height']._loaded_options = None
+  _globals['_VARIANT'].fields_by_name['height']._serialized_options = b'\342A\001\003'
+  _globals['_VARIANT'].fields_by_name['size_bytes']._loaded_options = None
+  _globals['_VARIANT'].fields_by_name['size_bytes']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGE_LABELSENTRY']._loaded_options = None
+  _globals['_IMAGE_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_IMAGE'].fields_by_name['image_id']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['image_id']._serialized_options = b'\342A\001\010'
+  _globals['_IMAGE'].fields_by_name['status']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['status']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGE'].fields_by_name['content_type']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['content_type']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGE'].fields_by_name['file_name']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['file_name']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGE'].fields_by_name['width']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['width']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGE'].fields_by_name['height']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['height']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGE'].fields_by_name['sha256']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['sha256']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGE'].fields_by_name['variants']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['variants']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGE'].fields_by_name['failure_reason']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['failure_reason']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGE'].fields_by_name['create_time']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGE'].fields_by_name['update_time']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGE'].fields_by_name['detected_format']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['detected_format']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGE'].fields_by_name['labels']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['labels']._serialized_options = b'\342A\001\001'
+  _globals['_IMAGESTATUS']._serialized_start=811
+  _globals['_IMAGESTATUS']._serialized_end=958
+  _globals['_VARIANTFORMAT']._serialized_start=960
+  _globals['_VARIANTFORMAT']._serialized_end=1086
+  _globals['_VARIANT']._serialized_start=105
+  _globals['_VARIANT']._serialized_end=253
+  _globals['_IMAGE']._serialized_start=256
+  _globals['_IMAGE']._serialized_end=808
+  _globals['_IMAGE_LABELSENTRY']._serialized_start=748
+  _globals['_IMAGE_LABELSENTRY']._serialized_end=793
 # @@protoc_insertion_point(module_scope)

@@ -130,6 +130,26 @@ class Image(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     IMAGE_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
@@ -143,8 +163,11 @@ class Image(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     DETECTED_FORMAT_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
-    """Output only. The image's id (a ULID), as returned by CreateUploadUrl."""
+    """Identifier. The image's id (a ULID), as returned by CreateUploadUrl; names the image
+    to change in UpdateImage.
+    """
     status: Global___ImageStatus.ValueType
     """Output only. Where the image is in its life."""
     content_type: _builtins.str
@@ -177,6 +200,13 @@ class Image(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the record last changed."""
 
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Optional. The caller's own key/value labels, set at CreateUploadUrl and changed with
+        UpdateImage; ListImages filters on them. At most 64; keys 1-63 characters, values 0-63,
+        each of lower-case letters, digits, `_` and `-`, and a key starts with a letter.
+        """
+
     def __init__(
         self,
         *,
@@ -193,10 +223,11 @@ class Image(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         detected_format: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "create_time", b"create_time", "size_bytes", b"size_bytes", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "content_type", b"content_type", "create_time", b"create_time", "detected_format", b"detected_format", "failure_reason", b"failure_reason", "file_name", b"file_name", "height", b"height", "image_id", b"image_id", "sha256", b"sha256", "size_bytes", b"size_bytes", "status", b"status", "update_time", b"update_time", "variants", b"variants", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "content_type", b"content_type", "create_time", b"create_time", "detected_format", b"detected_format", "failure_reason", b"failure_reason", "file_name", b"file_name", "height", b"height", "image_id", b"image_id", "labels", b"labels", "sha256", b"sha256", "size_bytes", b"size_bytes", "status", b"status", "update_time", b"update_time", "variants", b"variants", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__size_bytes: _TypeAlias = _typing.Literal["size_bytes"]  # noqa: Y015
     _WhichOneofArgType__size_bytes: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes"]  # noqa: Y015

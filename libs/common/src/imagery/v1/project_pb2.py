@@ -22,22 +22,67 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18imagery/v1/project.proto\x12\nimagery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x03\n\x07Project\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12-\n\x08settings\x18\x03 \x01(\x0b\x32\x1b.imagery.v1.ProjectSettings\x12\x37\n\x12\x65\x66\x66\x65\x63tive_settings\x18\x04 \x01(\x0b\x32\x1b.imagery.v1.ProjectSettings\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65lete_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\npurge_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08operator\x18\t \x01(\x08\x12\'\n\x05usage\x18\n \x01(\x0b\x32\x18.imagery.v1.ProjectUsage\"D\n\x0cProjectUsage\x12\x0e\n\x06images\x18\x01 \x01(\x03\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\x12\x15\n\ruploads_today\x18\x03 \x01(\x03\"\x88\x06\n\x0fProjectSettings\x12\x15\n\rcontent_types\x18\x01 \x03(\t\x12\x1d\n\x10max_upload_bytes\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tmin_width\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x17\n\nmin_height\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x16\n\tmax_width\x18\x05 \x01(\x05H\x03\x88\x01\x01\x12\x17\n\nmax_height\x18\x06 \x01(\x05H\x04\x88\x01\x01\x12#\n\x16signed_url_ttl_seconds\x18\x07 \x01(\x05H\x05\x88\x01\x01\x12\x19\n\x0cquota_images\x18\x08 \x01(\x03H\x06\x88\x01\x01\x12\x18\n\x0bquota_bytes\x18\t \x01(\x03H\x07\x88\x01\x01\x12\"\n\x15quota_uploads_per_day\x18\n \x01(\x03H\x08\x88\x01\x01\x12#\n\x16rate_create_per_minute\x18\x0b \x01(\x05H\t\x88\x01\x01\x12!\n\x14rate_read_per_minute\x18\x0c \x01(\x05H\n\x88\x01\x01\x12#\n\x16rate_delete_per_minute\x18\r \x01(\x05H\x0b\x88\x01\x01\x12\"\n\x15rate_admin_per_minute\x18\x0e \x01(\x05H\x0c\x88\x01\x01\x12$\n\x17require_declared_upload\x18\x0f \x01(\x08H\r\x88\x01\x01\x42\x13\n\x11_max_upload_bytesB\x0c\n\n_min_widthB\r\n\x0b_min_heightB\x0c\n\n_max_widthB\r\n\x0b_max_heightB\x19\n\x17_signed_url_ttl_secondsB\x0f\n\r_quota_imagesB\x0e\n\x0c_quota_bytesB\x18\n\x16_quota_uploads_per_dayB\x19\n\x17_rate_create_per_minuteB\x17\n\x15_rate_read_per_minuteB\x19\n\x17_rate_delete_per_minuteB\x18\n\x16_rate_admin_per_minuteB\x1a\n\x18_require_declared_upload\"\x8d\x04\n\x06\x41piKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_use_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63reator\x18\x08 \x01(\t\x12#\n\x16rate_create_per_minute\x18\t \x01(\x05H\x00\x88\x01\x01\x12!\n\x14rate_read_per_minute\x18\n \x01(\x05H\x01\x88\x01\x01\x12#\n\x16rate_delete_per_minute\x18\x0b \x01(\x05H\x02\x88\x01\x01\x12\"\n\x15rate_admin_per_minute\x18\x0c \x01(\x05H\x03\x88\x01\x01\x42\x19\n\x17_rate_create_per_minuteB\x17\n\x15_rate_read_per_minuteB\x19\n\x17_rate_delete_per_minuteB\x18\n\x16_rate_admin_per_minuteb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18imagery/v1/project.proto\x12\nimagery.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x03\n\x07Project\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x08settings\x18\x03 \x01(\x0b\x32\x1b.imagery.v1.ProjectSettingsB\x04\xe2\x41\x01\x01\x12=\n\x12\x65\x66\x66\x65\x63tive_settings\x18\x04 \x01(\x0b\x32\x1b.imagery.v1.ProjectSettingsB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x64\x65lete_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\npurge_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x08operator\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x03\x12-\n\x05usage\x18\n \x01(\x0b\x32\x18.imagery.v1.ProjectUsageB\x04\xe2\x41\x01\x03\"V\n\x0cProjectUsage\x12\x14\n\x06images\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x13\n\x05\x62ytes\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\ruploads_today\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\"\x8e\x06\n\x0fProjectSettings\x12\x1b\n\rcontent_types\x18\x01 \x03(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x10max_upload_bytes\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tmin_width\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x17\n\nmin_height\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x16\n\tmax_width\x18\x05 \x01(\x05H\x03\x88\x01\x01\x12\x17\n\nmax_height\x18\x06 \x01(\x05H\x04\x88\x01\x01\x12#\n\x16signed_url_ttl_seconds\x18\x07 \x01(\x05H\x05\x88\x01\x01\x12\x19\n\x0cquota_images\x18\x08 \x01(\x03H\x06\x88\x01\x01\x12\x18\n\x0bquota_bytes\x18\t \x01(\x03H\x07\x88\x01\x01\x12\"\n\x15quota_uploads_per_day\x18\n \x01(\x03H\x08\x88\x01\x01\x12#\n\x16rate_create_per_minute\x18\x0b \x01(\x05H\t\x88\x01\x01\x12!\n\x14rate_read_per_minute\x18\x0c \x01(\x05H\n\x88\x01\x01\x12#\n\x16rate_delete_per_minute\x18\r \x01(\x05H\x0b\x88\x01\x01\x12\"\n\x15rate_admin_per_minute\x18\x0e \x01(\x05H\x0c\x88\x01\x01\x12$\n\x17require_declared_upload\x18\x0f \x01(\x08H\r\x88\x01\x01\x42\x13\n\x11_max_upload_bytesB\x0c\n\n_min_widthB\r\n\x0b_min_heightB\x0c\n\n_max_widthB\r\n\x0b_max_heightB\x19\n\x17_signed_url_ttl_secondsB\x0f\n\r_quota_imagesB\x0e\n\x0c_quota_bytesB\x18\n\x16_quota_uploads_per_dayB\x19\n\x17_rate_create_per_minuteB\x17\n\x15_rate_read_per_minuteB\x19\n\x17_rate_delete_per_minuteB\x18\n\x16_rate_admin_per_minuteB\x1a\n\x18_require_declared_upload\"\xbd\x04\n\x06\x41piKey\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06scopes\x18\x03 \x03(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rlast_use_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63reator\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12#\n\x16rate_create_per_minute\x18\t \x01(\x05H\x00\x88\x01\x01\x12!\n\x14rate_read_per_minute\x18\n \x01(\x05H\x01\x88\x01\x01\x12#\n\x16rate_delete_per_minute\x18\x0b \x01(\x05H\x02\x88\x01\x01\x12\"\n\x15rate_admin_per_minute\x18\x0c \x01(\x05H\x03\x88\x01\x01\x42\x19\n\x17_rate_create_per_minuteB\x17\n\x15_rate_read_per_minuteB\x19\n\x17_rate_delete_per_minuteB\x18\n\x16_rate_admin_per_minuteb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'imagery.v1.project_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROJECT']._serialized_start=74
-  _globals['_PROJECT']._serialized_end=477
-  _globals['_PROJECTUSAGE']._serialized_start=479
-  _globals['_PROJECTUSAGE']._serialized_end=547
-  _globals['_PROJECTSETTINGS']._serialized_start=550
-  _globals['_PROJECTSETTINGS']._serialized_end=1326
-  _globals['_APIKEY']._serialized_start=1329
-  _globals['_APIKEY']._serialized_end=1854
+  _globals['_PROJECT'].fields_by_name['name']._loaded_options = None
+  _globals['_PROJECT'].fields_by_name['name']._serialized_options = b'\342A\001\010'
+  _globals['_PROJECT'].fields_by_name['display_name']._loaded_options = None
+  _globals['_PROJECT'].fields_by_name['display_name']._serialized_options = b'\342A\001\002'
+  _globals['_PROJECT'].fields_by_name['settings']._loaded_options = None
+  _globals['_PROJECT'].fields_by_name['settings']._serialized_options = b'\342A\001\001'
+  _globals['_PROJECT'].fields_by_name['effective_settings']._loaded_options = None
+  _globals['_PROJECT'].fields_by_name['effective_settings']._serialized_options = b'\342A\001\003'
+  _globals['_PROJECT'].fields_by_name['create_time']._loaded_options = None
+  _globals['_PROJECT'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_PROJECT'].fields_by_name['update_time']._loaded_options = None
+  _globals['_PROJECT'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_PROJECT'].fields_by_name['delete_time']._loaded_options = None
+  _globals['_PROJECT'].fields_by_name['delete_time']._serialized_options = b'\342A\001\003'
+  _globals['_PROJECT'].fields_by_name['purge_time']._loaded_options = None
+  _globals['_PROJECT'].fields_by_name['purge_time']._serialized_options = b'\342A\001\003'
+  _globals['_PROJECT'].fields_by_name['operator']._loaded_options = None
+  _globals['_PROJECT'].fields_by_name['operator']._serialized_options = b'\342A\001\003'
+  _globals['_PROJECT'].fields_by_name['usage']._loaded_options = None
+  _globals['_PROJECT'].fields_by_name['usage']._serialized_options = b'\342A\001\003'
+  _globals['_PROJECTUSAGE'].fields_by_name['images']._loaded_options = None
+  _globals['_PROJECTUSAGE'].fields_by_name['images']._serialized_options = b'\342A\001\003'
+  _globals['_PROJECTUSAGE'].fields_by_name['bytes']._loaded_options = None
+  _globals['_PROJECTUSAGE'].fields_by_name['bytes']._serialized_options = b'\342A\001\003'
+  _globals['_PROJECTUSAGE'].fields_by_name['uploads_today']._loaded_options = None
+  _globals['_PROJECTUSAGE'].fields_by_name['uploads_today']._serialized_options = b'\342A\001\003'
+  _globals['_PROJECTSETTINGS'].fields_by_name['content_types']._loaded_options = None
+  _globals['_PROJECTSETTINGS'].fields_by_name['content_types']._serialized_options = b'\342A\001\001'
+  _globals['_APIKEY'].fields_by_name['name']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['name']._serialized_options = b'\342A\001\010'
+  _globals['_APIKEY'].fields_by_name['display_name']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['display_name']._serialized_options = b'\342A\001\002'
+  _globals['_APIKEY'].fields_by_name['scopes']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['scopes']._serialized_options = b'\342A\001\002'
+  _globals['_APIKEY'].fields_by_name['expire_time']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['expire_time']._serialized_options = b'\342A\001\001'
+  _globals['_APIKEY'].fields_by_name['create_time']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY'].fields_by_name['revoke_time']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['revoke_time']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY'].fields_by_name['last_use_time']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['last_use_time']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY'].fields_by_name['creator']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['creator']._serialized_options = b'\342A\001\003'
+  _globals['_PROJECT']._serialized_start=107
+  _globals['_PROJECT']._serialized_end=570
+  _globals['_PROJECTUSAGE']._serialized_start=572
+  _globals['_PROJECTUSAGE']._serialized_end=658
+  _globals['_PROJECTSETTINGS']._serialized_start=661
+  _globals['_PROJECTSETTINGS']._serialized_end=1443
+  _globals['_APIKEY']._serialized_start=1446
+  _globals['_APIKEY']._serialized_end=2019
 # @@protoc_insertion_point(module_scope)

@@ -22,53 +22,86 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from imagery.v1 import project_pb2 as imagery_dot_v1_dot_project__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n imagery/v1/project_service.proto\x12\nimagery.v1\x1a google/protobuf/field_mask.proto\x1a\x18imagery/v1/project.proto\"P\n\x14\x43reateProjectRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12$\n\x07project\x18\x02 \x01(\x0b\x32\x13.imagery.v1.Project\"=\n\x15\x43reateProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"!\n\x11GetProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x12GetProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"m\n\x14UpdateProjectRequest\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"=\n\x15UpdateProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"R\n\x13ListProjectsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0cshow_deleted\x18\x03 \x01(\x08\"V\n\x14ListProjectsResponse\x12%\n\x08projects\x18\x01 \x03(\x0b\x32\x13.imagery.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x14\x44\x65leteProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x15\x44\x65leteProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"&\n\x16UndeleteProjectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x17UndeleteProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"J\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12#\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x12.imagery.v1.ApiKey\"H\n\x14\x43reateApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.imagery.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"K\n\x12ListApiKeysRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"T\n\x13ListApiKeysResponse\x12$\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x12.imagery.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x13RevokeApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x14RevokeApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.imagery.v1.ApiKey2\x84\x06\n\x0eProjectService\x12T\n\rCreateProject\x12 .imagery.v1.CreateProjectRequest\x1a!.imagery.v1.CreateProjectResponse\x12K\n\nGetProject\x12\x1d.imagery.v1.GetProjectRequest\x1a\x1e.imagery.v1.GetProjectResponse\x12T\n\rUpdateProject\x12 .imagery.v1.UpdateProjectRequest\x1a!.imagery.v1.UpdateProjectResponse\x12Q\n\x0cListProjects\x12\x1f.imagery.v1.ListProjectsRequest\x1a .imagery.v1.ListProjectsResponse\x12T\n\rDeleteProject\x12 .imagery.v1.DeleteProjectRequest\x1a!.imagery.v1.DeleteProjectResponse\x12Z\n\x0fUndeleteProject\x12\".imagery.v1.UndeleteProjectRequest\x1a#.imagery.v1.UndeleteProjectResponse\x12Q\n\x0c\x43reateApiKey\x12\x1f.imagery.v1.CreateApiKeyRequest\x1a .imagery.v1.CreateApiKeyResponse\x12N\n\x0bListApiKeys\x12\x1e.imagery.v1.ListApiKeysRequest\x1a\x1f.imagery.v1.ListApiKeysResponse\x12Q\n\x0cRevokeApiKey\x12\x1f.imagery.v1.RevokeApiKeyRequest\x1a .imagery.v1.RevokeApiKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n imagery/v1/project_service.proto\x12\nimagery.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x18imagery/v1/project.proto\"\\\n\x14\x43reateProjectRequest\x12\x18\n\nproject_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12*\n\x07project\x18\x02 \x01(\x0b\x32\x13.imagery.v1.ProjectB\x04\xe2\x41\x01\x02\"=\n\x15\x43reateProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"\'\n\x11GetProjectRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\":\n\x12GetProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"y\n\x14UpdateProjectRequest\x12*\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.ProjectB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"=\n\x15UpdateProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"d\n\x13ListProjectsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0cshow_deleted\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\"V\n\x14ListProjectsResponse\x12%\n\x08projects\x18\x01 \x03(\x0b\x32\x13.imagery.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14\x44\x65leteProjectRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"=\n\x15\x44\x65leteProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\",\n\x16UndeleteProjectRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"?\n\x17UndeleteProjectResponse\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.imagery.v1.Project\"V\n\x13\x43reateApiKeyRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12)\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x12.imagery.v1.ApiKeyB\x04\xe2\x41\x01\x02\"H\n\x14\x43reateApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.imagery.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"]\n\x12ListApiKeysRequest\x12\x14\n\x06parent\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"T\n\x13ListApiKeysResponse\x12$\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x12.imagery.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x13RevokeApiKeyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x14RevokeApiKeyResponse\x12#\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x12.imagery.v1.ApiKey2\x84\x06\n\x0eProjectService\x12T\n\rCreateProject\x12 .imagery.v1.CreateProjectRequest\x1a!.imagery.v1.CreateProjectResponse\x12K\n\nGetProject\x12\x1d.imagery.v1.GetProjectRequest\x1a\x1e.imagery.v1.GetProjectResponse\x12T\n\rUpdateProject\x12 .imagery.v1.UpdateProjectRequest\x1a!.imagery.v1.UpdateProjectResponse\x12Q\n\x0cListProjects\x12\x1f.imagery.v1.ListProjectsRequest\x1a .imagery.v1.ListProjectsResponse\x12T\n\rDeleteProject\x12 .imagery.v1.DeleteProjectRequest\x1a!.imagery.v1.DeleteProjectResponse\x12Z\n\x0fUndeleteProject\x12\".imagery.v1.UndeleteProjectRequest\x1a#.imagery.v1.UndeleteProjectResponse\x12Q\n\x0c\x43reateApiKey\x12\x1f.imagery.v1.CreateApiKeyRequest\x1a .imagery.v1.CreateApiKeyResponse\x12N\n\x0bListApiKeys\x12\x1e.imagery.v1.ListApiKeysRequest\x1a\x1f.imagery.v1.ListApiKeysResponse\x12Q\n\x0cRevokeApiKey\x12\x1f.imagery.v1.RevokeApiKeyRequest\x1a .imagery.v1.RevokeApiKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'imagery.v1.project_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEPROJECTREQUEST']._serialized_start=108
-  _globals['_CREATEPROJECTREQUEST']._serialized_end=188
-  _globals['_CREATEPROJECTRESPONSE']._serialized_start=190
-  _globals['_CREATEPROJECTRESPONSE']._serialized_end=251
-  _globals['_GETPROJECTREQUEST']._serialized_start=253
-  _globals['_GETPROJECTREQUEST']._serialized_end=286
-  _globals['_GETPROJECTRESPONSE']._serialized_start=288
-  _globals['_GETPROJECTRESPONSE']._serialized_end=346
-  _globals['_UPDATEPROJECTREQUEST']._serialized_start=348
-  _globals['_UPDATEPROJECTREQUEST']._serialized_end=457
-  _globals['_UPDATEPROJECTRESPONSE']._serialized_start=459
-  _globals['_UPDATEPROJECTRESPONSE']._serialized_end=520
-  _globals['_LISTPROJECTSREQUEST']._serialized_start=522
-  _globals['_LISTPROJECTSREQUEST']._serialized_end=604
-  _globals['_LISTPROJECTSRESPONSE']._serialized_start=606
-  _globals['_LISTPROJECTSRESPONSE']._serialized_end=692
-  _globals['_DELETEPROJECTREQUEST']._serialized_start=694
-  _globals['_DELETEPROJECTREQUEST']._serialized_end=730
-  _globals['_DELETEPROJECTRESPONSE']._serialized_start=732
-  _globals['_DELETEPROJECTRESPONSE']._serialized_end=793
-  _globals['_UNDELETEPROJECTREQUEST']._serialized_start=795
-  _globals['_UNDELETEPROJECTREQUEST']._serialized_end=833
-  _globals['_UNDELETEPROJECTRESPONSE']._serialized_start=835
-  _globals['_UNDELETEPROJECTRESPONSE']._serialized_end=898
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=900
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=974
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=976
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1048
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1050
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1125
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1127
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1211
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1213
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1248
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1250
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1309
-  _globals['_PROJECTSERVICE']._serialized_start=1312
-  _globals['_PROJECTSERVICE']._serialized_end=2084
+  _globals['_CREATEPROJECTREQUEST'].fields_by_name['project_id']._loaded_options = None
+  _globals['_CREATEPROJECTREQUEST'].fields_by_name['project_id']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEPROJECTREQUEST'].fields_by_name['project']._loaded_options = None
+  _globals['_CREATEPROJECTREQUEST'].fields_by_name['project']._serialized_options = b'\342A\001\002'
+  _globals['_GETPROJECTREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETPROJECTREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEPROJECTREQUEST'].fields_by_name['project']._loaded_options = None
+  _globals['_UPDATEPROJECTREQUEST'].fields_by_name['project']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEPROJECTREQUEST'].fields_by_name['update_mask']._loaded_options = None
+  _globals['_UPDATEPROJECTREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\002'
+  _globals['_LISTPROJECTSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTPROJECTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTPROJECTSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTPROJECTSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_LISTPROJECTSREQUEST'].fields_by_name['show_deleted']._loaded_options = None
+  _globals['_LISTPROJECTSREQUEST'].fields_by_name['show_deleted']._serialized_options = b'\342A\001\001'
+  _globals['_DELETEPROJECTREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_DELETEPROJECTREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_UNDELETEPROJECTREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_UNDELETEPROJECTREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEAPIKEYREQUEST'].fields_by_name['parent']._loaded_options = None
+  _globals['_CREATEAPIKEYREQUEST'].fields_by_name['parent']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEAPIKEYREQUEST'].fields_by_name['api_key']._loaded_options = None
+  _globals['_CREATEAPIKEYREQUEST'].fields_by_name['api_key']._serialized_options = b'\342A\001\002'
+  _globals['_LISTAPIKEYSREQUEST'].fields_by_name['parent']._loaded_options = None
+  _globals['_LISTAPIKEYSREQUEST'].fields_by_name['parent']._serialized_options = b'\342A\001\002'
+  _globals['_LISTAPIKEYSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTAPIKEYSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTAPIKEYSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTAPIKEYSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_REVOKEAPIKEYREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_REVOKEAPIKEYREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEPROJECTREQUEST']._serialized_start=141
+  _globals['_CREATEPROJECTREQUEST']._serialized_end=233
+  _globals['_CREATEPROJECTRESPONSE']._serialized_start=235
+  _globals['_CREATEPROJECTRESPONSE']._serialized_end=296
+  _globals['_GETPROJECTREQUEST']._serialized_start=298
+  _globals['_GETPROJECTREQUEST']._serialized_end=337
+  _globals['_GETPROJECTRESPONSE']._serialized_start=339
+  _globals['_GETPROJECTRESPONSE']._serialized_end=397
+  _globals['_UPDATEPROJECTREQUEST']._serialized_start=399
+  _globals['_UPDATEPROJECTREQUEST']._serialized_end=520
+  _globals['_UPDATEPROJECTRESPONSE']._serialized_start=522
+  _globals['_UPDATEPROJECTRESPONSE']._serialized_end=583
+  _globals['_LISTPROJECTSREQUEST']._serialized_start=585
+  _globals['_LISTPROJECTSREQUEST']._serialized_end=685
+  _globals['_LISTPROJECTSRESPONSE']._serialized_start=687
+  _globals['_LISTPROJECTSRESPONSE']._serialized_end=773
+  _globals['_DELETEPROJECTREQUEST']._serialized_start=775
+  _globals['_DELETEPROJECTREQUEST']._serialized_end=817
+  _globals['_DELETEPROJECTRESPONSE']._serialized_start=819
+  _globals['_DELETEPROJECTRESPONSE']._serialized_end=880
+  _globals['_UNDELETEPROJECTREQUEST']._serialized_start=882
+  _globals['_UNDELETEPROJECTREQUEST']._serialized_end=926
+  _globals['_UNDELETEPROJECTRESPONSE']._serialized_start=928
+  _globals['_UNDELETEPROJECTRESPONSE']._serialized_end=991
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=993
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1079
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1081
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1153
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1155
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1248
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1250
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1334
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1336
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1377
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1379
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1438
+  _globals['_PROJECTSERVICE']._serialized_start=1441
+  _globals['_PROJECTSERVICE']._serialized_end=2213
 # @@protoc_insertion_point(module_scope)

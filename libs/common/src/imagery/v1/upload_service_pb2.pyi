@@ -5,9 +5,11 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from imagery.v1 import image_pb2 as _image_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -25,11 +27,33 @@ class CreateUploadUrlRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     FILE_NAME_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     UPLOAD_METHOD_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     content_type: _builtins.str
     """Required. Exactly one of "image/jpeg", "image/png", "image/webp", "image/avif",
     "image/gif" (lower case, no parameters). The PUT must send the same Content-Type.
@@ -54,6 +78,17 @@ class CreateUploadUrlRequest(_message.Message):
     policy fixes the content type and caps the size at the project's maximum with
     `content-length-range` (browsers cannot be relied on to send a declared length).
     """
+    request_id: _builtins.str
+    """Optional. Makes the call safe to retry (AIP-155): a UUID is best, any 1-64 characters of
+    letters, digits, `.`, `_`, `:` and `-` will do. For 24 hours, a call from the same project
+    with the same `request_id` and the same other fields answers the same image (and a fresh
+    URL for it) instead of creating another; the same `request_id` with different fields is
+    refused with INVALID_ARGUMENT (REQUEST_ID_REUSED).
+    """
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Optional. Labels for the new image (see `Image.labels` for the rules)."""
+
     def __init__(
         self,
         *,
@@ -62,10 +97,12 @@ class CreateUploadUrlRequest(_message.Message):
         size_bytes: _builtins.int | None = ...,
         sha256: _builtins.str = ...,
         upload_method: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "size_bytes", b"size_bytes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "content_type", b"content_type", "file_name", b"file_name", "sha256", b"sha256", "size_bytes", b"size_bytes", "upload_method", b"upload_method"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "content_type", b"content_type", "file_name", b"file_name", "labels", b"labels", "request_id", b"request_id", "sha256", b"sha256", "size_bytes", b"size_bytes", "upload_method", b"upload_method"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__size_bytes: _TypeAlias = _typing.Literal["size_bytes"]  # noqa: Y015
     _WhichOneofArgType__size_bytes: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes"]  # noqa: Y015
@@ -213,3 +250,57 @@ class DeleteImageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteImageResponse: _TypeAlias = DeleteImageResponse  # noqa: Y015
+
+@_typing.final
+class UpdateImageRequest(_message.Message):
+    """Request for UpdateImage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> _image_pb2.Image:
+        """Required. The image, with `image_id` set and the fields to change."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Required. The fields to change: "labels" (or "*", the same today)."""
+
+    def __init__(
+        self,
+        *,
+        image: _image_pb2.Image | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateImageRequest: _TypeAlias = UpdateImageRequest  # noqa: Y015
+
+@_typing.final
+class UpdateImageResponse(_message.Message):
+    """Response for UpdateImage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def image(self) -> _image_pb2.Image:
+        """Output only. The image as it now is."""
+
+    def __init__(
+        self,
+        *,
+        image: _image_pb2.Image | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image", b"image"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateImageResponse: _TypeAlias = UpdateImageResponse  # noqa: Y015

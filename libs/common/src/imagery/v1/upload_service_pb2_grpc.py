@@ -46,6 +46,11 @@ class UploadServiceStub:
                 request_serializer=imagery_dot_v1_dot_upload__service__pb2.DeleteImageRequest.SerializeToString,
                 response_deserializer=imagery_dot_v1_dot_upload__service__pb2.DeleteImageResponse.FromString,
                 _registered_method=True)
+        self.UpdateImage = channel.unary_unary(
+                '/imagery.v1.UploadService/UpdateImage',
+                request_serializer=imagery_dot_v1_dot_upload__service__pb2.UpdateImageRequest.SerializeToString,
+                response_deserializer=imagery_dot_v1_dot_upload__service__pb2.UpdateImageResponse.FromString,
+                _registered_method=True)
 
 
 class UploadServiceServicer:
@@ -74,6 +79,16 @@ class UploadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateImage(self, request, context):
+        """Changes an image's labels: the fields named in `update_mask` ("labels", or "*") are
+        replaced with those in `image`; nothing else about an image can change.
+        Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID; INVALID_ARGUMENT for an empty or unknown
+        mask path or invalid labels), NOT_FOUND (IMAGE_NOT_FOUND), UNAVAILABLE (safe to retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UploadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -86,6 +101,11 @@ def add_UploadServiceServicer_to_server(servicer, server):
                     servicer.DeleteImage,
                     request_deserializer=imagery_dot_v1_dot_upload__service__pb2.DeleteImageRequest.FromString,
                     response_serializer=imagery_dot_v1_dot_upload__service__pb2.DeleteImageResponse.SerializeToString,
+            ),
+            'UpdateImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateImage,
+                    request_deserializer=imagery_dot_v1_dot_upload__service__pb2.UpdateImageRequest.FromString,
+                    response_serializer=imagery_dot_v1_dot_upload__service__pb2.UpdateImageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -144,6 +164,33 @@ class UploadService:
             '/imagery.v1.UploadService/DeleteImage',
             imagery_dot_v1_dot_upload__service__pb2.DeleteImageRequest.SerializeToString,
             imagery_dot_v1_dot_upload__service__pb2.DeleteImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imagery.v1.UploadService/UpdateImage',
+            imagery_dot_v1_dot_upload__service__pb2.UpdateImageRequest.SerializeToString,
+            imagery_dot_v1_dot_upload__service__pb2.UpdateImageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,12 @@ class UploadServiceStub:
     no image refers to it. Deleting an unknown or already deleted image succeeds.
     Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID), UNAVAILABLE (safe to retry).
     """
+    UpdateImage: _grpc.UnaryUnaryMultiCallable[_upload_service_pb2.UpdateImageRequest, _upload_service_pb2.UpdateImageResponse]
+    """Changes an image's labels: the fields named in `update_mask` ("labels", or "*") are
+    replaced with those in `image`; nothing else about an image can change.
+    Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID; INVALID_ARGUMENT for an empty or unknown
+    mask path or invalid labels), NOT_FOUND (IMAGE_NOT_FOUND), UNAVAILABLE (safe to retry).
+    """
 
 @_typing.type_check_only
 class UploadServiceAsyncStub(UploadServiceStub):
@@ -68,6 +74,12 @@ class UploadServiceAsyncStub(UploadServiceStub):
     """Deletes the caller's image; content shared with other images stays until
     no image refers to it. Deleting an unknown or already deleted image succeeds.
     Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID), UNAVAILABLE (safe to retry).
+    """
+    UpdateImage: _aio.UnaryUnaryMultiCallable[_upload_service_pb2.UpdateImageRequest, _upload_service_pb2.UpdateImageResponse]  # type: ignore[assignment]
+    """Changes an image's labels: the fields named in `update_mask` ("labels", or "*") are
+    replaced with those in `image`; nothing else about an image can change.
+    Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID; INVALID_ARGUMENT for an empty or unknown
+    mask path or invalid labels), NOT_FOUND (IMAGE_NOT_FOUND), UNAVAILABLE (safe to retry).
     """
 
 class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -98,6 +110,18 @@ class UploadServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes the caller's image; content shared with other images stays until
         no image refers to it. Deleting an unknown or already deleted image succeeds.
         Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID), UNAVAILABLE (safe to retry).
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateImage(
+        self,
+        request: _upload_service_pb2.UpdateImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_upload_service_pb2.UpdateImageResponse, _abc.Awaitable[_upload_service_pb2.UpdateImageResponse]]:
+        """Changes an image's labels: the fields named in `update_mask` ("labels", or "*") are
+        replaced with those in `image`; nothing else about an image can change.
+        Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID; INVALID_ARGUMENT for an empty or unknown
+        mask path or invalid labels), NOT_FOUND (IMAGE_NOT_FOUND), UNAVAILABLE (safe to retry).
         """
 
 def add_UploadServiceServicer_to_server(servicer: UploadServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

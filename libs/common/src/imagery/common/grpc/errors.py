@@ -25,6 +25,8 @@ STATUS_TABLE: dict[type[errors.ImageryError], grpc.StatusCode] = {
     errors.ImageNotFound: grpc.StatusCode.NOT_FOUND,
     errors.ImageNotReady: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ImageContentLost: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ImageFailed: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.RequestIdReused: grpc.StatusCode.INVALID_ARGUMENT,
     errors.DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ServerBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
