@@ -1,5 +1,6 @@
 """`make proto-breaking`: the imagery.v1 contract may grow, never break. Run against a
-scratch repository holding this Makefile, protos/ and the vendored googleapis, so each case has the history it needs."""
+scratch repository holding this Makefile, protos/ and the vendored googleapis, so each case
+has the history it needs."""
 
 from __future__ import annotations
 
