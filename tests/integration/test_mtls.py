@@ -30,11 +30,11 @@ from imagery.common.config import ConfigError, Settings
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.projects import PostgresProjects
 from imagery.common.grpc.auth import current_principal
+from imagery.common.grpc.images import image_to_proto
 from imagery.common.grpc.server import GrpcServer, ServiceRegistration
 from imagery.common.grpc.tls import TlsFileError
 from imagery.common.ids import new_image_id
 from imagery.common.tenancy import Actor, Principal, Scope
-from imagery.delivery.grpc_api import mapping
 from imagery.delivery.use_cases import GetImage
 from imagery.v1 import delivery_service_pb2 as pb
 from imagery.v1 import delivery_service_pb2_grpc as pb_grpc
@@ -180,7 +180,7 @@ class RecordingDelivery(pb_grpc.DeliveryServiceServicer):
         principal = current_principal()
         self.callers.append(principal)
         record = await self._get_image(principal, image_id=request.image_id)
-        return pb.GetImageResponse(image=mapping.image_to_proto(record))
+        return pb.GetImageResponse(image=image_to_proto(record))
 
     async def GetDownloadUrl(self, request: Any, context: Any) -> Any:
         raise NotImplementedError  # only GetImage is called here

@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
 from imagery.common.grpc.auth import set_principal
+from imagery.common.grpc.images import image_to_proto
 from imagery.common.ids import new_image_id
 from imagery.common.tenancy import Principal
 from imagery.delivery.grpc_api import mapping
@@ -132,12 +133,12 @@ def test_ticket_to_proto_carries_every_field() -> None:
 
 @pytest.mark.parametrize("status", list(ImageStatus))
 def test_every_status_maps_to_its_proto_enum(status: ImageStatus) -> None:
-    image = mapping.image_to_proto(replace(READY, status=status))
+    image = image_to_proto(replace(READY, status=status))
     assert image_pb2.ImageStatus.Name(image.status) == f"IMAGE_STATUS_{status.name}"
 
 
 def test_a_ready_record_maps_every_field() -> None:
-    image = mapping.image_to_proto(READY)
+    image = image_to_proto(READY)
     assert (image.image_id, image.file_name, image.detected_format) == (READY.id, "cat.png", "png")
     assert image.content_type == "image/png"
     assert image.status == image_pb2.IMAGE_STATUS_READY and image.sha256 == "ab" * 32
@@ -156,13 +157,13 @@ def test_a_ready_record_maps_every_field() -> None:
 
 def test_a_failed_record_carries_its_reason_and_no_variants() -> None:
     failed = replace(READY, status=ImageStatus.FAILED, failure_reason="not an image")
-    image = mapping.image_to_proto(failed)
+    image = image_to_proto(failed)
     assert image.failure_reason == "not an image" and list(image.variants) == []
 
 
 def test_a_pending_record_without_optional_fields_maps_to_empty_fields() -> None:
     record = ImageRecord(new_image_id(), ImageStatus.PENDING, "image/gif", "a.gif", "uploads/x")
-    image = mapping.image_to_proto(record)
+    image = image_to_proto(record)
     assert image.status == image_pb2.IMAGE_STATUS_PENDING and image.image_id == record.id
     assert (image.width, image.height, image.sha256) == (0, 0, "")
     assert (image.failure_reason, image.detected_format) == ("", "")
@@ -194,7 +195,7 @@ async def test_get_image_passes_the_id_and_maps_the_record() -> None:
     request = dpb.GetImageRequest(image_id=READY.id)
     response = await delivery.servicer.GetImage(request, None)  # type: ignore[arg-type]
     assert delivery.get_image.calls == [{"image_id": READY.id}]
-    assert response.image == mapping.image_to_proto(READY) and response.image.image_id == READY.id
+    assert response.image == image_to_proto(READY) and response.image.image_id == READY.id
 
 
 @pytest.mark.parametrize(("proto_format", "preference"), PREFERENCES)

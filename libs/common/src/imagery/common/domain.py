@@ -75,6 +75,8 @@ class ImageRecord:
     project_settings: ProjectSettings | None = None  # likewise: what the project chose
     # Bytes the project's quota counts while the upload has not ended (declared or maximum).
     reserved_bytes: int = 0
+    # The caller's labels (validated by UploadService before they are stored).
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from imagery.common.tenancy import ProjectSettings
 _RECORD_COLUMNS = """r.id, r.status, r.content_type, r.file_name, r.object_key, r.size_bytes,
               r.width, r.height, COALESCE(r.digest, r.sha256) AS digest, r.detected_format,
               r.failure_reason, r.created_at, r.updated_at, r.trace_context, r.attempts,
-              r.project_id, r.sha256"""
+              r.project_id, r.sha256, r.labels"""
 _VARIANTS = """(SELECT jsonb_agg(jsonb_build_object(
                    'name', v.name, 'format', v.format, 'content_type', v.content_type,
                    'width', v.width, 'height', v.height, 'size_bytes', v.size_bytes,
@@ -277,6 +277,7 @@ def record_from_row(row: asyncpg.Record) -> ImageRecord:
         attempts=row["attempts"],
         project_id=row["project_id"],
         content=row["sha256"],
+        labels=_json(row["labels"]) or {},
         **_project_columns(row),
     )
 
@@ -293,8 +294,11 @@ def _project_columns(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+def _json(raw: Any) -> Any:
+    return json.loads(raw) if isinstance(raw, str) else raw
+
+
 def _variants(raw: Any) -> tuple[VariantInfo, ...]:
     if raw is None:
         return ()
-    items = json.loads(raw) if isinstance(raw, str) else raw
-    return tuple(VariantInfo(**item) for item in items)
+    return tuple(VariantInfo(**item) for item in _json(raw))

@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 
 from imagery.common.grpc.auth import current_principal
+from imagery.common.grpc.images import image_to_proto
 from imagery.common.grpc.server import ServiceRegistration
 from imagery.delivery.grpc_api import mapping
 from imagery.delivery.use_cases import BatchGetDownloadUrls, GetDownloadUrl, GetImage
@@ -28,7 +29,7 @@ class DeliveryServiceServicer(pb_grpc.DeliveryServiceServicer):
         self, request: pb.GetImageRequest, context: Context
     ) -> pb.GetImageResponse:
         record = await self._get_image(current_principal(), image_id=request.image_id)
-        return pb.GetImageResponse(image=mapping.image_to_proto(record))
+        return pb.GetImageResponse(image=image_to_proto(record))
 
     async def GetDownloadUrl(  # noqa: N802 (gRPC method name)
         self, request: pb.GetDownloadUrlRequest, context: Context
