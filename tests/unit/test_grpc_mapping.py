@@ -15,7 +15,7 @@ from imagery.common.grpc.images import image_to_proto
 from imagery.common.ids import new_image_id
 from imagery.common.tenancy import Principal
 from imagery.delivery.grpc_api import mapping
-from imagery.delivery.grpc_api.servicer import DeliveryServiceServicer
+from imagery.delivery.grpc_api.servicer import DeliveryServiceServicer, DeliveryUseCases
 from imagery.delivery.use_cases import (
     BatchGetDownloadUrls,
     BatchResult,
@@ -87,9 +87,11 @@ class Delivery:
         self.get_url = FakeUseCase(URL)
         self.batch = FakeUseCase(BatchResult([URL], [NOT_FOUND]))
         self.servicer = DeliveryServiceServicer(
-            cast(GetImage, self.get_image),
-            cast(GetDownloadUrl, self.get_url),
-            cast(BatchGetDownloadUrls, self.batch),
+            DeliveryUseCases(
+                get_image=cast(GetImage, self.get_image),
+                get_url=cast(GetDownloadUrl, self.get_url),
+                batch=cast(BatchGetDownloadUrls, self.batch),
+            )
         )
 
 

@@ -15,7 +15,7 @@ from imagery.common.grpc.server import GrpcServer
 from imagery.delivery.adapters.cloudfront import CachedCloudFrontSigner
 from imagery.delivery.adapters.target_cache import ReadyTargetCache
 from imagery.delivery.config import DeliverySettings
-from imagery.delivery.grpc_api.servicer import DeliveryServiceServicer
+from imagery.delivery.grpc_api.servicer import DeliveryServiceServicer, DeliveryUseCases
 from imagery.delivery.ports import ImageReader
 from imagery.delivery.use_cases import (
     BatchGetDownloadUrls,
@@ -69,9 +69,11 @@ async def build_server(
     signer = build_signer(settings, executor)
     lifetimes = UrlLifetimes(settings.base.project_policy)
     servicer = DeliveryServiceServicer(
-        GetImage(images),
-        GetDownloadUrl(images, signer, settings.presets, lifetimes),
-        BatchGetDownloadUrls(images, signer, settings.presets, lifetimes),
+        DeliveryUseCases(
+            get_image=GetImage(images),
+            get_url=GetDownloadUrl(images, signer, settings.presets, lifetimes),
+            batch=BatchGetDownloadUrls(images, signer, settings.presets, lifetimes),
+        )
     )
     caller_check = authenticator if authenticates is None else await authenticates(authenticator)
     return GrpcServer.for_service([servicer.registration()], settings.base, caller_check)

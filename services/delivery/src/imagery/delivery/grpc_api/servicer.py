@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -17,13 +18,20 @@ from imagery.v1 import delivery_service_pb2_grpc as pb_grpc
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryUseCases:
+    """One use case per RPC."""
+
+    get_image: GetImage
+    get_url: GetDownloadUrl
+    batch: BatchGetDownloadUrls
+
+
 class DeliveryServiceServicer(pb_grpc.DeliveryServiceServicer):
-    def __init__(
-        self, get_image: GetImage, get_url: GetDownloadUrl, batch: BatchGetDownloadUrls
-    ) -> None:
-        self._get_image = get_image
-        self._get_url = get_url
-        self._batch = batch
+    def __init__(self, use_cases: DeliveryUseCases) -> None:
+        self._get_image = use_cases.get_image
+        self._get_url = use_cases.get_url
+        self._batch = use_cases.batch
 
     async def GetImage(  # noqa: N802 (gRPC method name)
         self, request: pb.GetImageRequest, context: Context
