@@ -11,13 +11,20 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced
 RUN := $(UV) run --frozen --no-sync
-PROTO_OUT := libs/common/src
+PROTO_OUT := clients/python/src
+# The stubs belong to imagery-client and must import on the oldest grpcio and protobuf it
+# declares (clients/python/pyproject.toml), so they come from this pinned grpcio-tools (its
+# protoc writes protobuf 6.30.0 gencode) in an environment of its own, never the workspace's.
+GRPCIO_TOOLS_VERSION := 1.72.1
+MYPY_PROTOBUF_VERSION := 5.1.0
+PROTOC := $(UV) tool run --quiet --python $(VENV)/bin/python --from grpcio-tools==$(GRPCIO_TOOLS_VERSION) \
+	--with mypy-protobuf==$(MYPY_PROTOBUF_VERSION) python -m grpc_tools.protoc -Iprotos -Ithird_party/googleapis
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help setup run test test-unit test-integration test-e2e test-deploy bench proto proto-check proto-breaking \
-	lint fmt typecheck ts-check k8s-render images clean
+	lint fmt typecheck ts-check k8s-render images client-wheel clean
 
 help: ## Show the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,7 +34,7 @@ $(UV):
 	@echo "installing uv $(UV_VERSION) into $(TOOLS)/ with $(PYTHON)"
 	@$(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-$(STAMP): $(UV) uv.lock pyproject.toml libs/common/pyproject.toml services/*/pyproject.toml deploy/local/pyproject.toml tools/admin/pyproject.toml
+$(STAMP): $(UV) uv.lock pyproject.toml libs/common/pyproject.toml services/*/pyproject.toml deploy/local/pyproject.toml tools/admin/pyproject.toml clients/python/pyproject.toml
 	$(UV) sync --frozen --all-packages --python $(PYTHON)
 	@touch $@
 
@@ -54,21 +61,23 @@ test-deploy: $(STAMP) ## Manifest, Dockerfile and production-install checks
 bench: $(STAMP) ## Benchmarks, printed as tables
 	$(RUN) python -m bench
 
-proto: $(STAMP) ## Regenerate Python stubs (+ .pyi) from protos/ into libs/common
+proto: $(STAMP) ## Regenerate the Python stubs (+ .pyi) from protos/ into clients/python (imagery-client)
 	$(RUN) buf lint
-	$(RUN) python -m grpc_tools.protoc -Iprotos -Ithird_party/googleapis \
-		--python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
-		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) \
-		protos/imagery/v1/*.proto
+	$(PROTOC) --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) protos/imagery/v1/*.proto
 
 proto-check: $(STAMP) ## Fail when buf lint fails or checked-in stubs differ from protos/
 	$(RUN) buf lint
-	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
-	$(RUN) python -m grpc_tools.protoc -Iprotos -Ithird_party/googleapis --python_out=$$tmp --grpc_python_out=$$tmp \
-		--mypy_out=$$tmp --mypy_grpc_out=$$tmp protos/imagery/v1/*.proto && \
-	for f in $$(cd $$tmp && find . -type f | sort); do \
-		cmp -s "$$tmp/$$f" "$(PROTO_OUT)/$$f" || { echo "stub drift: $(PROTO_OUT)/$$f differs from protos/ (run make proto)" >&2; exit 1; }; \
-	done; echo "proto-check: stubs match protos/"
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; mkdir $$tmp/out; \
+	$(PROTOC) --python_out=$$tmp/out --grpc_python_out=$$tmp/out \
+		--mypy_out=$$tmp/out --mypy_grpc_out=$$tmp/out protos/imagery/v1/*.proto 2>$$tmp/log \
+		|| { cat $$tmp/log >&2; exit 1; }; \
+	for f in $$(cd $$tmp/out && find . -type f | sort); do \
+		cmp -s "$$tmp/out/$$f" "$(PROTO_OUT)/$$f" || { echo "stub drift: $(PROTO_OUT)/$$f differs from protos/ (run make proto)" >&2; exit 1; }; \
+	done; \
+	for f in $$(cd $(PROTO_OUT) && find imagery/v1 -name '*_pb2*' -not -path '*/__pycache__/*' | sort); do \
+		test -e "$$tmp/out/$$f" || { echo "stub drift: $(PROTO_OUT)/$$f has no .proto any more (delete it)" >&2; exit 1; }; \
+	done; echo "proto-check: stubs match protos/ (grpcio-tools $(GRPCIO_TOOLS_VERSION))"
 
 ts-check: $(STAMP) ## Generate TypeScript with buf.gen.yaml (protoc-gen-es, Node from PyPI) and type-check it
 	cd clients/typescript && ../../$(VENV)/bin/npm ci --no-audit --no-fund --loglevel=error
@@ -90,13 +99,16 @@ fmt: $(STAMP) ## Format the code
 	$(RUN) ruff format .
 
 typecheck: $(STAMP) ## mypy --strict on our code
-	$(RUN) mypy libs/common/src services/upload/src services/delivery/src services/processor/src deploy/local/src tools/admin/src tests bench
+	$(RUN) mypy clients/python/src libs/common/src services/upload/src services/delivery/src services/processor/src deploy/local/src tools/admin/src tests bench
 
 k8s-render: $(STAMP) ## Render the Kubernetes overlays (deploy/k8s) to .devstack/k8s/<overlay>.yaml
 	@mkdir -p .devstack/k8s
 	@for overlay in dev prod; do \
 		$(RUN) kubectl kustomize deploy/k8s/overlays/$$overlay > .devstack/k8s/$$overlay.yaml && \
 		echo "rendered .devstack/k8s/$$overlay.yaml"; done
+
+client-wheel: $(UV) ## Build the imagery-client wheel (clients/python) into dist/
+	$(UV) build --wheel --out-dir dist clients/python
 
 IMAGE_TAG ?= dev
 IMAGE_REGISTRY ?= registry.example.com/imagery

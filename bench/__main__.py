@@ -6,11 +6,12 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bench import delivery, migration, processor, refusal, upload, variants
+from bench import delivery, migration, processor, refusal, upload, variants, watch
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "upload": lambda _: upload.main(),
     "delivery": lambda _: delivery.main(),
+    "watch": lambda _: watch.main(),
     "processor": lambda _: processor.main(),
     "variants": lambda _: variants.main(),
     "refusal": lambda _: refusal.main(),

@@ -10,7 +10,7 @@ import copy
 import dataclasses
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from imagery.common.domain import (
@@ -23,6 +23,7 @@ from imagery.common.domain import (
 from imagery.common.errors import ImageAlreadyExists
 from imagery.common.ids import new_image_id
 from imagery.common.quotas import UNLIMITED, Quotas, refusal
+from imagery.common.request_ids import REQUEST_ID_RETENTION_SECONDS, UsedRequestId
 from imagery.common.storage_keys import GLOBAL_SCOPE, original_key, upload_key
 from imagery.common.tenancy import Usage
 from imagery.processor.adapters.render import verify_and_render
@@ -134,6 +135,18 @@ class InMemoryImageRepository:
         self.queries += 1
         return self.records.get(image_id)
 
+    async def update_labels(
+        self, project_id: str, image_id: str, labels: Mapping[str, str], *, principal: str
+    ) -> ImageRecord | None:
+        record = self.records.get(image_id)
+        if record is None or record.project_id != project_id:
+            return None
+        self.clock.advance(0.001)
+        self.records[image_id] = dataclasses.replace(
+            record, labels=dict(labels), updated_at=self.clock()
+        )
+        return self.records[image_id]
+
     async def find_download_targets(
         self, project_id: str, image_ids: Sequence[str], preset: str, formats: Sequence[str]
     ) -> list[DownloadTarget]:
@@ -216,6 +229,41 @@ class InMemoryImageRepository:
             await self.update_status(image_id, ImageStatus.PROCESSING)
             return self.records[image_id]
         return None
+
+
+class FakeUploadRequests:
+    """Request ids beside the in-memory records, kept for the retention by their clock."""
+
+    def __init__(self, images: InMemoryImageRepository) -> None:
+        self.images = images
+        self.kept: dict[tuple[str, str], tuple[UsedRequestId, datetime]] = {}
+
+    async def save_once(
+        self,
+        record: ImageRecord,
+        request_id: str,
+        fingerprint: str,
+        *,
+        principal: str = "key:test",
+        quotas: Quotas = UNLIMITED,
+    ) -> UsedRequestId | None:
+        key, now = (record.project_id, request_id), self.images.clock()
+        found = self.kept.get(key)
+        if found is not None and found[1] > now - timedelta(seconds=REQUEST_ID_RETENTION_SECONDS):
+            image = self.images.records.get(found[0].image_id)
+            if image is None or image.project_id != record.project_id:
+                return dataclasses.replace(found[0], object_key=None)  # deleted since
+            return found[0]
+        await self.images.save(record, principal=principal, quotas=quotas)
+        self.kept[key] = (UsedRequestId(fingerprint, record.id, record.object_key), now)
+        return None
+
+    async def prune(self) -> int:
+        cutoff = self.images.clock() - timedelta(seconds=REQUEST_ID_RETENTION_SECONDS)
+        expired = [key for key, (_, at) in self.kept.items() if at <= cutoff]
+        for key in expired:
+            del self.kept[key]
+        return len(expired)
 
 
 class FakeSigner:

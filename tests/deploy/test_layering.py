@@ -11,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [
+    ROOT / "clients/python/src/imagery",
     ROOT / "libs/common/src/imagery",
     *sorted(ROOT.glob("services/*/src/imagery")),
     ROOT / "deploy/local/src/imagery",
@@ -52,7 +53,7 @@ def tree(tmp_path: Path) -> Path:
 def test_the_code_keeps_every_contract(tree: Path) -> None:
     result = _lint_imports(tree)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 kept, 0 broken" in result.stdout
+    assert "5 kept, 0 broken" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -70,6 +71,8 @@ def test_the_code_keeps_every_contract(tree: Path) -> None:
         ("common/domain.py", "from imagery.delivery import variants", "imports no service"),
         ("admin/rpc.py", "from imagery.upload import projects", "imagery-admin imports no"),
         ("upload/use_cases.py", "from imagery.admin import output", "imagery-admin imports no"),
+        ("client/sync.py", "from imagery.common import errors", "nothing of the server side"),
+        ("client/testing/_store.py", "import imagery.upload", "nothing of the server side"),
     ],
 )
 def test_a_violation_fails_the_check(tree: Path, module: str, line: str, contract: str) -> None:

@@ -435,6 +435,7 @@ DOCUMENTED_TABLE_GRANTS = {
     "imagery_upload": {
         "image_records": {"SELECT", "INSERT", "DELETE", "UPDATE(labels,updated_at)"},
         "upload_requests": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+        "image_variants": {"SELECT"},
         "image_deletions": {"INSERT"},
         "image_blobs": {"SELECT", "UPDATE(reference_count,updated_at)"},
         "projects": {
@@ -457,7 +458,7 @@ DOCUMENTED_TABLE_GRANTS = {
         "client_identities": {"SELECT", "DELETE"},
         "audit_events": {"INSERT"},
         "admin_jobs": {"SELECT", "INSERT", "UPDATE"},
-        "upload_requests": {"DELETE"},
+        "upload_requests": {"SELECT(created_at)", "DELETE"},
     },
     "imagery_delivery": {
         "image_records": {"SELECT"},

@@ -254,6 +254,11 @@ async def test_a_database_outage_is_unavailable_and_retryable_never_answered_fro
             assert down.code() == grpc.StatusCode.UNAVAILABLE, method
             assert "retry with exponential backoff" in (down.details() or "")
             assert _reason(down)[0] == "DEPENDENCY_UNAVAILABLE"
+            status = rpc_status.from_call(down)  # type: ignore[arg-type]
+            assert status is not None
+            retry = error_details_pb2.RetryInfo()
+            assert any(d.Unpack(retry) for d in status.details), "UNAVAILABLE says when to retry"
+            assert retry.retry_delay.ToMilliseconds() > 0
     finally:
         await allow_connections(database_url, admin, True)
 

@@ -39,7 +39,7 @@ from imagery.upload.bootstrap import build_server as build_upload
 from imagery.upload.config import UploadSettings
 from imagery.v1 import delivery_service_pb2 as dpb
 from imagery.v1 import delivery_service_pb2_grpc as dgrpc
-from imagery.v1 import project_pb2
+from imagery.v1 import image_pb2, project_pb2
 from imagery.v1 import project_service_pb2 as ppb
 from imagery.v1 import project_service_pb2_grpc as pgrpc
 from imagery.v1 import upload_service_pb2 as upb
@@ -175,6 +175,33 @@ def _rpcs() -> dict[str, tuple[Scope, str, Call]]:
                 dpb.BatchGetDownloadUrlsRequest(image_ids=[w.image], variant="small")
             ),
         ),
+        "WatchImage": (
+            Scope.IMAGES_READ,
+            "delivery",
+            lambda ch, w: _first(delivery(ch).WatchImage(dpb.WatchImageRequest(image_id=w.image))),
+        ),
+        "BatchGetImages": (
+            Scope.IMAGES_READ,
+            "delivery",
+            lambda ch, w: delivery(ch).BatchGetImages(
+                dpb.BatchGetImagesRequest(image_ids=[w.image])
+            ),
+        ),
+        "ListImages": (
+            Scope.IMAGES_READ,
+            "delivery",
+            lambda ch, w: delivery(ch).ListImages(dpb.ListImagesRequest(page_size=1)),
+        ),
+        "UpdateImage": (
+            Scope.IMAGES_CREATE,
+            "upload",
+            lambda ch, w: upload(ch).UpdateImage(
+                upb.UpdateImageRequest(
+                    image=image_pb2.Image(image_id=w.image, labels={"team": "feed"}),
+                    update_mask=FieldMask(paths=["labels"]),
+                )
+            ),
+        ),
         "CreateProject": (
             Scope.PROJECTS_ADMIN,
             "upload",
@@ -267,7 +294,7 @@ async def _call(world: World, rpc: str, header: str | None) -> tuple[str, str, A
     """(code, reason, response) of `rpc` called with this `authorization` header."""
     _, server, call = RPCS[rpc]
     target = world.upload if server == "upload" else world.delivery
-    interceptors = [] if header is None else [_Authorization(header)]
+    interceptors = [] if header is None else [_Authorization(header), _StreamAuthorization(header)]
     async with grpc.aio.insecure_channel(target, interceptors=interceptors) as channel:  # type: ignore[arg-type]
         try:
             return OK, "", await call(channel, world)
@@ -284,6 +311,24 @@ class _Authorization(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         metadata = grpc.aio.Metadata(("authorization", self._header))
         return await continuation(details._replace(metadata=metadata), request)
+
+
+class _StreamAuthorization(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    """The same for server-streaming calls (a channel takes an interceptor for one kind)."""
+
+    def __init__(self, header: str) -> None:
+        self._header = header
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = grpc.aio.Metadata(("authorization", self._header))
+        return await continuation(details._replace(metadata=metadata), request)
+
+
+async def _first(stream: Any) -> Any:
+    """A stream's first message (a READY image's stream has only that one)."""
+    async for message in stream:
+        return message
+    raise AssertionError("the stream ended without a message")
 
 
 def _reason(err: grpc.aio.AioRpcError) -> str:
@@ -346,6 +391,10 @@ OTHER_PROJECT = {
     "GetImage": ("NOT_FOUND", "IMAGE_NOT_FOUND"),
     "GetDownloadUrl": ("NOT_FOUND", "IMAGE_NOT_FOUND"),
     "BatchGetDownloadUrls": (OK, ""),
+    "WatchImage": ("NOT_FOUND", "IMAGE_NOT_FOUND"),
+    "BatchGetImages": (OK, ""),
+    "ListImages": (OK, ""),
+    "UpdateImage": ("NOT_FOUND", "IMAGE_NOT_FOUND"),
     "CreateProject": ("PERMISSION_DENIED", "MISSING_SCOPE"),
     "GetProject": ("NOT_FOUND", "PROJECT_NOT_FOUND"),
     "UpdateProject": ("NOT_FOUND", "PROJECT_NOT_FOUND"),
@@ -369,6 +418,10 @@ async def test_another_projects_things_are_answered_like_unknown_ones(world: Wor
             assert not response.download_urls
         if rpc == "DeleteImage":
             assert response.deleted is False
+        if rpc == "BatchGetImages":
+            assert list(response.not_found_image_ids) == [world.image] and not response.images
+        if rpc == "ListImages":
+            assert world.image not in {i.image_id for i in response.images}
         if rpc == "ListProjects":
             assert [p.name for p in response.projects] == [f"projects/{TEAM}"]
         if rpc != "CreateUploadUrl":

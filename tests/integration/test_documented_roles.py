@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,8 +15,10 @@ import asyncpg
 import pytest
 
 from imagery.common.db.images import PostgresImageRepository
+from imagery.common.db.upload_requests import PostgresUploadRequests
 from imagery.common.errors import QuotaExceeded
 from imagery.common.quotas import Quotas
+from imagery.common.request_ids import UsedRequestId
 from tests.fakes import pending_record
 
 pytestmark = pytest.mark.integration
@@ -86,3 +89,30 @@ async def test_each_service_writes_what_it_must_under_its_own_role(
     await processor.execute("DELETE FROM image_records WHERE id = $1", ready.id)  # the purge
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await roles["imagery_delivery"].execute("UPDATE project_usage SET images = 0")
+
+
+async def test_labels_request_ids_and_their_pruning_work_under_the_roles(
+    roles: dict[str, asyncpg.Pool], pool: asyncpg.Pool
+) -> None:
+    """UpdateImage and CreateUploadUrl's request ids as upload (new, kept, and an expired one
+    replaced), the processor's prune of expired ids; delivery sees none of them."""
+    upload = roles["imagery_upload"]
+    requests, images = PostgresUploadRequests(upload), PostgresImageRepository(upload)
+    first = replace(pending_record(10), labels={"team": "web"})
+    quotas = Quotas(images=10)
+    assert await requests.save_once(first, "req", "f", principal="key:t", quotas=quotas) is None
+    retry = await requests.save_once(pending_record(), "req", "f", principal="key:t")
+    assert retry == UsedRequestId("f", first.id, first.object_key)
+    age = "UPDATE upload_requests SET created_at = now() - interval '25 hours'"
+    await pool.execute(age)  # the migrating role plays the passing day
+    later = pending_record()
+    assert await requests.save_once(later, "req", "g", principal="key:t") is None
+    updated = await images.update_labels("default", first.id, {"team": "app"}, principal="key:t")
+    assert updated is not None and updated.labels == {"team": "app"}
+
+    await pool.execute(age)
+    await requests.save_once(pending_record(), "fresh", "f", principal="key:t")
+    assert await PostgresUploadRequests(roles["imagery_processor"]).prune() == 1
+    assert await pool.fetchval("SELECT array_agg(request_id) FROM upload_requests") == ["fresh"]
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await roles["imagery_delivery"].fetch("SELECT * FROM upload_requests")

@@ -38,6 +38,11 @@ class ScriptedUploadService(pb_grpc.UploadServiceServicer):
     ) -> pb.DeleteImageResponse:
         return pb.DeleteImageResponse()
 
+    async def UpdateImage(
+        self, request: pb.UpdateImageRequest, context: Any
+    ) -> pb.UpdateImageResponse:
+        return pb.UpdateImageResponse()
+
 
 @pytest.fixture
 async def server() -> AsyncIterator[GrpcServer]:

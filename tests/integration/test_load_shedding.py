@@ -51,6 +51,11 @@ class Held(pb_grpc.UploadServiceServicer):
     ) -> pb.DeleteImageResponse:
         return pb.DeleteImageResponse()
 
+    async def UpdateImage(
+        self, request: pb.UpdateImageRequest, context: Any
+    ) -> pb.UpdateImageResponse:
+        return pb.UpdateImageResponse()
+
 
 def _server(servicer: Held, **limits: int) -> GrpcServer:
     registration = ServiceRegistration(

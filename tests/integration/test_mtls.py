@@ -188,6 +188,15 @@ class RecordingDelivery(pb_grpc.DeliveryServiceServicer):
     async def BatchGetDownloadUrls(self, request: Any, context: Any) -> Any:
         raise NotImplementedError
 
+    def WatchImage(self, request: Any, context: Any) -> Any:
+        raise NotImplementedError
+
+    async def BatchGetImages(self, request: Any, context: Any) -> Any:
+        raise NotImplementedError
+
+    async def ListImages(self, request: Any, context: Any) -> Any:
+        raise NotImplementedError
+
 
 @dataclass
 class Running:

@@ -14,7 +14,14 @@ from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
 from imagery.common.tenancy import ProjectSettings
 from imagery.processor.ports import VerifiedImage
 from imagery.upload.use_cases import CreateUploadUrl, DeleteImage, UploadRequest
-from tests.fakes import FakeBlob, FakeClock, FakeObjects, FakeSigner, InMemoryImageRepository
+from tests.fakes import (
+    FakeBlob,
+    FakeClock,
+    FakeObjects,
+    FakeSigner,
+    FakeUploadRequests,
+    InMemoryImageRepository,
+)
 from tests.principals import CALLER, OTHER, caller, policy
 
 
@@ -24,6 +31,7 @@ def _use_case(
     return CreateUploadUrl(
         repo,
         signer,
+        requests=FakeUploadRequests(repo),
         expiry_seconds=300,
         policy=policy(max_upload_bytes=1234),
         clock=clock or FakeClock(),

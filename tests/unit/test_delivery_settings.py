@@ -72,3 +72,12 @@ def test_missing_domain_is_named() -> None:
     env = {k: v for k, v in BASE.items() if k != "CLOUDFRONT_DOMAIN"}
     with pytest.raises(ConfigError, match=r"^CLOUDFRONT_DOMAIN is not set"):
         load_settings({**env, "CLOUDFRONT_PRIVATE_KEY_PEM": pem(private_key("ecdsa")).decode()})
+
+
+def test_watchers_are_capped_at_5000_unless_told_otherwise() -> None:
+    assert load_settings({**BASE, "CLOUDFRONT_PRIVATE_KEY_PEM": VALID}).max_watchers == 5_000
+    told = {**BASE, "CLOUDFRONT_PRIVATE_KEY_PEM": VALID, "DELIVERY_MAX_WATCHERS": "1200"}
+    assert load_settings(told).max_watchers == 1_200
+    for bad in ("0", "many"):
+        with pytest.raises(ConfigError, match=r"^DELIVERY_MAX_WATCHERS="):
+            load_settings({**told, "DELIVERY_MAX_WATCHERS": bad})

@@ -251,3 +251,81 @@ async def test_urls_live_as_long_as_the_project_chose(repo: InMemoryImageReposit
     await use_case(week, image_ids=[record.id], variant="small", preference="webp")
     await use_case(CALLER, image_ids=[record.id], variant="small", preference="webp")
     assert signer.lifetimes == [7 * 86400, 600]
+
+
+async def test_a_batch_of_several_variants_answers_each_image_in_request_order(
+    repo: InMemoryImageRepository, signer: RecordingSigner
+) -> None:
+    a, b = await _image(repo), await _image(repo)
+    result = await BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)(
+        CALLER,
+        image_ids=[b.id, a.id],
+        variant="small",
+        variants=["thumbnail", "small", "medium"],
+        preference="webp",
+    )
+    assert [(u.image_id, u.variant) for u in result.download_urls] == [
+        (b.id, "small"),
+        (b.id, "thumbnail"),
+        (b.id, "medium"),
+        (a.id, "small"),
+        (a.id, "thumbnail"),
+        (a.id, "medium"),
+    ]
+    assert all(u.url.endswith(f"/{u.variant}.webp?Signature=s") for u in result.download_urls)
+    assert result.failures == [] and result.not_found_image_ids == []
+    assert len(signer.calls) == 1, "every URL of the batch signed in one call"
+
+
+async def test_each_url_a_batch_cannot_sign_is_listed_with_its_reason(
+    repo: InMemoryImageRepository, signer: RecordingSigner
+) -> None:
+    ready = await _image(repo, formats=("jpeg",))  # no WebP variants
+    webp = await _image(repo)
+    pending = await _image(repo, ImageStatus.PENDING)
+    failed = await _image(repo, ImageStatus.FAILED)
+    lost = await _image(repo)
+    repo.records[lost.id] = dataclasses.replace(lost, variants=())
+    unknown = new_image_id()
+    ids = [unknown, ready.id, pending.id, failed.id, lost.id, webp.id]
+    result = await BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)(
+        CALLER, image_ids=ids, variants=["thumbnail", "small"], preference="webp"
+    )
+    assert [(u.image_id, u.variant) for u in result.download_urls] == [
+        (webp.id, "thumbnail"),
+        (webp.id, "small"),
+    ]
+    reasons = {
+        unknown: "IMAGE_NOT_FOUND",
+        ready.id: "UNKNOWN_VARIANT",
+        pending.id: "IMAGE_NOT_READY",
+        failed.id: "IMAGE_FAILED",
+        lost.id: "IMAGE_CONTENT_LOST",
+    }
+    assert [(f.image_id, f.variant, f.reason) for f in result.failures] == [
+        (image_id, variant, reasons[image_id])
+        for image_id in ids[:-1]
+        for variant in ("thumbnail", "small")
+    ]
+    assert result.not_found_image_ids == ids[:-1], "kept for older clients: ids with no URL"
+
+
+async def test_a_batch_refuses_unconfigured_or_too_many_variants(
+    repo: InMemoryImageRepository, signer: RecordingSigner
+) -> None:
+    record = await _image(repo)
+    use_case = BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)
+    with pytest.raises(ImageryError) as unknown:
+        await use_case(CALLER, image_ids=[record.id], variants=["small", "huge"], preference="webp")
+    assert unknown.value.reason == "UNKNOWN_VARIANT"
+    with pytest.raises(ImageryError) as neither:
+        await use_case(CALLER, image_ids=[record.id], preference="webp")
+    assert neither.value.reason == "UNKNOWN_VARIANT"
+    presets = [f"p{i}" for i in range(11)]
+    with pytest.raises(ImageryError) as many:
+        await BatchGetDownloadUrls(repo, signer, presets, LIFETIMES)(
+            CALLER, image_ids=[record.id], variants=presets, preference="webp"
+        )
+    assert many.value.reason == "INVALID_ARGUMENT"
+    assert many.value.violations[0].field == "variants"
+    assert signer.calls == []

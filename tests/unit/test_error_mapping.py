@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncpg
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.sdk.trace import TracerProvider
 
 from imagery.common.db.pool import is_transient, postgres_errors
 from imagery.common.errors import (
@@ -13,7 +16,7 @@ from imagery.common.errors import (
     ImageryError,
     UnsupportedContentType,
 )
-from imagery.common.grpc.errors import INTERNAL_MESSAGE, internal_status, to_rpc_status
+from imagery.common.grpc.errors import internal_status, to_rpc_status
 
 
 def _details(status: grpc.Status) -> status_pb2.Status:
@@ -78,9 +81,27 @@ def test_not_found_names_the_id_in_metadata() -> None:
 
 def test_internal_errors_never_show_their_own_message() -> None:
     status = to_rpc_status(ImageryError("password=hunter2 at db-7.internal"))
-    assert status.details == INTERNAL_MESSAGE
-    assert "hunter2" not in _details(status).message
+    assert "hunter2" not in status.details and "hunter2" not in _details(status).message
+    assert status.details.startswith("imagery hit an internal error: retry, and report trace id")
     assert internal_status().code == grpc.StatusCode.INTERNAL
+
+
+@pytest.mark.parametrize(
+    "status",
+    [lambda: to_rpc_status(ImageryError("boom")), internal_status],
+    ids=["catalog", "unexpected"],
+)
+def test_internal_errors_carry_the_trace_id_to_report(status: Callable[[], grpc.Status]) -> None:
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("rpc") as span:
+        made = status()
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    (info,) = _unpack(_details(made), error_details_pb2.RequestInfo)
+    assert info.request_id == trace_id
+    assert f"report trace id {trace_id}" in made.details
+    without_span = status()  # telemetry off: still an id to report, unique per failure
+    (other,) = _unpack(_details(without_span), error_details_pb2.RequestInfo)
+    assert len(other.request_id) == 32 and other.request_id in without_span.details
 
 
 @pytest.mark.parametrize(

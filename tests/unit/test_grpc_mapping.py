@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar, cast
@@ -10,6 +11,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
+from imagery.common.errors import InvalidArgument
 from imagery.common.grpc.auth import set_principal
 from imagery.common.grpc.images import image_to_proto
 from imagery.common.ids import new_image_id
@@ -18,16 +20,28 @@ from imagery.delivery.grpc_api import mapping
 from imagery.delivery.grpc_api.servicer import DeliveryServiceServicer, DeliveryUseCases
 from imagery.delivery.use_cases import (
     BatchGetDownloadUrls,
+    BatchGetImages,
     BatchResult,
     DownloadUrl,
     GetDownloadUrl,
     GetImage,
+    ImagePage,
+    ImagesResult,
+    ListImages,
+    UrlFailure,
 )
+from imagery.delivery.watch import WatchImage
 from imagery.upload.grpc_api.mapping import ticket_to_proto
 from imagery.upload.grpc_api.servicer import UploadServiceServicer
-from imagery.upload.use_cases import CreateUploadUrl, DeleteImage, UploadRequest, UploadTicket
+from imagery.upload.use_cases import (
+    CreateUploadUrl,
+    DeleteImage,
+    UpdateImage,
+    UploadRequest,
+    UploadTicket,
+)
 from imagery.v1 import delivery_service_pb2 as dpb
-from imagery.v1 import image_pb2
+from imagery.v1 import errors_pb2, image_pb2
 from imagery.v1 import upload_service_pb2 as upb
 from tests.principals import CALLER
 
@@ -79,18 +93,42 @@ class FakeUseCase(Generic[T]):
         return self.result
 
 
+class FakeWatch:
+    """Yields fixed states and records the keyword arguments of every call."""
+
+    def __init__(self, states: list[ImageRecord]) -> None:
+        self.states = states
+        self.calls: list[dict[str, object]] = []
+
+    async def __call__(
+        self, caller: Principal, **kwargs: object
+    ) -> AsyncGenerator[ImageRecord, None]:
+        assert caller is CALLER, "the servicer passes the authenticated caller"
+        self.calls.append(kwargs)
+        for state in self.states:
+            yield state
+
+
 class Delivery:
-    """The real servicer over three fakes."""
+    """The real servicer over fakes."""
 
     def __init__(self) -> None:
         self.get_image = FakeUseCase(READY)
         self.get_url = FakeUseCase(URL)
-        self.batch = FakeUseCase(BatchResult([URL], [NOT_FOUND]))
+        self.batch = FakeUseCase(
+            BatchResult([URL], [NOT_FOUND], [UrlFailure(NOT_FOUND, "thumb", "IMAGE_NOT_FOUND")])
+        )
+        self.batch_get_images = FakeUseCase(ImagesResult([READY], [NOT_FOUND]))
+        self.list_images = FakeUseCase(ImagePage([READY], "next"))
+        self.watch = FakeWatch([replace(READY, status=ImageStatus.PROCESSING), READY])
         self.servicer = DeliveryServiceServicer(
             DeliveryUseCases(
                 get_image=cast(GetImage, self.get_image),
                 get_url=cast(GetDownloadUrl, self.get_url),
                 batch=cast(BatchGetDownloadUrls, self.batch),
+                batch_get_images=cast(BatchGetImages, self.batch_get_images),
+                list_images=cast(ListImages, self.list_images),
+                watch=cast(WatchImage, self.watch),
             )
         )
 
@@ -102,7 +140,9 @@ def _at(stamp: Timestamp) -> datetime:
 # An async test first: looptime leaks an event loop when a sync test opens the session.
 async def test_upload_servicer_passes_request_fields_and_maps_the_ticket() -> None:
     create, delete = FakeUseCase(TICKET), FakeUseCase(True)
-    servicer = UploadServiceServicer(cast(CreateUploadUrl, create), cast(DeleteImage, delete))
+    servicer = UploadServiceServicer(
+        cast(CreateUploadUrl, create), cast(DeleteImage, delete), cast(UpdateImage, None)
+    )
     request = upb.CreateUploadUrlRequest(content_type="image/png", file_name="cat.png")
     response = await servicer.CreateUploadUrl(request, None)  # type: ignore[arg-type]
     assert create.calls == [{"args": (UploadRequest("image/png", "cat.png"),)}]
@@ -200,6 +240,18 @@ async def test_get_image_passes_the_id_and_maps_the_record() -> None:
     assert response.image == image_to_proto(READY) and response.image.image_id == READY.id
 
 
+async def test_watch_image_passes_the_id_and_maps_each_state() -> None:
+    delivery = Delivery()
+    request = dpb.WatchImageRequest(image_id=READY.id)
+    responses = [r async for r in delivery.servicer.WatchImage(request, None)]  # type: ignore[arg-type]
+    assert delivery.watch.calls == [{"image_id": READY.id}]
+    assert [r.image for r in responses] == [image_to_proto(s) for s in delivery.watch.states]
+    assert [r.image.status for r in responses] == [
+        image_pb2.IMAGE_STATUS_PROCESSING,
+        image_pb2.IMAGE_STATUS_READY,
+    ]
+
+
 @pytest.mark.parametrize(("proto_format", "preference"), PREFERENCES)
 async def test_get_download_url_maps_the_format_to_a_preference(
     proto_format: image_pb2.VariantFormat.ValueType, preference: str
@@ -224,9 +276,62 @@ async def test_batch_passes_ids_in_order_and_maps_the_result(
     request = dpb.BatchGetDownloadUrlsRequest(image_ids=ids, variant="thumb", format=proto_format)
     response = await delivery.servicer.BatchGetDownloadUrls(request, None)  # type: ignore[arg-type]
     assert delivery.batch.calls == [
-        {"image_ids": ids, "variant": "thumb", "preference": preference}
+        {"image_ids": ids, "variant": "thumb", "variants": [], "preference": preference}
     ]
     assert [(u.image_id, u.url, _at(u.expire_time)) for u in response.download_urls] == [
         (URL.image_id, URL.url, EXPIRES)
     ]
     assert list(response.not_found_image_ids) == [NOT_FOUND]
+    assert [(f.image_id, f.variant, f.reason) for f in response.failures] == [
+        (NOT_FOUND, "thumb", errors_pb2.ERROR_REASON_IMAGE_NOT_FOUND)
+    ]
+
+
+async def test_batch_passes_several_variants() -> None:
+    delivery = Delivery()
+    request = dpb.BatchGetDownloadUrlsRequest(image_ids=[URL.image_id], variants=["a", "b"])
+    await delivery.servicer.BatchGetDownloadUrls(request, None)  # type: ignore[arg-type]
+    assert delivery.batch.calls[0]["variants"] == ["a", "b"]
+    assert delivery.batch.calls[0]["variant"] == ""
+
+
+async def test_an_unknown_format_is_refused_not_served_as_webp() -> None:
+    delivery = Delivery()
+    unknown = cast(image_pb2.VariantFormat.ValueType, 9)
+    with pytest.raises(InvalidArgument) as refused:
+        await delivery.servicer.GetDownloadUrl(
+            dpb.GetDownloadUrlRequest(image_id=URL.image_id, variant="small", format=unknown),
+            None,  # type: ignore[arg-type]
+        )
+    assert refused.value.violations[0].field == "format"
+    with pytest.raises(InvalidArgument):
+        await delivery.servicer.BatchGetDownloadUrls(
+            dpb.BatchGetDownloadUrlsRequest(image_ids=[URL.image_id], variant="s", format=unknown),
+            None,  # type: ignore[arg-type]
+        )
+    assert delivery.get_url.calls == [] and delivery.batch.calls == []
+
+
+async def test_batch_get_images_maps_images_and_missing_ids() -> None:
+    delivery = Delivery()
+    request = dpb.BatchGetImagesRequest(image_ids=[READY.id, NOT_FOUND])
+    response = await delivery.servicer.BatchGetImages(request, None)  # type: ignore[arg-type]
+    assert delivery.batch_get_images.calls == [{"image_ids": [READY.id, NOT_FOUND]}]
+    assert list(response.images) == [image_to_proto(READY)]
+    assert list(response.not_found_image_ids) == [NOT_FOUND]
+
+
+async def test_list_images_passes_paging_and_filter() -> None:
+    delivery = Delivery()
+    request = dpb.ListImagesRequest(page_size=5, page_token="t", filter="status = READY")
+    response = await delivery.servicer.ListImages(request, None)  # type: ignore[arg-type]
+    assert delivery.list_images.calls == [
+        {"page_size": 5, "page_token": "t", "filter": "status = READY"}
+    ]
+    assert list(response.images) == [image_to_proto(READY)]
+    assert response.next_page_token == "next"
+
+
+def test_labels_map_to_the_image() -> None:
+    image = image_to_proto(replace(READY, labels={"team": "feed", "env": "prod"}))
+    assert dict(image.labels) == {"team": "feed", "env": "prod"}

@@ -228,6 +228,19 @@ class ImageNotFound(ImageryError):
         )
 
 
+class RequestImageDeleted(ImageNotFound):
+    """A CreateUploadUrl retried with its request id, whose image has been deleted since: the
+    retry cannot answer it, and creates nothing."""
+
+    def __init__(self, image_id: str, request_id: str) -> None:
+        ImageryError.__init__(
+            self,
+            f"Image {image_id}, which request_id {request_id[:64]!r} created, has been deleted: "
+            "send a new request_id to upload again.",
+            metadata={"image_id": image_id, "request_id": request_id[:64]},
+        )
+
+
 class ImageNotReady(ImageryError):
     reason = "IMAGE_NOT_READY"
 

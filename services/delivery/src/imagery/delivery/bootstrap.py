@@ -6,9 +6,14 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 
+import asyncpg
+
 from imagery.common.access import open_access
 from imagery.common.cdn import CloudFrontUrlBuilder
+from imagery.common.db.changes import ChangeBus
+from imagery.common.db.image_states import PostgresImageStates
 from imagery.common.db.images import PostgresImageRepository
+from imagery.common.db.listing import PostgresImageListing
 from imagery.common.db.pool import create_pool
 from imagery.common.grpc.auth import Authenticates, Authenticator
 from imagery.common.grpc.server import GrpcServer
@@ -19,10 +24,13 @@ from imagery.delivery.grpc_api.servicer import DeliveryServiceServicer, Delivery
 from imagery.delivery.ports import ImageReader
 from imagery.delivery.use_cases import (
     BatchGetDownloadUrls,
+    BatchGetImages,
     GetDownloadUrl,
     GetImage,
+    ListImages,
     UrlLifetimes,
 )
+from imagery.delivery.watch import Watchers, WatchImage
 
 
 def build_signer(
@@ -59,6 +67,7 @@ async def build_server(
     )
     authenticator, bus = await open_access(settings.base, pool, stack)
     repository = PostgresImageRepository(pool)
+    listing = PostgresImageListing(pool)
     images: ImageReader = repository
     if settings.target_cache_size > 0:
         cache = ReadyTargetCache(
@@ -68,12 +77,34 @@ async def build_server(
         images = cache
     signer = build_signer(settings, executor)
     lifetimes = UrlLifetimes(settings.base.project_policy)
+    watchers = open_watchers(settings, pool, bus, stack)
     servicer = DeliveryServiceServicer(
         DeliveryUseCases(
             get_image=GetImage(images),
             get_url=GetDownloadUrl(images, signer, settings.presets, lifetimes),
             batch=BatchGetDownloadUrls(images, signer, settings.presets, lifetimes),
+            batch_get_images=BatchGetImages(listing),
+            list_images=ListImages(listing),
+            watch=WatchImage(watchers),
         )
     )
     caller_check = authenticator if authenticates is None else await authenticates(authenticator)
-    return GrpcServer.for_service([servicer.registration()], settings.base, caller_check)
+    server = GrpcServer.for_service([servicer.registration()], settings.base, caller_check)
+    server.on_stop(watchers.close)  # streams end at once on SIGTERM, not after the grace
+    return server
+
+
+def open_watchers(
+    settings: DeliverySettings, pool: asyncpg.Pool, bus: ChangeBus, stack: AsyncExitStack
+) -> Watchers:
+    """WatchImage's hub: hears the change bus, reads Postgres, and closes with `stack`
+    (before the bus and the pool)."""
+    watchers = Watchers(
+        PostgresImageStates(pool),
+        listening=lambda: bus.connected,
+        max_watchers=settings.max_watchers,
+    )
+    bus.subscribe(watchers)
+    watchers.start()
+    stack.push_async_callback(watchers.close)
+    return watchers

@@ -26,6 +26,10 @@ class DeliverySettings:
     target_cache_size: int
     signing_threads: int
     presets: tuple[str, ...]
+    # DELIVERY_MAX_WATCHERS: WatchImage streams this process serves at once; past it a new
+    # one answers RESOURCE_EXHAUSTED SERVER_BUSY with a retry delay. Streams do not count
+    # against GRPC_MAX_CONCURRENT_RPCS (the cap on calls in flight).
+    max_watchers: int = 5_000
 
 
 def _private_key(env: Env) -> PrivateKey:
@@ -81,4 +85,5 @@ def _build(env: Env, base: Settings) -> DeliverySettings:
         presets=tuple(
             p.name for p in parse_presets(env.optional("VARIANT_PRESETS", DEFAULT_PRESETS_SPEC))
         ),
+        max_watchers=env.integer("DELIVERY_MAX_WATCHERS", 5_000, minimum=1),
     )

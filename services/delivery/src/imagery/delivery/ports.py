@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from imagery.common.domain import DownloadTarget, ImageRecord
+from imagery.common.listing import Filter, PagePosition
 
 
 class ImageReader(Protocol):
@@ -18,6 +19,28 @@ class ImageReader(Protocol):
     async def find_download_targets(
         self, project_id: str, image_ids: Sequence[str], preset: str, formats: Sequence[str]
     ) -> list[DownloadTarget]: ...
+
+
+class ImageLister(Protocol):
+    """Reads of several of one project's images at once."""
+
+    async def find_many(self, project_id: str, image_ids: Sequence[str]) -> list[ImageRecord]:
+        """The project's records among `image_ids`, in any order."""
+
+    async def list_page(
+        self, project_id: str, match: Filter | None, after: PagePosition | None, size: int
+    ) -> list[ImageRecord]:
+        """Up to `size` records that `match`, newest first (then by id), after `after`."""
+
+
+class ImageStates(Protocol):
+    """What WatchImage reads: the current records of watched images, many at once."""
+
+    async def read_states(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], ImageRecord]:
+        """The records named by `keys` (project id, image id), keyed the same way; an image
+        that is gone, another project's, or in a deleted project is absent."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
 from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus
 from imagery.common.errors import (
     ImageContentLost,
+    ImageFailed,
     ImageNotFound,
     ImageNotReady,
+    ImageryError,
+    InvalidArgument,
     InvalidImageId,
     NoImageIds,
     TooManyImageIds,
     UnknownVariant,
 )
 from imagery.common.ids import is_image_id, require_image_id
+from imagery.common.listing import PagePosition
 from imagery.common.tenancy import Principal, SettingsPolicy
-from imagery.delivery.ports import ImageReader, UrlSigner
+from imagery.delivery.filtering import parse_filter
+from imagery.delivery.ports import ImageLister, ImageReader, UrlSigner
 from imagery.delivery.variants import PREFERENCES, available, pick_variant
 
 MAX_BATCH = 50
+MAX_VARIANTS = 10
+MAX_IMAGES = 100  # BatchGetImages
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
 
 
 class DownloadUrl(NamedTuple):  # fifty per batch: cheaper to build than a frozen dataclass
@@ -33,10 +45,31 @@ class DownloadUrl(NamedTuple):  # fifty per batch: cheaper to build than a froze
     content_type: str
 
 
+class UrlFailure(NamedTuple):
+    """An image and variant a batch signed no URL for, and why (an ErrorReason name)."""
+
+    image_id: str
+    variant: str
+    reason: str
+
+
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     download_urls: list[DownloadUrl]
+    not_found_image_ids: list[str]  # ids that got no URL at all
+    failures: list[UrlFailure] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ImagesResult:
+    images: list[ImageRecord]
     not_found_image_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePage:
+    images: list[ImageRecord]
+    next_page_token: str
 
 
 class GetImage:
@@ -120,40 +153,165 @@ class GetDownloadUrl(_SignsVariants):
 
 class BatchGetDownloadUrls(_SignsVariants):
     async def __call__(
-        self, caller: Principal, *, image_ids: Sequence[str], variant: str, preference: str
+        self,
+        caller: Principal,
+        *,
+        image_ids: Sequence[str],
+        variant: str = "",
+        preference: str,
+        variants: Sequence[str] = (),
     ) -> BatchResult:
-        ids = _validate_batch(image_ids)
-        _require_preset(variant, self._presets)
-        targets = {
-            t.image_id: t
-            for t in await self._images.find_download_targets(
-                caller.project_id, ids, variant, PREFERENCES[preference]
-            )
-        }
-        found: list[DownloadTarget] = []
-        missing: list[str] = []
-        for image_id in ids:
-            target = targets.get(image_id)
-            if target is not None and target.servable:
-                found.append(target)
-            else:
-                missing.append(image_id)
-        signed = await self._signer.sign_many(
-            [t.key for t in found if t.key], self._lifetimes(caller)
-        )
-        urls = [
-            DownloadUrl(t.image_id, variant, url, signed.expire_time, t.content_type or "")
-            for t, url in zip(found, signed.urls, strict=True)
+        ids = _validate_batch(image_ids, MAX_BATCH)
+        names = _requested_variants(variant, variants, self._presets)
+        project, formats = caller.project_id, PREFERENCES[preference]
+        # per variant, each image's target (one indexed query, or the cache, per variant)
+        found: list[dict[str, DownloadTarget]] = [
+            {
+                t.image_id: t
+                for t in await self._images.find_download_targets(project, ids, name, formats)
+            }
+            for name in names
         ]
-        return BatchResult(urls, missing)
+        servable = [
+            (image_id, name, target)
+            for image_id in ids
+            for name, targets in zip(names, found, strict=True)
+            if (target := targets.get(image_id)) is not None and target.servable
+        ]
+        signed = await self._signer.sign_many(
+            [t.key for _, _, t in servable if t.key], self._lifetimes(caller)
+        )
+        expire = signed.expire_time
+        urls = [
+            DownloadUrl(image_id, name, url, expire, t.content_type or "")
+            for (image_id, name, t), url in zip(servable, signed.urls, strict=True)
+        ]
+        if len(servable) == len(ids) * len(names):
+            return BatchResult(urls, [])
+        failures = await self._failures(project, ids, names, found)
+        signed_ids = {u.image_id for u in urls}
+        return BatchResult(urls, [i for i in ids if i not in signed_ids], failures)
+
+    async def _failures(
+        self,
+        project: str,
+        ids: Sequence[str],
+        names: Sequence[str],
+        found: Sequence[dict[str, DownloadTarget]],
+    ) -> list[UrlFailure]:
+        failures: list[UrlFailure] = []
+        lost: dict[str, bool] = {}  # READY images without the variant: content lost?
+        for image_id in ids:
+            for name, targets in zip(names, found, strict=True):
+                target = targets.get(image_id)
+                if target is not None and target.servable:
+                    continue
+                if target is None:
+                    reason = ImageNotFound.reason
+                elif target.status is ImageStatus.FAILED:
+                    reason = ImageFailed.reason
+                elif target.status is not ImageStatus.READY:
+                    reason = ImageNotReady.reason
+                else:
+                    if image_id not in lost:
+                        record = await self._images.find_by_id(project, image_id)
+                        lost[image_id] = record is not None and not record.variants
+                    reason = ImageContentLost.reason if lost[image_id] else UnknownVariant.reason
+                failures.append(UrlFailure(image_id, name, reason))
+        return failures
 
 
-def _validate_batch(image_ids: Sequence[str]) -> list[str]:
+class BatchGetImages:
+    def __init__(self, images: ImageLister) -> None:
+        self._images = images
+
+    async def __call__(self, caller: Principal, *, image_ids: Sequence[str]) -> ImagesResult:
+        ids = _validate_batch(image_ids, MAX_IMAGES)
+        by_id = {r.id: r for r in await self._images.find_many(caller.project_id, ids)}
+        return ImagesResult(
+            [by_id[i] for i in ids if i in by_id], [i for i in ids if i not in by_id]
+        )
+
+
+class ListImages:
+    def __init__(self, images: ImageLister) -> None:
+        self._images = images
+
+    async def __call__(
+        self, caller: Principal, *, page_size: int, page_token: str, filter: str
+    ) -> ImagePage:
+        if page_size < 0 or page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument(
+                "page_size",
+                f"is {page_size}",
+                f"ask for 1 to {MAX_PAGE_SIZE} images (0 means {DEFAULT_PAGE_SIZE})",
+            )
+        size = page_size or DEFAULT_PAGE_SIZE
+        match = parse_filter(filter)
+        after = _read_token(page_token, filter) if page_token else None
+        records = await self._images.list_page(caller.project_id, match, after, size + 1)
+        if len(records) <= size:
+            return ImagePage(records, "")
+        last = records[size - 1]
+        assert last.created_at is not None
+        return ImagePage(
+            records[:size], _write_token(PagePosition(last.created_at, last.id), filter)
+        )
+
+
+def _requested_variants(variant: str, variants: Sequence[str], presets: Sequence[str]) -> list[str]:
+    """`variant` first, then `variants`, each once; each must be a configured preset."""
+    names = list(dict.fromkeys([variant, *variants] if variant else variants))
+    if len(names) > MAX_VARIANTS:
+        raise InvalidArgument(
+            "variants",
+            f"names {len(names)} distinct presets",
+            f"ask for at most {MAX_VARIANTS} per call",
+        )
+    for name in names or [variant]:
+        _require_preset(name, presets)
+    return names
+
+
+# A page token is the last image of the page (the keyset) and a digest of the filter it was
+# made for: opaque to callers, and refused with another filter. It reveals nothing the caller
+# could not read: its own image's id and creation time.
+def _filter_digest(filter: str) -> str:
+    return hashlib.sha256(filter.encode()).hexdigest()[:16]
+
+
+def _write_token(position: PagePosition, filter: str) -> str:
+    raw = json.dumps(
+        {"t": position.created_at.isoformat(), "i": position.image_id, "f": _filter_digest(filter)},
+        separators=(",", ":"),
+    )
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _read_token(token: str, filter: str) -> PagePosition:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        position = PagePosition(datetime.fromisoformat(raw["t"]), require_image_id(raw["i"]))
+        digest = raw["f"]
+    except (ValueError, KeyError, TypeError, ImageryError):
+        raise InvalidArgument(
+            "page_token", "is not a token ListImages made", "send next_page_token as received"
+        ) from None
+    if digest != _filter_digest(filter):
+        raise InvalidArgument(
+            "page_token",
+            "was made for another filter",
+            "send the same filter as the call that returned it, or start without a token",
+        )
+    return position
+
+
+def _validate_batch(image_ids: Sequence[str], most: int) -> list[str]:
     if not image_ids:
-        raise NoImageIds(MAX_BATCH)
+        raise NoImageIds(most)
     ids = list(dict.fromkeys(image_ids))  # duplicates collapse; first appearance order kept
-    if len(ids) > MAX_BATCH:
-        raise TooManyImageIds(len(ids), MAX_BATCH)
+    if len(ids) > most:
+        raise TooManyImageIds(len(ids), most)
     if all(map(is_image_id, ids)):  # the common case, without building a list
         return ids
     raise InvalidImageId(

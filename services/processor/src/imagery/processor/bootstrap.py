@@ -11,6 +11,7 @@ from imagery.common.aws.clients import s3_client, sqs_client
 from imagery.common.db.deletions import DELETION_FEED_RETENTION_SECONDS, PostgresDeletionFeed
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.pool import create_pool
+from imagery.common.db.upload_requests import PostgresUploadRequests
 from imagery.common.grpc.server import GrpcServer
 from imagery.common.runner import stop_on_signals
 from imagery.processor.adapters.admin_jobs import PostgresAdminJobs
@@ -144,6 +145,7 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
             ("unreferenced content", collector.sweep),
             ("unfinished uploads", reaper.sweep),
             ("deletion feed", prune_deletion_feed),
+            ("expired request ids", PostgresUploadRequests(pool).prune),
             ("dead letters", RedriveDeadLetters(dead_letters, queue, probe)),
             ("operator jobs", RunAdminJobs(PostgresAdminJobs(pool), store)),
             (

@@ -1,6 +1,6 @@
 """The processor's periodic work beside the consumer: sweeps (content deletion, unfinished
-uploads, the deletion feed, dead letters, the reconciler) every interval or at their own
-pace, and the dead-letter queue's depth as a gauge."""
+uploads, the deletion feed, expired request ids, dead letters, the reconciler) every
+interval or at their own pace, and the dead-letter queue's depth as a gauge."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from imagery.common.aws.clients import s3_client_and_credentials
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.pool import create_pool
 from imagery.common.db.projects import PostgresProjects
+from imagery.common.db.upload_requests import PostgresUploadRequests
 from imagery.common.grpc.auth import Authenticates, Authenticator
 from imagery.common.grpc.server import GrpcServer
 from imagery.upload.adapters.s3 import S3UploadUrls
@@ -17,7 +18,7 @@ from imagery.upload.config import UploadSettings
 from imagery.upload.grpc_api.projects import ProjectServiceServicer
 from imagery.upload.grpc_api.servicer import UploadServiceServicer
 from imagery.upload.projects import ProjectAdmin
-from imagery.upload.use_cases import CreateUploadUrl, DeleteImage
+from imagery.upload.use_cases import CreateUploadUrl, DeleteImage, UpdateImage
 
 
 async def build_server(
@@ -41,9 +42,14 @@ async def build_server(
     policy = base.project_policy
     upload = UploadServiceServicer(
         CreateUploadUrl(
-            images, uploads, expiry_seconds=base.upload_url_expiry_seconds, policy=policy
+            images,
+            uploads,
+            requests=PostgresUploadRequests(pool),
+            expiry_seconds=base.upload_url_expiry_seconds,
+            policy=policy,
         ),
         DeleteImage(images, uploads),
+        UpdateImage(images),
     )
     projects = ProjectServiceServicer(
         ProjectAdmin(

@@ -5,7 +5,7 @@ use."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -13,6 +13,7 @@ from typing import Protocol
 from imagery.common.api_keys import NewKey
 from imagery.common.domain import DeletedImage, DownloadTarget, ImageRecord, ImageStatus
 from imagery.common.quotas import UNLIMITED, Quotas
+from imagery.common.request_ids import UsedRequestId
 from imagery.common.tenancy import (
     NO_KEY_LIMITS,
     Actor,
@@ -26,12 +27,15 @@ from imagery.common.tenancy import (
 __all__ = [
     "ApiKeyInfo",
     "ImageDeleter",
+    "ImageLabeler",
     "ImageRepository",
     "NewKey",
     "ObjectDeleter",
     "PresignedUpload",
     "ProjectStore",
+    "UploadRequests",
     "UploadSigner",
+    "UsedRequestId",
 ]
 
 
@@ -61,6 +65,11 @@ class ImageRepository(Protocol):
         saves are admitted one after another, never past a quota."""
 
     async def find_by_id(self, project_id: str, image_id: str) -> ImageRecord | None: ...
+
+    async def update_labels(
+        self, project_id: str, image_id: str, labels: Mapping[str, str], *, principal: str
+    ) -> ImageRecord | None:
+        """As `ImageLabeler.update_labels`."""
 
     async def find_for_processing(self, image_id: str) -> ImageRecord | None:
         """The record in whichever project holds it."""
@@ -96,6 +105,36 @@ class ImageRepository(Protocol):
         """`pending` -> `processing`, or re-claim a `processing` record untouched for
         `stale_after_seconds` (its worker crashed). None when someone else owns it or it
         is already terminal. The record carries its project's content scope and settings."""
+
+
+class ImageLabeler(Protocol):
+    async def update_labels(
+        self, project_id: str, image_id: str, labels: Mapping[str, str], *, principal: str
+    ) -> ImageRecord | None:
+        """Replace the labels of the project's image and move its `updated_at`, audited as
+        `principal`'s, in one transaction; the record as it now is, or None when the project
+        has no such image."""
+        ...
+
+
+class UploadRequests(Protocol):
+    """CreateUploadUrl's request ids (`imagery.common.db.upload_requests`), kept per project
+    for `REQUEST_ID_RETENTION_SECONDS`."""
+
+    async def save_once(
+        self,
+        record: ImageRecord,
+        request_id: str,
+        fingerprint: str,
+        *,
+        principal: str,
+        quotas: Quotas = UNLIMITED,
+    ) -> UsedRequestId | None:
+        """Save `record` as `ImageRepository.save` does, with `request_id` (and `fingerprint`,
+        the call's other fields) for it, in one transaction: None. Unless the project used
+        `request_id` within the retention: then nothing is saved and that use is returned.
+        Concurrent calls with one new request id save one record; the others return it."""
+        ...
 
 
 class ImageDeleter(Protocol):

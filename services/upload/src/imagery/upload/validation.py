@@ -1,10 +1,13 @@
-"""What CreateUploadUrl accepts: exact-match content types, displayable file names, and a
-declared size and checksum S3 can hold the upload to."""
+"""What CreateUploadUrl accepts: exact-match content types, displayable file names, a
+declared size and checksum S3 can hold the upload to, labels and request ids; and what
+UpdateImage's mask may name."""
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
+from collections.abc import Mapping, Sequence
 
 from imagery.common.errors import InvalidArgument, InvalidFileName, UnsupportedContentType
 from imagery.common.formats import ALLOWED_CONTENT_TYPES
@@ -14,6 +17,12 @@ MAX_FILE_NAME_CHARS = 255
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 UPLOAD_METHODS = ("PUT", "POST")
+MAX_LABELS = 64
+_LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# What UpdateImage can change ("*" names them all).
+UPDATABLE_IMAGE_FIELDS = ("labels",)
 
 
 def validate_content_type(
@@ -78,3 +87,63 @@ def validate_sha256(sha256: str) -> str | None:
         f"is not 64 lower-case hex characters ({len(sha256)} characters given)",
         "send hashlib.sha256(data).hexdigest() of the exact bytes you upload",
     )
+
+
+def validate_labels(labels: Mapping[str, str], field: str = "labels") -> dict[str, str]:
+    """`Image.labels`' rules: at most 64; keys 1-63 and values 0-63 of lower-case letters,
+    digits, `_` and `-`, keys starting with a letter. The first bad entry (in key order) is
+    the one named."""
+    if len(labels) > MAX_LABELS:
+        raise InvalidArgument(
+            field, f"has {len(labels)} entries, more than {MAX_LABELS}", "send at most 64 labels"
+        )
+    for key in sorted(labels):
+        entry = f"{field}[{json.dumps(key[:70], ensure_ascii=False)}]"
+        if not _LABEL_KEY.fullmatch(key):
+            raise InvalidArgument(
+                entry,
+                "is not a valid label key",
+                "use 1-63 lower-case letters, digits, _ and -, starting with a letter",
+            )
+        if not _LABEL_VALUE.fullmatch(labels[key]):
+            raise InvalidArgument(
+                entry,
+                f"has the value {labels[key][:70]!r}, which is not a valid label value",
+                "use 0-63 lower-case letters, digits, _ and -",
+            )
+    return dict(labels)
+
+
+def validate_request_id(request_id: str) -> str | None:
+    """ "" is "no request id"."""
+    if not request_id:
+        return None
+    if _REQUEST_ID.fullmatch(request_id):
+        return request_id
+    raise InvalidArgument(
+        "request_id",
+        f"is not 1-64 letters, digits, '.', '_', ':' or '-' ({len(request_id)} characters given)",
+        "send a UUID, made once per request and sent again only with its retries",
+    )
+
+
+def validate_update_mask(
+    paths: Sequence[str], updatable: Sequence[str] = UPDATABLE_IMAGE_FIELDS
+) -> tuple[str, ...]:
+    """AIP-134 as UpdateProject applies it: the paths named, each one that can change; "*"
+    names every field that can."""
+    names = ", ".join(updatable)
+    if not paths:
+        raise InvalidArgument(
+            "update_mask", "is empty", f'name the fields to change: {names} (or "*")'
+        )
+    if "*" in paths:
+        return tuple(updatable)
+    unknown = [p for p in paths if p not in updatable]
+    if unknown:
+        raise InvalidArgument(
+            "update_mask",
+            f"names {unknown[0][:80]!r}, which cannot be changed",
+            f'name only {names} (or "*")',
+        )
+    return tuple(dict.fromkeys(paths))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -33,6 +33,14 @@ _VARIANTS = """(SELECT jsonb_agg(jsonb_build_object(
                FROM image_variants v WHERE v.sha256 = r.sha256) AS variants"""
 _COLUMNS = f"{_RECORD_COLUMNS}, {_VARIANTS}"
 _SELECT = f"SELECT {_COLUMNS} FROM image_records r"
+
+
+def select_records() -> str:
+    """`SELECT <every record column and its variants> FROM image_records r`, for other
+    modules' WHERE clauses (read with `record_from_row`)."""
+    return _SELECT
+
+
 # Delivery's hot path: an indexed join that returns, per image, only the requested preset in
 # the acceptable formats (at most a couple of short rows), never the whole variant set.
 _SELECT_DOWNLOAD_TARGETS = """
@@ -50,16 +58,29 @@ _INSERT = """
 WITH saved AS (
     INSERT INTO image_records
            (id, status, content_type, file_name, object_key, size_bytes, trace_context,
-            project_id, reserved_bytes)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $11 {quotas}
+            project_id, reserved_bytes, labels)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $11, $12::jsonb {quotas}
     RETURNING id)
 INSERT INTO audit_events (project_id, principal, action, target, trace_id, outcome)
 SELECT $8, $9, 'image.create', 'images/' || id, $10, 'ok' FROM saved"""
 _SAVE = _INSERT.format(quotas="")
 _SAVE_WITHIN_QUOTAS = _INSERT.format(
-    quotas="FROM (SELECT set_config('imagery.quotas', $12, true)) AS quotas"
+    quotas="FROM (SELECT set_config('imagery.quotas', $13, true)) AS quotas"
 )
 _PAST_A_QUOTA = "IQ001"
+
+# UpdateImage: the labels replaced and the change audited in one statement; the record is
+# read back from the UPDATE itself (a later SELECT in the statement would see the old row).
+# The 0015 trigger announces the change on the change bus when it commits.
+_UPDATE_LABELS = f"""
+WITH changed AS (
+    UPDATE image_records SET labels = $3::jsonb, updated_at = now()
+     WHERE id = $1 AND project_id = $2
+    RETURNING *),
+audited AS (
+    INSERT INTO audit_events (project_id, principal, action, target, trace_id, outcome, details)
+    SELECT $2, $4, 'image.update', 'images/' || id, $5, 'ok', $6::jsonb FROM changed)
+SELECT {_COLUMNS} FROM changed r"""
 
 
 # The record and its content reference in one statement, so the project's usage row (its
@@ -84,6 +105,9 @@ WITH feed AS (INSERT INTO image_deletions (image_id) VALUES ($1)),
 SELECT pg_notify('imagery_changes', 'image:' || $1)"""
 
 
+T = TypeVar("T")
+
+
 class PostgresImageRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -94,6 +118,20 @@ class PostgresImageRepository:
     ) -> None:
         """Insert a new record and its `image.create` audit event by `principal`; with
         `quotas`, only if the project's usage leaves room (else raise `QuotaExceeded`)."""
+        await self.save_unless(record, principal=principal, quotas=quotas)
+
+    @translates_postgres_errors
+    async def save_unless(
+        self,
+        record: ImageRecord,
+        *,
+        principal: str,
+        quotas: Quotas = UNLIMITED,
+        taken: Callable[[asyncpg.pool.PoolConnectionProxy], Awaitable[T | None]] | None = None,
+    ) -> T | None:
+        """`save`, unless `taken`, run first on the same connection and in the same
+        transaction, answers something: then nothing is inserted and that is returned. What
+        `taken` writes (a request id's claim) commits with the record, or neither does."""
         values = (
             record.id,
             record.status.value,
@@ -106,18 +144,23 @@ class PostgresImageRepository:
             principal,
             trace_id_of(record.trace_context),
             record.reserved_bytes,
+            json.dumps(record.labels),
         )
+        limits = "|".join(
+            map(str, (record.project_id, quotas.images, quotas.bytes, quotas.uploads_per_day))
+        )
+        statement, extra = (_SAVE, ()) if quotas.unlimited else (_SAVE_WITHIN_QUOTAS, (limits,))
         try:
-            if quotas.unlimited:
-                await self._pool.execute(_SAVE, *values)
-                return
-            limits = "|".join(
-                map(str, (record.project_id, quotas.images, quotas.bytes, quotas.uploads_per_day))
-            )
             for _ in range(3):
                 try:
-                    await self._pool.execute(_SAVE_WITHIN_QUOTAS, *values, limits)
-                    return
+                    if taken is None:
+                        await self._pool.execute(statement, *values, *extra)
+                        return None
+                    async with self._pool.acquire() as conn, conn.transaction():
+                        answer = await taken(conn)
+                        if answer is None:
+                            await conn.execute(statement, *values, *extra)
+                        return answer
                 except asyncpg.PostgresError as exc:
                     if exc.sqlstate != _PAST_A_QUOTA:
                         raise
@@ -184,6 +227,24 @@ class PostgresImageRepository:
                 return None
             await conn.execute(_DELETED, image_id, project_id, principal, current_trace_id())
         return DeletedImage(image_id, _STATUSES[row["status"]], row["object_key"], row["sha256"])
+
+    @translates_postgres_errors
+    async def update_labels(
+        self, project_id: str, image_id: str, labels: Mapping[str, str], *, principal: str
+    ) -> ImageRecord | None:
+        """Replace the labels of the project's image (and move `updated_at`), audited as
+        `principal`'s `image.update`; the record as it now is, or None when the project has
+        no such image."""
+        row = await self._pool.fetchrow(
+            _UPDATE_LABELS,
+            image_id,
+            project_id,
+            json.dumps(dict(labels)),
+            principal,
+            current_trace_id(),
+            json.dumps({"update_mask": ["labels"]}),
+        )
+        return None if row is None else record_from_row(row)
 
     @translates_postgres_errors
     async def update_status(

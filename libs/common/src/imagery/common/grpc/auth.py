@@ -33,10 +33,14 @@ log = logging.getLogger(__name__)
 
 METHOD_SCOPES: dict[str, Scope] = {
     "/imagery.v1.UploadService/CreateUploadUrl": Scope.IMAGES_CREATE,
+    "/imagery.v1.UploadService/UpdateImage": Scope.IMAGES_CREATE,
     "/imagery.v1.UploadService/DeleteImage": Scope.IMAGES_DELETE,
     "/imagery.v1.DeliveryService/GetImage": Scope.IMAGES_READ,
     "/imagery.v1.DeliveryService/GetDownloadUrl": Scope.IMAGES_READ,
     "/imagery.v1.DeliveryService/BatchGetDownloadUrls": Scope.IMAGES_READ,
+    "/imagery.v1.DeliveryService/WatchImage": Scope.IMAGES_READ,  # server streaming
+    "/imagery.v1.DeliveryService/BatchGetImages": Scope.IMAGES_READ,
+    "/imagery.v1.DeliveryService/ListImages": Scope.IMAGES_READ,
     **{
         f"/imagery.v1.ProjectService/{rpc}": Scope.PROJECTS_ADMIN
         for rpc in (

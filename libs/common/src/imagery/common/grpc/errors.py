@@ -3,15 +3,30 @@ for invalid arguments, BadRequest field violations)."""
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from imagery.common import errors
+from imagery.common.telemetry import current_trace_id
 
 ERROR_DOMAIN = "imagery"
-INTERNAL_MESSAGE = "imagery hit an internal error: retry, and report the trace id if it persists."
+
+
+def _internal_message(request_id: str) -> str:
+    return (
+        f"imagery hit an internal error: retry, and report trace id {request_id} (also in the "
+        "RequestInfo detail) if it persists."
+    )
+
+
+def _request_id() -> str:
+    """What the caller reports for an INTERNAL error: the trace id, which finds the logs."""
+    return current_trace_id() or uuid.uuid4().hex
+
 
 # Every condition in the catalog and the status it answers with. A class missing here answers
 # INTERNAL (its message hidden); tests/unit/test_error_catalog.py keeps the table complete.
@@ -57,7 +72,8 @@ def _pack(
     message: error_details_pb2.ErrorInfo
     | error_details_pb2.BadRequest
     | error_details_pb2.RetryInfo
-    | error_details_pb2.QuotaFailure,
+    | error_details_pb2.QuotaFailure
+    | error_details_pb2.RequestInfo,
 ) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
@@ -66,7 +82,6 @@ def _pack(
 
 def to_rpc_status(exc: errors.ImageryError) -> grpc.Status:
     code = status_code_for(exc)
-    message = exc.message if code is not grpc.StatusCode.INTERNAL else INTERNAL_MESSAGE
     details = [
         _pack(
             error_details_pb2.ErrorInfo(
@@ -74,6 +89,12 @@ def to_rpc_status(exc: errors.ImageryError) -> grpc.Status:
             )
         )
     ]
+    if code is grpc.StatusCode.INTERNAL:
+        request_id = _request_id()
+        message = _internal_message(request_id)
+        details.append(_pack(error_details_pb2.RequestInfo(request_id=request_id)))
+    else:
+        message = exc.message
     if exc.quota_violations:
         details.append(
             _pack(
@@ -107,9 +128,15 @@ def to_rpc_status(exc: errors.ImageryError) -> grpc.Status:
 
 
 def internal_status() -> grpc.Status:
+    """An unexpected failure: a generic message, and the trace id to report in the message and
+    in a RequestInfo detail."""
+    request_id = _request_id()
     status = status_pb2.Status(
         code=code_pb2.INTERNAL,
-        message=INTERNAL_MESSAGE,
-        details=[_pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=ERROR_DOMAIN))],
+        message=_internal_message(request_id),
+        details=[
+            _pack(error_details_pb2.ErrorInfo(reason="INTERNAL", domain=ERROR_DOMAIN)),
+            _pack(error_details_pb2.RequestInfo(request_id=request_id)),
+        ],
     )
     return rpc_status.to_status(status)

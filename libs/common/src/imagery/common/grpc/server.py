@@ -4,10 +4,12 @@ reflection, the error-mapping edge, a small receive limit, and graceful shutdown
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,7 @@ from imagery.common.grpc.errors import internal_status, status_code_for, to_rpc_
 from imagery.common.grpc.rate_limits import RateLimits
 from imagery.common.grpc.tls import TlsFiles, server_credentials
 from imagery.common.runner import stop_on_signals
+from imagery.common.tenancy import Principal
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +83,17 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        if handler.unary_unary is None:  # streams: only health and reflection, always open
-            open_ = handler_call_details.method.startswith((HEALTH_PREFIX, *REFLECTION_PREFIXES))
-            return handler if open_ or self._auth is None else None  # None: UNIMPLEMENTED
         method = handler_call_details.method
+        if handler.unary_unary is None:
+            if method.startswith((HEALTH_PREFIX, *REFLECTION_PREFIXES)):
+                return handler  # health's Watch and reflection: always open
+            if handler.unary_stream is None:  # client streaming: nothing serves it yet
+                return handler if self._auth is None else None  # None: UNIMPLEMENTED
+            return grpc.unary_stream_rpc_method_handler(
+                self._guard_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         behavior = handler.unary_unary
         health = method.startswith(HEALTH_PREFIX)
         auth = None if health else self._auth
@@ -101,40 +111,21 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
                     counted = True
                 if auth is None:
                     return await behavior(request, context)  # type: ignore[arg-type]
-                metadata = _authorization(context)
-                principal = await auth.authenticate(
-                    metadata, lambda: peer_identity(context.auth_context())
-                )
-                authorize(principal, method)
-                if self._limits is not None:
-                    await self._limits.check(principal, method)
-                if VIA_HEADER in metadata:
-                    principal = dataclasses.replace(principal, via=metadata[VIA_HEADER][:100])
-                token = set_principal(principal)
+                token = set_principal(await self._admit(method, context, auth))
                 try:
                     return await behavior(request, context)  # type: ignore[arg-type]
                 finally:
                     reset_principal(token)
             except ImageryError as exc:
                 code = status_code_for(exc)
-                if code is grpc.StatusCode.INTERNAL:
-                    log.error("rpc failed", exc_info=exc, extra={"rpc": method})
-                elif code is grpc.StatusCode.UNAVAILABLE:
-                    cause = exc.__cause__ or exc
-                    log.warning(
-                        "rpc failed: a dependency is unavailable",
-                        extra={"rpc": method, "error": f"{type(cause).__name__}: {cause}"},
-                    )
-                status = to_rpc_status(exc)
-                await context.abort(status.code, status.details, status.trailing_metadata)
+                await _abort(context, method, exc, code)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 code = context.code() or grpc.StatusCode.CANCELLED
                 raise
             except Exception:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("rpc failed with an unexpected error", extra={"rpc": method})
-                status = internal_status()
-                await context.abort(status.code, status.details, status.trailing_metadata)
+                await _abort_internal(context)
             finally:
                 if counted:
                     self.in_flight -= 1
@@ -145,6 +136,93 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+    def _guard_stream(
+        self, method: str, behavior: Callable[..., Any]
+    ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncGenerator[Any, None]]:
+        """A server-streaming method at the same edge as a unary one, but outside the
+        concurrent-call cap: a stream may stay open for minutes (its service caps how many
+        it serves), and counting it would starve the unary calls. An async generator, as
+        gRPC and its OpenTelemetry instrumentation expect of a streaming handler."""
+        auth = self._auth
+
+        async def guarded(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncGenerator[Any, None]:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                if auth is not None:  # the RPC's own task: the principal goes with its context
+                    set_principal(await self._admit(method, context, auth))
+                async with contextlib.aclosing(_responses(behavior, request, context)) as out:
+                    async for response in out:
+                        yield response
+            except ImageryError as exc:
+                code = status_code_for(exc)
+                await _abort(context, method, exc, code)
+            except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
+                code = context.code() or grpc.StatusCode.CANCELLED
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("rpc failed with an unexpected error", extra={"rpc": method})
+                await _abort_internal(context)
+            finally:
+                _log_rpc(method, code, started)
+
+        return guarded
+
+    async def _admit(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any], auth: Authenticates
+    ) -> Principal:
+        """The caller: authenticated, allowed `method`, and within its rate limits."""
+        metadata = _authorization(context)
+        principal = await auth.authenticate(metadata, lambda: peer_identity(context.auth_context()))
+        authorize(principal, method)
+        if self._limits is not None:
+            await self._limits.check(principal, method)
+        if VIA_HEADER in metadata:
+            principal = dataclasses.replace(principal, via=metadata[VIA_HEADER][:100])
+        return principal
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any],
+    method: str,
+    exc: ImageryError,
+    code: grpc.StatusCode,
+) -> None:
+    """End the call with the error's rich status (raises AbortError)."""
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("rpc failed", exc_info=exc, extra={"rpc": method})
+    elif code is grpc.StatusCode.UNAVAILABLE:
+        cause = exc.__cause__ or exc
+        log.warning(
+            "rpc failed: a dependency is unavailable",
+            extra={"rpc": method, "error": f"{type(cause).__name__}: {cause}"},
+        )
+    status = to_rpc_status(exc)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+async def _abort_internal(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """End the call INTERNAL with a generic message: the cause is logged, never sent."""
+    status = internal_status()
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+async def _responses(
+    behavior: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext[Any, Any]
+) -> AsyncGenerator[Any, None]:
+    """A streaming servicer method's responses. An async generator is closed whatever ends
+    the stream, so its `finally` blocks run then, not whenever it is garbage collected; a
+    method that writes its own responses yields none here."""
+    if not inspect.isasyncgenfunction(behavior):
+        await behavior(request, context)
+        return
+    async with contextlib.aclosing(behavior(request, context)) as responses:
+        async for response in responses:
+            yield response
 
 
 def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
@@ -186,16 +264,18 @@ def _log_rpc(method: str, code: Any, started: float) -> None:
 
 
 def _require_scopes(names: Sequence[str]) -> None:
-    """Fail closed at start: every method served behind authentication is unary and has a
-    scope in METHOD_SCOPES, so no new RPC is open to everyone by omission."""
+    """Fail closed at start: every method served behind authentication is unary or server
+    streaming (the two kinds the edge guards) and has a scope in METHOD_SCOPES, so no new
+    RPC is open to everyone by omission."""
     pool = descriptor_pool.Default()
     for name in names:
         for method in pool.FindServiceByName(name).methods:
             path = f"/{name}/{method.name}"
-            if method.client_streaming or method.server_streaming or path not in METHOD_SCOPES:
+            if method.client_streaming or path not in METHOD_SCOPES:
                 raise RuntimeError(
                     f"{path} is served without a scope: add it to METHOD_SCOPES "
-                    "(imagery.common.grpc.auth); streaming methods need their own guard."
+                    "(imagery.common.grpc.auth); client-streaming methods need a guard of "
+                    "their own in ErrorMappingInterceptor."
                 )
 
 
@@ -230,6 +310,7 @@ class GrpcServer:
             authenticator, max_concurrent_rpcs=max_concurrent_rpcs, rate_limits=rate_limits
         )
         self._rate_limits = rate_limits
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
         options: list[tuple[str, int]] = [
             ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
@@ -319,9 +400,18 @@ class GrpcServer:
         )
         return self.port
 
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Await `callback` when stopping, once health says NOT_SERVING and before the
+        drain: for what must end its calls itself, such as streams that would otherwise hold
+        the shutdown for the whole grace."""
+        self._on_stop.append(callback)
+
     async def stop(self) -> None:
-        """Health NOT_SERVING first (load balancers stop sending), then drain within the grace."""
+        """Health NOT_SERVING first (load balancers stop sending), then the `on_stop`
+        callbacks, then drain within the grace."""
         await self.health.enter_graceful_shutdown()
+        for callback in self._on_stop:
+            await callback()
         await self.server.stop(self.grace_seconds)
         if self._health_server is not None:
             await self._health_server.stop(0)

@@ -33,6 +33,7 @@ _CACHE = _METER.create_counter(
     "imagery.delivery.signature_cache.lookups",
     description="Signed-URL cache lookups by result (hit ratio = hit / all)",
 )
+_HIT, _MISS = {"result": "hit"}, {"result": "miss"}
 
 
 class CachedCloudFrontSigner:
@@ -58,6 +59,7 @@ class CachedCloudFrontSigner:
         self._threads = max(1, threads)
         self._clock = clock
         self._key_type = key_type(builder.key)
+        self._signed_attributes = {"key_type": self._key_type}
         self.hits = 0
         self.misses = 0
         self.sign_cost_seconds = _measure_sign_cost(builder)
@@ -88,20 +90,26 @@ class CachedCloudFrontSigner:
         expiry = expiry_seconds or self._expiry
         expires = self.expires_at(expiry)
         cache = self._cache_for(expiry, expires)
-        missing = [k for k in dict.fromkeys(object_keys) if k not in cache]
+        unique = dict.fromkeys(object_keys)
+        missing = [k for k in unique if k not in cache] if cache else list(unique)
         hits = len(object_keys) - len(missing)
         self.hits += hits
         self.misses += len(missing)
-        _CACHE.add(hits, {"result": "hit"})
-        _CACHE.add(len(missing), {"result": "miss"})
-        fresh: dict[str, str] = {}
-        if missing:
-            fresh = await self._sign(missing, expires)
-            _SIGNED.add(len(fresh), {"key_type": self._key_type})
-            room = self._cache_size - len(cache)
-            if room > 0:
-                cache.update(fresh if len(fresh) <= room else dict(list(fresh.items())[:room]))
-        urls = [cache.get(key) or fresh[key] for key in object_keys]
+        if hits:
+            _CACHE.add(hits, _HIT)
+        if not missing:
+            urls = [cache[key] for key in object_keys]
+            return SignedUrls(urls, datetime.fromtimestamp(expires, UTC))
+        _CACHE.add(len(missing), _MISS)
+        fresh = await self._sign(missing, expires)
+        _SIGNED.add(len(fresh), self._signed_attributes)
+        room = self._cache_size - len(cache)
+        if room > 0:
+            cache.update(fresh if len(fresh) <= room else dict(list(fresh.items())[:room]))
+        if hits:
+            urls = [fresh.get(key) or cache[key] for key in object_keys]
+        else:  # a cold batch: every URL is fresh
+            urls = [fresh[key] for key in object_keys]
         return SignedUrls(urls, datetime.fromtimestamp(expires, UTC))
 
     async def _sign(self, keys: list[str], expires: int) -> dict[str, str]:

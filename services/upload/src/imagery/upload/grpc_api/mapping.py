@@ -30,6 +30,8 @@ def upload_request(message: pb.CreateUploadUrlRequest) -> UploadRequest:
         size_bytes=message.size_bytes if message.HasField("size_bytes") else None,
         sha256=message.sha256,
         method=message.upload_method,
+        labels=dict(message.labels),
+        request_id=message.request_id,
     )
 
 
