@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import Callable, Coroutine, Iterator
@@ -34,6 +35,15 @@ class _BoundedWaitPool(asyncpg.Pool):
 
     def acquire(self, *, timeout: float | None = None) -> Any:
         return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+    async def _acquire(self, timeout: float | None) -> Any:
+        # asyncpg bounds the wait with asyncio.wait_for, which on Python 3.11 runs the
+        # acquisition as a task of its own: an extra event-loop round per query even when a
+        # connection is idle. A deadline on the current task bounds it the same way.
+        if timeout is None:
+            return await super()._acquire(None)  # type: ignore[misc]
+        async with asyncio.timeout(timeout):
+            return await super()._acquire(None)  # type: ignore[misc]
 
 
 async def create_pool(
