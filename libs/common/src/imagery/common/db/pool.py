@@ -36,7 +36,7 @@ class _BoundedWaitPool(asyncpg.Pool):
     def acquire(self, *, timeout: float | None = None) -> Any:
         return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
 
-    async def _acquire(self, timeout: float | None) -> Any:
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 (asyncpg's signature)
         # asyncpg bounds the wait with asyncio.wait_for, which on Python 3.11 runs the
         # acquisition as a task of its own: an extra event-loop round per query even when a
         # connection is idle. A deadline on the current task bounds it the same way.
