@@ -131,6 +131,11 @@ class InMemoryImageRepository:
         record = self.records.get(image_id)
         return record if record is not None and record.project_id == project_id else None
 
+    async def find_many(self, project_id: str, image_ids: Sequence[str]) -> list[ImageRecord]:
+        self.queries += 1
+        wanted = set(image_ids)
+        return [r for r in self.records.values() if r.id in wanted and r.project_id == project_id]
+
     async def find_for_processing(self, image_id: str) -> ImageRecord | None:
         self.queries += 1
         return self.records.get(image_id)

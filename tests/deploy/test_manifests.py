@@ -434,7 +434,7 @@ def test_the_example_secrets_give_each_workload_its_own_credentials() -> None:
 DOCUMENTED_TABLE_GRANTS = {
     "imagery_upload": {
         "image_records": {"SELECT", "INSERT", "DELETE", "UPDATE(labels,updated_at)"},
-        "upload_requests": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+        "upload_requests": {"SELECT", "INSERT", "UPDATE(fingerprint,image_id,created_at)"},
         "image_variants": {"SELECT"},
         "image_deletions": {"INSERT"},
         "image_blobs": {"SELECT", "UPDATE(reference_count,updated_at)"},

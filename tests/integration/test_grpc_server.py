@@ -85,13 +85,23 @@ async def test_domain_errors_arrive_as_rich_statuses(channel: grpc.aio.Channel) 
     assert bad.field_violations[0].field == "file_name"
 
 
-async def test_unexpected_errors_are_internal_and_leak_nothing(channel: grpc.aio.Channel) -> None:
+async def test_unexpected_errors_are_internal_and_leak_nothing(
+    channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
     stub = pb_grpc.UploadServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.CreateUploadUrl(pb.CreateUploadUrlRequest(file_name="crash"))
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert "secret-internal-detail" not in (caught.value.details() or "")
     assert "KeyError" not in (caught.value.details() or "")
+    status = rpc_status.from_call(caught.value)  # type: ignore[arg-type]
+    assert status is not None
+    info = error_details_pb2.RequestInfo()
+    assert any(d.Unpack(info) for d in status.details)
+    # untraced here: the id the caller is told to report is the one the server logged
+    (logged,) = [r for r in caplog.records if getattr(r, "request_id", None)]
+    assert logged.request_id == info.request_id  # type: ignore[attr-defined]
+    assert logged.exc_info is not None and "secret-internal-detail" in str(logged.exc_info[1])
 
 
 async def test_large_requests_are_refused(channel: grpc.aio.Channel) -> None:

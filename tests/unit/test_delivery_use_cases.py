@@ -288,6 +288,7 @@ async def test_each_url_a_batch_cannot_sign_is_listed_with_its_reason(
     repo.records[lost.id] = dataclasses.replace(lost, variants=())
     unknown = new_image_id()
     ids = [unknown, ready.id, pending.id, failed.id, lost.id, webp.id]
+    repo.queries = 0
     result = await BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)(
         CALLER, image_ids=ids, variants=["thumbnail", "small"], preference="webp"
     )
@@ -308,6 +309,7 @@ async def test_each_url_a_batch_cannot_sign_is_listed_with_its_reason(
         for variant in ("thumbnail", "small")
     ]
     assert result.not_found_image_ids == ids[:-1], "kept for older clients: ids with no URL"
+    assert repo.queries == 3, "one query per variant, one for the images that serve neither"
 
 
 async def test_a_batch_refuses_unconfigured_or_too_many_variants(

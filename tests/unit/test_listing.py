@@ -173,6 +173,12 @@ def test_filters_parse_to_their_meaning(text: str, tree: Filter | None) -> None:
     assert parse_filter(text) == tree
 
 
+def test_parentheses_nest_to_the_limit_and_quoted_ones_do_not_count() -> None:
+    assert parse_filter("(" * 32 + "labels:a" + ")" * 32) == HasLabel("a")
+    deep_in_a_string = '"' + "(" * 40 + '"'
+    assert parse_filter(f"labels.a = {deep_in_a_string}") == LabelIs("=", "a", "(" * 40)
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -188,6 +194,9 @@ def test_filters_parse_to_their_meaning(text: str, tree: Filter | None) -> None:
         ("regex(name, x)", "not valid AIP-160"),
         (" OR ".join(["labels:a"] * 51), "more than 50 comparisons"),
         ("labels:a " * 300, "characters long"),
+        ('labels.a = "\\x"', "escapes are not valid"),
+        ("(" * 33 + "labels:a" + ")" * 33, "nests parentheses more than 32 deep"),
+        ("(" * 150 + "labels:a" + ")" * 150, "nests parentheses"),
     ],
 )
 def test_filters_imagery_cannot_answer_are_refused_with_what_it_can(

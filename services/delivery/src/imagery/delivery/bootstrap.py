@@ -83,7 +83,7 @@ async def build_server(
             get_image=GetImage(images),
             get_url=GetDownloadUrl(images, signer, settings.presets, lifetimes),
             batch=BatchGetDownloadUrls(images, signer, settings.presets, lifetimes),
-            batch_get_images=BatchGetImages(listing),
+            batch_get_images=BatchGetImages(images),
             list_images=ListImages(listing),
             watch=WatchImage(watchers),
         )

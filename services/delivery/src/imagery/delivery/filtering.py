@@ -26,6 +26,7 @@ from imagery.common.listing import (
 
 MAX_LENGTH = 2000
 MAX_TERMS = 50
+MAX_DEPTH = 32
 HOW = (
     "filter on status (= or !=, e.g. status = READY), labels.<key> (= or !=, e.g. "
     'labels.team = "feed"), labels:<key>, or create_time (<, <=, >, >=, =, != with an RFC 3339 '
@@ -66,8 +67,34 @@ def _text(token: Token) -> str:
     raw = str(token)
     if token.type == "STRING":
         body = raw[1:-1]
-        return body.encode("latin-1", "backslashreplace").decode("unicode_escape")
+        try:
+            return body.encode("latin-1", "backslashreplace").decode("unicode_escape")
+        except UnicodeDecodeError:
+            raise _refuse(f"has the string {raw}, whose escapes are not valid") from None
     return raw
+
+
+def _depth(text: str) -> int:
+    """How deeply `text` nests parentheses outside its quoted strings."""
+    depth = deepest = 0
+    quote: str | None = None
+    escaped = False
+    for char in text:
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    return deepest
 
 
 def _refuse(problem: str) -> InvalidArgument:
@@ -147,6 +174,8 @@ def parse_filter(text: str) -> Filter | None:
         return None
     if len(text) > MAX_LENGTH:
         raise _refuse(f"is {len(text)} characters long, more than {MAX_LENGTH}")
+    if _depth(text) > MAX_DEPTH:
+        raise _refuse(f"nests parentheses more than {MAX_DEPTH} deep")
     try:
         tree = _parser().parse(text)
     except LarkError as exc:

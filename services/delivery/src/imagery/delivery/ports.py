@@ -11,7 +11,12 @@ from imagery.common.domain import DownloadTarget, ImageRecord
 from imagery.common.listing import Filter, PagePosition
 
 
-class ImageReader(Protocol):
+class RecordFinder(Protocol):
+    async def find_many(self, project_id: str, image_ids: Sequence[str]) -> list[ImageRecord]:
+        """The project's records among `image_ids`, in any order."""
+
+
+class ImageReader(RecordFinder, Protocol):
     """Reads of one project's images; another project's ids are never found."""
 
     async def find_by_id(self, project_id: str, image_id: str) -> ImageRecord | None: ...
@@ -22,10 +27,7 @@ class ImageReader(Protocol):
 
 
 class ImageLister(Protocol):
-    """Reads of several of one project's images at once."""
-
-    async def find_many(self, project_id: str, image_ids: Sequence[str]) -> list[ImageRecord]:
-        """The project's records among `image_ids`, in any order."""
+    """Pages of one project's images."""
 
     async def list_page(
         self, project_id: str, match: Filter | None, after: PagePosition | None, size: int

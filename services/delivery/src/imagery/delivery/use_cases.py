@@ -27,7 +27,7 @@ from imagery.common.ids import is_image_id, require_image_id
 from imagery.common.listing import PagePosition
 from imagery.common.tenancy import Principal, SettingsPolicy
 from imagery.delivery.filtering import parse_filter
-from imagery.delivery.ports import ImageLister, ImageReader, UrlSigner
+from imagery.delivery.ports import ImageLister, ImageReader, RecordFinder, UrlSigner
 from imagery.delivery.variants import PREFERENCES, available, pick_variant
 
 MAX_BATCH = 50
@@ -200,7 +200,7 @@ class BatchGetDownloadUrls(_SignsVariants):
         found: Sequence[dict[str, DownloadTarget]],
     ) -> list[UrlFailure]:
         failures: list[UrlFailure] = []
-        lost: dict[str, bool] = {}  # READY images without the variant: content lost?
+        lost = await self._lost(project, ids, names, found)
         for image_id in ids:
             for name, targets in zip(names, found, strict=True):
                 target = targets.get(image_id)
@@ -213,16 +213,37 @@ class BatchGetDownloadUrls(_SignsVariants):
                 elif target.status is not ImageStatus.READY:
                     reason = ImageNotReady.reason
                 else:
-                    if image_id not in lost:
-                        record = await self._images.find_by_id(project, image_id)
-                        lost[image_id] = record is not None and not record.variants
-                    reason = ImageContentLost.reason if lost[image_id] else UnknownVariant.reason
+                    reason = ImageContentLost.reason if image_id in lost else UnknownVariant.reason
                 failures.append(UrlFailure(image_id, name, reason))
         return failures
 
+    async def _lost(
+        self,
+        project: str,
+        ids: Sequence[str],
+        names: Sequence[str],
+        found: Sequence[dict[str, DownloadTarget]],
+    ) -> set[str]:
+        """The READY images that have no variant at all (their content is lost), among those
+        that serve none of `names`; one query for all of them."""
+        serve_none = [
+            image_id
+            for image_id in ids
+            if all(
+                (t := targets.get(image_id)) is not None
+                and t.status is ImageStatus.READY
+                and not t.servable
+                for targets in found
+            )
+        ]
+        if not serve_none:
+            return set()
+        records = await self._images.find_many(project, serve_none)
+        return {r.id for r in records if not r.variants}
+
 
 class BatchGetImages:
-    def __init__(self, images: ImageLister) -> None:
+    def __init__(self, images: RecordFinder) -> None:
         self._images = images
 
     async def __call__(self, caller: Principal, *, image_ids: Sequence[str]) -> ImagesResult:

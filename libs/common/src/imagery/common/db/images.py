@@ -197,6 +197,16 @@ class PostgresImageRepository:
         return None if row is None else record_from_row(row)
 
     @translates_postgres_errors
+    async def find_many(self, project_id: str, image_ids: Sequence[str]) -> list[ImageRecord]:
+        """The project's records among `image_ids`, in no particular order."""
+        rows = await self._pool.fetch(
+            f"{_SELECT} WHERE r.id = ANY($1::text[]) AND r.project_id = $2",
+            list(image_ids),
+            project_id,
+        )
+        return [record_from_row(row) for row in rows]
+
+    @translates_postgres_errors
     async def find_download_targets(
         self, project_id: str, image_ids: Sequence[str], preset: str, formats: Sequence[str]
     ) -> list[DownloadTarget]:

@@ -1,8 +1,7 @@
-"""PostgresImageListing: the reads of several images at once (BatchGetImages, ListImages)."""
+"""PostgresImageListing: ListImages' pages of a project's images."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -23,12 +22,30 @@ from imagery.common.listing import (
 )
 
 # Newest first, then by id: the order of the (project_id, created_at DESC, id) index (0016),
-# so a page is one range scan that starts right after the previous page's last image.
-_PAGE = """{select} WHERE r.project_id = $1
-   AND ($2::timestamptz IS NULL OR r.created_at < $2 OR (r.created_at = $2 AND r.id > $3))
+# so a page is one range scan that starts right after the previous page's last image. The
+# `created_at <= $n` beside the exact keyset test is what the planner can use as an index
+# condition (the mixed-direction pair is not a row comparison it can seek to).
+_PAGE = """{select} WHERE r.project_id = $1{after}
    AND ({where})
  ORDER BY r.created_at DESC, r.id
- LIMIT $4"""
+ LIMIT $2"""
+_AFTER = """
+   AND r.created_at <= {at}::timestamptz
+   AND (r.created_at < {at}::timestamptz OR r.id > {image_id})"""
+
+
+def page_query(
+    project_id: str, match: Filter | None, after: PagePosition | None, size: int
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters of one ListImages page."""
+    params: list[Any] = [project_id, size]
+    keyset = ""
+    if after is not None:
+        keyset = _AFTER.format(
+            at=_bind(params, after.created_at), image_id=_bind(params, after.image_id)
+        )
+    where = "TRUE" if match is None else _sql(match, params)
+    return _PAGE.format(select=select_records(), after=keyset, where=where), params
 
 
 class PostgresImageListing:
@@ -36,29 +53,13 @@ class PostgresImageListing:
         self._pool = pool
 
     @translates_postgres_errors
-    async def find_many(self, project_id: str, image_ids: Sequence[str]) -> list[ImageRecord]:
-        """The project's records among `image_ids`, in no particular order."""
-        rows = await self._pool.fetch(
-            f"{select_records()} WHERE r.id = ANY($1::text[]) AND r.project_id = $2",
-            list(image_ids),
-            project_id,
-        )
-        return [record_from_row(row) for row in rows]
-
-    @translates_postgres_errors
     async def list_page(
         self, project_id: str, match: Filter | None, after: PagePosition | None, size: int
     ) -> list[ImageRecord]:
         """Up to `size` of the project's records that `match`, in (create_time desc, id)
         order, starting after `after`."""
-        params: list[Any] = [
-            project_id,
-            None if after is None else after.created_at,
-            None if after is None else after.image_id,
-            size,
-        ]
-        where = "TRUE" if match is None else _sql(match, params)
-        rows = await self._pool.fetch(_PAGE.format(select=select_records(), where=where), *params)
+        sql, params = page_query(project_id, match, after, size)
+        rows = await self._pool.fetch(sql, *params)
         return [record_from_row(row) for row in rows]
 
 

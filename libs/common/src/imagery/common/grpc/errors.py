@@ -23,8 +23,9 @@ def _internal_message(request_id: str) -> str:
     )
 
 
-def _request_id() -> str:
-    """What the caller reports for an INTERNAL error: the trace id, which finds the logs."""
+def report_id() -> str:
+    """What the caller reports for an INTERNAL error: the trace id, which finds the logs; a
+    random id when the call is not traced (the server logs it with the error)."""
     return current_trace_id() or uuid.uuid4().hex
 
 
@@ -80,7 +81,9 @@ def _pack(
     return packed
 
 
-def to_rpc_status(exc: errors.ImageryError) -> grpc.Status:
+def to_rpc_status(exc: errors.ImageryError, *, request_id: str | None = None) -> grpc.Status:
+    """The rich status of `exc`; an INTERNAL one names `request_id` (by default `report_id()`)
+    for the caller to report."""
     code = status_code_for(exc)
     details = [
         _pack(
@@ -90,7 +93,7 @@ def to_rpc_status(exc: errors.ImageryError) -> grpc.Status:
         )
     ]
     if code is grpc.StatusCode.INTERNAL:
-        request_id = _request_id()
+        request_id = request_id or report_id()
         message = _internal_message(request_id)
         details.append(_pack(error_details_pb2.RequestInfo(request_id=request_id)))
     else:
@@ -127,10 +130,10 @@ def to_rpc_status(exc: errors.ImageryError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-def internal_status() -> grpc.Status:
-    """An unexpected failure: a generic message, and the trace id to report in the message and
-    in a RequestInfo detail."""
-    request_id = _request_id()
+def internal_status(request_id: str | None = None) -> grpc.Status:
+    """An unexpected failure: a generic message, and the id to report (by default
+    `report_id()`) in the message and in a RequestInfo detail."""
+    request_id = request_id or report_id()
     status = status_pb2.Status(
         code=code_pb2.INTERNAL,
         message=_internal_message(request_id),

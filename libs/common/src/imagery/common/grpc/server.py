@@ -32,7 +32,12 @@ from imagery.common.grpc.auth import (
     reset_principal,
     set_principal,
 )
-from imagery.common.grpc.errors import internal_status, status_code_for, to_rpc_status
+from imagery.common.grpc.errors import (
+    internal_status,
+    report_id,
+    status_code_for,
+    to_rpc_status,
+)
 from imagery.common.grpc.rate_limits import RateLimits
 from imagery.common.grpc.tls import TlsFiles, server_credentials
 from imagery.common.runner import stop_on_signals
@@ -124,8 +129,12 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
                 raise
             except Exception:
                 code = grpc.StatusCode.INTERNAL
-                log.exception("rpc failed with an unexpected error", extra={"rpc": method})
-                await _abort_internal(context)
+                request_id = report_id()  # logged with the cause; the caller reports it
+                log.exception(
+                    "rpc failed with an unexpected error",
+                    extra={"rpc": method, "request_id": request_id},
+                )
+                await _abort_internal(context, request_id)
             finally:
                 if counted:
                     self.in_flight -= 1
@@ -165,8 +174,12 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
                 raise
             except Exception:
                 code = grpc.StatusCode.INTERNAL
-                log.exception("rpc failed with an unexpected error", extra={"rpc": method})
-                await _abort_internal(context)
+                request_id = report_id()  # logged with the cause; the caller reports it
+                log.exception(
+                    "rpc failed with an unexpected error",
+                    extra={"rpc": method, "request_id": request_id},
+                )
+                await _abort_internal(context, request_id)
             finally:
                 _log_rpc(method, code, started)
 
@@ -193,21 +206,24 @@ async def _abort(
     code: grpc.StatusCode,
 ) -> None:
     """End the call with the error's rich status (raises AbortError)."""
+    request_id = None
     if code is grpc.StatusCode.INTERNAL:
-        log.error("rpc failed", exc_info=exc, extra={"rpc": method})
+        request_id = report_id()
+        log.error("rpc failed", exc_info=exc, extra={"rpc": method, "request_id": request_id})
     elif code is grpc.StatusCode.UNAVAILABLE:
         cause = exc.__cause__ or exc
         log.warning(
             "rpc failed: a dependency is unavailable",
             extra={"rpc": method, "error": f"{type(cause).__name__}: {cause}"},
         )
-    status = to_rpc_status(exc)
+    status = to_rpc_status(exc, request_id=request_id)
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-async def _abort_internal(context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    """End the call INTERNAL with a generic message: the cause is logged, never sent."""
-    status = internal_status()
+async def _abort_internal(context: grpc.aio.ServicerContext[Any, Any], request_id: str) -> None:
+    """End the call INTERNAL with a generic message and the id to report: the cause is logged
+    with that id, never sent."""
+    status = internal_status(request_id)
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 

@@ -73,6 +73,9 @@ class ReadyTargetCache:
     async def find_by_id(self, project_id: str, image_id: str) -> ImageRecord | None:
         return await self._images.find_by_id(project_id, image_id)  # GetImage: live state
 
+    async def find_many(self, project_id: str, image_ids: Sequence[str]) -> list[ImageRecord]:
+        return await self._images.find_many(project_id, image_ids)  # BatchGetImages: live
+
     async def find_download_targets(
         self, project_id: str, image_ids: Sequence[str], preset: str, formats: Sequence[str]
     ) -> list[DownloadTarget]:

@@ -1,7 +1,6 @@
 -- imagery 0015: what issue 16's API adds to the schema.
--- Labels: a caller's key/value map per image (validated in code), set at CreateUploadUrl and
--- changed with UpdateImage. A constant default is kept in the catalog, so no row is written.
-ALTER TABLE image_records ADD COLUMN labels jsonb NOT NULL DEFAULT '{}';
+-- upload_requests comes first: its foreign key waits for a lock on `projects`, and that wait
+-- must not happen while the ALTER below holds image_records exclusively.
 
 -- Request ids (AIP-155): a CreateUploadUrl retried with the same request_id within 24 hours
 -- answers the image the first call created. `fingerprint` is a hash of the other fields, so
@@ -17,6 +16,10 @@ CREATE TABLE upload_requests (
 );
 CREATE INDEX upload_requests_created_at_idx ON upload_requests (created_at);
 REVOKE ALL ON upload_requests FROM PUBLIC;
+
+-- Labels: a caller's key/value map per image (validated in code), set at CreateUploadUrl and
+-- changed with UpdateImage. A constant default is kept in the catalog, so no row is written.
+ALTER TABLE image_records ADD COLUMN labels jsonb NOT NULL DEFAULT '{}';
 
 -- WatchImage: every change to what GetImage shows of an image is announced on the change bus
 -- as `state:<id>` when its transaction commits, whoever made it (processor, UpdateImage,
