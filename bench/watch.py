@@ -200,6 +200,7 @@ async def _delivery(infra: Infrastructure, workdir: Path) -> AsyncIterator[Servi
         "CLOUDFRONT_KEY_PAIR_ID": "KBENCH",
         "CLOUDFRONT_PRIVATE_KEY_FILE": str(private_file),
         "DELIVERY_MAX_WATCHERS": str(2 * WATCHERS),
+        "DELIVERY_MAX_WATCHERS_PER_PROJECT": str(2 * WATCHERS),  # every stream is one project's
     }
     port, log = free_port(), workdir / "delivery-watch.log"
     with ServiceProcess("delivery", "bench.delivery_server", port, log, env, echo=None) as process:

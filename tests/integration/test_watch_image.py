@@ -1,7 +1,8 @@
 """WatchImage over a real socket of the real delivery server (built by its bootstrap) on a real
 Postgres: the current state at once, each committed change as the change bus announces it,
 the stream ending OK at READY and NOT_FOUND when the image or its project is deleted; the
-edge's checks for a stream; the watcher cap (and watchers outside the call cap); streams cut
+edge's checks for a stream; the watcher cap (and watchers outside the call cap) and each
+project's share of it; streams cut
 by the connection's age or by shutdown; and, on the hub with the real bus, a READY whose
 notice was lost still arriving, and a notice costing one read for all of an image's watchers."""
 
@@ -125,8 +126,9 @@ async def _refusal(call: Any) -> tuple[str, str, float]:
 async def _admitted(
     channel: grpc.aio.Channel, key: str, image_id: str
 ) -> tuple[Any, image_pb2.Image]:
-    """A stream and its first state, asked again while the server answers SERVER_BUSY: the
-    slot of a stream that just went may take a moment to be free."""
+    """A stream and its first state, asked again while the server answers RESOURCE_EXHAUSTED
+    (SERVER_BUSY, QUOTA_EXCEEDED): the slot of a stream that just went may take a moment to be
+    free."""
     deadline = time.monotonic() + WAIT
     while True:
         call = _watch(channel, key, image_id)
@@ -279,6 +281,50 @@ async def test_watchers_are_capped_apart_from_calls_and_a_cancelled_one_frees_it
             open_call.cancel()
 
 
+async def test_a_project_past_its_share_is_refused_while_another_project_watches(
+    serve: Serve, database_url: str, pool: asyncpg.Pool, api_key: str
+) -> None:
+    projects, actor = PostgresProjects(pool), Actor("cli:test")
+    await projects.create_project(
+        Project("team-b", "Team B", ProjectSettings(), secrets.token_hex(16)), actor
+    )
+    theirs = await projects.bootstrap_key("team-b", actor, key_name="b", scopes=[Scope.IMAGES_READ])
+    mine_id = await seed_record(database_url, "pending")
+    theirs_id = await seed_record(database_url, "pending", project_id="team-b")
+    _, target = await serve(DELIVERY_MAX_WATCHERS="10", DELIVERY_MAX_WATCHERS_PER_PROJECT="2")
+    async with grpc.aio.insecure_channel(target) as channel:
+        calls = [_watch(channel, api_key, mine_id) for _ in range(2)]
+        for call in calls:
+            assert (await _read(call)).status == PENDING
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await asyncio.wait_for(_watch(channel, api_key, mine_id).read(), WAIT)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        status = rpc_status.from_call(refused.value)  # type: ignore[arg-type]
+        assert status is not None
+        info, quota = error_details_pb2.ErrorInfo(), error_details_pb2.QuotaFailure()
+        retry = error_details_pb2.RetryInfo()
+        for detail in status.details:
+            for message in (info, quota, retry):
+                if detail.Unpack(message):
+                    break
+        assert (info.reason, dict(info.metadata)) == (
+            "QUOTA_EXCEEDED",
+            {"max_watchers_per_project": "2"},
+        )
+        assert [v.subject for v in quota.violations] == [f"projects/{DEFAULT_PROJECT}"]
+        assert retry.retry_delay.ToMilliseconds() > 0
+
+        other = _watch(channel, theirs.secret, theirs_id)
+        assert (await _read(other)).image_id == theirs_id, "the other project is not starved"
+
+        calls.pop().cancel()  # the client goes away: its project's slot is free again
+        call, first = await _admitted(channel, api_key, mine_id)
+        assert first.image_id == mine_id
+        for open_call in [*calls, call, other]:
+            open_call.cancel()
+
+
 async def test_a_stream_cut_by_the_connection_age_is_resumed_from_the_current_state(
     serve: Serve, database_url: str, pool: asyncpg.Pool, api_key: str
 ) -> None:
@@ -339,7 +385,9 @@ async def hub(
 ) -> AsyncIterator[tuple[Watchers, ChangeBus, CountingStates]]:
     bus = ChangeBus(database_url, retry_seconds=0.05)
     states = CountingStates(pool)
-    watchers = Watchers(states, listening=lambda: bus.connected, max_watchers=100)
+    watchers = Watchers(
+        states, listening=lambda: bus.connected, max_watchers=100, max_watchers_per_project=100
+    )
     bus.subscribe(watchers)
     await bus.start()
     assert bus.connected

@@ -81,3 +81,17 @@ def test_watchers_are_capped_at_5000_unless_told_otherwise() -> None:
     for bad in ("0", "many"):
         with pytest.raises(ConfigError, match=r"^DELIVERY_MAX_WATCHERS="):
             load_settings({**told, "DELIVERY_MAX_WATCHERS": bad})
+
+
+def test_one_project_may_hold_1000_watchers_and_never_more_than_the_replica() -> None:
+    base = {**BASE, "CLOUDFRONT_PRIVATE_KEY_PEM": VALID}
+    assert load_settings(base).max_watchers_per_project == 1_000
+    told = {**base, "DELIVERY_MAX_WATCHERS_PER_PROJECT": "250"}
+    assert load_settings(told).max_watchers_per_project == 250
+    fewer = {**base, "DELIVERY_MAX_WATCHERS": "300"}
+    assert load_settings(fewer).max_watchers_per_project == 300, "the default follows the cap"
+    at_cap = {**fewer, "DELIVERY_MAX_WATCHERS_PER_PROJECT": "300"}
+    assert load_settings(at_cap).max_watchers_per_project == 300
+    for bad in ("0", "301", "some"):
+        with pytest.raises(ConfigError, match=r"^DELIVERY_MAX_WATCHERS_PER_PROJECT="):
+            load_settings({**fewer, "DELIVERY_MAX_WATCHERS_PER_PROJECT": bad})

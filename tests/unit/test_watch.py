@@ -1,7 +1,8 @@
 """The WatchImage hub over a fake store: each watcher gets the current state, then each
 change, until READY or FAILED; a notice costs one read shared by every watcher of its image;
-a bus that may have missed notices makes the hub read again; watchers past the cap are
-refused; and a stream that ends for any reason leaves nothing registered."""
+a bus that may have missed notices makes the hub read again; watchers past the cap, or past
+their project's share of it, are refused; and a stream that ends for any reason leaves nothing
+registered."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import dataclasses
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 
+import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from imagery.common.domain import ImageRecord, ImageStatus
 from imagery.common.errors import (
     DependencyUnavailable,
     ImageNotFound,
     InvalidImageId,
+    QuotaExceeded,
     ServerBusy,
 )
 from imagery.common.grpc.errors import status_code_for, to_rpc_status
@@ -84,6 +88,7 @@ async def hub(states: FakeStates, bus: Bus) -> AsyncGenerator[Watchers, None]:
         states,
         listening=lambda: bus.connected,
         max_watchers=10,
+        max_watchers_per_project=10,
         poll_seconds=0.02,
         retry_seconds=0.02,
     )
@@ -128,6 +133,7 @@ async def test_current_state_then_each_change_until_ready(
     with pytest.raises(StopAsyncIteration):
         await _next(stream)
     assert hub.watchers == 0, "the stream ended: its watcher is gone"
+    assert hub.project_watchers(PROJECT) == 0
 
 
 async def test_failed_ends_the_stream_too(hub: Watchers, states: FakeStates) -> None:
@@ -213,7 +219,7 @@ async def test_a_deleted_image_ends_with_not_found(hub: Watchers, states: FakeSt
     for stream in streams:
         with pytest.raises(ImageNotFound):
             await _next(stream)
-    assert hub.watchers == 0
+    assert (hub.watchers, hub.project_watchers(PROJECT)) == (0, 0)
 
 
 async def test_a_projects_notice_reads_its_images_again(hub: Watchers, states: FakeStates) -> None:
@@ -286,7 +292,8 @@ async def test_with_the_bus_down_a_new_watcher_is_read_not_handed_the_cache(
 
 
 async def test_watchers_past_the_cap_are_refused_until_one_ends(states: FakeStates) -> None:
-    hub = Watchers(states, listening=lambda: True, max_watchers=2)
+    # the project's share is the whole cap (one tenant): a full replica is still SERVER_BUSY
+    hub = Watchers(states, listening=lambda: True, max_watchers=2, max_watchers_per_project=2)
     hub.start()
     try:
         image = states.put(record())
@@ -310,6 +317,50 @@ async def test_watchers_past_the_cap_are_refused_until_one_ends(states: FakeStat
         await hub.close()
 
 
+async def test_a_project_past_its_share_is_refused_while_another_still_watches(
+    states: FakeStates,
+) -> None:
+    hub = Watchers(states, listening=lambda: True, max_watchers=10, max_watchers_per_project=2)
+    hub.start()
+    try:
+        mine, theirs = states.put(record()), states.put(record(project=OTHER.project_id))
+        streams = [_watch(hub, mine.id) for _ in range(2)]
+        for stream in streams:
+            await _next(stream)
+        with pytest.raises(QuotaExceeded) as refused:
+            await _next(_watch(hub, mine.id))
+        error = refused.value
+        assert error.reason == "QUOTA_EXCEEDED"
+        assert error.metadata == {"max_watchers_per_project": "2"}
+        assert error.retry_after is not None and error.retry_after > 0
+        status = to_rpc_status(error)
+        assert status.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"Project {PROJECT!r}" in status.details
+        sent = status_pb2.Status.FromString(
+            dict(status.trailing_metadata)["grpc-status-details-bin"]
+        )
+        failure, retry = error_details_pb2.QuotaFailure(), error_details_pb2.RetryInfo()
+        assert any(d.Unpack(failure) for d in sent.details)
+        assert any(d.Unpack(retry) for d in sent.details)
+        assert [v.subject for v in failure.violations] == [f"projects/{PROJECT}"]
+        assert retry.retry_delay.ToMilliseconds() > 0
+        assert (hub.watchers, hub.project_watchers(PROJECT)) == (2, 2), "the refusal holds none"
+
+        other = _watch(hub, theirs.id, OTHER)
+        assert (await _next(other)).id == theirs.id, "another project still gets a stream"
+
+        await streams[0].aclose()
+        assert hub.project_watchers(PROJECT) == 1
+        again = _watch(hub, mine.id)
+        assert (await _next(again)).id == mine.id, "a closed stream frees its project's slot"
+        for stream in (again, streams[1], other):
+            await stream.aclose()
+        assert (hub.watchers, hub.project_watchers(PROJECT)) == (0, 0)
+        assert hub.project_watchers(OTHER.project_id) == 0
+    finally:
+        await hub.close()
+
+
 async def test_a_cancelled_stream_leaves_nothing_registered(
     hub: Watchers, states: FakeStates
 ) -> None:
@@ -326,7 +377,7 @@ async def test_a_cancelled_stream_leaves_nothing_registered(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert hub.watchers == 0
+    assert (hub.watchers, hub.project_watchers(PROJECT)) == (0, 0)
     hub.changed(f"state:{image.id}")
     await asyncio.sleep(0.05)
     assert len(states.reads) == 1, "nobody watches it: no read"
@@ -355,7 +406,7 @@ async def test_a_failed_read_ends_new_watchers_and_retries_for_the_others(
 async def test_closing_ends_every_stream_unavailable_and_refuses_new_ones(
     states: FakeStates,
 ) -> None:
-    hub = Watchers(states, listening=lambda: True, max_watchers=10)
+    hub = Watchers(states, listening=lambda: True, max_watchers=10, max_watchers_per_project=10)
     hub.start()
     image = states.put(record())
     streams = [_watch(hub, image.id) for _ in range(3)]
@@ -367,6 +418,6 @@ async def test_closing_ends_every_stream_unavailable_and_refuses_new_ones(
         with pytest.raises(WatchInterrupted) as caught:
             await pending
         assert status_code_for(caught.value).name == "UNAVAILABLE"
-    assert hub.watchers == 0
+    assert (hub.watchers, hub.project_watchers(PROJECT)) == (0, 0)
     with pytest.raises(WatchInterrupted):
         await _next(_watch(hub, image.id))

@@ -108,7 +108,8 @@ class DeliveryServiceServicer(object):
         again (it starts with the current state). A deleted image ends the stream with NOT_FOUND.
         Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID), NOT_FOUND (IMAGE_NOT_FOUND),
         RESOURCE_EXHAUSTED (SERVER_BUSY when this replica serves as many watchers as it may;
-        retry after the RetryInfo delay, another replica may take it), UNAVAILABLE (reopen).
+        QUOTA_EXCEEDED when the caller's project holds its share of them; retry after the
+        RetryInfo delay, another replica may take it), UNAVAILABLE (reopen).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -58,7 +58,8 @@ class DeliveryServiceStub:
     again (it starts with the current state). A deleted image ends the stream with NOT_FOUND.
     Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID), NOT_FOUND (IMAGE_NOT_FOUND),
     RESOURCE_EXHAUSTED (SERVER_BUSY when this replica serves as many watchers as it may;
-    retry after the RetryInfo delay, another replica may take it), UNAVAILABLE (reopen).
+    QUOTA_EXCEEDED when the caller's project holds its share of them; retry after the
+    RetryInfo delay, another replica may take it), UNAVAILABLE (reopen).
     """
     BatchGetImages: _grpc.UnaryUnaryMultiCallable[_delivery_service_pb2.BatchGetImagesRequest, _delivery_service_pb2.BatchGetImagesResponse]
     """Returns up to 100 images in one call, in the order their ids first appear; unknown ids
@@ -102,7 +103,8 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     again (it starts with the current state). A deleted image ends the stream with NOT_FOUND.
     Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID), NOT_FOUND (IMAGE_NOT_FOUND),
     RESOURCE_EXHAUSTED (SERVER_BUSY when this replica serves as many watchers as it may;
-    retry after the RetryInfo delay, another replica may take it), UNAVAILABLE (reopen).
+    QUOTA_EXCEEDED when the caller's project holds its share of them; retry after the
+    RetryInfo delay, another replica may take it), UNAVAILABLE (reopen).
     """
     BatchGetImages: _aio.UnaryUnaryMultiCallable[_delivery_service_pb2.BatchGetImagesRequest, _delivery_service_pb2.BatchGetImagesResponse]  # type: ignore[assignment]
     """Returns up to 100 images in one call, in the order their ids first appear; unknown ids
@@ -167,7 +169,8 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         again (it starts with the current state). A deleted image ends the stream with NOT_FOUND.
         Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID), NOT_FOUND (IMAGE_NOT_FOUND),
         RESOURCE_EXHAUSTED (SERVER_BUSY when this replica serves as many watchers as it may;
-        retry after the RetryInfo delay, another replica may take it), UNAVAILABLE (reopen).
+        QUOTA_EXCEEDED when the caller's project holds its share of them; retry after the
+        RetryInfo delay, another replica may take it), UNAVAILABLE (reopen).
         """
 
     @_abc_1.abstractmethod

@@ -129,7 +129,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_QUOTA_EXCEEDED: _ErrorReason.ValueType  # 50
     """RESOURCE_EXHAUSTED: the project stores as many images or bytes, or started as many
     uploads today (UTC), as its quota allows (metadata: quota, limit, usage). A QuotaFailure
-    names it; delete images or ask the operators to raise the quota.
+    names it; delete images or ask the operators to raise the quota. WatchImage: the
+    project holds its share of one replica's streams; close streams or retry after RetryInfo.
     """
     ERROR_REASON_DECLARATION_REQUIRED: _ErrorReason.ValueType  # 51
     """FAILED_PRECONDITION: the project requires `size_bytes` and `sha256` on CreateUploadUrl."""
@@ -259,7 +260,8 @@ QuotaFailure names the limit.
 ERROR_REASON_QUOTA_EXCEEDED: ErrorReason.ValueType  # 50
 """RESOURCE_EXHAUSTED: the project stores as many images or bytes, or started as many
 uploads today (UTC), as its quota allows (metadata: quota, limit, usage). A QuotaFailure
-names it; delete images or ask the operators to raise the quota.
+names it; delete images or ask the operators to raise the quota. WatchImage: the
+project holds its share of one replica's streams; close streams or retry after RetryInfo.
 """
 ERROR_REASON_DECLARATION_REQUIRED: ErrorReason.ValueType  # 51
 """FAILED_PRECONDITION: the project requires `size_bytes` and `sha256` on CreateUploadUrl."""

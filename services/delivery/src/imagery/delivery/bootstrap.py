@@ -103,6 +103,7 @@ def open_watchers(
         PostgresImageStates(pool),
         listening=lambda: bus.connected,
         max_watchers=settings.max_watchers,
+        max_watchers_per_project=settings.max_watchers_per_project,
     )
     bus.subscribe(watchers)
     watchers.start()

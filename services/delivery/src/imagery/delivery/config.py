@@ -30,6 +30,10 @@ class DeliverySettings:
     # one answers RESOURCE_EXHAUSTED SERVER_BUSY with a retry delay. Streams do not count
     # against GRPC_MAX_CONCURRENT_RPCS (the cap on calls in flight).
     max_watchers: int = 5_000
+    # DELIVERY_MAX_WATCHERS_PER_PROJECT: of those, the streams one project may hold, so one
+    # project cannot starve the others; past it a new one answers RESOURCE_EXHAUSTED
+    # QUOTA_EXCEEDED. At most max_watchers (its default follows a lower max_watchers).
+    max_watchers_per_project: int = 1_000
 
 
 def _private_key(env: Env) -> PrivateKey:
@@ -63,6 +67,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> DeliverySettings:
 
 def _build(env: Env, base: Settings) -> DeliverySettings:
     expiry = env.integer("SIGNED_URL_EXPIRY_SECONDS", 600, minimum=1)
+    watchers = env.integer("DELIVERY_MAX_WATCHERS", 5_000, minimum=1)
     return DeliverySettings(
         base=base,
         cloudfront_base_url=base_url_for(
@@ -85,5 +90,8 @@ def _build(env: Env, base: Settings) -> DeliverySettings:
         presets=tuple(
             p.name for p in parse_presets(env.optional("VARIANT_PRESETS", DEFAULT_PRESETS_SPEC))
         ),
-        max_watchers=env.integer("DELIVERY_MAX_WATCHERS", 5_000, minimum=1),
+        max_watchers=watchers,
+        max_watchers_per_project=env.integer(
+            "DELIVERY_MAX_WATCHERS_PER_PROJECT", min(1_000, watchers), minimum=1, maximum=watchers
+        ),
     )

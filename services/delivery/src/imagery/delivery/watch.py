@@ -21,7 +21,13 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from imagery.common.domain import ImageRecord
-from imagery.common.errors import DependencyUnavailable, ImageNotFound, ImageryError, ServerBusy
+from imagery.common.errors import (
+    DependencyUnavailable,
+    ImageNotFound,
+    ImageryError,
+    QuotaExceeded,
+    ServerBusy,
+)
 from imagery.common.ids import require_image_id
 from imagery.common.tenancy import Principal
 from imagery.delivery.ports import ImageStates
@@ -46,6 +52,24 @@ class TooManyWatchers(ServerBusy):
             metadata={"max_watchers": str(limit)},
         )
         self.retry_after = retry_after
+
+
+class TooManyProjectWatchers(QuotaExceeded):
+    """The caller's project holds its share of this replica's watchers (QUOTA_EXCEEDED): one
+    project cannot take every slot from the others."""
+
+    def __init__(self, project_id: str, limit: int, retry_after: float) -> None:
+        ImageryError.__init__(
+            self,
+            f"Project {project_id!r} has its maximum of {limit} image watchers open on this "
+            f"server: close streams it no longer needs, or retry after {retry_after:g} s, with "
+            "backoff.",
+            metadata={"max_watchers_per_project": str(limit)},
+        )
+        self.retry_after = retry_after
+        self.quota_violations = (
+            (f"projects/{project_id}", f"at most {limit} image watchers open on one server"),
+        )
 
 
 class WatchInterrupted(DependencyUnavailable):
@@ -127,7 +151,8 @@ class _Entry:
 
 
 class Watchers:
-    """The process's watched images, their watchers, and the one task that reads them."""
+    """The process's watched images, their watchers (at most `max_watchers`, of which one
+    project holds at most `max_watchers_per_project`), and the one task that reads them."""
 
     def __init__(
         self,
@@ -135,6 +160,7 @@ class Watchers:
         *,
         listening: Callable[[], bool],
         max_watchers: int,
+        max_watchers_per_project: int,
         poll_seconds: float = POLL_SECONDS,
         retry_seconds: float = RETRY_SECONDS,
         batch: int = BATCH,
@@ -142,6 +168,7 @@ class Watchers:
         self._states = states
         self._listening = listening
         self.max_watchers = max_watchers
+        self.max_watchers_per_project = max_watchers_per_project
         self._poll = poll_seconds
         self._retry = retry_seconds
         self._batch = batch
@@ -152,6 +179,7 @@ class Watchers:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.watchers = 0
+        self._by_project: dict[str, int] = {}  # open watchers; a project with none is absent
         self.reads = 0  # batches read, for tests and the benchmark
 
     def start(self) -> None:
@@ -174,8 +202,12 @@ class Watchers:
         knows it for sure, else as soon as it is read."""
         if self._closed:
             raise WatchInterrupted()
+        # The replica's cap first: where one project has every slot, full is SERVER_BUSY.
         if self.watchers >= self.max_watchers:
             raise TooManyWatchers(self.max_watchers, BUSY_RETRY_SECONDS)
+        project = key[0]
+        if self._by_project.get(project, 0) >= self.max_watchers_per_project:
+            raise TooManyProjectWatchers(project, self.max_watchers_per_project, BUSY_RETRY_SECONDS)
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = _Entry()
@@ -183,11 +215,16 @@ class Watchers:
         watcher = Watcher(key)
         entry.watchers.add(watcher)
         self.watchers += 1
+        self._by_project[project] = self._by_project.get(project, 0) + 1
         if entry.known and key not in self._dirty and self._listening():
             self._hand(watcher, entry.record)
         else:
             self._mark(key)
         return watcher
+
+    def project_watchers(self, project_id: str) -> int:
+        """The project's open watchers (what its share is counted against)."""
+        return self._by_project.get(project_id, 0)
 
     def unwatch(self, watcher: Watcher) -> None:
         entry = self._entries.get(watcher.key)
@@ -195,8 +232,13 @@ class Watchers:
             return
         entry.watchers.discard(watcher)
         self.watchers -= 1
+        key = watcher.key
+        left = self._by_project[key[0]] - 1
+        if left:
+            self._by_project[key[0]] = left
+        else:
+            del self._by_project[key[0]]
         if not entry.watchers:
-            key = watcher.key
             del self._entries[key]
             self._dirty.pop(key, None)
             keys = self._by_image[key[1]]
