@@ -1,14 +1,14 @@
 """imagery-client's mechanics over real sockets, against its in-process fake (what the real
 services answer is tests/e2e/client/test_conformance.py): the service config retries
-UNAVAILABLE and nothing else, wait_ready rides out a busy or cut stream, the PUT carries
-exactly the signed headers, and the API key travels on plaintext, TLS and mTLS channels."""
+UNAVAILABLE and nothing else, a CreateUploadUrl whose answer is lost is retried onto the same
+image, wait_ready rides out a busy or cut stream, the PUT carries exactly the signed headers,
+and the API key travels on plaintext, TLS and mTLS channels."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import threading
-import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,9 +19,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from imagery.client import ImageryClient, _upload, errors
+from imagery.client import ImageryClient, _upload, errors, sync
+from imagery.client.channels import ChannelSettings
 from imagery.client.testing import FakeImageryServer
-from imagery.v1 import image_pb2
+from imagery.common.errors import DependencyUnavailable
+from imagery.common.grpc.errors import to_rpc_status
+from imagery.v1 import image_pb2, upload_service_pb2_grpc
 from imagery.v1 import upload_service_pb2 as upb
 from tests import images
 
@@ -54,14 +57,67 @@ def test_unavailable_is_retried_by_the_service_config_and_nothing_else_is(
         assert fake.calls("CreateUploadUrl") == 3  # two uploads, one retry
 
 
-def test_without_retries_in_the_config_unavailable_reaches_the_caller(
+def test_without_retries_in_the_config_unavailable_reaches_the_caller_as_imagery_sends_it(
     fake: FakeImageryServer,
 ) -> None:
     with fake.client(service_config={}) as imagery:
         fake.inject_error("GetImage", "UNAVAILABLE")
-        with pytest.raises(errors.Unavailable):
+        with pytest.raises(errors.Unavailable) as unavailable:
             imagery.get_image("01M8V3JB6V38XGKQHBEKP3VZFZ")
     assert fake.calls("GetImage") == 1
+    # What imagery's own gRPC edge answers when Postgres or S3 cannot be reached.
+    real = to_rpc_status(
+        DependencyUnavailable(
+            "The image database cannot be reached right now: retry with exponential backoff."
+        )
+    )
+    expected = errors.error_for(
+        real.code, real.details, errors.decode_status(real.code, real.trailing_metadata)
+    )
+    got = unavailable.value
+    assert type(got) is type(expected) is errors.DependencyUnavailable
+    assert (got.code, got.reason, got.message) == (expected.code, expected.reason, expected.message)
+    assert got.retry_delay == expected.retry_delay is not None
+
+
+def _images_in(fake: FakeImageryServer) -> int:
+    with fake.client() as imagery:
+        return len(list(imagery.list_images()))
+
+
+def test_a_create_upload_url_whose_answer_is_lost_is_retried_onto_the_same_image(
+    fake: FakeImageryServer,
+) -> None:
+    request = upb.CreateUploadUrlRequest(content_type="image/png", file_name="a.png")
+    with fake.client() as imagery:
+        fake.inject_error("CreateUploadUrl", "UNAVAILABLE", lost_answer=True)
+        ticket: upb.CreateUploadUrlResponse = imagery.upload_stub.CreateUploadUrl(request)
+    assert fake.calls("CreateUploadUrl") == 2, "the service config retried the lost answer"
+    assert _images_in(fake) == 1, "the interceptor's request id made the retry the same image"
+    assert request.request_id == "", "the caller's message is left as it was"
+
+    # A channel of one's own with the same config but without the interceptor: two images.
+    options = ChannelSettings(api_key=fake.api_key, insecure=True).channel_options()
+    with grpc.insecure_channel(fake.address, options=options) as plain:
+        fake.inject_error("CreateUploadUrl", "UNAVAILABLE", lost_answer=True)
+        stub = upload_service_pb2_grpc.UploadServiceStub(plain)
+        stub.CreateUploadUrl(request, metadata=(("authorization", f"Bearer {fake.api_key}"),))
+    assert fake.calls("CreateUploadUrl") == 4
+    assert _images_in(fake) == 3
+    assert ticket.image_id
+
+
+async def test_the_async_channels_give_create_upload_url_a_request_id_too(
+    fake: FakeImageryServer,
+) -> None:
+    request = upb.CreateUploadUrlRequest(content_type="image/png", file_name="a.png")
+    async with fake.async_client() as imagery:
+        fake.inject_error("CreateUploadUrl", "UNAVAILABLE", lost_answer=True)
+        await imagery.upload_stub.CreateUploadUrl(request)
+        fake.inject_error("CreateUploadUrl", "UNAVAILABLE", lost_answer=True)
+        assert await imagery.upload(images.png(), "image/png", request_id="mine-1")
+    assert fake.calls("CreateUploadUrl") == 4
+    assert _images_in(fake) == 2
 
 
 def test_the_put_carries_exactly_the_signed_headers(fake: FakeImageryServer) -> None:
@@ -104,38 +160,66 @@ def test_an_upload_from_a_path_streams_the_file(fake: FakeImageryServer, tmp_pat
     assert image.file_name == "cat.png" and (image.width, image.height) == (300, 200)
 
 
-def test_wait_ready_follows_the_stream_through_busy_and_cut_streams(
-    fake: FakeImageryServer,
+class _Clock:
+    """`time` for imagery.client.sync: a monotonic clock that moves only when the client
+    sleeps, which records each pause and runs the test's script for it."""
+
+    def __init__(self, script: list[Callable[[], None]]) -> None:
+        self.now = 1000.0
+        self.pauses: list[float] = []
+        self._script = script
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+        if self._script:
+            self._script.pop(0)()
+
+
+def test_wait_ready_honours_retry_info_and_reopens_a_cut_stream(
+    fake: FakeImageryServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake.auto_process = False
     with fake.client() as imagery:
         image_id = imagery.upload(images.png(), "image/png")
         fake.inject_error("WatchImage", "SERVER_BUSY", retry_delay=0.05)
-        fake.inject_error("WatchImage", "UNAVAILABLE", code=grpc.StatusCode.CANCELLED)
-
-        def processor() -> None:
-            time.sleep(0.5)
-            fake.mark_processing(image_id)
-            time.sleep(0.3)
-            fake.process(image_id)
-
-        worker = threading.Thread(target=processor)
-        worker.start()
+        fake.inject_error("WatchImage", "", code=grpc.StatusCode.CANCELLED)  # a cut stream
+        clock = _Clock([lambda: fake.mark_processing(image_id), lambda: fake.process(image_id)])
+        monkeypatch.setattr(sync, "time", clock)
         image = imagery.wait_ready(image_id, timeout=20)
-        worker.join()
         assert image.status == image_pb2.IMAGE_STATUS_READY
-        assert fake.calls("WatchImage") >= 3
+        assert fake.calls("WatchImage") == 3
+        assert clock.pauses == [0.05, 0.1], "the server's RetryInfo, then the client's backoff"
 
         stuck = imagery.upload(images.png(), "image/png")
-        started = time.monotonic()
         with pytest.raises(TimeoutError, match="PENDING"):
-            imagery.wait_ready(stuck, timeout=1)
-        assert time.monotonic() - started < 5
+            imagery.wait_ready(stuck, timeout=0.5)
+        assert fake.calls("WatchImage") == 4, "one stream, which the deadline ended"
 
         fake.fail(stuck, "CORRUPT")
         with pytest.raises(errors.ImageFailed) as failed:
             imagery.wait_ready(stuck, timeout=5)
         assert failed.value.failure_reason == "CORRUPT" and failed.value.image_id == stuck
+    assert clock.pauses == [0.05, 0.1]
+
+
+def test_wait_ready_polls_when_the_project_holds_its_share_of_streams(
+    fake: FakeImageryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.auto_process = False
+    with fake.client() as imagery:
+        image_id = imagery.upload(images.png(), "image/png")
+        fake.inject_error("WatchImage", "QUOTA_EXCEEDED", retry_delay=2)
+        clock = _Clock([lambda: fake.process(image_id)])
+        monkeypatch.setattr(sync, "time", clock)
+        before = fake.calls("GetImage")
+        image = imagery.wait_ready(image_id, timeout=20)
+        assert image.status == image_pb2.IMAGE_STATUS_READY
+        assert fake.calls("WatchImage") == 1, "no second stream while the share is taken"
+        assert fake.calls("GetImage") - before >= 2, "it polled until READY"
 
 
 async def test_the_async_client_waits_and_retries_too(fake: FakeImageryServer) -> None:
@@ -144,10 +228,19 @@ async def test_the_async_client_waits_and_retries_too(fake: FakeImageryServer) -
         image_id = await imagery.upload(images.png(), "image/png")
         fake.inject_error("GetImage", "UNAVAILABLE")
         assert (await imagery.get_image(image_id)).status == image_pb2.IMAGE_STATUS_PENDING
+        assert fake.calls("GetImage") == 2
         fake.inject_error("WatchImage", "SERVER_BUSY", retry_delay=0.05)
-        asyncio.get_running_loop().call_later(0.3, fake.process, image_id)
+        fake.process(image_id)
         image = await imagery.wait_ready(image_id, timeout=20)
         assert image.status == image_pb2.IMAGE_STATUS_READY
+        assert fake.calls("WatchImage") == 2
+        waiting = await imagery.upload(images.png(), "image/png")
+        fake.inject_error("WatchImage", "QUOTA_EXCEEDED", retry_delay=2)
+        asyncio.get_running_loop().call_soon(fake.process, waiting)
+        assert (await imagery.wait_ready(waiting, timeout=20)).status == (
+            image_pb2.IMAGE_STATUS_READY
+        )
+        assert fake.calls("WatchImage") == 3, "polled instead of a stream past the share"
         with pytest.raises(TimeoutError):
             await imagery.wait_ready(await imagery.upload(images.png(), "image/png"), timeout=0.5)
 

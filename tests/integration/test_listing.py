@@ -80,6 +80,8 @@ async def images(pool: asyncpg.Pool) -> dict[str, str]:
         ("labels.team != feed", ["bare_ready", "ads_failed"]),  # no label: not "feed"
         ("labels:env", ["feed_ready"]),
         ("NOT labels:team", ["bare_ready"]),
+        ("NOT labels.team = feed", ["bare_ready", "ads_failed"]),  # as != does
+        ("NOT (labels.team = feed OR status = FAILED)", ["bare_ready"]),
         ("labels.team = feed AND status = READY", ["feed_ready"]),
         ("status = FAILED OR labels.env = prod", ["ads_failed", "feed_ready"]),
         ('create_time > "2026-12-01T00:02:00Z"', ["bare_ready", "ads_failed"]),

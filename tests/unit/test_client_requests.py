@@ -1,18 +1,26 @@
 """imagery-client without I/O: the default service config covers every UploadService and
-DeliveryService RPC as the issue asks, credentials are checked before a channel is made, and
-the requests the client builds (declared uploads, request ids, batches of 50) are right."""
+DeliveryService RPC as the issue asks, credentials are checked before a channel is made, the
+channels take a full ListImages page and give every CreateUploadUrl a request id, and the
+requests the client builds (declared uploads, request ids, batches of 50) are right."""
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
-from imagery.client import DEFAULT_SERVICE_CONFIG, _upload, results
-from imagery.client.channels import ChannelSettings
+from imagery.client import DEFAULT_SERVICE_CONFIG, AioRequestId, SyncRequestId, _upload, results
+from imagery.client.channels import CREATE_UPLOAD_URL, MAX_RECEIVE_MESSAGE_BYTES, ChannelSettings
+from imagery.common.errors import FailureReason, InvalidArgument
+from imagery.common.formats import ALLOWED_CONTENT_TYPES, FORMATS
+from imagery.common.presets import DEFAULT_PRESETS
+from imagery.delivery.use_cases import MAX_PAGE_SIZE
+from imagery.upload.validation import MAX_FILE_NAME_CHARS, MAX_LABELS, validate_labels
 from imagery.v1 import delivery_service_pb2, errors_pb2, image_pb2, upload_service_pb2
 
 SERVICES = {
@@ -56,8 +64,99 @@ def test_channel_options_enable_retries_with_the_config() -> None:
     options = dict(ChannelSettings(api_key="k", insecure=True).channel_options())
     assert options["grpc.enable_retries"] == 1
     assert '"round_robin"' in options["grpc.service_config"]
-    own = dict(ChannelSettings(service_config={}, options=[("grpc.x", 1)]).channel_options())
-    assert own["grpc.service_config"] == "{}" and own["grpc.x"] == 1
+    assert options["grpc.max_receive_message_length"] == MAX_RECEIVE_MESSAGE_BYTES
+    mine = [("grpc.x", 1), ("grpc.max_receive_message_length", 1 << 20)]
+    own = ChannelSettings(service_config={}, options=mine).channel_options()
+    assert len(own) == len({name for name, _ in own}), "each argument once: yours win"
+    assert dict(own)["grpc.service_config"] == "{}" and dict(own)["grpc.x"] == 1
+    assert dict(own)["grpc.max_receive_message_length"] == 1 << 20
+
+
+def _longest(accepted: Callable[[int], bool]) -> int:
+    return max(n for n in range(1, 1000) if accepted(n))
+
+
+def _labels_accept(key: int, value: int) -> bool:
+    try:
+        validate_labels({"k" * key: "v" * value})
+    except InvalidArgument:
+        return False
+    return True
+
+
+def test_a_full_list_images_page_of_the_largest_images_fits_the_receive_limit() -> None:
+    key, value = _longest(lambda n: _labels_accept(n, 0)), _longest(lambda n: _labels_accept(1, n))
+    labels = {f"{i:03d}".rjust(key, "k"): "v" * value for i in range(MAX_LABELS)}
+    assert validate_labels(labels) == labels, "as many labels as imagery takes, each its longest"
+    most = (1 << 31) - 1
+    image = image_pb2.Image(
+        image_id="0" * 26,
+        status=image_pb2.IMAGE_STATUS_FAILED,
+        content_type=max(ALLOWED_CONTENT_TYPES, key=len),
+        file_name="\U0001f5bc" * MAX_FILE_NAME_CHARS,  # 4 bytes each in UTF-8
+        size_bytes=(1 << 63) - 1,
+        width=most,
+        height=most,
+        sha256="f" * 64,
+        failure_reason=max(FailureReason, key=len),
+        detected_format=max(FORMATS, key=len),
+        labels=labels,
+    )
+    for stamp in (image.create_time, image.update_time):
+        stamp.FromJsonString("9999-12-31T23:59:59.999999Z")
+    for preset in DEFAULT_PRESETS:
+        for encoding in (f for f in FORMATS.values() if f.variant):
+            image.variants.add(
+                name=preset.name,
+                format=encoding.name,
+                content_type=encoding.content_type,
+                width=most,
+                height=most,
+                size_bytes=(1 << 63) - 1,
+            )
+    page = delivery_service_pb2.ListImagesResponse(
+        images=[image] * MAX_PAGE_SIZE, next_page_token="t" * 1000
+    )
+    assert page.ByteSize() > 4 * 1024 * 1024, "gRPC's default limit would refuse it"
+    assert page.ByteSize() * 2 <= MAX_RECEIVE_MESSAGE_BYTES, "room for more presets"
+
+
+def test_create_upload_url_without_a_request_id_gets_a_fresh_one_per_call() -> None:
+    sent: list[Any] = []
+
+    def continuation(details: Any, request: Any) -> str:
+        sent.append(request)
+        return "answer"
+
+    create = SimpleNamespace(method=CREATE_UPLOAD_URL)
+    request = upload_service_pb2.CreateUploadUrlRequest(content_type="image/png", file_name="a")
+    interceptor = SyncRequestId()
+    assert interceptor.intercept_unary_unary(continuation, create, request) == "answer"
+    interceptor.intercept_unary_unary(continuation, create, request)
+    first, second = sent
+    assert uuid.UUID(first.request_id).version == 4 and first.request_id != second.request_id
+    assert (first.content_type, first.file_name) == ("image/png", "a")
+    assert request.request_id == "", "the caller's message is left as it was"
+
+    mine = upload_service_pb2.CreateUploadUrlRequest(request_id="mine-1")
+    interceptor.intercept_unary_unary(continuation, create, mine)
+    delete = upload_service_pb2.DeleteImageRequest(image_id="x")
+    other = SimpleNamespace(method="/imagery.v1.UploadService/DeleteImage")
+    interceptor.intercept_unary_unary(continuation, other, delete)
+    assert sent[2] is mine and sent[3] is delete, "passed on as they are"
+
+
+async def test_the_aio_interceptor_fills_the_request_id_too() -> None:
+    sent: list[Any] = []
+
+    async def continuation(details: Any, request: Any) -> str:
+        sent.append(request)
+        return "answer"
+
+    create = SimpleNamespace(method=CREATE_UPLOAD_URL.encode())  # grpc.aio passes bytes
+    request = upload_service_pb2.CreateUploadUrlRequest(content_type="image/png")
+    assert await AioRequestId().intercept_unary_unary(continuation, create, request) == "answer"
+    assert uuid.UUID(sent[0].request_id) and not request.request_id
 
 
 @pytest.mark.parametrize(

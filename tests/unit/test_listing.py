@@ -145,6 +145,7 @@ async def test_page_size_zero_means_the_default() -> None:
         ('labels.team = "feed"', LabelIs("=", "team", "feed")),
         ("labels.team != my-team", LabelIs("!=", "team", "my-team")),
         ("labels:team", HasLabel("team")),
+        (r'labels.a = "\q\tb"', LabelIs("=", "a", "\\q\tb")),  # unknown escapes kept
         ("-labels:team", Not(HasLabel("team"))),
         (
             'create_time >= "2026-12-01T00:00:00Z"',

@@ -45,6 +45,7 @@ WITH_THE_FAKE = """
 import asyncio, struct, urllib.request, zlib
 from imagery.client import errors
 from imagery.client.testing import FakeImageryServer
+from imagery.v1.upload_service_pb2 import CreateUploadUrlRequest
 
 def png(width, height):
     def chunk(kind, data):
@@ -66,8 +67,15 @@ with FakeImageryServer() as fake:
             imagery.get_image("01M8V3JB6V38XGKQHBEKP3VZFZ")
         except errors.ImageNotFound:
             pass
+        else:
+            raise SystemExit("get_image of an unknown id did not raise ImageNotFound")
         fake.inject_error("GetImage", "UNAVAILABLE")
         assert imagery.get_image(image_id).width == 640
+        fake.inject_error("CreateUploadUrl", "UNAVAILABLE", lost_answer=True)
+        request = CreateUploadUrlRequest(content_type="image/png", file_name="x.png")
+        imagery.upload_stub.CreateUploadUrl(request)  # retried with the channel's request id
+        listed = imagery.list_images(filter="status = READY OR (status = PENDING)")
+        assert fake.calls("CreateUploadUrl") == 3 and len(list(listed)) == 2
 
     async def main():
         async with fake.async_client() as imagery:

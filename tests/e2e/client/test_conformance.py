@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
-from imagery.client import AsyncImageryClient, ImageryClient, errors
+from imagery.client import AsyncImageryClient, ImageryClient, _upload, errors
 from imagery.client.results import DownloadFailure
 from imagery.client.testing import FakeImageryServer
 from imagery.v1 import delivery_service_pb2 as dpb
@@ -168,6 +168,10 @@ def test_bytes_that_are_no_image_end_failed(imagery: ImageryClient) -> None:
     assert imagery.get_image(image_id).failure_reason == "UNSUPPORTED_FORMAT"
     urls = imagery.download_urls([image_id], "small")
     assert urls.failures == (DownloadFailure(image_id, "small", "IMAGE_FAILED"),)
+    with pytest.raises(errors.ImageNotReady) as one:  # one URL: NOT_READY, whose status says why
+        imagery.download_url(image_id, "small")
+    assert one.value.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert one.value.metadata == {"image_id": image_id, "status": "failed"}
 
 
 def test_a_deleted_image_is_gone(imagery: ImageryClient) -> None:
@@ -191,6 +195,75 @@ def test_a_retried_upload_with_its_request_id_is_the_same_image(imagery: Imagery
     assert imagery.wait_ready(first, timeout=WAIT).status == READY
     with pytest.raises(errors.RequestIdReused):
         imagery.upload(images.png(71, 50), "image/png", request_id=request_id)
+
+
+def test_a_retry_with_the_request_id_answers_the_same_image_and_the_first_url_still_works(
+    imagery: ImageryClient,
+) -> None:
+    body = images.png(72, 50)
+    payload = _upload.prepare(body, "retried.png")
+    request = _upload.create_request(
+        payload, "image/png", labels=None, request_id=str(uuid.uuid4()), declare=True
+    )
+    first: upb.CreateUploadUrlResponse = imagery.upload_stub.CreateUploadUrl(request)
+    retry: upb.CreateUploadUrlResponse = imagery.upload_stub.CreateUploadUrl(request)
+    assert retry.image_id == first.image_id
+    assert dict(retry.required_headers) == dict(first.required_headers)
+    _upload.put(first, payload, "image/png", timeout=10)  # the answer the caller may have lost
+    assert imagery.wait_ready(first.image_id, timeout=WAIT).sha256 == payload.sha256
+
+    assert imagery.delete_image(first.image_id) is True
+    with pytest.raises(grpc.RpcError) as caught:
+        imagery.upload_stub.CreateUploadUrl(request)
+    deleted = errors.from_rpc_error(caught.value)
+    assert isinstance(deleted, errors.ImageNotFound)
+    assert deleted.metadata == {"image_id": first.image_id, "request_id": request.request_id}
+
+
+def test_filters_combine_with_or_not_and_parentheses(imagery: ImageryClient) -> None:
+    run = _tag()
+    a = imagery.upload(images.png(), "image/png", labels={"run": run, "kind": "a"})
+    b = imagery.upload(images.png(), "image/png", labels={"run": run, "kind": "b"})
+    bare = imagery.upload(images.png(), "image/png", labels={"run": run})
+    for image_id in (a, b, bare):
+        imagery.wait_ready(image_id, timeout=WAIT)
+
+    def listed(condition: str) -> list[str]:
+        return [i.image_id for i in imagery.list_images(filter=f"labels.run = {run} {condition}")]
+
+    assert listed("AND (labels.kind = a OR labels.kind = b)") == [b, a]
+    assert listed("(labels.kind = a OR -labels:kind)") == [bare, a]
+    assert listed("AND labels.kind != a") == [bare, b], "!= matches an image without the label"
+    # NOT is two-valued, as != is: an image without the label is listed
+    assert listed("AND NOT labels.kind = a") == [bare, b]
+    assert listed("AND NOT (labels.kind = a OR status = FAILED)") == [bare, b]
+    assert listed('AND ("status" = READY OR status = FAILED) labels:kind') == [b, a]
+    for refused in ("AND (labels:kind", "AND labels.kind < a", "OR", "AND NOT NOT labels:kind"):
+        with pytest.raises(errors.InvalidArgument) as invalid:
+            listed(refused)
+        assert [v.field for v in invalid.value.field_violations] == ["filter"], refused
+
+
+def test_create_time_filters_need_a_time_zone(imagery: ImageryClient) -> None:
+    run = _tag()
+    first = imagery.upload(images.png(), "image/png", labels={"run": run})
+    second = imagery.upload(images.png(), "image/png", labels={"run": run})
+    created = imagery.get_image(first).create_time.ToJsonString()
+
+    def listed(condition: str) -> list[str]:
+        text = f'labels.run = {run} AND create_time {condition} "{created}"'
+        return [i.image_id for i in imagery.list_images(filter=text)]
+
+    assert listed("=") == [first]
+    assert listed(">") == [second]
+    assert listed(">=") == [second, first]
+    assert listed("<") == []
+    naive = created.removesuffix("Z")  # the same instant without its zone
+    for text in (f'create_time > "{naive}"', 'create_time > "2026-01-01"'):
+        with pytest.raises(errors.InvalidArgument) as refused:
+            list(imagery.list_images(filter=text))
+        assert "no time zone" in refused.value.message, text
+        assert [v.field for v in refused.value.field_violations] == ["filter"]
 
 
 def test_watch_image_streams_each_state_until_terminal(imagery: ImageryClient) -> None:

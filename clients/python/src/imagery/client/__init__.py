@@ -6,7 +6,7 @@ fake imagery for tests is `imagery.client.testing.FakeImageryServer`; the genera
 
 from imagery.client._version import __version__
 from imagery.client.aio import AsyncImageryClient
-from imagery.client.channels import DEFAULT_SERVICE_CONFIG
+from imagery.client.channels import DEFAULT_SERVICE_CONFIG, AioRequestId, SyncRequestId
 from imagery.client.errors import (
     ImageFailed,
     ImageNotFound,
@@ -28,6 +28,7 @@ from imagery.client.sync import ImageryClient
 
 __all__ = [
     "DEFAULT_SERVICE_CONFIG",
+    "AioRequestId",
     "AsyncImageryClient",
     "DownloadFailure",
     "DownloadUrls",
@@ -43,6 +44,7 @@ __all__ = [
     "RateLimited",
     "ResourceExhausted",
     "ServerBusy",
+    "SyncRequestId",
     "Unauthenticated",
     "Unavailable",
     "UnknownVariant",

@@ -14,7 +14,7 @@ import grpc.aio
 
 from imagery.client import _upload, results
 from imagery.client.channels import ChannelSettings, Pem, aio_channel
-from imagery.client.errors import ServerBusy, from_rpc_error
+from imagery.client.errors import QuotaExceeded, ServerBusy, from_rpc_error
 from imagery.client.results import DownloadUrls, Format, ImageBatch
 from imagery.client.sync import REOPEN
 from imagery.v1 import delivery_service_pb2 as dpb
@@ -133,6 +133,8 @@ class AsyncImageryClient:
                 if code is grpc.StatusCode.UNIMPLEMENTED:  # a server older than WatchImage
                     return await self._poll_ready(image_id, deadline)
                 failure = from_rpc_error(error)
+                if isinstance(failure, QuotaExceeded):  # the project holds its share of streams
+                    return await self._poll_ready(image_id, deadline)
                 if code not in REOPEN and not isinstance(failure, ServerBusy):
                     raise failure from error
                 pause = failure.retry_delay or pause
@@ -172,6 +174,7 @@ class AsyncImageryClient:
         format: Format | None = None,
         timeout: float | None = None,
     ) -> str:
+        """See `ImageryClient.download_url`: a FAILED image raises `ImageNotReady` too."""
         request = results.download_url_request(image_id, variant, format)
         answer: dpb.GetDownloadUrlResponse = await self._call(
             self.delivery_stub.GetDownloadUrl, request, timeout

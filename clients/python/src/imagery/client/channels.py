@@ -1,10 +1,12 @@
-"""Channels to imagery: the default service config (round_robin, retries, deadlines) and the
-credentials (an API key as call credentials, TLS or mTLS, or plaintext for a local stack)."""
+"""Channels to imagery: the default service config (round_robin, retries, deadlines), the
+credentials (an API key as call credentials, TLS or mTLS, or plaintext for a local stack), and
+the interceptor that gives every CreateUploadUrl a request id, so that retrying it is safe."""
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +20,22 @@ from imagery.client._version import __version__
 UPLOAD = "imagery.v1.UploadService"
 DELIVERY = "imagery.v1.DeliveryService"
 
-# Retried on UNAVAILABLE only: the server, or Postgres/S3 behind it, could not answer, and
-# nothing happened. Everything listed is safe to repeat: reads, DeleteImage (deleting twice
-# answers deleted=false), UpdateImage (sets the labels to the same value), and CreateUploadUrl,
-# which this client always sends with a `request_id` (a repeat answers the same image). A raw
-# stub call of CreateUploadUrl without a request_id should not be retried: pass a service
-# config without it (`service_config=`) if you make such calls. gRPC never retries once a
-# response has started arriving, so a WatchImage stream is retried only until it opens;
-# `wait_ready` reopens a stream that breaks later.
+CREATE_UPLOAD_URL = f"/{UPLOAD}/CreateUploadUrl"
+# A ListImages page holds up to 1000 images, each with up to 64 labels of 63-character keys
+# and values and a 255-character file name: far past gRPC's default 4 MiB receive limit.
+# tests/unit/test_client_requests.py computes the largest page from imagery's limits and
+# checks that it fits here with room for more variant presets.
+MAX_RECEIVE_MESSAGE_BYTES = 32 * 1024 * 1024
+
+# Retried on UNAVAILABLE only: the server, or Postgres/S3 behind it, could not answer. Each
+# method listed is safe to repeat: reads, DeleteImage (deleting twice answers deleted=false),
+# UpdateImage (sets the labels to the same value), and CreateUploadUrl, because the client's
+# channels fill in a fresh `request_id` when a call carries none (`SyncRequestId`,
+# `AioRequestId`), before gRPC retries it: every attempt carries the same id, and imagery
+# answers a repeat with the first attempt's image instead of creating a second one. A channel
+# of your own with this config must do the same (add the interceptor, or set request_id).
+# gRPC never retries once a response has started arriving, so a WatchImage stream is retried
+# only until it opens; `wait_ready` reopens a stream that breaks later.
 _RETRY = {
     "maxAttempts": 5,
     "initialBackoff": "0.2s",
@@ -39,6 +49,9 @@ def _names(service: str, *methods: str) -> list[dict[str, str]]:
     return [{"service": service, "method": m} for m in methods]
 
 
+# The default service config. If you build your own channel with it, send a `request_id`
+# with every CreateUploadUrl (or install `SyncRequestId` / `AioRequestId`): its retries of a
+# call without one could each create an image.
 DEFAULT_SERVICE_CONFIG: dict[str, Any] = {
     # The Services are headless: resolve every pod (dns:///host:port) and spread the calls.
     "loadBalancingConfig": [{"round_robin": {}}],
@@ -109,13 +122,17 @@ class ChannelSettings:
             raise ValueError("api_key is empty")
 
     def channel_options(self) -> list[tuple[str, Any]]:
+        """The channel arguments: the service config, retries, a receive limit that holds a
+        full ListImages page, and `options` over them."""
         config = DEFAULT_SERVICE_CONFIG if self.service_config is None else self.service_config
-        return [
-            ("grpc.service_config", json.dumps(config)),
-            ("grpc.enable_retries", 1),
-            ("grpc.primary_user_agent", f"imagery-client/{__version__}"),
-            *self.options,
-        ]
+        options: dict[str, Any] = {
+            "grpc.service_config": json.dumps(config),
+            "grpc.enable_retries": 1,
+            "grpc.max_receive_message_length": MAX_RECEIVE_MESSAGE_BYTES,
+            "grpc.primary_user_agent": f"imagery-client/{__version__}",
+        }
+        options.update(self.options)
+        return list(options.items())
 
     def credentials(self) -> grpc.ChannelCredentials | None:
         """TLS (with a client certificate for mTLS) and the API key as call credentials; None
@@ -175,14 +192,42 @@ class SyncApiKey(_SyncUnaryUnary, _SyncUnaryStream):
         return continuation(with_metadata(client_call_details, self._pair), request)
 
 
+def with_request_id(method: str | bytes, request: Any) -> Any:
+    """`request` as sent: a CreateUploadUrlRequest without a request id gets a copy with a
+    fresh UUID4 in it (the caller's message is left as it was); anything else as it is."""
+    name = method.decode() if isinstance(method, bytes) else method
+    if name != CREATE_UPLOAD_URL or request.request_id:
+        return request
+    filled = type(request)()
+    filled.CopyFrom(request)
+    filled.request_id = str(uuid.uuid4())
+    return filled
+
+
+class SyncRequestId(_SyncUnaryUnary):
+    """Gives a CreateUploadUrl call without a `request_id` a fresh one, once per call: gRPC's
+    retries (below interceptors) resend the same message, so imagery answers them with the
+    image the first attempt created. The client's channels carry it; add it to a channel of
+    your own with `grpc.intercept_channel(channel, SyncRequestId())`."""
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return continuation(
+            client_call_details, with_request_id(client_call_details.method, request)
+        )
+
+
 def sync_channel(target: str, settings: ChannelSettings) -> grpc.Channel:
     options = settings.channel_options()
     credentials = settings.credentials()
     if credentials is not None:
-        return grpc.secure_channel(target, credentials, options=options)
-    channel = grpc.insecure_channel(target, options=options)
+        channel = grpc.secure_channel(target, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(target, options=options)
     pair = settings.plaintext_metadata()
-    return channel if pair is None else grpc.intercept_channel(channel, SyncApiKey(pair))
+    interceptors: list[Any] = [SyncRequestId()] + ([] if pair is None else [SyncApiKey(pair)])
+    return grpc.intercept_channel(channel, *interceptors)
 
 
 class AioUnaryKey(_AioUnaryUnary):
@@ -210,11 +255,26 @@ class AioStreamKey(_AioUnaryStream):
         return await continuation(with_metadata(client_call_details, self._pair), request)
 
 
+class AioRequestId(_AioUnaryUnary):
+    """`SyncRequestId` for grpc.aio; add it to a channel of your own with
+    `grpc.aio.secure_channel(..., interceptors=[AioRequestId()])`."""
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return await continuation(
+            client_call_details, with_request_id(client_call_details.method, request)
+        )
+
+
 def aio_channel(target: str, settings: ChannelSettings) -> grpc.aio.Channel:
     options = settings.channel_options()
     credentials = settings.credentials()
-    if credentials is not None:
-        return grpc.aio.secure_channel(target, credentials, options=options)
     pair = settings.plaintext_metadata()
-    interceptors: Any = [AioUnaryKey(pair), AioStreamKey(pair)] if pair is not None else None
+    keys = [] if pair is None else [AioUnaryKey(pair), AioStreamKey(pair)]
+    interceptors: Any = [AioRequestId(), *keys]
+    if credentials is not None:
+        return grpc.aio.secure_channel(
+            target, credentials, options=options, interceptors=interceptors
+        )
     return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)

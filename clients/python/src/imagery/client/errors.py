@@ -209,7 +209,8 @@ class RateLimited(ResourceExhausted):
 
 class QuotaExceeded(ResourceExhausted):
     """A stored-images, stored-bytes or daily-uploads quota is used up: retrying will not
-    help until images are deleted or the quota is raised."""
+    help until images are deleted or the quota is raised. From WatchImage: the project holds
+    its share of the replica's streams (`wait_ready` then polls GetImage instead)."""
 
     reason_default = "QUOTA_EXCEEDED"
 

@@ -11,7 +11,7 @@ import grpc
 
 from imagery.client import _upload, results
 from imagery.client.channels import ChannelSettings, Pem, sync_channel
-from imagery.client.errors import ServerBusy, from_rpc_error
+from imagery.client.errors import QuotaExceeded, ServerBusy, from_rpc_error
 from imagery.client.results import DownloadUrls, Format, ImageBatch
 from imagery.v1 import delivery_service_pb2 as dpb
 from imagery.v1 import delivery_service_pb2_grpc as dpb_grpc
@@ -35,7 +35,10 @@ class ImageryClient:
     `root_certificates` (PEM bytes or a path; None: the system's roots), and for mTLS
     `private_key` and `certificate_chain`. `insecure=True` talks plaintext, for the local
     stack (127.0.0.1) or a mesh sidecar that adds TLS. `service_config` replaces
-    `channels.DEFAULT_SERVICE_CONFIG`; `options` adds gRPC channel arguments.
+    `channels.DEFAULT_SERVICE_CONFIG`; `options` adds gRPC channel arguments (or overrides
+    the client's, such as `grpc.max_receive_message_length`). The channels give every
+    CreateUploadUrl without a `request_id` a fresh one, the stubs' calls included, so that
+    the service config's retries of it answer one image.
     """
 
     def __init__(
@@ -145,6 +148,8 @@ class ImageryClient:
                 if code is grpc.StatusCode.UNIMPLEMENTED:  # a server older than WatchImage
                     return self._poll_ready(image_id, deadline)
                 failure = from_rpc_error(error)
+                if isinstance(failure, QuotaExceeded):  # the project holds its share of streams
+                    return self._poll_ready(image_id, deadline)
                 if code not in REOPEN and not isinstance(failure, ServerBusy):
                     raise failure from error
                 pause = failure.retry_delay or pause
@@ -180,7 +185,9 @@ class ImageryClient:
         format: Format | None = None,
         timeout: float | None = None,
     ) -> str:
-        """One signed URL: raises `ImageNotReady`, `ImageFailed`, `UnknownVariant`, ..."""
+        """One signed URL. Raises `ImageNotReady` for an image that is not READY, a FAILED one
+        included (`metadata["status"]` is "failed"), `ImageNotFound`, `UnknownVariant`, and
+        `ImageContentLost` when the variants' objects are gone."""
         request = results.download_url_request(image_id, variant, format)
         answer: dpb.GetDownloadUrlResponse = self._call(
             self.delivery_stub.GetDownloadUrl, request, timeout

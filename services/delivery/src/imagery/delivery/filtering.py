@@ -4,6 +4,7 @@ fields and operators it can: a filter is never silently ignored."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -63,12 +64,18 @@ def _parser() -> Lark:
     return Lark(_GRAMMAR, parser="lalr", maybe_placeholders=False)
 
 
+# Python's escapes; any other backslash (as in "\q") is kept as written.
+_ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
+_ESCAPABLE = frozenset(b"\n\\'\"abfnrtv01234567xuUN")
+
+
 def _text(token: Token) -> str:
     raw = str(token)
     if token.type == "STRING":
-        body = raw[1:-1]
+        body = raw[1:-1].encode("latin-1", "backslashreplace")
+        kept = _ESCAPE.sub(lambda m: m[0] if m[1][0] in _ESCAPABLE else b"\\" + m[0], body)
         try:
-            return body.encode("latin-1", "backslashreplace").decode("unicode_escape")
+            return kept.decode("unicode_escape")
         except UnicodeDecodeError:
             raise _refuse(f"has the string {raw}, whose escapes are not valid") from None
     return raw

@@ -18,7 +18,8 @@ against this fake and the real services.
 Script what the real stack would do on its own: `auto_process = False` keeps uploads PENDING
 until `process(image_id)`, `mark_processing(image_id)` or `fail(image_id, "CORRUPT")`;
 `fail_next_upload("CORRUPT")` fails the next processed upload; `inject_error("GetImage",
-"UNAVAILABLE")` makes the next call(s) of an RPC fail (retries, RATE_LIMITED, SERVER_BUSY...).
+"UNAVAILABLE")` makes the next call(s) of an RPC fail (retries, RATE_LIMITED, SERVER_BUSY...),
+and `lost_answer=True` lets the call take effect first (a lost answer, retried).
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ from imagery.client.testing._store import Store
 from imagery.v1 import delivery_service_pb2_grpc, image_pb2, upload_service_pb2_grpc
 
 DEFAULT_API_KEY = "imk_fakefakefakefake_fake-key-for-tests"
+# What imagery sends with these reasons unless a test says otherwise: its messages, and its
+# RetryInfo delays (DependencyUnavailable's, and the default busy_retry_seconds).
+_MESSAGES = {
+    "DEPENDENCY_UNAVAILABLE": (
+        "The image database cannot be reached right now: retry with exponential backoff."
+    ),
+}
+_RETRY_DELAYS = {"DEPENDENCY_UNAVAILABLE": 1.0, "SERVER_BUSY": 0.5}
 
 __all__ = ["DEFAULT_API_KEY", "FakeImageryServer"]
 
@@ -165,30 +174,37 @@ class FakeImageryServer:
         reason: str,
         *,
         code: grpc.StatusCode | None = None,
-        message: str = "Injected by FakeImageryServer.inject_error.",
+        message: str | None = None,
         retry_delay: float | None = None,
         metadata: Mapping[str, str] | None = None,
         times: int = 1,
+        lost_answer: bool = False,
     ) -> None:
         """The next `times` calls of `method` ("GetImage", "CreateUploadUrl", ...) fail with
         `reason`, e.g. "RATE_LIMITED" (with `retry_delay`), "SERVER_BUSY", or "UNAVAILABLE"
-        (plain UNAVAILABLE, no reason, which the service config retries). `code` defaults to
-        the reason's status code."""
+        (imagery's answer when its database or storage cannot be reached, which the service
+        config retries: DEPENDENCY_UNAVAILABLE with a RetryInfo of 1 s). `code` defaults to
+        the reason's status code; `reason=""` with a `code` is a bare status without details,
+        as a proxy or a cut connection ends a call. `retry_delay` defaults to imagery's for
+        DEPENDENCY_UNAVAILABLE and SERVER_BUSY. `lost_answer=True` (unary RPCs) lets the call
+        take effect and then fails it, as when the answer is lost on the way back."""
+        if reason == "UNAVAILABLE":
+            reason = "DEPENDENCY_UNAVAILABLE"
         if code is None:
             known = BY_REASON.get(reason)
-            code = grpc.StatusCode.UNAVAILABLE if reason == "UNAVAILABLE" else None
-            code = code or (known.code_default if known is not None else None)
+            code = known.code_default if known is not None else None
         if code is None:
             raise ValueError(f"{reason!r} is no reason imagery sends: pass code=")
+        if lost_answer and method == "WatchImage":
+            raise ValueError("lost_answer=True is for unary RPCs")
         refusal = Refusal(
             code,
-            "" if reason == "UNAVAILABLE" else reason,
-            message,
+            reason,
+            message or _MESSAGES.get(reason, "Injected by FakeImageryServer.inject_error."),
             metadata=metadata,
-            retry_delay=retry_delay,
+            retry_delay=_RETRY_DELAYS.get(reason) if retry_delay is None else retry_delay,
         )
-        with self._gate._lock:
-            self._gate.injected.setdefault(method, []).append(Injected(refusal, times))
+        self._gate.inject(method, Injected(refusal, times, lost_answer))
 
     def calls(self, method: str) -> int:
         """How many calls of `method` reached the fake (retries included)."""

@@ -6,16 +6,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import operator
-import re
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from imagery.client.testing import _rules
+from imagery.client.testing._filter import parse_filter
 from imagery.client.testing._store import Store
 from imagery.v1 import delivery_service_pb2 as dpb
 from imagery.v1 import errors_pb2, image_pb2
@@ -33,19 +30,6 @@ _STATUS_NAMES = {
     image_pb2.IMAGE_STATUS_READY: "ready",
     image_pb2.IMAGE_STATUS_FAILED: "failed",
 }
-_TERM = re.compile(
-    r"(?P<neg>NOT\s+|-)?(?P<field>status|create_time|labels\.[a-z][a-z0-9_-]*|labels)\s*"
-    r"(?P<op><=|>=|!=|=|<|>|:)\s*(?P<value>\"[^\"]*\"|'[^']*'|[^\s\"']+)"
-)
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "=": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
-Match = Callable[[image_pb2.Image], bool]
 
 
 class Delivery:
@@ -195,43 +179,3 @@ def _read_token(token: str, digest: str) -> tuple[int, str]:
     if made_for != digest:
         raise _rules.invalid("page_token", "was made for another filter", "send the same filter")
     return position
-
-
-def parse_filter(text: str) -> Match:
-    """AIP-160 terms joined by AND (the fake's subset of what imagery parses): `status`,
-    `labels.<key>`, `labels:<key>` and `create_time` comparisons, each optionally negated."""
-    if not text.strip():
-        return lambda image: True
-    if re.search(r"\bOR\b|[()]", text):
-        raise _rules.invalid("filter", "uses OR or parentheses", "the fake takes AND only")
-    matches = [_term(part) for part in re.split(r"\s+AND\s+", text.strip())]
-    return lambda image: all(m(image) for m in matches)
-
-
-def _term(text: str) -> Match:
-    found = _TERM.fullmatch(text.strip())
-    if found is None:
-        raise _rules.invalid("filter", f"has a term {text[:60]!r} it cannot read", "see AIP-160")
-    field, op, value = found["field"], found["op"], found["value"].strip("\"'")
-    negate = bool(found["neg"])
-    match: Match
-    if field == "status" and op in ("=", "!="):
-        name = "IMAGE_STATUS_" + value.removeprefix("IMAGE_STATUS_")
-        if name not in image_pb2.ImageStatus.keys():  # noqa: SIM118 (an enum wrapper)
-            raise _rules.invalid("filter", f"compares status with {value!r}", "use READY, ...")
-        status = image_pb2.ImageStatus.Value(name)
-        match = lambda image: _COMPARE[op](image.status, status)  # noqa: E731
-    elif field.startswith("labels.") and op in ("=", "!="):
-        key = field.removeprefix("labels.")
-        match = lambda image: _COMPARE[op](image.labels.get(key), value)  # noqa: E731
-    elif field == "labels" and op == ":":
-        match = lambda image: value in image.labels  # noqa: E731
-    elif field == "create_time" and op in _COMPARE:
-        try:
-            at = datetime.fromisoformat(value)
-        except ValueError:
-            raise _rules.invalid("filter", f"has {value!r}", "send an RFC 3339 time") from None
-        match = lambda image: _COMPARE[op](image.create_time.ToDatetime(at.tzinfo), at)  # noqa: E731
-    else:
-        raise _rules.invalid("filter", f"compares {field} with {op!r}", "see ListImages")
-    return (lambda image: not match(image)) if negate else match

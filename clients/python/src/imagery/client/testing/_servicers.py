@@ -37,7 +37,10 @@ def _pack(message: Any) -> any_pb2.Any:
 
 
 def abort(context: grpc.ServicerContext, refusal: Refusal) -> None:
-    """End the call as imagery would: code, message, and the details in the trailer."""
+    """End the call as imagery would: code, message, and the details in the trailer (none for
+    a refusal without a reason: a bare status, as a proxy or a cut connection ends a call)."""
+    if not (refusal.reason or refusal.retry_delay is not None or refusal.violations):
+        context.abort(refusal.code, refusal.message)
     details = [
         _pack(
             error_details_pb2.ErrorInfo(
@@ -64,6 +67,7 @@ def abort(context: grpc.ServicerContext, refusal: Refusal) -> None:
 class Injected:
     refusal: Refusal
     times: int
+    lost_answer: bool = False  # the call takes effect, then its caller gets the refusal
 
 
 class Gate:
@@ -72,19 +76,37 @@ class Gate:
     def __init__(self, api_keys: Mapping[str, Collection[str]]) -> None:
         self.api_keys = dict(api_keys)
         self.injected: dict[str, list[Injected]] = {}
+        self.lost: dict[str, list[Injected]] = {}  # answers to lose, once the call took effect
         self.calls: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    def inject(self, method: str, injected: Injected) -> None:
+        with self._lock:
+            queues = self.lost if injected.lost_answer else self.injected
+            queues.setdefault(method, []).append(injected)
+
+    def _next(self, queue: list[Injected]) -> Refusal | None:
+        if not queue:
+            return None
+        queue[0].times -= 1
+        refusal = queue[0].refusal
+        if queue[0].times <= 0:
+            queue.pop(0)
+        return refusal
+
+    def lose_answer(self, method: str) -> None:
+        """Raises the refusal of a lost answer the test asked for, if any."""
+        with self._lock:
+            refusal = self._next(self.lost.get(method, []))
+        if refusal is not None:
+            raise refusal
 
     def check(self, method: str, context: grpc.ServicerContext) -> None:
         with self._lock:
             self.calls[method] = self.calls.get(method, 0) + 1
-            queue = self.injected.get(method, [])
-            if queue:
-                queue[0].times -= 1
-                refusal = queue[0].refusal
-                if queue[0].times <= 0:
-                    queue.pop(0)
-                raise refusal
+            refusal = self._next(self.injected.get(method, []))
+        if refusal is not None:
+            raise refusal
         header = dict(context.invocation_metadata()).get("authorization")
         if header is None:
             raise Refusal(
@@ -113,7 +135,9 @@ class Gate:
 def _serve(gate: Gate, method: str, context: grpc.ServicerContext, answer: Callable[[], T]) -> T:
     try:
         gate.check(method, context)
-        return answer()
+        result = answer()
+        gate.lose_answer(method)
+        return result
     except Refusal as refusal:
         abort(context, refusal)
         raise AssertionError("unreachable") from None  # abort raises

@@ -41,16 +41,18 @@ def new_image_id() -> str:
 
 
 def _now(seconds: float | None = None) -> Timestamp:
+    """A time as imagery stores it: to the microsecond (Postgres' timestamptz)."""
     stamp = Timestamp()
-    stamp.FromNanoseconds(int((time.time() if seconds is None else seconds) * 1e9))
+    stamp.FromMicroseconds(int((time.time() if seconds is None else seconds) * 1e6))
     return stamp
 
 
 @dataclass
 class Record:
     image: image_pb2.Image
-    token: str
-    expires: float
+    # Every upload URL handed out for the image (a retry with the request id gets one of its
+    # own), each valid until it expires, as presigned URLs are: token -> expiry.
+    tokens: dict[str, float]
     headers: dict[str, str]  # what the PUT must carry, exactly
     body: bytes | None = None
     put_headers: dict[str, str] | None = None  # what the admitted PUT carried
@@ -125,16 +127,16 @@ class Store:
                     create_time=_now(),
                     update_time=_now(),
                 )
-                self.records[image_id] = Record(image, "", 0.0, {})
+                self.records[image_id] = Record(image, {}, headers)
                 if request_id:
                     self.request_ids[request_id] = (fingerprint, image_id)
             record = self.records[image_id]
-            record.token, record.expires = secrets.token_hex(16), time.time() + expiry
-            record.headers = headers
+            token, expires = secrets.token_hex(16), time.time() + expiry
+            record.tokens[token] = expires
             return upb.CreateUploadUrlResponse(
                 image_id=image_id,
-                upload_url=f"{base_url}/uploads/{image_id}?X-Fake-Signature={record.token}",
-                expire_time=_now(record.expires),
+                upload_url=f"{base_url}/uploads/{image_id}?X-Fake-Signature={token}",
+                expire_time=_now(expires),
                 required_headers=headers,
                 upload_method="PUT",
                 max_size_bytes=self.max_upload_bytes,
@@ -153,16 +155,23 @@ class Store:
                 violations=[("request_id", "already used for a different request")],
             )
         if image_id not in self.records:
-            raise _rules.not_found(image_id)
+            raise _rules.Refusal(
+                grpc.StatusCode.NOT_FOUND,
+                "IMAGE_NOT_FOUND",
+                f"Image {image_id}, which request_id {request_id!r} created, has been deleted: "
+                "send a new request_id to upload again.",
+                metadata={"image_id": image_id, "request_id": request_id},
+            )
         return image_id
 
     def receive(self, image_id: str, token: str, headers: Mapping[str, str], body: bytes) -> str:
         """An HTTP PUT to an upload URL: "" when admitted, else the storage's refusal."""
         with self.lock:
             record = self.records.get(image_id)
-            if record is None or not hmac.compare_digest(record.token, token):
+            expires = None if record is None else record.tokens.get(token)
+            if record is None or expires is None:
                 return "403 SignatureDoesNotMatch"
-            if time.time() > record.expires:
+            if time.time() > expires:
                 return "403 AccessDenied: Request has expired"
             sent = {k.lower(): v for k, v in headers.items()}
             for name, value in record.headers.items():

@@ -82,8 +82,8 @@ def _sql(node: Filter, params: list[Any]) -> str:
         case CreatedAt(op, at):
             sql_op = "<>" if op == "!=" else op
             return f"r.created_at {sql_op} {_bind(params, at)}::timestamptz"
-        case Not(part):
-            return f"NOT ({_sql(part, params)})"
+        case Not(part):  # two-valued, as != is: a label the image lacks makes it true
+            return f"(({_sql(part, params)}) IS NOT TRUE)"
         case AllOf(parts):
             return "(" + " AND ".join(_sql(p, params) for p in parts) + ")"
         case AnyOf(parts):
