@@ -441,8 +441,9 @@ DOCUMENTED_TABLE_GRANTS = {
         "projects": {
             "SELECT",
             "INSERT",
-            "UPDATE(display_name,settings,updated_at,deleted_at,purge_time)",
+            "UPDATE(display_name,settings,updated_at,deleted_at,purge_time,variant_profile)",
         },
+        "variant_profiles": {"SELECT", "INSERT"},
         "api_keys": {"SELECT", "INSERT", "UPDATE(revoked_at,last_used_at)"},
         "client_identities": {"SELECT"},
         "audit_events": {"INSERT"},

@@ -15,10 +15,14 @@ import asyncpg
 import pytest
 
 from imagery.common.db.images import PostgresImageRepository
+from imagery.common.db.projects import PostgresProjects
 from imagery.common.db.upload_requests import PostgresUploadRequests
 from imagery.common.errors import QuotaExceeded
+from imagery.common.presets import Preset
+from imagery.common.profiles import VariantProfile, profile_from_json
 from imagery.common.quotas import Quotas
 from imagery.common.request_ids import UsedRequestId
+from imagery.common.tenancy import Actor
 from tests.fakes import pending_record
 
 pytestmark = pytest.mark.integration
@@ -116,3 +120,27 @@ async def test_labels_request_ids_and_their_pruning_work_under_the_roles(
     assert await pool.fetchval("SELECT array_agg(request_id) FROM upload_requests") == ["fresh"]
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await roles["imagery_delivery"].fetch("SELECT * FROM upload_requests")
+
+
+async def test_profile_versions_under_the_roles(roles: dict[str, asyncpg.Pool]) -> None:
+    """UpdateProject's new profile version as upload; the project, profile included, as the
+    processor and delivery read it; nobody may rewrite a version."""
+    upload = PostgresProjects(roles["imagery_upload"])
+    profile = VariantProfile(0, (Preset("card", 300, 200, crop=True),))
+    first = await upload.update_project(
+        "default", Actor("key:t"), display_name=None, settings=None, profile=profile
+    )
+    second = await upload.update_project(
+        "default", Actor("key:t"), display_name=None, settings=None, profile=profile
+    )
+    assert first is not None and first.profile is not None and first.profile.version == 1
+    assert second is not None and second.profile is not None and second.profile.version == 2
+    assert [p.version for p in await upload.profile_versions("default")] == [1, 2]
+    for role in ("imagery_processor", "imagery_delivery"):  # with the record, with the key
+        read = await roles[role].fetchval(
+            "SELECT variant_profile FROM projects WHERE id = $1", "default"
+        )
+        assert profile_from_json(read) == second.profile
+    for role in ROLES:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await roles[role].execute("UPDATE variant_profiles SET profile = '{}'")

@@ -240,3 +240,64 @@ async def test_a_project_admin_runs_its_project_but_not_its_quotas_or_its_deleti
             assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
         kept = (await own_stub.GetProject(ppb.GetProjectRequest(name="projects/shop"))).project
         assert kept.settings.quota_images == 1000 and not kept.HasField("delete_time")
+
+
+async def test_a_variant_profile_is_set_as_a_new_version_and_shown(
+    target: str, keys: dict[str, str]
+) -> None:
+    channel, stub = _stub(target, keys["IMAGERY_ADMIN_KEY"])
+    async with channel:
+        made = await _create(stub, "profiles")
+        default = made.variant_profile
+        assert default.version == 0, "a project that chose none has the deployment's, v0"
+        assert [p.name for p in default.presets] == [
+            "thumbnail",
+            "small",
+            "medium",
+            "large",
+            "original",
+        ]
+        assert default.presets[0].fit == pb.FIT_COVER and default.presets[4].width == 0
+
+        card = pb.VariantPreset(
+            name="card", width=300, height=200, fit=pb.FIT_COVER, max_bytes=30_000
+        )
+        hero = pb.VariantPreset(name="hero", width=1600, height=900, formats=["webp"], lazy=True)
+        request = ppb.UpdateProjectRequest(
+            project=pb.Project(
+                name="projects/profiles",
+                variant_profile=pb.VariantProfile(
+                    presets=[card, hero], lazy_policy=pb.LAZY_POLICY_PENDING
+                ),
+            ),
+            update_mask=FieldMask(paths=["variant_profile"]),
+        )
+        first = (await stub.UpdateProject(request)).project.variant_profile
+        second = (await stub.UpdateProject(request)).project.variant_profile
+        assert (first.version, second.version) == (1, 2), "each change is a new version"
+        shown = (await stub.GetProject(ppb.GetProjectRequest(name="projects/profiles"))).project
+        assert shown.variant_profile == second
+        assert [p.name for p in shown.variant_profile.presets] == ["card", "hero"]
+        assert shown.variant_profile.presets[0].max_bytes == 30_000
+        assert not shown.variant_profile.presets[0].HasField("quality")
+        assert list(shown.variant_profile.presets[0].formats) == ["webp", "jpeg"], "the default"
+        assert shown.variant_profile.presets[1].lazy
+        assert shown.variant_profile.lazy_policy == pb.LAZY_POLICY_PENDING
+        assert shown.variant_profile.HasField("create_time")
+
+        bad = pb.VariantPreset(name="Card", width=300, height=0)
+        for preset, field in ((bad, "project.variant_profile.presets[0].name"),):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.UpdateProject(
+                    ppb.UpdateProjectRequest(
+                        project=pb.Project(
+                            name="projects/profiles",
+                            variant_profile=pb.VariantProfile(presets=[preset]),
+                        ),
+                        update_mask=FieldMask(paths=["variant_profile"]),
+                    )
+                )
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert field in (refused.value.details() or "")
+        after = (await stub.GetProject(ppb.GetProjectRequest(name="projects/profiles"))).project
+        assert after.variant_profile.version == 2, "a refused profile changes nothing"

@@ -9,15 +9,11 @@ import pytest
 from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
 from imagery.common.errors import ImageNotFound, ImageryError
 from imagery.common.ids import new_image_id
-from imagery.common.presets import PRESET_NAMES
+from imagery.common.presets import DEFAULT_PRESETS, PRESET_NAMES, Preset
 from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key, variant_key
 from imagery.delivery.ports import SignedUrls
-from imagery.delivery.use_cases import (
-    BatchGetDownloadUrls,
-    GetDownloadUrl,
-    GetImage,
-    UrlLifetimes,
-)
+from imagery.delivery.urls import BatchGetDownloadUrls, GetDownloadUrl, UrlLifetimes
+from imagery.delivery.use_cases import GetImage
 from tests.fakes import InMemoryImageRepository
 from tests.principals import CALLER, OTHER, caller, policy
 
@@ -101,7 +97,7 @@ async def test_download_url_signs_the_requested_variant_only(
     repo: InMemoryImageRepository, signer: RecordingSigner
 ) -> None:
     record = await _image(repo)
-    url = await GetDownloadUrl(repo, signer, PRESET_NAMES, LIFETIMES)(
+    url = await GetDownloadUrl(repo, signer, DEFAULT_PRESETS, LIFETIMES)(
         CALLER, image_id=record.id, variant="small", preference="webp"
     )
     assert signer.calls == [[f"variants/{record.sha256}/small.webp"]]
@@ -111,7 +107,7 @@ async def test_download_url_signs_the_requested_variant_only(
         "image/webp",
         EXPIRES,
     )
-    fallback = await GetDownloadUrl(repo, signer, PRESET_NAMES, LIFETIMES)(
+    fallback = await GetDownloadUrl(repo, signer, DEFAULT_PRESETS, LIFETIMES)(
         CALLER, image_id=record.id, variant="thumbnail", preference="fallback"
     )
     assert fallback.url.endswith("/thumbnail.jpg?Signature=s")
@@ -125,7 +121,7 @@ async def test_download_url_of_an_image_that_is_not_ready(
 ) -> None:
     record = await _image(repo, status)
     with pytest.raises(ImageryError) as caught:
-        await GetDownloadUrl(repo, signer, PRESET_NAMES, LIFETIMES)(
+        await GetDownloadUrl(repo, signer, DEFAULT_PRESETS, LIFETIMES)(
             CALLER, image_id=record.id, variant="small", preference="webp"
         )
     assert caught.value.reason == "IMAGE_NOT_READY"
@@ -137,7 +133,7 @@ async def test_unknown_variant_lists_the_ones_that_exist(
     repo: InMemoryImageRepository, signer: RecordingSigner
 ) -> None:
     record = await _image(repo)
-    use_case = GetDownloadUrl(repo, signer, PRESET_NAMES, LIFETIMES)
+    use_case = GetDownloadUrl(repo, signer, DEFAULT_PRESETS, LIFETIMES)
     with pytest.raises(ImageryError) as caught:
         await use_case(CALLER, image_id=record.id, variant="huge", preference="webp")
     assert caught.value.reason == "UNKNOWN_VARIANT"
@@ -154,7 +150,7 @@ async def test_a_ready_image_whose_bytes_were_lost_says_so(
     record = await _image(repo)
     repo.records[record.id] = dataclasses.replace(record, variants=())  # marked lost
     with pytest.raises(ImageryError) as caught:
-        await GetDownloadUrl(repo, signer, PRESET_NAMES, LIFETIMES)(
+        await GetDownloadUrl(repo, signer, DEFAULT_PRESETS, LIFETIMES)(
             CALLER, image_id=record.id, variant="small", preference="webp"
         )
     assert caught.value.reason == "IMAGE_CONTENT_LOST"
@@ -166,7 +162,7 @@ async def test_originals_and_uploads_are_never_signed(
     repo: InMemoryImageRepository, signer: RecordingSigner
 ) -> None:
     record = await _image(repo)
-    use_case = BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)
+    use_case = BatchGetDownloadUrls(repo, signer, DEFAULT_PRESETS, LIFETIMES)
     for name in PRESET_NAMES:
         await use_case(CALLER, image_ids=[record.id], variant=name, preference="webp")
         await use_case(CALLER, image_ids=[record.id], variant=name, preference="fallback")
@@ -181,7 +177,7 @@ async def test_batch_keeps_first_appearance_order_and_collapses_duplicates(
     pending = await _image(repo, ImageStatus.PENDING)
     unknown = new_image_id()
     repo.queries = 0
-    result = await BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)(
+    result = await BatchGetDownloadUrls(repo, signer, DEFAULT_PRESETS, LIFETIMES)(
         CALLER,
         image_ids=[c.id, a.id, unknown, c.id, pending.id, b.id, a.id],
         variant="small",
@@ -194,7 +190,7 @@ async def test_batch_keeps_first_appearance_order_and_collapses_duplicates(
 
 
 async def test_batch_limits(repo: InMemoryImageRepository, signer: RecordingSigner) -> None:
-    use_case = BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)
+    use_case = BatchGetDownloadUrls(repo, signer, DEFAULT_PRESETS, LIFETIMES)
     with pytest.raises(ImageryError) as empty:
         await use_case(CALLER, image_ids=[], variant="small", preference="webp")
     assert empty.value.reason == "NO_IMAGE_IDS"
@@ -231,10 +227,10 @@ async def test_another_projects_image_is_answered_like_an_unknown_one(
         await GetImage(repo)(OTHER, image_id=unknown)
     assert theirs.value.message == nobodys.value.message.replace(unknown, record.id)
     with pytest.raises(ImageNotFound):
-        await GetDownloadUrl(repo, signer, PRESET_NAMES, LIFETIMES)(
+        await GetDownloadUrl(repo, signer, DEFAULT_PRESETS, LIFETIMES)(
             OTHER, image_id=record.id, variant="small", preference="webp"
         )
-    batch = await BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)(
+    batch = await BatchGetDownloadUrls(repo, signer, DEFAULT_PRESETS, LIFETIMES)(
         OTHER, image_ids=[record.id], variant="small", preference="webp"
     )
     assert batch.download_urls == [] and batch.not_found_image_ids == [record.id]
@@ -247,7 +243,7 @@ async def test_urls_live_as_long_as_the_project_chose(repo: InMemoryImageReposit
     record = await _image(repo)
     signer = RecordingSigner()
     week = caller(settings=ProjectSettings(signed_url_ttl_seconds=7 * 86400))
-    use_case = BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)
+    use_case = BatchGetDownloadUrls(repo, signer, DEFAULT_PRESETS, LIFETIMES)
     await use_case(week, image_ids=[record.id], variant="small", preference="webp")
     await use_case(CALLER, image_ids=[record.id], variant="small", preference="webp")
     assert signer.lifetimes == [7 * 86400, 600]
@@ -257,7 +253,7 @@ async def test_a_batch_of_several_variants_answers_each_image_in_request_order(
     repo: InMemoryImageRepository, signer: RecordingSigner
 ) -> None:
     a, b = await _image(repo), await _image(repo)
-    result = await BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)(
+    result = await BatchGetDownloadUrls(repo, signer, DEFAULT_PRESETS, LIFETIMES)(
         CALLER,
         image_ids=[b.id, a.id],
         variant="small",
@@ -280,7 +276,7 @@ async def test_a_batch_of_several_variants_answers_each_image_in_request_order(
 async def test_each_url_a_batch_cannot_sign_is_listed_with_its_reason(
     repo: InMemoryImageRepository, signer: RecordingSigner
 ) -> None:
-    ready = await _image(repo, formats=("jpeg",))  # no WebP variants
+    ready = await _image(repo, formats=("jpeg",))  # no WebP variants: they are rendered
     webp = await _image(repo)
     pending = await _image(repo, ImageStatus.PENDING)
     failed = await _image(repo, ImageStatus.FAILED)
@@ -289,7 +285,7 @@ async def test_each_url_a_batch_cannot_sign_is_listed_with_its_reason(
     unknown = new_image_id()
     ids = [unknown, ready.id, pending.id, failed.id, lost.id, webp.id]
     repo.queries = 0
-    result = await BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)(
+    result = await BatchGetDownloadUrls(repo, signer, DEFAULT_PRESETS, LIFETIMES)(
         CALLER, image_ids=ids, variants=["thumbnail", "small"], preference="webp"
     )
     assert [(u.image_id, u.variant) for u in result.download_urls] == [
@@ -298,7 +294,7 @@ async def test_each_url_a_batch_cannot_sign_is_listed_with_its_reason(
     ]
     reasons = {
         unknown: "IMAGE_NOT_FOUND",
-        ready.id: "UNKNOWN_VARIANT",
+        ready.id: "VARIANT_PENDING",  # no WebP variant to fall back on meanwhile
         pending.id: "IMAGE_NOT_READY",
         failed.id: "IMAGE_FAILED",
         lost.id: "IMAGE_CONTENT_LOST",
@@ -316,17 +312,17 @@ async def test_a_batch_refuses_unconfigured_or_too_many_variants(
     repo: InMemoryImageRepository, signer: RecordingSigner
 ) -> None:
     record = await _image(repo)
-    use_case = BatchGetDownloadUrls(repo, signer, PRESET_NAMES, LIFETIMES)
+    use_case = BatchGetDownloadUrls(repo, signer, DEFAULT_PRESETS, LIFETIMES)
     with pytest.raises(ImageryError) as unknown:
         await use_case(CALLER, image_ids=[record.id], variants=["small", "huge"], preference="webp")
     assert unknown.value.reason == "UNKNOWN_VARIANT"
     with pytest.raises(ImageryError) as neither:
         await use_case(CALLER, image_ids=[record.id], preference="webp")
     assert neither.value.reason == "UNKNOWN_VARIANT"
-    presets = [f"p{i}" for i in range(11)]
+    presets = [Preset(f"p{i}", 10, 10) for i in range(11)]
     with pytest.raises(ImageryError) as many:
         await BatchGetDownloadUrls(repo, signer, presets, LIFETIMES)(
-            CALLER, image_ids=[record.id], variants=presets, preference="webp"
+            CALLER, image_ids=[record.id], variants=[p.name for p in presets], preference="webp"
         )
     assert many.value.reason == "INVALID_ARGUMENT"
     assert many.value.violations[0].field == "variants"

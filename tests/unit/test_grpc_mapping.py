@@ -18,18 +18,14 @@ from imagery.common.ids import new_image_id
 from imagery.common.tenancy import Principal
 from imagery.delivery.grpc_api import mapping
 from imagery.delivery.grpc_api.servicer import DeliveryServiceServicer, DeliveryUseCases
-from imagery.delivery.use_cases import (
+from imagery.delivery.urls import (
     BatchGetDownloadUrls,
-    BatchGetImages,
     BatchResult,
     DownloadUrl,
     GetDownloadUrl,
-    GetImage,
-    ImagePage,
-    ImagesResult,
-    ListImages,
     UrlFailure,
 )
+from imagery.delivery.use_cases import BatchGetImages, GetImage, ImagePage, ImagesResult, ListImages
 from imagery.delivery.watch import WatchImage
 from imagery.upload.grpc_api.mapping import ticket_to_proto
 from imagery.upload.grpc_api.servicer import UploadServiceServicer

@@ -189,6 +189,13 @@ class ImageContentLost(FailedPrecondition):
     reason_default = "IMAGE_CONTENT_LOST"
 
 
+class VariantPending(FailedPrecondition):
+    """The variant is a preset of the project's profile not rendered for the image yet; it is
+    being rendered: retry after `retry_delay`."""
+
+    reason_default = "VARIANT_PENDING"
+
+
 class DeclarationRequired(FailedPrecondition):
     reason_default = "DECLARATION_REQUIRED"
 

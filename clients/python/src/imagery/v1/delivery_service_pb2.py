@@ -28,7 +28,7 @@ from imagery.v1 import errors_pb2 as imagery_dot_v1_dot_errors__pb2
 from imagery.v1 import image_pb2 as imagery_dot_v1_dot_image__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!imagery/v1/delivery_service.proto\x12\nimagery.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17imagery/v1/errors.proto\x1a\x16imagery/v1/image.proto\")\n\x0fGetImageRequest\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"4\n\x10GetImageResponse\x12 \n\x05image\x18\x01 \x01(\x0b\x32\x11.imagery.v1.Image\"w\n\x15GetDownloadUrlRequest\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07variant\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x19.imagery.v1.VariantFormatB\x04\xe2\x41\x01\x01\"\x8f\x01\n\x16GetDownloadUrlResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\"\x90\x01\n\x1b\x42\x61tchGetDownloadUrlsRequest\x12\x17\n\timage_ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12/\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x19.imagery.v1.VariantFormatB\x04\xe2\x41\x01\x01\x12\x16\n\x08variants\x18\x04 \x03(\tB\x04\xe2\x41\x01\x01\"r\n\x12\x44ownloadUrlFailure\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07variant\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12-\n\x06reason\x18\x03 \x01(\x0e\x32\x17.imagery.v1.ErrorReasonB\x04\xe2\x41\x01\x03\"\xa2\x01\n\x0b\x44ownloadUrl\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07variant\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03url\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63ontent_type\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\"\x9d\x01\n\x1c\x42\x61tchGetDownloadUrlsResponse\x12.\n\rdownload_urls\x18\x01 \x03(\x0b\x32\x17.imagery.v1.DownloadUrl\x12\x1b\n\x13not_found_image_ids\x18\x02 \x03(\t\x12\x30\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x1e.imagery.v1.DownloadUrlFailure\"+\n\x11WatchImageRequest\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"6\n\x12WatchImageResponse\x12 \n\x05image\x18\x01 \x01(\x0b\x32\x11.imagery.v1.Image\"0\n\x15\x42\x61tchGetImagesRequest\x12\x17\n\timage_ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\"X\n\x16\x42\x61tchGetImagesResponse\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.imagery.v1.Image\x12\x1b\n\x13not_found_image_ids\x18\x02 \x03(\t\"\\\n\x11ListImagesRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"P\n\x12ListImagesResponse\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.imagery.v1.Image\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x91\x04\n\x0f\x44\x65liveryService\x12\x45\n\x08GetImage\x12\x1b.imagery.v1.GetImageRequest\x1a\x1c.imagery.v1.GetImageResponse\x12W\n\x0eGetDownloadUrl\x12!.imagery.v1.GetDownloadUrlRequest\x1a\".imagery.v1.GetDownloadUrlResponse\x12i\n\x14\x42\x61tchGetDownloadUrls\x12\'.imagery.v1.BatchGetDownloadUrlsRequest\x1a(.imagery.v1.BatchGetDownloadUrlsResponse\x12M\n\nWatchImage\x12\x1d.imagery.v1.WatchImageRequest\x1a\x1e.imagery.v1.WatchImageResponse0\x01\x12W\n\x0e\x42\x61tchGetImages\x12!.imagery.v1.BatchGetImagesRequest\x1a\".imagery.v1.BatchGetImagesResponse\x12K\n\nListImages\x12\x1d.imagery.v1.ListImagesRequest\x1a\x1e.imagery.v1.ListImagesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!imagery/v1/delivery_service.proto\x12\nimagery.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17imagery/v1/errors.proto\x1a\x16imagery/v1/image.proto\")\n\x0fGetImageRequest\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"4\n\x10GetImageResponse\x12 \n\x05image\x18\x01 \x01(\x0b\x32\x11.imagery.v1.Image\"w\n\x15GetDownloadUrlRequest\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07variant\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x19.imagery.v1.VariantFormatB\x04\xe2\x41\x01\x01\"\xb9\x01\n\x16GetDownloadUrlResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x10\n\x08\x66\x61llback\x18\x06 \x01(\x08\x12\x16\n\x0eserved_variant\x18\x07 \x01(\t\"\x90\x01\n\x1b\x42\x61tchGetDownloadUrlsRequest\x12\x17\n\timage_ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12/\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x19.imagery.v1.VariantFormatB\x04\xe2\x41\x01\x01\x12\x16\n\x08variants\x18\x04 \x03(\tB\x04\xe2\x41\x01\x01\"r\n\x12\x44ownloadUrlFailure\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07variant\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12-\n\x06reason\x18\x03 \x01(\x0e\x32\x17.imagery.v1.ErrorReasonB\x04\xe2\x41\x01\x03\"\xd8\x01\n\x0b\x44ownloadUrl\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07variant\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03url\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63ontent_type\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x66\x61llback\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0eserved_variant\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\"\x9d\x01\n\x1c\x42\x61tchGetDownloadUrlsResponse\x12.\n\rdownload_urls\x18\x01 \x03(\x0b\x32\x17.imagery.v1.DownloadUrl\x12\x1b\n\x13not_found_image_ids\x18\x02 \x03(\t\x12\x30\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x1e.imagery.v1.DownloadUrlFailure\"+\n\x11WatchImageRequest\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"6\n\x12WatchImageResponse\x12 \n\x05image\x18\x01 \x01(\x0b\x32\x11.imagery.v1.Image\"0\n\x15\x42\x61tchGetImagesRequest\x12\x17\n\timage_ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\"X\n\x16\x42\x61tchGetImagesResponse\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.imagery.v1.Image\x12\x1b\n\x13not_found_image_ids\x18\x02 \x03(\t\"\\\n\x11ListImagesRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"P\n\x12ListImagesResponse\x12!\n\x06images\x18\x01 \x03(\x0b\x32\x11.imagery.v1.Image\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x91\x04\n\x0f\x44\x65liveryService\x12\x45\n\x08GetImage\x12\x1b.imagery.v1.GetImageRequest\x1a\x1c.imagery.v1.GetImageResponse\x12W\n\x0eGetDownloadUrl\x12!.imagery.v1.GetDownloadUrlRequest\x1a\".imagery.v1.GetDownloadUrlResponse\x12i\n\x14\x42\x61tchGetDownloadUrls\x12\'.imagery.v1.BatchGetDownloadUrlsRequest\x1a(.imagery.v1.BatchGetDownloadUrlsResponse\x12M\n\nWatchImage\x12\x1d.imagery.v1.WatchImageRequest\x1a\x1e.imagery.v1.WatchImageResponse0\x01\x12W\n\x0e\x42\x61tchGetImages\x12!.imagery.v1.BatchGetImagesRequest\x1a\".imagery.v1.BatchGetImagesResponse\x12K\n\nListImages\x12\x1d.imagery.v1.ListImagesRequest\x1a\x1e.imagery.v1.ListImagesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -65,6 +65,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DOWNLOADURL'].fields_by_name['expire_time']._serialized_options = b'\342A\001\003'
   _globals['_DOWNLOADURL'].fields_by_name['content_type']._loaded_options = None
   _globals['_DOWNLOADURL'].fields_by_name['content_type']._serialized_options = b'\342A\001\003'
+  _globals['_DOWNLOADURL'].fields_by_name['fallback']._loaded_options = None
+  _globals['_DOWNLOADURL'].fields_by_name['fallback']._serialized_options = b'\342A\001\003'
+  _globals['_DOWNLOADURL'].fields_by_name['served_variant']._loaded_options = None
+  _globals['_DOWNLOADURL'].fields_by_name['served_variant']._serialized_options = b'\342A\001\003'
   _globals['_WATCHIMAGEREQUEST'].fields_by_name['image_id']._loaded_options = None
   _globals['_WATCHIMAGEREQUEST'].fields_by_name['image_id']._serialized_options = b'\342A\001\002'
   _globals['_BATCHGETIMAGESREQUEST'].fields_by_name['image_ids']._loaded_options = None
@@ -82,27 +86,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETDOWNLOADURLREQUEST']._serialized_start=261
   _globals['_GETDOWNLOADURLREQUEST']._serialized_end=380
   _globals['_GETDOWNLOADURLRESPONSE']._serialized_start=383
-  _globals['_GETDOWNLOADURLRESPONSE']._serialized_end=526
-  _globals['_BATCHGETDOWNLOADURLSREQUEST']._serialized_start=529
-  _globals['_BATCHGETDOWNLOADURLSREQUEST']._serialized_end=673
-  _globals['_DOWNLOADURLFAILURE']._serialized_start=675
-  _globals['_DOWNLOADURLFAILURE']._serialized_end=789
-  _globals['_DOWNLOADURL']._serialized_start=792
-  _globals['_DOWNLOADURL']._serialized_end=954
-  _globals['_BATCHGETDOWNLOADURLSRESPONSE']._serialized_start=957
-  _globals['_BATCHGETDOWNLOADURLSRESPONSE']._serialized_end=1114
-  _globals['_WATCHIMAGEREQUEST']._serialized_start=1116
-  _globals['_WATCHIMAGEREQUEST']._serialized_end=1159
-  _globals['_WATCHIMAGERESPONSE']._serialized_start=1161
-  _globals['_WATCHIMAGERESPONSE']._serialized_end=1215
-  _globals['_BATCHGETIMAGESREQUEST']._serialized_start=1217
-  _globals['_BATCHGETIMAGESREQUEST']._serialized_end=1265
-  _globals['_BATCHGETIMAGESRESPONSE']._serialized_start=1267
-  _globals['_BATCHGETIMAGESRESPONSE']._serialized_end=1355
-  _globals['_LISTIMAGESREQUEST']._serialized_start=1357
-  _globals['_LISTIMAGESREQUEST']._serialized_end=1449
-  _globals['_LISTIMAGESRESPONSE']._serialized_start=1451
-  _globals['_LISTIMAGESRESPONSE']._serialized_end=1531
-  _globals['_DELIVERYSERVICE']._serialized_start=1534
-  _globals['_DELIVERYSERVICE']._serialized_end=2063
+  _globals['_GETDOWNLOADURLRESPONSE']._serialized_end=568
+  _globals['_BATCHGETDOWNLOADURLSREQUEST']._serialized_start=571
+  _globals['_BATCHGETDOWNLOADURLSREQUEST']._serialized_end=715
+  _globals['_DOWNLOADURLFAILURE']._serialized_start=717
+  _globals['_DOWNLOADURLFAILURE']._serialized_end=831
+  _globals['_DOWNLOADURL']._serialized_start=834
+  _globals['_DOWNLOADURL']._serialized_end=1050
+  _globals['_BATCHGETDOWNLOADURLSRESPONSE']._serialized_start=1053
+  _globals['_BATCHGETDOWNLOADURLSRESPONSE']._serialized_end=1210
+  _globals['_WATCHIMAGEREQUEST']._serialized_start=1212
+  _globals['_WATCHIMAGEREQUEST']._serialized_end=1255
+  _globals['_WATCHIMAGERESPONSE']._serialized_start=1257
+  _globals['_WATCHIMAGERESPONSE']._serialized_end=1311
+  _globals['_BATCHGETIMAGESREQUEST']._serialized_start=1313
+  _globals['_BATCHGETIMAGESREQUEST']._serialized_end=1361
+  _globals['_BATCHGETIMAGESRESPONSE']._serialized_start=1363
+  _globals['_BATCHGETIMAGESRESPONSE']._serialized_end=1451
+  _globals['_LISTIMAGESREQUEST']._serialized_start=1453
+  _globals['_LISTIMAGESREQUEST']._serialized_end=1545
+  _globals['_LISTIMAGESRESPONSE']._serialized_start=1547
+  _globals['_LISTIMAGESRESPONSE']._serialized_end=1627
+  _globals['_DELIVERYSERVICE']._serialized_start=1630
+  _globals['_DELIVERYSERVICE']._serialized_end=2159
 # @@protoc_insertion_point(module_scope)

@@ -108,6 +108,8 @@ class GetDownloadUrlResponse(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
+    SERVED_VARIANT_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     """Output only. The image the URL belongs to."""
     variant: _builtins.str
@@ -116,6 +118,13 @@ class GetDownloadUrlResponse(_message.Message):
     """Output only. CloudFront signed URL; anyone holding it can fetch the variant until `expire_time`."""
     content_type: _builtins.str
     """Output only. MIME type the URL serves."""
+    fallback: _builtins.bool
+    """Output only. True when `variant` is not rendered for this image yet and the URL serves
+    the nearest rendered one (`served_variant`) instead: the project's profile has the
+    FALLBACK lazy policy. The rendering has been asked for; a later call answers it.
+    """
+    served_variant: _builtins.str
+    """Output only. When `fallback`, the preset the URL serves."""
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When `url` stops working."""
@@ -128,10 +137,12 @@ class GetDownloadUrlResponse(_message.Message):
         url: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         content_type: _builtins.str = ...,
+        fallback: _builtins.bool = ...,
+        served_variant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "expire_time", b"expire_time", "image_id", b"image_id", "url", b"url", "variant", b"variant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "expire_time", b"expire_time", "fallback", b"fallback", "image_id", b"image_id", "served_variant", b"served_variant", "url", b"url", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -222,6 +233,8 @@ class DownloadUrl(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
+    SERVED_VARIANT_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     """Output only. The image the URL belongs to."""
     variant: _builtins.str
@@ -230,6 +243,13 @@ class DownloadUrl(_message.Message):
     """Output only. CloudFront signed URL."""
     content_type: _builtins.str
     """Output only. MIME type the URL serves."""
+    fallback: _builtins.bool
+    """Output only. True when `variant` is not rendered for this image yet and the URL serves
+    the nearest rendered one (`served_variant`) instead: the project's profile has the
+    FALLBACK lazy policy. The rendering has been asked for; a later call answers it.
+    """
+    served_variant: _builtins.str
+    """Output only. When `fallback`, the preset the URL serves."""
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When `url` stops working."""
@@ -242,10 +262,12 @@ class DownloadUrl(_message.Message):
         url: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         content_type: _builtins.str = ...,
+        fallback: _builtins.bool = ...,
+        served_variant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "expire_time", b"expire_time", "image_id", b"image_id", "url", b"url", "variant", b"variant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "expire_time", b"expire_time", "fallback", b"fallback", "image_id", b"image_id", "served_variant", b"served_variant", "url", b"url", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

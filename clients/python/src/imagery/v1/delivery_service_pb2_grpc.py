@@ -82,9 +82,12 @@ class DeliveryServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def GetDownloadUrl(self, request, context):
-        """Returns a signed CDN URL for one variant of a READY image.
+        """Returns a signed CDN URL for one variant of a READY image. `variant` names a preset of
+        the project's variant profile; one not rendered for the image yet is rendered, and the
+        answer follows the profile's lazy policy (a fallback URL, or VARIANT_PENDING).
         Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID, UNKNOWN_VARIANT), NOT_FOUND (IMAGE_NOT_FOUND),
-        FAILED_PRECONDITION (IMAGE_NOT_READY, with the status in the error metadata).
+        FAILED_PRECONDITION (IMAGE_NOT_READY, with the status in the error metadata;
+        VARIANT_PENDING, with a RetryInfo).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,9 +40,12 @@ class DeliveryServiceStub:
     Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID), NOT_FOUND (IMAGE_NOT_FOUND).
     """
     GetDownloadUrl: _grpc.UnaryUnaryMultiCallable[_delivery_service_pb2.GetDownloadUrlRequest, _delivery_service_pb2.GetDownloadUrlResponse]
-    """Returns a signed CDN URL for one variant of a READY image.
+    """Returns a signed CDN URL for one variant of a READY image. `variant` names a preset of
+    the project's variant profile; one not rendered for the image yet is rendered, and the
+    answer follows the profile's lazy policy (a fallback URL, or VARIANT_PENDING).
     Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID, UNKNOWN_VARIANT), NOT_FOUND (IMAGE_NOT_FOUND),
-    FAILED_PRECONDITION (IMAGE_NOT_READY, with the status in the error metadata).
+    FAILED_PRECONDITION (IMAGE_NOT_READY, with the status in the error metadata;
+    VARIANT_PENDING, with a RetryInfo).
     """
     BatchGetDownloadUrls: _grpc.UnaryUnaryMultiCallable[_delivery_service_pb2.BatchGetDownloadUrlsRequest, _delivery_service_pb2.BatchGetDownloadUrlsResponse]
     """Returns signed CDN URLs for up to 50 images in one call, for one variant or several
@@ -85,9 +88,12 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID), NOT_FOUND (IMAGE_NOT_FOUND).
     """
     GetDownloadUrl: _aio.UnaryUnaryMultiCallable[_delivery_service_pb2.GetDownloadUrlRequest, _delivery_service_pb2.GetDownloadUrlResponse]  # type: ignore[assignment]
-    """Returns a signed CDN URL for one variant of a READY image.
+    """Returns a signed CDN URL for one variant of a READY image. `variant` names a preset of
+    the project's variant profile; one not rendered for the image yet is rendered, and the
+    answer follows the profile's lazy policy (a fallback URL, or VARIANT_PENDING).
     Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID, UNKNOWN_VARIANT), NOT_FOUND (IMAGE_NOT_FOUND),
-    FAILED_PRECONDITION (IMAGE_NOT_READY, with the status in the error metadata).
+    FAILED_PRECONDITION (IMAGE_NOT_READY, with the status in the error metadata;
+    VARIANT_PENDING, with a RetryInfo).
     """
     BatchGetDownloadUrls: _aio.UnaryUnaryMultiCallable[_delivery_service_pb2.BatchGetDownloadUrlsRequest, _delivery_service_pb2.BatchGetDownloadUrlsResponse]  # type: ignore[assignment]
     """Returns signed CDN URLs for up to 50 images in one call, for one variant or several
@@ -139,9 +145,12 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _delivery_service_pb2.GetDownloadUrlRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_delivery_service_pb2.GetDownloadUrlResponse, _abc.Awaitable[_delivery_service_pb2.GetDownloadUrlResponse]]:
-        """Returns a signed CDN URL for one variant of a READY image.
+        """Returns a signed CDN URL for one variant of a READY image. `variant` names a preset of
+        the project's variant profile; one not rendered for the image yet is rendered, and the
+        answer follows the profile's lazy policy (a fallback URL, or VARIANT_PENDING).
         Errors: INVALID_ARGUMENT (INVALID_IMAGE_ID, UNKNOWN_VARIANT), NOT_FOUND (IMAGE_NOT_FOUND),
-        FAILED_PRECONDITION (IMAGE_NOT_READY, with the status in the error metadata).
+        FAILED_PRECONDITION (IMAGE_NOT_READY, with the status in the error metadata;
+        VARIANT_PENDING, with a RetryInfo).
         """
 
     @_abc_1.abstractmethod

@@ -142,6 +142,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INVALID_ARGUMENT: this `request_id` was used in the last 24 hours for a call with
     different fields; use a new id for a new request.
     """
+    ERROR_REASON_VARIANT_PENDING: _ErrorReason.ValueType  # 54
+    """FAILED_PRECONDITION: the variant is a preset of the project's profile not rendered for
+    this image yet (a lazy preset, or one a backfill has not reached), and the project's lazy
+    policy is PENDING. Its rendering has been asked for: retry after the RetryInfo delay.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed, or why an image ended FAILED.
@@ -272,5 +277,10 @@ never be READY; its `failure_reason` says why.
 ERROR_REASON_REQUEST_ID_REUSED: ErrorReason.ValueType  # 53
 """INVALID_ARGUMENT: this `request_id` was used in the last 24 hours for a call with
 different fields; use a new id for a new request.
+"""
+ERROR_REASON_VARIANT_PENDING: ErrorReason.ValueType  # 54
+"""FAILED_PRECONDITION: the variant is a preset of the project's profile not rendered for
+this image yet (a lazy preset, or one a backfill has not reached), and the project's lazy
+policy is PENDING. Its rendering has been asked for: retry after the RetryInfo delay.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

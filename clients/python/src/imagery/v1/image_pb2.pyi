@@ -164,6 +164,7 @@ class Image(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     DETECTED_FORMAT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    PROFILE_VERSION_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     """Identifier. The image's id (a ULID), as returned by CreateUploadUrl; names the image
     to change in UpdateImage.
@@ -188,6 +189,10 @@ class Image(_message.Message):
     """
     detected_format: _builtins.str
     """Output only. The format detected from the bytes ("jpeg", "png", "webp", "avif", "gif"); empty until verified."""
+    profile_version: _builtins.int
+    """Output only. The version of the project's variant profile the variants were rendered
+    with (0: the deployment's default profile). A backfill moves it to the current version.
+    """
     @_builtins.property
     def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variant]:
         """Output only. The renditions that can be delivered; empty unless `status` is READY."""
@@ -224,10 +229,11 @@ class Image(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         detected_format: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        profile_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "create_time", b"create_time", "size_bytes", b"size_bytes", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "content_type", b"content_type", "create_time", b"create_time", "detected_format", b"detected_format", "failure_reason", b"failure_reason", "file_name", b"file_name", "height", b"height", "image_id", b"image_id", "labels", b"labels", "sha256", b"sha256", "size_bytes", b"size_bytes", "status", b"status", "update_time", b"update_time", "variants", b"variants", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "content_type", b"content_type", "create_time", b"create_time", "detected_format", b"detected_format", "failure_reason", b"failure_reason", "file_name", b"file_name", "height", b"height", "image_id", b"image_id", "labels", b"labels", "profile_version", b"profile_version", "sha256", b"sha256", "size_bytes", b"size_bytes", "status", b"status", "update_time", b"update_time", "variants", b"variants", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__size_bytes: _TypeAlias = _typing.Literal["size_bytes"]  # noqa: Y015
     _WhichOneofArgType__size_bytes: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes"]  # noqa: Y015

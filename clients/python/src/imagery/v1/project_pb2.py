@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18imagery/v1/project.proto\x12\nimagery.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x03\n\x07Project\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x08settings\x18\x03 \x01(\x0b\x32\x1b.imagery.v1.ProjectSettingsB\x04\xe2\x41\x01\x01\x12=\n\x12\x65\x66\x66\x65\x63tive_settings\x18\x04 \x01(\x0b\x32\x1b.imagery.v1.ProjectSettingsB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x64\x65lete_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\npurge_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x08operator\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x03\x12-\n\x05usage\x18\n \x01(\x0b\x32\x18.imagery.v1.ProjectUsageB\x04\xe2\x41\x01\x03\"V\n\x0cProjectUsage\x12\x14\n\x06images\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x13\n\x05\x62ytes\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\ruploads_today\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\"\x8e\x06\n\x0fProjectSettings\x12\x1b\n\rcontent_types\x18\x01 \x03(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x10max_upload_bytes\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tmin_width\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x17\n\nmin_height\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x16\n\tmax_width\x18\x05 \x01(\x05H\x03\x88\x01\x01\x12\x17\n\nmax_height\x18\x06 \x01(\x05H\x04\x88\x01\x01\x12#\n\x16signed_url_ttl_seconds\x18\x07 \x01(\x05H\x05\x88\x01\x01\x12\x19\n\x0cquota_images\x18\x08 \x01(\x03H\x06\x88\x01\x01\x12\x18\n\x0bquota_bytes\x18\t \x01(\x03H\x07\x88\x01\x01\x12\"\n\x15quota_uploads_per_day\x18\n \x01(\x03H\x08\x88\x01\x01\x12#\n\x16rate_create_per_minute\x18\x0b \x01(\x05H\t\x88\x01\x01\x12!\n\x14rate_read_per_minute\x18\x0c \x01(\x05H\n\x88\x01\x01\x12#\n\x16rate_delete_per_minute\x18\r \x01(\x05H\x0b\x88\x01\x01\x12\"\n\x15rate_admin_per_minute\x18\x0e \x01(\x05H\x0c\x88\x01\x01\x12$\n\x17require_declared_upload\x18\x0f \x01(\x08H\r\x88\x01\x01\x42\x13\n\x11_max_upload_bytesB\x0c\n\n_min_widthB\r\n\x0b_min_heightB\x0c\n\n_max_widthB\r\n\x0b_max_heightB\x19\n\x17_signed_url_ttl_secondsB\x0f\n\r_quota_imagesB\x0e\n\x0c_quota_bytesB\x18\n\x16_quota_uploads_per_dayB\x19\n\x17_rate_create_per_minuteB\x17\n\x15_rate_read_per_minuteB\x19\n\x17_rate_delete_per_minuteB\x18\n\x16_rate_admin_per_minuteB\x1a\n\x18_require_declared_upload\"\xbd\x04\n\x06\x41piKey\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06scopes\x18\x03 \x03(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rlast_use_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63reator\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12#\n\x16rate_create_per_minute\x18\t \x01(\x05H\x00\x88\x01\x01\x12!\n\x14rate_read_per_minute\x18\n \x01(\x05H\x01\x88\x01\x01\x12#\n\x16rate_delete_per_minute\x18\x0b \x01(\x05H\x02\x88\x01\x01\x12\"\n\x15rate_admin_per_minute\x18\x0c \x01(\x05H\x03\x88\x01\x01\x42\x19\n\x17_rate_create_per_minuteB\x17\n\x15_rate_read_per_minuteB\x19\n\x17_rate_delete_per_minuteB\x18\n\x16_rate_admin_per_minuteb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18imagery/v1/project.proto\x12\nimagery.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x04\n\x07Project\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x08settings\x18\x03 \x01(\x0b\x32\x1b.imagery.v1.ProjectSettingsB\x04\xe2\x41\x01\x01\x12=\n\x12\x65\x66\x66\x65\x63tive_settings\x18\x04 \x01(\x0b\x32\x1b.imagery.v1.ProjectSettingsB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x64\x65lete_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\npurge_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x08operator\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x03\x12-\n\x05usage\x18\n \x01(\x0b\x32\x18.imagery.v1.ProjectUsageB\x04\xe2\x41\x01\x03\x12\x39\n\x0fvariant_profile\x18\x0b \x01(\x0b\x32\x1a.imagery.v1.VariantProfileB\x04\xe2\x41\x01\x01\"\xc3\x01\n\x0eVariantProfile\x12\x15\n\x07version\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x30\n\x07presets\x18\x02 \x03(\x0b\x32\x19.imagery.v1.VariantPresetB\x04\xe2\x41\x01\x02\x12\x31\n\x0blazy_policy\x18\x03 \x01(\x0e\x32\x16.imagery.v1.LazyPolicyB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xf1\x01\n\rVariantPreset\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05width\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x14\n\x06height\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\"\n\x03\x66it\x18\x04 \x01(\x0e\x32\x0f.imagery.v1.FitB\x04\xe2\x41\x01\x01\x12\x15\n\x07\x66ormats\x18\x05 \x03(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x07quality\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x1c\n\tmax_bytes\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x12\x12\n\x04lazy\x18\x08 \x01(\x08\x42\x04\xe2\x41\x01\x01\x42\n\n\x08_qualityB\x0c\n\n_max_bytes\"V\n\x0cProjectUsage\x12\x14\n\x06images\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x13\n\x05\x62ytes\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\ruploads_today\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\"\x8e\x06\n\x0fProjectSettings\x12\x1b\n\rcontent_types\x18\x01 \x03(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x10max_upload_bytes\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tmin_width\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x17\n\nmin_height\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x16\n\tmax_width\x18\x05 \x01(\x05H\x03\x88\x01\x01\x12\x17\n\nmax_height\x18\x06 \x01(\x05H\x04\x88\x01\x01\x12#\n\x16signed_url_ttl_seconds\x18\x07 \x01(\x05H\x05\x88\x01\x01\x12\x19\n\x0cquota_images\x18\x08 \x01(\x03H\x06\x88\x01\x01\x12\x18\n\x0bquota_bytes\x18\t \x01(\x03H\x07\x88\x01\x01\x12\"\n\x15quota_uploads_per_day\x18\n \x01(\x03H\x08\x88\x01\x01\x12#\n\x16rate_create_per_minute\x18\x0b \x01(\x05H\t\x88\x01\x01\x12!\n\x14rate_read_per_minute\x18\x0c \x01(\x05H\n\x88\x01\x01\x12#\n\x16rate_delete_per_minute\x18\r \x01(\x05H\x0b\x88\x01\x01\x12\"\n\x15rate_admin_per_minute\x18\x0e \x01(\x05H\x0c\x88\x01\x01\x12$\n\x17require_declared_upload\x18\x0f \x01(\x08H\r\x88\x01\x01\x42\x13\n\x11_max_upload_bytesB\x0c\n\n_min_widthB\r\n\x0b_min_heightB\x0c\n\n_max_widthB\r\n\x0b_max_heightB\x19\n\x17_signed_url_ttl_secondsB\x0f\n\r_quota_imagesB\x0e\n\x0c_quota_bytesB\x18\n\x16_quota_uploads_per_dayB\x19\n\x17_rate_create_per_minuteB\x17\n\x15_rate_read_per_minuteB\x19\n\x17_rate_delete_per_minuteB\x18\n\x16_rate_admin_per_minuteB\x1a\n\x18_require_declared_upload\"\xbd\x04\n\x06\x41piKey\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06scopes\x18\x03 \x03(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rlast_use_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63reator\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12#\n\x16rate_create_per_minute\x18\t \x01(\x05H\x00\x88\x01\x01\x12!\n\x14rate_read_per_minute\x18\n \x01(\x05H\x01\x88\x01\x01\x12#\n\x16rate_delete_per_minute\x18\x0b \x01(\x05H\x02\x88\x01\x01\x12\"\n\x15rate_admin_per_minute\x18\x0c \x01(\x05H\x03\x88\x01\x01\x42\x19\n\x17_rate_create_per_minuteB\x17\n\x15_rate_read_per_minuteB\x19\n\x17_rate_delete_per_minuteB\x18\n\x16_rate_admin_per_minute*9\n\x03\x46it\x12\x13\n\x0f\x46IT_UNSPECIFIED\x10\x00\x12\x0e\n\nFIT_INSIDE\x10\x01\x12\r\n\tFIT_COVER\x10\x02*\\\n\nLazyPolicy\x12\x1b\n\x17LAZY_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14LAZY_POLICY_FALLBACK\x10\x01\x12\x17\n\x13LAZY_POLICY_PENDING\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,6 +53,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROJECT'].fields_by_name['operator']._serialized_options = b'\342A\001\003'
   _globals['_PROJECT'].fields_by_name['usage']._loaded_options = None
   _globals['_PROJECT'].fields_by_name['usage']._serialized_options = b'\342A\001\003'
+  _globals['_PROJECT'].fields_by_name['variant_profile']._loaded_options = None
+  _globals['_PROJECT'].fields_by_name['variant_profile']._serialized_options = b'\342A\001\001'
+  _globals['_VARIANTPROFILE'].fields_by_name['version']._loaded_options = None
+  _globals['_VARIANTPROFILE'].fields_by_name['version']._serialized_options = b'\342A\001\003'
+  _globals['_VARIANTPROFILE'].fields_by_name['presets']._loaded_options = None
+  _globals['_VARIANTPROFILE'].fields_by_name['presets']._serialized_options = b'\342A\001\002'
+  _globals['_VARIANTPROFILE'].fields_by_name['lazy_policy']._loaded_options = None
+  _globals['_VARIANTPROFILE'].fields_by_name['lazy_policy']._serialized_options = b'\342A\001\001'
+  _globals['_VARIANTPROFILE'].fields_by_name['create_time']._loaded_options = None
+  _globals['_VARIANTPROFILE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_VARIANTPRESET'].fields_by_name['name']._loaded_options = None
+  _globals['_VARIANTPRESET'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_VARIANTPRESET'].fields_by_name['width']._loaded_options = None
+  _globals['_VARIANTPRESET'].fields_by_name['width']._serialized_options = b'\342A\001\001'
+  _globals['_VARIANTPRESET'].fields_by_name['height']._loaded_options = None
+  _globals['_VARIANTPRESET'].fields_by_name['height']._serialized_options = b'\342A\001\001'
+  _globals['_VARIANTPRESET'].fields_by_name['fit']._loaded_options = None
+  _globals['_VARIANTPRESET'].fields_by_name['fit']._serialized_options = b'\342A\001\001'
+  _globals['_VARIANTPRESET'].fields_by_name['formats']._loaded_options = None
+  _globals['_VARIANTPRESET'].fields_by_name['formats']._serialized_options = b'\342A\001\001'
+  _globals['_VARIANTPRESET'].fields_by_name['quality']._loaded_options = None
+  _globals['_VARIANTPRESET'].fields_by_name['quality']._serialized_options = b'\342A\001\001'
+  _globals['_VARIANTPRESET'].fields_by_name['max_bytes']._loaded_options = None
+  _globals['_VARIANTPRESET'].fields_by_name['max_bytes']._serialized_options = b'\342A\001\001'
+  _globals['_VARIANTPRESET'].fields_by_name['lazy']._loaded_options = None
+  _globals['_VARIANTPRESET'].fields_by_name['lazy']._serialized_options = b'\342A\001\001'
   _globals['_PROJECTUSAGE'].fields_by_name['images']._loaded_options = None
   _globals['_PROJECTUSAGE'].fields_by_name['images']._serialized_options = b'\342A\001\003'
   _globals['_PROJECTUSAGE'].fields_by_name['bytes']._loaded_options = None
@@ -77,12 +103,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APIKEY'].fields_by_name['last_use_time']._serialized_options = b'\342A\001\003'
   _globals['_APIKEY'].fields_by_name['creator']._loaded_options = None
   _globals['_APIKEY'].fields_by_name['creator']._serialized_options = b'\342A\001\003'
+  _globals['_FIT']._serialized_start=2522
+  _globals['_FIT']._serialized_end=2579
+  _globals['_LAZYPOLICY']._serialized_start=2581
+  _globals['_LAZYPOLICY']._serialized_end=2673
   _globals['_PROJECT']._serialized_start=107
-  _globals['_PROJECT']._serialized_end=570
-  _globals['_PROJECTUSAGE']._serialized_start=572
-  _globals['_PROJECTUSAGE']._serialized_end=658
-  _globals['_PROJECTSETTINGS']._serialized_start=661
-  _globals['_PROJECTSETTINGS']._serialized_end=1443
-  _globals['_APIKEY']._serialized_start=1446
-  _globals['_APIKEY']._serialized_end=2019
+  _globals['_PROJECT']._serialized_end=629
+  _globals['_VARIANTPROFILE']._serialized_start=632
+  _globals['_VARIANTPROFILE']._serialized_end=827
+  _globals['_VARIANTPRESET']._serialized_start=830
+  _globals['_VARIANTPRESET']._serialized_end=1071
+  _globals['_PROJECTUSAGE']._serialized_start=1073
+  _globals['_PROJECTUSAGE']._serialized_end=1159
+  _globals['_PROJECTSETTINGS']._serialized_start=1162
+  _globals['_PROJECTSETTINGS']._serialized_end=1944
+  _globals['_APIKEY']._serialized_start=1947
+  _globals['_APIKEY']._serialized_end=2520
 # @@protoc_insertion_point(module_scope)

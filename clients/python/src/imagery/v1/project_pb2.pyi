@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,54 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Fit:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FitEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Fit.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FIT_UNSPECIFIED: _Fit.ValueType  # 0
+    """INSIDE."""
+    FIT_INSIDE: _Fit.ValueType  # 1
+    """Scaled to fit inside the box, keeping its shape."""
+    FIT_COVER: _Fit.ValueType  # 2
+    """Scaled to cover the box, then cropped to it from the centre."""
+
+class Fit(_Fit, metaclass=_FitEnumTypeWrapper):
+    """How an image fits a preset's box."""
+
+FIT_UNSPECIFIED: Fit.ValueType  # 0
+"""INSIDE."""
+FIT_INSIDE: Fit.ValueType  # 1
+"""Scaled to fit inside the box, keeping its shape."""
+FIT_COVER: Fit.ValueType  # 2
+"""Scaled to cover the box, then cropped to it from the centre."""
+Global___Fit: _TypeAlias = Fit  # noqa: Y015
+
+class _LazyPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LazyPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LazyPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LAZY_POLICY_UNSPECIFIED: _LazyPolicy.ValueType  # 0
+    """FALLBACK."""
+    LAZY_POLICY_FALLBACK: _LazyPolicy.ValueType  # 1
+    """The nearest rendered variant, marked `fallback` in the answer."""
+    LAZY_POLICY_PENDING: _LazyPolicy.ValueType  # 2
+    """FAILED_PRECONDITION VARIANT_PENDING with a RetryInfo."""
+
+class LazyPolicy(_LazyPolicy, metaclass=_LazyPolicyEnumTypeWrapper):
+    """What a URL request for a preset not yet rendered for an image answers."""
+
+LAZY_POLICY_UNSPECIFIED: LazyPolicy.ValueType  # 0
+"""FALLBACK."""
+LAZY_POLICY_FALLBACK: LazyPolicy.ValueType  # 1
+"""The nearest rendered variant, marked `fallback` in the answer."""
+LAZY_POLICY_PENDING: LazyPolicy.ValueType  # 2
+"""FAILED_PRECONDITION VARIANT_PENDING with a RetryInfo."""
+Global___LazyPolicy: _TypeAlias = LazyPolicy  # noqa: Y015
 
 @_typing.final
 class Project(_message.Message):
@@ -37,6 +86,7 @@ class Project(_message.Message):
     PURGE_TIME_FIELD_NUMBER: _builtins.int
     OPERATOR_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    VARIANT_PROFILE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Identifier. The resource name, `projects/{project}`; `{project}` is the project_id given
     at creation (3-63 characters: lower-case letters, digits, hyphens).
@@ -79,6 +129,13 @@ class Project(_message.Message):
         `effective_settings`.
         """
 
+    @_builtins.property
+    def variant_profile(self) -> Global___VariantProfile:
+        """Optional. The renditions imagery makes of the project's images. GetProject shows the one
+        in force (version 0: the deployment's default); UpdateProject with `variant_profile` in
+        the update mask makes the given presets the next version.
+        """
+
     def __init__(
         self,
         *,
@@ -92,14 +149,128 @@ class Project(_message.Message):
         purge_time: _timestamp_pb2.Timestamp | None = ...,
         operator: _builtins.bool = ...,
         usage: Global___ProjectUsage | None = ...,
+        variant_profile: Global___VariantProfile | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "effective_settings", b"effective_settings", "purge_time", b"purge_time", "settings", b"settings", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "effective_settings", b"effective_settings", "purge_time", b"purge_time", "settings", b"settings", "update_time", b"update_time", "usage", b"usage", "variant_profile", b"variant_profile"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "display_name", b"display_name", "effective_settings", b"effective_settings", "name", b"name", "operator", b"operator", "purge_time", b"purge_time", "settings", b"settings", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "display_name", b"display_name", "effective_settings", b"effective_settings", "name", b"name", "operator", b"operator", "purge_time", b"purge_time", "settings", b"settings", "update_time", b"update_time", "usage", b"usage", "variant_profile", b"variant_profile"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Project: _TypeAlias = Project  # noqa: Y015
+
+@_typing.final
+class VariantProfile(_message.Message):
+    """A versioned list of presets. A version is never changed: each change is a new version,
+    because variants are stored under their version and CDNs keep `immutable` objects for a
+    year. Images keep serving the variants of their version until a backfill renders the new
+    one (`imagery-admin backfill`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    PRESETS_FIELD_NUMBER: _builtins.int
+    LAZY_POLICY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """Output only. 0 is the deployment's default profile; each change adds one."""
+    lazy_policy: Global___LazyPolicy.ValueType
+    """Optional. What a URL request answers for a preset not yet rendered for an image (a lazy
+    preset, or one a backfill has not reached); it is rendered at once either way.
+    """
+    @_builtins.property
+    def presets(self) -> _containers.RepeatedCompositeFieldContainer[Global___VariantPreset]:
+        """Required. 1-16 presets, each name once. Their names are the `variant` values the URL
+        RPCs accept for the project's images.
+        """
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When this version was made."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        presets: _abc.Iterable[Global___VariantPreset] | None = ...,
+        lazy_policy: Global___LazyPolicy.ValueType = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "lazy_policy", b"lazy_policy", "presets", b"presets", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VariantProfile: _TypeAlias = VariantProfile  # noqa: Y015
+
+@_typing.final
+class VariantPreset(_message.Message):
+    """One rendition: a box, how the image fits it, the formats, and a quality or a byte budget."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    FIT_FIELD_NUMBER: _builtins.int
+    FORMATS_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    LAZY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required. 1-32 lower-case letters, digits, `_` or `-`, starting with a letter."""
+    width: _builtins.int
+    """Optional. The box in pixels (1-10000); width and height both 0: the full size. Images
+    are never upscaled.
+    """
+    height: _builtins.int
+    """Optional. See `width`."""
+    fit: Global___Fit.ValueType
+    """Optional. How the image fits the box (default INSIDE)."""
+    quality: _builtins.int
+    """Optional. The encoders' quality setting (1-100); unset with no `max_bytes`: imagery's
+    calibrated default.
+    """
+    max_bytes: _builtins.int
+    """Optional. The most bytes each output may take (1024 bytes - 50 MiB): the encoder quality
+    is searched to fit, never below the quality floor. Not with `quality`.
+    """
+    lazy: _builtins.bool
+    """Optional. Rendered on the first request for it instead of at ingest."""
+    @_builtins.property
+    def formats(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional. Any of "webp", "jpeg" (JPEG, or PNG for an image with alpha) and "avif";
+        empty: webp and jpeg.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        fit: Global___Fit.ValueType = ...,
+        formats: _abc.Iterable[_builtins.str] | None = ...,
+        quality: _builtins.int | None = ...,
+        max_bytes: _builtins.int | None = ...,
+        lazy: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_bytes", b"_max_bytes", "_quality", b"_quality", "max_bytes", b"max_bytes", "quality", b"quality"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_bytes", b"_max_bytes", "_quality", b"_quality", "fit", b"fit", "formats", b"formats", "height", b"height", "lazy", b"lazy", "max_bytes", b"max_bytes", "name", b"name", "quality", b"quality", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_bytes: _TypeAlias = _typing.Literal["max_bytes"]  # noqa: Y015
+    _WhichOneofArgType__max_bytes: _TypeAlias = _typing.Literal["_max_bytes", b"_max_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__quality: _TypeAlias = _typing.Literal["quality"]  # noqa: Y015
+    _WhichOneofArgType__quality: _TypeAlias = _typing.Literal["_quality", b"_quality"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_bytes) -> _WhichOneofReturnType__max_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__quality) -> _WhichOneofReturnType__quality | None: ...
+
+Global___VariantPreset: _TypeAlias = VariantPreset  # noqa: Y015
 
 @_typing.final
 class ProjectUsage(_message.Message):

@@ -107,8 +107,9 @@ class ProjectServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def UpdateProject(self, request, context):
-        """Changes the fields named in `update_mask` (`display_name`, `settings`, or
-        `settings.<field>`; without a mask, the fields the request sets). Quotas are changed
+        """Changes the fields named in `update_mask` (`display_name`, `settings`,
+        `settings.<field>`, or `variant_profile`, which makes the given profile the project's
+        next version; without a mask, the fields the request sets). Quotas are changed
         only by the operator project. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT,
         SETTING_ABOVE_CEILING), NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE).
         """

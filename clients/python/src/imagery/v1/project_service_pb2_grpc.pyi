@@ -44,8 +44,9 @@ class ProjectServiceStub:
     GetProject: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.GetProjectRequest, _project_service_pb2.GetProjectResponse]
     """Returns a project. Errors: NOT_FOUND (PROJECT_NOT_FOUND)."""
     UpdateProject: _grpc.UnaryUnaryMultiCallable[_project_service_pb2.UpdateProjectRequest, _project_service_pb2.UpdateProjectResponse]
-    """Changes the fields named in `update_mask` (`display_name`, `settings`, or
-    `settings.<field>`; without a mask, the fields the request sets). Quotas are changed
+    """Changes the fields named in `update_mask` (`display_name`, `settings`,
+    `settings.<field>`, or `variant_profile`, which makes the given profile the project's
+    next version; without a mask, the fields the request sets). Quotas are changed
     only by the operator project. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT,
     SETTING_ABOVE_CEILING), NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE).
     """
@@ -95,8 +96,9 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     GetProject: _aio.UnaryUnaryMultiCallable[_project_service_pb2.GetProjectRequest, _project_service_pb2.GetProjectResponse]  # type: ignore[assignment]
     """Returns a project. Errors: NOT_FOUND (PROJECT_NOT_FOUND)."""
     UpdateProject: _aio.UnaryUnaryMultiCallable[_project_service_pb2.UpdateProjectRequest, _project_service_pb2.UpdateProjectResponse]  # type: ignore[assignment]
-    """Changes the fields named in `update_mask` (`display_name`, `settings`, or
-    `settings.<field>`; without a mask, the fields the request sets). Quotas are changed
+    """Changes the fields named in `update_mask` (`display_name`, `settings`,
+    `settings.<field>`, or `variant_profile`, which makes the given profile the project's
+    next version; without a mask, the fields the request sets). Quotas are changed
     only by the operator project. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT,
     SETTING_ABOVE_CEILING), NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE).
     """
@@ -161,8 +163,9 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _project_service_pb2.UpdateProjectRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_project_service_pb2.UpdateProjectResponse, _abc.Awaitable[_project_service_pb2.UpdateProjectResponse]]:
-        """Changes the fields named in `update_mask` (`display_name`, `settings`, or
-        `settings.<field>`; without a mask, the fields the request sets). Quotas are changed
+        """Changes the fields named in `update_mask` (`display_name`, `settings`,
+        `settings.<field>`, or `variant_profile`, which makes the given profile the project's
+        next version; without a mask, the fields the request sets). Quotas are changed
         only by the operator project. Errors: INVALID_ARGUMENT (INVALID_ARGUMENT,
         SETTING_ABOVE_CEILING), NOT_FOUND (PROJECT_NOT_FOUND), PERMISSION_DENIED (MISSING_SCOPE).
         """

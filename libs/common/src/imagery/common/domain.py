@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+from imagery.common.profiles import VariantProfile
 from imagery.common.tenancy import ProjectSettings
 
 
@@ -30,6 +31,7 @@ class VariantInfo:
     height: int
     size_bytes: int
     key: str
+    profile_version: int = 0  # the variant profile version it was rendered for
 
 
 class DownloadTarget(NamedTuple):
@@ -73,10 +75,13 @@ class ImageRecord:
     # the processor, with the record it claims.
     content_scope: str = ""
     project_settings: ProjectSettings | None = None  # likewise: what the project chose
+    project_profile: VariantProfile | None = None  # and its variant profile (None: default)
     # Bytes the project's quota counts while the upload has not ended (declared or maximum).
     reserved_bytes: int = 0
     # The caller's labels (validated by UploadService before they are stored).
     labels: dict[str, str] = field(default_factory=dict)
+    # The variant profile version its content is rendered with (0: the default profile).
+    profile_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -277,6 +277,21 @@ class RequestIdReused(ImageryError):
         )
 
 
+class VariantPending(ImageryError):
+    """A preset of the project's profile not rendered for the image yet; its rendering has
+    been asked for (the profile's lazy policy is PENDING)."""
+
+    reason = "VARIANT_PENDING"
+    retry_after = 2.0
+
+    def __init__(self, image_id: str, variant: str) -> None:
+        super().__init__(
+            f"Variant {variant!r} of image {image_id} is being rendered: retry after the "
+            "RetryInfo delay (or ask for another variant meanwhile).",
+            metadata={"image_id": image_id, "variant": variant},
+        )
+
+
 class ImageContentLost(ImageryError):
     """A READY image whose stored objects are gone (the reconciler marked its content lost)."""
 

@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 from imagery.common.config import ConfigError
 
+# What a preset's `formats` may name. "jpeg" is the widely supported fallback: JPEG, or PNG for
+# an image with alpha.
+PRESET_FORMATS = ("webp", "jpeg", "avif")
+DEFAULT_FORMATS = ("webp", "jpeg")
+
 
 @dataclass(frozen=True, slots=True)
 class Preset:
@@ -13,6 +18,14 @@ class Preset:
     max_width: int | None  # None: full size
     max_height: int | None
     crop: bool = False  # cover-crop to exactly max_width x max_height (centre)
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    quality: int | None = None  # the encoders' quality setting; None: their calibrated default
+    max_bytes: int | None = None  # a byte budget per output, instead of a quality
+    lazy: bool = False  # rendered on its first request instead of at ingest
+
+    @property
+    def full_size(self) -> bool:
+        return self.max_width is None or self.max_height is None
 
 
 DEFAULT_PRESETS: tuple[Preset, ...] = (

@@ -26,11 +26,17 @@ def original_key(scope: str, sha256: str) -> str:
     return f"{scope}originals/{sha256}"
 
 
-def variant_key(scope: str, sha256: str, name: str, fmt: str) -> str:
-    return f"{scope}variants/{sha256}/{name}.{FORMATS[fmt].extension}"
+def variant_key(scope: str, sha256: str, name: str, fmt: str, version: int = 0) -> str:
+    """A variant of one profile version: version 0 (the deployment's default profile) keeps
+    the layout from before profiles; a later version has a folder of its own, so no key is
+    ever written twice with other bytes."""
+    folder = f"v{version}/" if version else ""
+    return f"{scope}variants/{sha256}/{folder}{name}.{FORMATS[fmt].extension}"
 
 
-_CONTENT_KEY_RE = re.compile(r"^(.*)(?:originals/([0-9a-f]{64})|variants/([0-9a-f]{64})/[^/]+)$")
+_CONTENT_KEY_RE = re.compile(
+    r"^(.*)(?:originals/([0-9a-f]{64})|variants/([0-9a-f]{64})/(?:v[1-9][0-9]*/)?[^/]+)$"
+)
 
 
 def upload_prefix(scope: str) -> str:

@@ -14,10 +14,13 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagery.common.errors import InvalidArgument, SettingAboveCeiling
 from imagery.common.formats import ALLOWED_CONTENT_TYPES
+
+if TYPE_CHECKING:  # profiles -> presets -> config -> tenancy
+    from imagery.common.profiles import VariantProfile
 
 DEFAULT_PROJECT = "default"
 OPERATOR_PROJECT = "operator"
@@ -267,6 +270,7 @@ class Project:
     deleted_at: datetime | None = None
     purge_time: datetime | None = None
     usage: Usage | None = None  # read where the project is shown, not when it authenticates
+    profile: VariantProfile | None = None  # its current variant profile; None: the default
 
     @property
     def deleted(self) -> bool:
@@ -294,6 +298,7 @@ class Principal:
     content_scope: str = ""
     via: str | None = None  # the tool the caller says it acts through (`cli:<user>`): unverified
     key_limits: KeyLimits = NO_KEY_LIMITS  # an API key's own rate limits
+    profile: VariantProfile | None = None  # the project's variant profile; None: the default
 
     @property
     def name(self) -> str:

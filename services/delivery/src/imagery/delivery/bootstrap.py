@@ -18,17 +18,16 @@ from imagery.common.db.pool import create_pool
 from imagery.common.grpc.auth import Authenticates, Authenticator
 from imagery.common.grpc.server import GrpcServer
 from imagery.delivery.adapters.cloudfront import CachedCloudFrontSigner
+from imagery.delivery.adapters.render_requests import PostgresRenderRequests
 from imagery.delivery.adapters.target_cache import ReadyTargetCache
 from imagery.delivery.config import DeliverySettings
 from imagery.delivery.grpc_api.servicer import DeliveryServiceServicer, DeliveryUseCases
 from imagery.delivery.ports import ImageReader
+from imagery.delivery.urls import BatchGetDownloadUrls, GetDownloadUrl, UrlLifetimes
 from imagery.delivery.use_cases import (
-    BatchGetDownloadUrls,
     BatchGetImages,
-    GetDownloadUrl,
     GetImage,
     ListImages,
-    UrlLifetimes,
 )
 from imagery.delivery.watch import Watchers, WatchImage
 
@@ -76,13 +75,14 @@ async def build_server(
         bus.subscribe(cache)
         images = cache
     signer = build_signer(settings, executor)
+    renders = PostgresRenderRequests(pool)
     lifetimes = UrlLifetimes(settings.base.project_policy)
     watchers = open_watchers(settings, pool, bus, stack)
     servicer = DeliveryServiceServicer(
         DeliveryUseCases(
             get_image=GetImage(images),
-            get_url=GetDownloadUrl(images, signer, settings.presets, lifetimes),
-            batch=BatchGetDownloadUrls(images, signer, settings.presets, lifetimes),
+            get_url=GetDownloadUrl(images, signer, settings.presets, lifetimes, renders),
+            batch=BatchGetDownloadUrls(images, signer, settings.presets, lifetimes, renders),
             batch_get_images=BatchGetImages(images),
             list_images=ListImages(listing),
             watch=WatchImage(watchers),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from imagery.common.cdn import PrivateKey, SigningKeyError, base_url_for, load_private_key
 from imagery.common.config import ConfigError, Env, Settings, load_service_settings
-from imagery.common.presets import DEFAULT_PRESETS_SPEC, parse_presets
+from imagery.common.presets import DEFAULT_PRESETS_SPEC, Preset, parse_presets
 
 DEFAULT_PORT = 50052
 
@@ -25,7 +25,7 @@ class DeliverySettings:
     url_cache_size: int
     target_cache_size: int
     signing_threads: int
-    presets: tuple[str, ...]
+    presets: tuple[Preset, ...]  # the default profile: projects that chose none
     # DELIVERY_MAX_WATCHERS: WatchImage streams this process serves at once; past it a new
     # one answers RESOURCE_EXHAUSTED SERVER_BUSY with a retry delay. Streams do not count
     # against GRPC_MAX_CONCURRENT_RPCS (the cap on calls in flight).
@@ -87,9 +87,7 @@ def _build(env: Env, base: Settings) -> DeliverySettings:
         url_cache_size=env.integer("SIGNED_URL_CACHE_SIZE", 100_000, minimum=0),
         target_cache_size=env.integer("DOWNLOAD_TARGET_CACHE_SIZE", 100_000, minimum=0),
         signing_threads=env.integer("SIGNING_THREADS", 2, minimum=1, maximum=64),
-        presets=tuple(
-            p.name for p in parse_presets(env.optional("VARIANT_PRESETS", DEFAULT_PRESETS_SPEC))
-        ),
+        presets=parse_presets(env.optional("VARIANT_PRESETS", DEFAULT_PRESETS_SPEC)),
         max_watchers=watchers,
         max_watchers_per_project=env.integer(
             "DELIVERY_MAX_WATCHERS_PER_PROJECT", min(1_000, watchers), minimum=1, maximum=watchers

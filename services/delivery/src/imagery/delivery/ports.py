@@ -45,6 +45,16 @@ class ImageStates(Protocol):
         that is gone, another project's, or in a deleted project is absent."""
 
 
+class RenderRequests(Protocol):
+    """Where delivery asks the processor for a variant not rendered yet."""
+
+    async def request(
+        self, project_id: str, image_ids: Sequence[str], version: int, preset: str
+    ) -> None:
+        """Ask for `preset` of profile `version` for the project's READY images among
+        `image_ids`; asking again for one already asked is a no-op."""
+
+
 @dataclass(frozen=True, slots=True)
 class SignedUrls:
     urls: list[str]  # one per key, in order

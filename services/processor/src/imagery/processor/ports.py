@@ -167,6 +167,7 @@ class VerifiedImage:
     height: int
     size_bytes: int
     digest: str | None = None  # the bytes' SHA-256, where it differs from the address
+    profile_version: int = 0  # the variant profile version its variants are rendered for
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,7 @@ async def build_server(
             policy,
             retention_seconds=settings.project_retention_seconds,
             changed=authenticator.changed,
+            presets=settings.presets,
         )
     )
     return GrpcServer.for_service(

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from imagery.common.config import Env, Settings, load_service_settings
+from imagery.common.presets import DEFAULT_PRESETS, DEFAULT_PRESETS_SPEC, Preset, parse_presets
 
 DEFAULT_PORT = 50051
 
@@ -15,12 +16,14 @@ DEFAULT_PORT = 50051
 class UploadSettings:
     base: Settings
     project_retention_seconds: int
+    presets: tuple[Preset, ...] = DEFAULT_PRESETS  # the default profile GetProject shows
 
 
 def _build(env: Env, base: Settings) -> UploadSettings:
     return UploadSettings(
         base=base,
         project_retention_seconds=env.integer("PROJECT_RETENTION_SECONDS", 30 * 86_400, minimum=0),
+        presets=parse_presets(env.optional("VARIANT_PRESETS", DEFAULT_PRESETS_SPEC)),
     )
 
 

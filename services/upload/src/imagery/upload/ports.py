@@ -12,6 +12,7 @@ from typing import Protocol
 
 from imagery.common.api_keys import NewKey
 from imagery.common.domain import DeletedImage, DownloadTarget, ImageRecord, ImageStatus
+from imagery.common.profiles import VariantProfile
 from imagery.common.quotas import UNLIMITED, Quotas
 from imagery.common.request_ids import UsedRequestId
 from imagery.common.tenancy import (
@@ -192,8 +193,10 @@ class ProjectStore(Protocol):
         *,
         display_name: str | None,
         settings: ProjectSettings | None,
+        profile: VariantProfile | None = None,
     ) -> Project | None:
-        """None when the project is missing or deleted."""
+        """None when the project is missing or deleted. A profile becomes the project's next
+        version."""
 
     async def delete_project(
         self, project_id: str, actor: Actor, *, retention_seconds: int

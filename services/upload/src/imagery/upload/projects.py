@@ -25,6 +25,8 @@ from imagery.common.errors import (
     ProjectProtected,
     SettingAboveCeiling,
 )
+from imagery.common.presets import DEFAULT_PRESETS, Preset
+from imagery.common.profiles import default_profile, validate_profile
 from imagery.common.telemetry import current_trace_id
 from imagery.common.tenancy import (
     LIMITS,
@@ -46,7 +48,12 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _PROJECT_NAME = re.compile(r"^projects/([^/]+)$")
 _KEY_NAME = re.compile(r"^projects/([^/]+)/apiKeys/([^/]+)$")
-UPDATABLE = ("display_name", "settings", *(f"settings.{n}" for n in SETTING_NAMES))
+UPDATABLE = (
+    "display_name",
+    "settings",
+    "variant_profile",
+    *(f"settings.{n}" for n in SETTING_NAMES),
+)
 
 
 T = TypeVar("T")
@@ -84,10 +91,21 @@ def _page_size(value: int) -> int:
     return min(value, MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
 
 
-def populated(display_name: str, settings: ProjectSettings) -> tuple[str, ...]:
+def populated(
+    display_name: str, settings: ProjectSettings, profile: RequestedProfile | None = None
+) -> tuple[str, ...]:
     """The fields an UpdateProject request without a mask sets."""
-    named = ("display_name",) if display_name else ()
+    named: tuple[str, ...] = ("display_name",) if display_name else ()
+    named += ("variant_profile",) if profile is not None else ()
     return named + tuple(f"settings.{n}" for n in SETTING_NAMES if getattr(settings, n) is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedProfile:
+    """A variant profile as UpdateProject sent it, not yet validated."""
+
+    presets: tuple[Preset, ...]
+    lazy_policy: str
 
 
 def _require_operator_for_quotas(
@@ -136,9 +154,12 @@ class ProjectAdmin:
         retention_seconds: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         changed: Callable[[str], None] = lambda _change: None,
+        presets: Sequence[Preset] = DEFAULT_PRESETS,
     ) -> None:
         """`changed` hears each change this replica commits at once (its own caches act on
-        it before the call returns; other replicas hear it on the change bus)."""
+        it before the call returns; other replicas hear it on the change bus). `presets`
+        are the deployment's (VARIANT_PRESETS): the profile of a project that chose none."""
+        self.default_profile = default_profile(presets)
         self._store = store
         self._policy = policy
         self._retention = retention_seconds
@@ -174,10 +195,11 @@ class ProjectAdmin:
         paths: Sequence[str],
         display_name: str,
         settings: ProjectSettings,
+        profile: RequestedProfile | None = None,
     ) -> Project:
         project = await self._visible(caller, project_id_from_name(name, "project.name"), name)
         if not paths:  # AIP-134: no mask means every field the request populates
-            paths = populated(display_name, settings)
+            paths = populated(display_name, settings, profile)
         if not paths:
             raise InvalidArgument(
                 "update_mask", "is empty", f"name the fields to change: {', '.join(UPDATABLE)}"
@@ -189,7 +211,7 @@ class ProjectAdmin:
             raise InvalidArgument(
                 "update_mask",
                 f"names {unknown[0][:80]!r}, which cannot be changed",
-                f"name only {', '.join(UPDATABLE[:2])} or settings.<field>",
+                f"name only {', '.join(UPDATABLE[:3])} or settings.<field>",
             )
         new_name = (
             _display_name(display_name, "project.display_name")
@@ -206,8 +228,21 @@ class ProjectAdmin:
             new_settings = project.settings.merged(settings, fields)
             self._policy.validate(new_settings, "project.settings.")
             _require_operator_for_quotas(caller, project.settings, new_settings, self._policy)
+        new_profile = None
+        if "variant_profile" in paths:
+            if profile is None:
+                raise InvalidArgument(
+                    "project.variant_profile", "is not set", "send the presets of the new version"
+                )
+            new_profile = validate_profile(
+                profile.presets, profile.lazy_policy, "project.variant_profile"
+            )
         updated = await self._store.update_project(
-            project.id, _actor(caller), display_name=new_name, settings=new_settings
+            project.id,
+            _actor(caller),
+            display_name=new_name,
+            settings=new_settings,
+            profile=new_profile,
         )
         if updated is None:
             raise ProjectNotFound(name)

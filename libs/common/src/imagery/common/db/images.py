@@ -18,6 +18,7 @@ from imagery.common.domain import (
     VariantInfo,
 )
 from imagery.common.errors import DependencyUnavailable, ImageAlreadyExists
+from imagery.common.profiles import profile_from_json
 from imagery.common.quotas import UNLIMITED, Quotas, refusal
 from imagery.common.telemetry import current_trace_id, trace_id_of
 from imagery.common.tenancy import ProjectSettings
@@ -26,11 +27,17 @@ _RECORD_COLUMNS = """r.id, r.status, r.content_type, r.file_name, r.object_key, 
               r.width, r.height, COALESCE(r.digest, r.sha256) AS digest, r.detected_format,
               r.failure_reason, r.created_at, r.updated_at, r.trace_context, r.attempts,
               r.project_id, r.sha256, r.labels"""
+# The variants an image serves: per name and format, the newest profile version's (a backfill
+# adds a version's variants beside the older ones, which serve until then).
 _VARIANTS = """(SELECT jsonb_agg(jsonb_build_object(
                    'name', v.name, 'format', v.format, 'content_type', v.content_type,
                    'width', v.width, 'height', v.height, 'size_bytes', v.size_bytes,
                    'key', v.object_key) ORDER BY v.name, v.format)
-               FROM image_variants v WHERE v.sha256 = r.sha256) AS variants"""
+               FROM (SELECT DISTINCT ON (w.name, w.format) w.*
+                       FROM image_variants w WHERE w.sha256 = r.sha256
+                      ORDER BY w.name, w.format, w.profile_version DESC) v) AS variants,
+              (SELECT b.profile_version FROM image_blobs b
+                WHERE b.sha256 = r.sha256) AS profile_version"""
 _COLUMNS = f"{_RECORD_COLUMNS}, {_VARIANTS}"
 _SELECT = f"SELECT {_COLUMNS} FROM image_records r"
 
@@ -44,7 +51,7 @@ def select_records() -> str:
 # Delivery's hot path: an indexed join that returns, per image, only the requested preset in
 # the acceptable formats (at most a couple of short rows), never the whole variant set.
 _SELECT_DOWNLOAD_TARGETS = """
-SELECT r.id, r.status, v.format, v.object_key, v.content_type
+SELECT r.id, r.status, v.format, v.object_key, v.content_type, v.profile_version
   FROM image_records r
   LEFT JOIN image_variants v
          ON v.sha256 = r.sha256 AND r.status = 'ready'
@@ -213,15 +220,17 @@ class PostgresImageRepository:
         rows = await self._pool.fetch(
             _SELECT_DOWNLOAD_TARGETS, list(image_ids), preset, list(formats), project_id
         )
+        # per image, the newest profile version's variant (older ones serve until a backfill
+        # or a lazy rendering replaces them), in the best format the caller accepts
         rank = {fmt: i for i, fmt in enumerate(formats)}
-        best: dict[str, DownloadTarget] = {}
-        for image_id, status, fmt, key, content_type in rows:
+        best: dict[str, tuple[tuple[int, int], DownloadTarget]] = {}
+        for image_id, status, fmt, key, content_type, version in rows:
+            order = (-1, 0) if fmt is None else (version, -rank[fmt])
             known = best.get(image_id)
-            if known is None or (
-                fmt is not None and (known.format is None or rank[fmt] < rank[known.format])
-            ):
-                best[image_id] = DownloadTarget(image_id, _STATUSES[status], key, content_type, fmt)
-        return list(best.values())
+            if known is None or order > known[0]:
+                target = DownloadTarget(image_id, _STATUSES[status], key, content_type, fmt)
+                best[image_id] = (order, target)
+        return [target for _, target in best.values()]
 
     @translates_postgres_errors
     async def delete(
@@ -317,7 +326,8 @@ class PostgresImageRepository:
                             OR (status = 'processing'
                                 AND updated_at <= now() - make_interval(secs => $2)))
                  RETURNING *)
-                SELECT {_COLUMNS}, p.content_scope, p.settings AS project_settings
+                SELECT {_COLUMNS}, p.content_scope, p.settings AS project_settings,
+                       p.variant_profile AS project_profile
                   FROM claimed r JOIN projects p ON p.id = r.project_id""",
             image_id,
             stale_after_seconds,
@@ -349,6 +359,7 @@ def record_from_row(row: asyncpg.Record) -> ImageRecord:
         project_id=row["project_id"],
         content=row["sha256"],
         labels=_json(row["labels"]) or {},
+        profile_version=row["profile_version"] or 0,
         **_project_columns(row),
     )
 
@@ -362,6 +373,7 @@ def _project_columns(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "content_scope": row["content_scope"],
         "project_settings": ProjectSettings.from_json(settings),
+        "project_profile": profile_from_json(row["project_profile"]),
     }
 
 

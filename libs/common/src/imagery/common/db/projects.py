@@ -19,6 +19,7 @@ from imagery.common.api_keys import NewKey, new_key
 from imagery.common.db.pool import translates_postgres_errors
 from imagery.common.db.usage import USAGE_COLUMNS, usage_from_row
 from imagery.common.errors import ProjectAlreadyExists
+from imagery.common.profiles import VariantProfile, profile_from_json
 from imagery.common.tenancy import (
     NO_KEY_LIMITS,
     Actor,
@@ -33,7 +34,7 @@ from imagery.common.tenancy import (
 
 CHANNEL = "imagery_changes"
 _PROJECT_COLUMNS = """p.id, p.display_name, p.settings, p.content_scope, p.operator,
-    p.created_at, p.updated_at, p.deleted_at, p.purge_time"""
+    p.created_at, p.updated_at, p.deleted_at, p.purge_time, p.variant_profile"""
 _KEY_COLUMNS = """k.id, k.project_id, k.display_name, k.scopes, k.created_at, k.created_by,
     k.expire_time, k.revoked_at, k.last_used_at, k.rate_limits"""
 _AUDIT = """INSERT INTO audit_events (project_id, principal, action, target, trace_id, outcome,
@@ -55,11 +56,45 @@ def project_from_row(row: asyncpg.Record, offset: int = 0) -> Project:
         updated_at=row[offset + 6],
         deleted_at=row[offset + 7],
         purge_time=row[offset + 8],
+        profile=profile_from_json(row[offset + 9]),
     )
 
 
 # What a project stores, read with it where it is shown (not on the authentication path).
 _USAGE_JOIN = "LEFT JOIN project_usage u ON u.project_id = p.id"
+
+
+# The project row is locked by the UPDATE before, so versions are numbered one at a time.
+_NEXT_VERSION = """
+SELECT COALESCE(MAX(version), 0) + 1 AS version, now() AS created_at
+  FROM variant_profiles WHERE project_id = $1"""
+_INSERT_VERSION = """
+INSERT INTO variant_profiles (project_id, version, profile, created_by, created_at)
+VALUES ($1, $2, $3::jsonb, $4, $5)"""
+
+
+async def _new_profile_version(
+    conn: asyncpg.pool.PoolConnectionProxy, project_id: str, profile: VariantProfile, actor: Actor
+) -> asyncpg.Record:
+    numbered = await conn.fetchrow(_NEXT_VERSION, project_id)
+    assert numbered is not None  # an aggregate: always one row
+    stored = replace(profile, version=numbered["version"], created_at=numbered["created_at"])
+    body = json.dumps(stored.to_json())
+    await conn.execute(
+        _INSERT_VERSION, project_id, stored.version, body, actor.principal, stored.created_at
+    )
+    row = await conn.fetchrow(
+        f"""UPDATE projects p SET variant_profile = $2::jsonb WHERE p.id = $1
+         RETURNING {_PROJECT_COLUMNS}""",
+        project_id,
+        body,
+    )
+    assert row is not None  # locked by this transaction's UPDATE
+    return row
+
+
+def _decoded(raw: Any) -> Any:
+    return json.loads(raw) if isinstance(raw, str) else raw
 
 
 def _with_usage(row: asyncpg.Record) -> Project:
@@ -214,7 +249,10 @@ class PostgresProjects:
         *,
         display_name: str | None,
         settings: ProjectSettings | None,
+        profile: VariantProfile | None = None,
     ) -> Project | None:
+        """Change what is given (None: unchanged). A profile becomes the project's next
+        version (its number and time are set here), kept for good in `variant_profiles`."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"""UPDATE projects p
@@ -233,6 +271,9 @@ class PostgresProjects:
                 changed["display_name"] = display_name
             if settings is not None:
                 changed["settings"] = settings.to_json()
+            if profile is not None:
+                row = await _new_profile_version(conn, project_id, profile, actor)
+                changed["variant_profile"] = _decoded(row["variant_profile"])
             await audit(
                 conn,
                 actor,
@@ -243,6 +284,15 @@ class PostgresProjects:
             )
             await notify(conn, f"project:{project_id}")
         return project_from_row(row)
+
+    @translates_postgres_errors
+    async def profile_versions(self, project_id: str) -> list[VariantProfile]:
+        """Every version the project has had, oldest first (the default, 0, has no row)."""
+        rows = await self._pool.fetch(
+            "SELECT profile FROM variant_profiles WHERE project_id = $1 ORDER BY version",
+            project_id,
+        )
+        return [VariantProfile.from_json(_decoded(r["profile"])) for r in rows]
 
     @translates_postgres_errors
     async def delete_project(

@@ -258,6 +258,7 @@ def _principal(grant: Grant) -> Principal:
         settings=grant.project.settings,
         content_scope=grant.project.content_scope,
         key_limits=grant.limits,
+        profile=grant.project.profile,
     )
 
 

@@ -41,6 +41,7 @@ STATUS_TABLE: dict[type[errors.ImageryError], grpc.StatusCode] = {
     errors.ImageNotFound: grpc.StatusCode.NOT_FOUND,
     errors.ImageNotReady: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ImageContentLost: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.VariantPending: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ImageFailed: grpc.StatusCode.FAILED_PRECONDITION,
     errors.RequestIdReused: grpc.StatusCode.INVALID_ARGUMENT,
     errors.DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,

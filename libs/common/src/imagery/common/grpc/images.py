@@ -53,6 +53,7 @@ def image_to_proto(record: ImageRecord) -> image_pb2.Image:
         if record.status is ImageStatus.READY
         else [],
         labels=record.labels,
+        profile_version=record.profile_version,
     )
     if record.size_bytes is not None:
         image.size_bytes = record.size_bytes

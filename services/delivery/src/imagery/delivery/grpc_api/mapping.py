@@ -9,7 +9,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from imagery.common.errors import InvalidArgument
 from imagery.common.grpc.images import image_to_proto, timestamp
-from imagery.delivery.use_cases import BatchResult, DownloadUrl, ImagePage, ImagesResult
+from imagery.delivery.urls import BatchResult, DownloadUrl
+from imagery.delivery.use_cases import ImagePage, ImagesResult
 from imagery.v1 import delivery_service_pb2 as pb
 from imagery.v1 import errors_pb2, image_pb2
 
@@ -68,6 +69,8 @@ def batch_response(result: BatchResult) -> pb.BatchGetDownloadUrlsResponse:
         item.image_id, item.variant, item.url = u.image_id, u.variant, u.url
         item.content_type = u.content_type
         item.expire_time.CopyFrom(stamp)
+        if u.fallback:
+            item.fallback, item.served_variant = True, u.served
     add_failure = response.failures.add
     for f in result.failures:
         add_failure(image_id=f.image_id, variant=f.variant, reason=_reason(f.reason))
@@ -81,4 +84,6 @@ def get_download_url_response(url: DownloadUrl) -> pb.GetDownloadUrlResponse:
         url=url.url,
         expire_time=timestamp(url.expire_time),
         content_type=url.content_type,
+        fallback=url.fallback,
+        served_variant=url.served,
     )

@@ -13,13 +13,8 @@ from imagery.common.grpc.auth import current_principal
 from imagery.common.grpc.images import image_to_proto
 from imagery.common.grpc.server import ServiceRegistration
 from imagery.delivery.grpc_api import mapping
-from imagery.delivery.use_cases import (
-    BatchGetDownloadUrls,
-    BatchGetImages,
-    GetDownloadUrl,
-    GetImage,
-    ListImages,
-)
+from imagery.delivery.urls import BatchGetDownloadUrls, GetDownloadUrl
+from imagery.delivery.use_cases import BatchGetImages, GetImage, ListImages
 from imagery.delivery.watch import WatchImage
 from imagery.v1 import delivery_service_pb2 as pb
 from imagery.v1 import delivery_service_pb2_grpc as pb_grpc

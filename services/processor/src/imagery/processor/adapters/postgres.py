@@ -39,16 +39,18 @@ SELECT ARRAY(SELECT object_key FROM image_variants v WHERE v.sha256 = b.sha256) 
 # A conflicting row is refreshed (its grace starts again) unless a collector holds it; waits
 # on a concurrent reservation of the same content, so both converge on one row.
 _RESERVE = """
-INSERT INTO image_blobs (sha256, format, width, height, size_bytes, reference_count)
-VALUES ($1, $2, $3, $4, $5, 0)
-ON CONFLICT (sha256) DO UPDATE SET updated_at = now()
+INSERT INTO image_blobs (sha256, format, width, height, size_bytes, reference_count,
+                         profile_version)
+VALUES ($1, $2, $3, $4, $5, 0, $6)
+ON CONFLICT (sha256) DO UPDATE SET updated_at = now(), profile_version = $6
  WHERE image_blobs.collecting_since IS NULL
 RETURNING reservation::text"""
 
 _INSERT_VARIANT = """
 INSERT INTO image_variants
-       (sha256, name, format, content_type, width, height, size_bytes, object_key)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+       (sha256, name, format, content_type, width, height, size_bytes, object_key,
+        profile_version)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT DO NOTHING"""
 
 _REFERENCE = """
@@ -136,7 +138,13 @@ class PostgresOutcomeWrites:
         self, image: VerifiedImage, variants: Sequence[VariantInfo]
     ) -> str | None:
         reservation: str | None = await self._conn.fetchval(
-            _RESERVE, image.sha256, image.format, image.width, image.height, image.size_bytes
+            _RESERVE,
+            image.sha256,
+            image.format,
+            image.width,
+            image.height,
+            image.size_bytes,
+            image.profile_version,
         )
         if reservation is None:
             return None
@@ -153,6 +161,7 @@ class PostgresOutcomeWrites:
                         v.height,
                         v.size_bytes,
                         v.key,
+                        v.profile_version,
                     )
                     for v in variants
                 ],

@@ -48,6 +48,8 @@ def _draft_size(stored: tuple[int, int], spec: RenderSpec) -> tuple[int, int] | 
     when a full-size output is wanted. Never a square box: a 4000x3000 photo for a 1600x1600
     box needs 1600x1200, which a 1/2-scale decode (2000x1500) covers; 1600x1600 would not."""
     width, height = stored
+    if not spec.presets:  # nothing rendered at ingest: verification decodes every byte anyway
+        return None
     need_w = need_h = 0
     for preset in spec.presets:
         if preset.max_width is None or preset.max_height is None:
@@ -62,8 +64,6 @@ def _draft_size(stored: tuple[int, int], spec: RenderSpec) -> tuple[int, int] | 
 def render(image: Image.Image, spec: RenderSpec) -> list[Rendered]:
     base = _normalise(image)
     alpha = base.mode == "RGBA"
-    fallback = "png" if alpha else "jpeg"
-    formats = ["webp", fallback] + (["avif"] if spec.avif else [])
     outputs = []
     made = [base]  # largest first; each preset starts from the smallest that still covers it
     for preset in sorted(spec.presets, key=_area, reverse=True):
@@ -71,7 +71,7 @@ def render(image: Image.Image, spec: RenderSpec) -> list[Rendered]:
         source = min((m for m in made if m.width >= need_w and m.height >= need_h), key=_pixels)
         current = _resize(source, preset)
         made.append(current)
-        for fmt in formats:
+        for fmt in _formats(preset, alpha, spec):
             outputs.append(
                 Rendered(
                     preset.name,
@@ -79,10 +79,19 @@ def render(image: Image.Image, spec: RenderSpec) -> list[Rendered]:
                     content_type_of(fmt),
                     current.width,
                     current.height,
-                    _encode(current, fmt, spec),
+                    _encode(current, fmt, spec, preset.quality),
                 )
             )
     return outputs
+
+
+def _formats(preset: Preset, alpha: bool, spec: RenderSpec) -> list[str]:
+    """What the preset asks for; its "jpeg" is PNG for an image with alpha. VARIANT_AVIF adds
+    AVIF to every preset."""
+    wanted = [("png" if alpha else "jpeg") if f == "jpeg" else f for f in preset.formats]
+    if spec.avif and "avif" not in wanted:
+        wanted.append("avif")
+    return wanted
 
 
 def _normalise(image: Image.Image) -> Image.Image:
@@ -164,14 +173,19 @@ def _cover_crop(image: Image.Image, box_w: int, box_h: int) -> Image.Image:
     return cropped
 
 
-def _encode(image: Image.Image, fmt: str, spec: RenderSpec) -> bytes:
+def _encode(image: Image.Image, fmt: str, spec: RenderSpec, quality: int | None) -> bytes:
+    """`quality`: the preset's own setting for the lossy encoders; None: the spec's."""
     buffer = io.BytesIO()
     if fmt == "webp":
-        image.save(buffer, "WEBP", quality=spec.webp_quality, method=spec.webp_method)
+        q = spec.webp_quality if quality is None else quality
+        image.save(buffer, "WEBP", quality=q, method=spec.webp_method)
     elif fmt == "jpeg":
-        image.save(buffer, "JPEG", quality=spec.jpeg_quality, optimize=True, progressive=True)
+        q = spec.jpeg_quality if quality is None else quality
+        image.save(buffer, "JPEG", quality=q, optimize=True, progressive=True)
     elif fmt == "png":
         image.save(buffer, "PNG", compress_level=6)
     else:
-        image.save(buffer, "AVIF", quality=60, speed=spec.avif_speed)
+        image.save(
+            buffer, "AVIF", quality=60 if quality is None else quality, speed=spec.avif_speed
+        )
     return buffer.getvalue()

@@ -13,6 +13,7 @@ Content is linked or stored by `store_content.ContentWriter`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import hashlib
 import logging
@@ -26,6 +27,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from imagery.common.domain import ImageRecord
 from imagery.common.errors import FailureReason
 from imagery.common.formats import ALLOWED_CONTENT_TYPES
+from imagery.common.profiles import default_profile
 from imagery.common.telemetry import link_to
 from imagery.common.tenancy import (
     EffectiveSettings,
@@ -129,6 +131,8 @@ class UploadProcessor:
         self._policy = policy
         self._max_attempts = max_attempts
         self._spec = spec or RenderSpec()
+        # What a project that chose no profile gets: the deployment's presets, version 0.
+        self._default_profile = default_profile(self._spec.presets)
         self._images = images
         self._outcomes = outcomes
         self._objects = objects
@@ -239,10 +243,12 @@ class UploadProcessor:
             raise NotProcessing
         if attempt > self._max_attempts:  # it failed for reasons nobody recognised, every time
             return await self._fail(record, key, FailureReason.RETRIES_EXHAUSTED, stage, len(data))
+        profile = record.project_profile or self._default_profile
+        spec = dataclasses.replace(self._spec, presets=profile.at_ingest)
         try:
             with stage("verify"):
                 job = await self._jobs.verify_and_render(
-                    data, record.content_type, self._limits, self._spec
+                    data, record.content_type, self._limits, spec
                 )
         except Rejected as rejected:
             if rejected.by_the_kernel and attempt < 2:
@@ -261,7 +267,9 @@ class UploadProcessor:
         if refused is not None:
             return await self._fail(record, key, refused, stage, len(data), job.peak_rss_bytes)
         address = content_address(record.content_scope, sha256)
-        image = await self._content.store(record, key, data, job.processed, stage, address)
+        image = await self._content.store(
+            record, key, data, job.processed, stage, address, profile.version
+        )
         return await self._ready(key, stage, image, record, peak_rss=job.peak_rss_bytes)
 
     async def _ready(

@@ -117,9 +117,11 @@ class ContentWriter:
         processed: Processed,
         stage: Stages,
         address: str,
+        version: int = 0,
     ) -> VerifiedImage:
         """Reserve, write the objects, then reference the content and mark the record READY.
-        `address` is where the content lives (its SHA-256, scoped to the project)."""
+        `address` is where the content lives (its SHA-256, scoped to the project); `version`
+        is the variant profile version `processed` was rendered for."""
         verified = processed.verified
         image = VerifiedImage(
             address,
@@ -128,15 +130,16 @@ class ContentWriter:
             verified.height,
             verified.size_bytes,
             digest=verified.sha256,
+            profile_version=version,
         )
-        variants = [_variant_info(address, v) for v in processed.variants]
+        variants = [_variant_info(address, v, version) for v in processed.variants]
         with stage("reserve"):
             async with self._outcomes.unit_of_work() as uow:
                 reservation = await uow.reserve_content(image, variants)
         if reservation is None:
             raise ContentBusy
         with stage("store"):
-            await self._write(key, data, verified, processed, address)
+            await self._write(key, data, verified, address, variants, processed)
         with stage("commit"):
             async with self._outcomes.unit_of_work() as uow:
                 if not await uow.lock_processing(record.id):
@@ -147,19 +150,25 @@ class ContentWriter:
         return image
 
     async def _write(
-        self, key: str, data: bytes, verified: Verified, processed: Processed, address: str
+        self,
+        key: str,
+        data: bytes,
+        verified: Verified,
+        address: str,
+        variants: list[VariantInfo],
+        processed: Processed,
     ) -> None:
         """Original and variants, all at once."""
         await asyncio.gather(
             self._write_original(key, data, verified, address),
             *(
                 self._objects.put(
-                    variant_key(GLOBAL_SCOPE, address, v.name, v.format),
+                    info.key,
                     v.body,
                     content_type=v.content_type,
                     cache_control=VARIANT_CACHE_CONTROL,
                 )
-                for v in processed.variants
+                for info, v in zip(variants, processed.variants, strict=True)
             ),
         )
 
@@ -180,7 +189,7 @@ class ContentWriter:
             await self._objects.put(target, data, content_type=content_type)
 
 
-def _variant_info(sha256: str, rendered: Rendered) -> VariantInfo:
+def _variant_info(sha256: str, rendered: Rendered, version: int) -> VariantInfo:
     return VariantInfo(
         rendered.name,
         rendered.format,
@@ -188,5 +197,6 @@ def _variant_info(sha256: str, rendered: Rendered) -> VariantInfo:
         rendered.width,
         rendered.height,
         len(rendered.body),
-        variant_key(GLOBAL_SCOPE, sha256, rendered.name, rendered.format),
+        variant_key(GLOBAL_SCOPE, sha256, rendered.name, rendered.format, version),
+        version,
     )

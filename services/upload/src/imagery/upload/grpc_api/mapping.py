@@ -8,6 +8,8 @@ from typing import Any
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from imagery.common.presets import Preset
+from imagery.common.profiles import VariantProfile
 from imagery.common.tenancy import (
     RPC_CLASSES,
     SETTING_NAMES,
@@ -18,6 +20,7 @@ from imagery.common.tenancy import (
     ProjectSettings,
     SettingsPolicy,
 )
+from imagery.upload.projects import RequestedProfile
 from imagery.upload.use_cases import UploadRequest, UploadTicket
 from imagery.v1 import project_pb2
 from imagery.v1 import upload_service_pb2 as pb
@@ -85,8 +88,11 @@ def settings_from_proto(message: project_pb2.ProjectSettings) -> ProjectSettings
     return ProjectSettings(**values)
 
 
-def project_to_proto(project: Project, policy: SettingsPolicy) -> project_pb2.Project:
+def project_to_proto(
+    project: Project, policy: SettingsPolicy, default: VariantProfile
+) -> project_pb2.Project:
     return project_pb2.Project(
+        variant_profile=profile_to_proto(project.profile or default),
         name=f"projects/{project.id}",
         display_name=project.display_name,
         settings=settings_to_proto(project.settings),
@@ -104,6 +110,60 @@ def project_to_proto(project: Project, policy: SettingsPolicy) -> project_pb2.Pr
             uploads_today=project.usage.uploads_today,
         ),
     )
+
+
+_POLICIES = {
+    "fallback": project_pb2.LAZY_POLICY_FALLBACK,
+    "pending": project_pb2.LAZY_POLICY_PENDING,
+}
+
+
+def profile_to_proto(profile: VariantProfile) -> project_pb2.VariantProfile:
+    return project_pb2.VariantProfile(
+        version=profile.version,
+        presets=[
+            project_pb2.VariantPreset(
+                name=p.name,
+                width=p.max_width or 0,
+                height=p.max_height or 0,
+                fit=project_pb2.FIT_COVER if p.crop else project_pb2.FIT_INSIDE,
+                formats=list(p.formats),
+                quality=p.quality,
+                max_bytes=p.max_bytes,
+                lazy=p.lazy,
+            )
+            for p in profile.presets
+        ],
+        lazy_policy=_POLICIES[profile.lazy_policy],
+        create_time=_timestamp(profile.created_at),
+    )
+
+
+def requested_profile(project: project_pb2.Project) -> RequestedProfile | None:
+    """The profile an UpdateProject request carries (None: it sets none)."""
+    generic: Message = project
+    if not generic.HasField("variant_profile"):
+        return None
+    message = project.variant_profile
+    policies = {value: name for name, value in _POLICIES.items()}
+    policies[project_pb2.LAZY_POLICY_UNSPECIFIED] = "fallback"
+    presets = []
+    for p in message.presets:
+        preset: Message = p
+        presets.append(
+            Preset(
+                p.name,
+                p.width or None,
+                p.height or None,
+                crop=p.fit == project_pb2.FIT_COVER,
+                formats=tuple(p.formats),
+                quality=p.quality if preset.HasField("quality") else None,
+                max_bytes=p.max_bytes if preset.HasField("max_bytes") else None,
+                lazy=p.lazy,
+            )
+        )
+    policy = policies.get(message.lazy_policy, f"value {message.lazy_policy}")
+    return RequestedProfile(tuple(presets), policy)
 
 
 def api_key_to_proto(key: ApiKeyInfo) -> project_pb2.ApiKey:

@@ -12,6 +12,7 @@ from imagery.upload.grpc_api.mapping import (
     api_key_to_proto,
     key_limits_from_proto,
     project_to_proto,
+    requested_profile,
     settings_from_proto,
     timestamp_or_none,
 )
@@ -27,7 +28,7 @@ class ProjectServiceServicer(pb_grpc.ProjectServiceServicer):
         self._admin = admin
 
     def _project(self, project: Any) -> Any:
-        return project_to_proto(project, self._admin.policy)
+        return project_to_proto(project, self._admin.policy, self._admin.default_profile)
 
     async def CreateProject(  # noqa: N802 (gRPC method name)
         self, request: pb.CreateProjectRequest, context: Context
@@ -55,6 +56,7 @@ class ProjectServiceServicer(pb_grpc.ProjectServiceServicer):
             tuple(request.update_mask.paths),
             request.project.display_name,
             settings_from_proto(request.project.settings),
+            requested_profile(request.project),
         )
         return pb.UpdateProjectResponse(project=self._project(project))
 
