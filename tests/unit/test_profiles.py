@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from imagery.common.config import ConfigError
 from imagery.common.errors import InvalidArgument
-from imagery.common.presets import DEFAULT_PRESETS, Preset
+from imagery.common.presets import DEFAULT_PRESETS, DEFAULT_PRESETS_SPEC, Preset, parse_presets
 from imagery.common.profiles import (
     VariantProfile,
     default_profile,
@@ -70,3 +71,21 @@ def test_versions_have_keys_of_their_own_and_version_0_keeps_the_old_layout() ->
     assert variant_key("", SHA, "small", "webp", 7) == f"variants/{SHA}/v7/small.webp"
     assert sha256_from_content_key("", f"variants/{SHA}/v7/small.webp") == SHA
     assert sha256_from_content_key("", f"variants/{SHA}/x7/small.webp") is None
+
+
+def test_variant_presets_may_mark_presets_lazy() -> None:
+    parsed = parse_presets("thumb:150x150:crop,large:1600x1600:lazy,original:full:lazy")
+    assert parsed == (
+        Preset("thumb", 150, 150, crop=True),
+        Preset("large", 1600, 1600, lazy=True),
+        Preset("original", None, None, lazy=True),
+    )
+    assert parse_presets(DEFAULT_PRESETS_SPEC) == DEFAULT_PRESETS
+
+
+@pytest.mark.parametrize(
+    "spec", ["a:10x10:lazy:crop", "a:full:crop", "a:10x0", "a:lazy", "a:10x10,a:full", ""]
+)
+def test_variant_presets_it_cannot_read_stop_start_up(spec: str) -> None:
+    with pytest.raises(ConfigError, match="VARIANT_PRESETS"):
+        parse_presets(spec)

@@ -37,7 +37,8 @@ DEFAULT_PRESETS: tuple[Preset, ...] = (
 )
 PRESET_NAMES: tuple[str, ...] = tuple(p.name for p in DEFAULT_PRESETS)
 # VARIANT_PRESETS syntax: comma-separated `name:WxH` (fit inside), `name:WxH:crop` (cover-crop
-# to exactly WxH, centre) or `name:full`; never upscaled.
+# to exactly WxH, centre) or `name:full`, each optionally followed by `:lazy` (rendered on its
+# first request instead of at ingest); never upscaled.
 DEFAULT_PRESETS_SPEC = (
     "thumbnail:150x150:crop,small:400x400,medium:800x800,large:1600x1600,original:full"
 )
@@ -47,22 +48,23 @@ def parse_presets(spec: str) -> tuple[Preset, ...]:
     presets = []
     for item in (part.strip() for part in spec.split(",") if part.strip()):
         name, _, rest = item.partition(":")
+        lazy = rest.endswith(":lazy")
+        rest = rest.removesuffix(":lazy")
+        wrong = ConfigError(
+            f"VARIANT_PRESETS entry {item!r} is not name:WxH[:crop][:lazy] or name:full[:lazy]."
+        )
         if not name.isidentifier() or not rest:
-            raise ConfigError(
-                f"VARIANT_PRESETS entry {item!r} is not name:WxH[:crop] or name:full."
-            )
+            raise wrong
         if rest == "full":
-            presets.append(Preset(name, None, None))
+            presets.append(Preset(name, None, None, lazy=lazy))
             continue
         size, _, crop = rest.partition(":")
         width, _, height = size.partition("x")
         if not (
             width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0
         ) or crop not in ("", "crop"):
-            raise ConfigError(
-                f"VARIANT_PRESETS entry {item!r} is not name:WxH[:crop] or name:full."
-            )
-        presets.append(Preset(name, int(width), int(height), crop == "crop"))
+            raise wrong
+        presets.append(Preset(name, int(width), int(height), crop == "crop", lazy=lazy))
     if len({p.name for p in presets}) != len(presets) or not presets:
         raise ConfigError("VARIANT_PRESETS must name at least one preset, each once.")
     return tuple(presets)
