@@ -460,6 +460,7 @@ DOCUMENTED_TABLE_GRANTS = {
         "audit_events": {"INSERT"},
         "admin_jobs": {"SELECT", "INSERT", "UPDATE"},
         "upload_requests": {"SELECT(created_at)", "DELETE"},
+        "render_requests": {"SELECT", "INSERT", "UPDATE", "DELETE"},
     },
     "imagery_delivery": {
         "image_records": {"SELECT"},
@@ -468,6 +469,7 @@ DOCUMENTED_TABLE_GRANTS = {
         "projects": {"SELECT"},
         "api_keys": {"SELECT", "UPDATE(last_used_at)"},
         "client_identities": {"SELECT"},
+        "render_requests": {"INSERT"},
     },
 }
 _GRANT = re.compile(r"\bGRANT\s+([^;]+?)\s+ON\s+([^;]+?)\s+TO\s+([^;]+);", re.I)

@@ -144,3 +144,77 @@ async def test_profile_versions_under_the_roles(roles: dict[str, asyncpg.Pool]) 
     for role in ROLES:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await roles[role].execute("UPDATE variant_profiles SET profile = '{}'")
+
+
+async def test_render_asks_and_backfills_under_the_roles(
+    roles: dict[str, asyncpg.Pool], pool: asyncpg.Pool
+) -> None:
+    """Delivery asks for a lazy render (twice: one row); the processor claims and answers it
+    (variant rows, the content's version, the change-bus notice) and runs a backfill job's
+    steps; delivery can neither read the asks beyond their key nor change them."""
+    from imagery.common.domain import VariantInfo
+    from imagery.delivery.adapters.render_requests import PostgresRenderRequests as Asks
+    from imagery.processor.adapters.admin_jobs import PostgresAdminJobs
+    from imagery.processor.adapters.backfills import PostgresBackfills
+    from imagery.processor.adapters.renders import PostgresRenderRequests
+
+    sha = "c" * 64
+    await pool.execute(
+        "INSERT INTO image_blobs (sha256, format, width, height, size_bytes, reference_count,"
+        " stored_at) VALUES ($1, 'jpeg', 10, 10, 100, 1, now())",
+        sha,
+    )
+    record = pending_record(100)
+    await PostgresImageRepository(roles["imagery_upload"]).save(record, principal="key:t")
+    await pool.execute(
+        "UPDATE image_records SET status = 'ready', sha256 = $2 WHERE id = $1", record.id, sha
+    )
+    delivery = roles["imagery_delivery"]
+    for _ in range(2):
+        await Asks(delivery).request("default", [record.id, record.id], 0, "large")
+    assert await pool.fetchval("SELECT count(*) FROM render_requests") == 1
+    for refused in (
+        "SELECT sha256 FROM render_requests",
+        "UPDATE render_requests SET attempts = 0",
+        "DELETE FROM render_requests",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await delivery.execute(refused)
+
+    processor = roles["imagery_processor"]
+    requests = PostgresRenderRequests(processor)
+    claimed = await requests.claim(stale_after_seconds=300)
+    assert claimed is not None and (claimed.preset, claimed.attempts) == ("large", 1)
+    assert await requests.source(claimed) is not None
+    assert not await requests.covered(claimed, 0)
+    await requests.retry_later(claimed, after_seconds=0, stale_after_seconds=300)
+    again = await requests.claim(stale_after_seconds=300)
+    assert again is not None
+    await requests.release(again)
+    again = await requests.claim(stale_after_seconds=300)
+    assert again is not None
+    variant = VariantInfo("large", "webp", "image/webp", 10, 10, 5, f"variants/{sha}/large.webp")
+    assert await requests.complete(again, 0, [variant], [("large", "webp")]) is False, (
+        "at version 0 already: nothing to move"
+    )
+    assert await pool.fetchval("SELECT count(*) FROM render_requests") == 0
+
+    await processor.execute(
+        "INSERT INTO admin_jobs (kind, target, requested_by) VALUES ('backfill', 'default', 'x')"
+    )
+    job = await PostgresAdminJobs(processor).claim(stale_after_seconds=300)
+    assert job is not None and job.kind == "backfill"
+    await pool.execute("UPDATE image_blobs SET profile_version = 0")
+    backfills = PostgresBackfills(processor)
+    assert await backfills.current_profile(job) == (True, None)
+    assert await backfills.begin(job, 1) == ""
+    batch = await backfills.enqueue(job, version=1, after="", limit=10, presets=[Preset("x", 1, 1)])
+    assert batch is not None and (batch.contents, batch.renders) == (1, 1)
+    assert await backfills.pending(job) == 1
+    assert await backfills.progress(job, 1)
+    asked = await processor.fetchval("SELECT claimed_at IS NULL FROM render_requests")
+    assert asked is True
+    dropped = await requests.claim(stale_after_seconds=300)
+    assert dropped is not None
+    await requests.drop(dropped, failed=True)
+    assert await pool.fetchval("SELECT failed FROM admin_jobs") == 1

@@ -47,3 +47,34 @@ def test_the_project_cap_is_set_or_turned_off_and_never_above_the_uploads_in_fli
     assert load_settings(off).project_max_in_flight is None
     with pytest.raises(ConfigError, match="PROCESSOR_PROJECT_MAX_IN_FLIGHT"):
         load_settings({**chosen, "PROCESSOR_PROJECT_MAX_IN_FLIGHT": "9"})
+
+
+def test_renders_after_ingest_take_one_job_slot_of_their_own_and_backfills_are_paced() -> None:
+    settings = load_settings(BASE)
+    assert (settings.render_concurrency, settings.render_poll_seconds) == (1, 0.5)
+    assert settings.backfill_per_minute == 600
+    chosen = load_settings(
+        {
+            **BASE,
+            "RENDER_CONCURRENCY": "3",
+            "RENDER_POLL_SECONDS": "0.2",
+            "BACKFILL_PER_MINUTE": "60",
+        }
+    )
+    assert (chosen.render_concurrency, chosen.render_poll_seconds) == (3, 0.2)
+    assert chosen.backfill_per_minute == 60
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RENDER_CONCURRENCY", "0"),
+        ("RENDER_POLL_SECONDS", "0"),
+        ("RENDER_POLL_SECONDS", "soon"),
+        ("RENDER_POLL_SECONDS", "nan"),
+        ("BACKFILL_PER_MINUTE", "0"),
+    ],
+)
+def test_a_bad_render_setting_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings({**BASE, name: value})

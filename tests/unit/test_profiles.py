@@ -11,7 +11,6 @@ from imagery.common.config import ConfigError
 from imagery.common.errors import InvalidArgument
 from imagery.common.presets import DEFAULT_PRESETS, DEFAULT_PRESETS_SPEC, Preset, parse_presets
 from imagery.common.profiles import (
-    VariantProfile,
     default_profile,
     profile_from_json,
     validate_profile,

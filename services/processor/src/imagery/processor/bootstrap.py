@@ -7,6 +7,8 @@ import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
+import asyncpg
+
 from imagery.common.aws.clients import s3_client, sqs_client
 from imagery.common.db.deletions import DELETION_FEED_RETENTION_SECONDS, PostgresDeletionFeed
 from imagery.common.db.images import PostgresImageRepository
@@ -15,6 +17,7 @@ from imagery.common.db.upload_requests import PostgresUploadRequests
 from imagery.common.grpc.server import GrpcServer
 from imagery.common.runner import stop_on_signals
 from imagery.processor.adapters.admin_jobs import PostgresAdminJobs
+from imagery.processor.adapters.backfills import PostgresBackfills
 from imagery.processor.adapters.isolation import IsolatedRunner
 from imagery.processor.adapters.postgres import (
     PostgresContentInventory,
@@ -23,17 +26,21 @@ from imagery.processor.adapters.postgres import (
     PostgresUploadProjects,
 )
 from imagery.processor.adapters.probe import PostgresAndS3Probe
+from imagery.processor.adapters.renders import PostgresRenderRequests
 from imagery.processor.adapters.s3 import S3ObjectStore
 from imagery.processor.adapters.sqs import SqsMessageQueue
 from imagery.processor.config import ProcessorSettings
 from imagery.processor.consumer import Consumer
 from imagery.processor.fairness import FairShare
 from imagery.processor.housekeeping import Every, Housekeeping
+from imagery.processor.renderer import Renderer
+from imagery.processor.use_cases.backfill import Backfill
 from imagery.processor.use_cases.collect_content import ContentCollector
 from imagery.processor.use_cases.finish_unfinished import Reaper
 from imagery.processor.use_cases.process_upload import UploadProcessor
 from imagery.processor.use_cases.reconcile import Reconciler
 from imagery.processor.use_cases.redrive_dead_letters import RedriveDeadLetters
+from imagery.processor.use_cases.render_variant import RenderVariant
 from imagery.processor.use_cases.run_admin_jobs import RunAdminJobs
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,7 @@ log = logging.getLogger(__name__)
 class ProcessorApp:
     consumer: Consumer
     housekeeping: Housekeeping
+    renderer: Renderer
     health: GrpcServer
     settings: ProcessorSettings
 
@@ -59,12 +67,17 @@ class ProcessorApp:
                 "concurrency": self.settings.concurrency,
                 "job_slots": self.settings.job_slots,
                 "project_max_in_flight": self.settings.project_max_in_flight,
+                "render_concurrency": self.settings.render_concurrency,
             },
         )
+        grace = self.settings.shutdown_grace_seconds
         housekeeping = asyncio.create_task(self.housekeeping.run(stop))
+        renderer = asyncio.create_task(self.renderer.run(stop, grace_seconds=grace))
         try:
-            await self.consumer.run(stop, grace_seconds=self.settings.shutdown_grace_seconds)
+            await self.consumer.run(stop, grace_seconds=grace)
         finally:
+            stop.set()  # the consumer may have ended by an error: the renderer ends with it
+            await renderer
             housekeeping.cancel()
             await self.health.stop()
         log.info("processor stopped")
@@ -147,7 +160,7 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
             ("deletion feed", prune_deletion_feed),
             ("expired request ids", PostgresUploadRequests(pool).prune),
             ("dead letters", RedriveDeadLetters(dead_letters, queue, probe)),
-            ("operator jobs", RunAdminJobs(PostgresAdminJobs(pool), store)),
+            ("operator jobs", _admin_jobs(settings, pool, store)),
             (
                 "bucket and database",
                 Every(
@@ -160,4 +173,45 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
         dead_letters,
         interval_seconds=settings.gc_interval_seconds,
     )
-    return ProcessorApp(consumer, housekeeping, GrpcServer([], grace_seconds=1), settings)
+    lane = runner.lane(settings.render_concurrency)
+    stack.callback(lane.close)
+    renderer = _renderer(settings, pool, store, lane)
+    return ProcessorApp(consumer, housekeeping, renderer, GrpcServer([], grace_seconds=1), settings)
+
+
+def _renderer(
+    settings: ProcessorSettings, pool: asyncpg.Pool, store: S3ObjectStore, lane: IsolatedRunner
+) -> Renderer:
+    """Renders after ingest, in `lane`: job slots of their own beside the uploads'."""
+    requests = PostgresRenderRequests(pool)
+    render = RenderVariant(
+        requests,
+        store,
+        lane,
+        limits=settings.limits,
+        spec=settings.render,
+        max_original_bytes=settings.base.project_policy.ceilings.max_upload_bytes,
+        max_attempts=settings.max_attempts,
+        stale_after_seconds=settings.claim_stale_seconds,
+        retry_base_seconds=settings.retry_base_seconds,
+    )
+    return Renderer(
+        requests,
+        render,
+        concurrency=settings.render_concurrency,
+        poll_seconds=settings.render_poll_seconds,
+        stale_after_seconds=settings.claim_stale_seconds,
+    )
+
+
+def _admin_jobs(
+    settings: ProcessorSettings, pool: asyncpg.Pool, store: S3ObjectStore
+) -> RunAdminJobs:
+    jobs = PostgresAdminJobs(pool)
+    backfill = Backfill(
+        PostgresBackfills(pool),
+        jobs,
+        settings.render.presets,
+        per_minute=settings.backfill_per_minute,
+    )
+    return RunAdminJobs(jobs, store, backfill=backfill)

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from imagery.common.config import Env, Settings, load_service_settings
+from imagery.common.config import ConfigError, Env, Settings, load_service_settings
 from imagery.common.presets import DEFAULT_PRESETS_SPEC, parse_presets
 from imagery.processor.adapters.isolation import JobLimits
 from imagery.processor.imaging import Limits, RenderSpec
@@ -36,6 +36,9 @@ class ProcessorSettings:
     reconcile_at_start: bool
     abandoned_after_seconds: int
     render: RenderSpec
+    render_concurrency: int  # renders after ingest at once, in job slots of their own
+    render_poll_seconds: float  # how often an idle renderer looks for render asks
+    backfill_per_minute: int  # renders a backfill job asks for per minute, at most
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings:
@@ -100,4 +103,21 @@ def _build(env: Env, base: Settings) -> ProcessorSettings:
             presets=parse_presets(env.optional("VARIANT_PRESETS", DEFAULT_PRESETS_SPEC)),
             avif=env.choice("VARIANT_AVIF", "off", ("on", "off")) == "on",
         ),
+        render_concurrency=env.integer("RENDER_CONCURRENCY", 1, minimum=1, maximum=64),
+        render_poll_seconds=_seconds(env, "RENDER_POLL_SECONDS", 0.5),
+        backfill_per_minute=env.integer("BACKFILL_PER_MINUTE", 600, minimum=1),
     )
+
+
+def _seconds(env: Env, name: str, default: float) -> float:
+    """A positive number of seconds, fractions allowed."""
+    value = env.raw(name)
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise ConfigError(f"{name}={value!r} is not a number of seconds > 0 and <= 3600.")
+    return seconds

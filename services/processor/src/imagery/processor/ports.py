@@ -337,8 +337,8 @@ class ContentInventory(Protocol):
 @dataclass(frozen=True, slots=True)
 class AdminJob:
     id: int
-    kind: str  # "purge_project"
-    target: str  # the project id, for a purge
+    kind: str  # "purge_project" or "backfill"
+    target: str  # the project id
     requested_by: str
     claim: str  # this run's claim: progress by a processor that lost it is refused
 

@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     parents = _parents()
     parser = argparse.ArgumentParser(
         prog="imagery-admin",
-        description="Operate imagery: bootstrap, projects, keys, mTLS identities, usage, audit.",
+        description="Operate imagery: bootstrap, projects, keys, mTLS identities, usage, audit, "
+        "backfills.",
     )
     parser.add_argument("--json", action="store_true", default=False, help="print JSON, not text")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keys(top, parents)
     _add_identities(top, parents)
     _add_jobs(top, parents)
+    _add_backfill(top, parents)
     usage = _leaf(
         top,
         "usage",
@@ -176,6 +178,19 @@ def _add_jobs(top: Group, p: Parents) -> None:
     sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = _leaf(sub, "list", commands.jobs_list, [p["out"], p["db"]], "newest first")
     listing.add_argument("--limit", type=types.positive, default=20)
+
+
+def _add_backfill(top: Group, p: Parents) -> None:
+    backfill = _leaf(
+        top,
+        "backfill",
+        commands.backfill,
+        [p["out"], p["db"], p["change"]],
+        "render a project's images for its current variant profile (a job the processor "
+        "runs, rate-limited; shows its progress and the counts at the end)",
+    )
+    backfill.add_argument("--project", required=True, metavar="PROJECT", type=types.project_id)
+    backfill.add_argument("--no-wait", action="store_true", help="start the job and return")
 
 
 def _add_keys(top: Group, p: Parents) -> None:

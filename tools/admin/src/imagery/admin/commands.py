@@ -6,6 +6,7 @@ import os
 from argparse import Namespace
 from typing import Any
 
+from imagery.admin import backfill as backfills
 from imagery.admin import direct, jobs, output, rpc
 from imagery.admin.output import emit
 from imagery.common.tenancy import RPC_CLASSES, SETTING_NAMES, Scope
@@ -253,3 +254,7 @@ def projects_purge(args: Namespace) -> None:
 
 def jobs_list(args: Namespace) -> None:
     jobs.jobs_list(args, _dsn(args))
+
+
+def backfill(args: Namespace) -> None:
+    backfills.backfill(args, _dsn(args))

@@ -16,11 +16,22 @@ from imagery.admin.output import CliError, emit, iso
 from imagery.common.db.projects import audit
 
 Plain = dict[str, Any]
-_JOB = """SELECT id, kind, target, state, total, done_count, requested_by, error, created_at,
-                 started_at, finished_at FROM admin_jobs"""
+JOB = """SELECT id, kind, target, state, total, done_count, requested_by, error, created_at,
+                started_at, finished_at, version, made, failed, moved FROM admin_jobs"""
+_UNITS = {"purge_project": "images", "backfill": "blobs"}  # what `total` and `done` count
 
 
-def _plain(row: asyncpg.Record) -> Plain:
+def plain(row: asyncpg.Record) -> Plain:
+    backfill = (
+        {
+            "profile_version": row["version"],
+            "renders_made": row["made"],
+            "renders_failed": row["failed"],
+            "blobs_moved": row["moved"],
+        }
+        if row["kind"] == "backfill"
+        else {}
+    )
     return {
         "id": row["id"],
         "kind": row["kind"],
@@ -33,6 +44,7 @@ def _plain(row: asyncpg.Record) -> Plain:
         "created_at": iso(row["created_at"]),
         "started_at": iso(row["started_at"]),
         "finished_at": iso(row["finished_at"]),
+        **backfill,
     }
 
 
@@ -77,11 +89,11 @@ async def queue_purge(dsn: str, project_id: str, *, dry_run: bool) -> Plain:
                 project_id=project_id,
                 details={"job": row["id"]},
             )
-            job = await conn.fetchrow(f"{_JOB} WHERE id = $1", row["id"])
+            job = await conn.fetchrow(f"{JOB} WHERE id = $1", row["id"])
     finally:
         await conn.close()
     assert job is not None
-    return _plain(job)
+    return plain(job)
 
 
 async def watch(dsn: str, job_id: int, *, stream: TextIO, interval: float = 0.5) -> Plain:
@@ -89,10 +101,10 @@ async def watch(dsn: str, job_id: int, *, stream: TextIO, interval: float = 0.5)
     conn = await asyncpg.connect(dsn)
     try:
         while True:
-            row = await conn.fetchrow(f"{_JOB} WHERE id = $1", job_id)
+            row = await conn.fetchrow(f"{JOB} WHERE id = $1", job_id)
             if row is None:
                 raise CliError(f"Job {job_id} is gone: see `imagery-admin jobs list`.")
-            job = _plain(row)
+            job = plain(row)
             _draw(job, stream)
             if job["state"] in ("done", "failed"):
                 stream.write("\n")
@@ -108,7 +120,8 @@ def _draw(job: Plain, stream: TextIO, width: int = 30) -> None:
         bar, figures = "." * width, "waiting for a processor" if job["state"] == "queued" else ""
     else:
         filled = min(width, width * done // total)
-        bar, figures = "#" * filled + "-" * (width - filled), f"{done}/{total} images"
+        unit = _UNITS.get(job["kind"], "items")
+        bar, figures = "#" * filled + "-" * (width - filled), f"{done}/{total} {unit}"
     stream.write(f"\r{job['kind']} {job['target']} [{bar}] {job['state']} {figures}   ")
     stream.flush()
 
@@ -116,10 +129,18 @@ def _draw(job: Plain, stream: TextIO, width: int = 30) -> None:
 async def list_jobs(dsn: str, limit: int) -> list[Plain]:
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch(f"{_JOB} ORDER BY id DESC LIMIT $1", limit)
+        rows = await conn.fetch(f"{JOB} ORDER BY id DESC LIMIT $1", limit)
     finally:
         await conn.close()
-    return [_plain(r) for r in rows]
+    return [plain(r) for r in rows]
+
+
+def wait_for(dsn: str, data: Plain) -> Plain:
+    """The job's final row, its progress drawn on stderr meanwhile."""
+    started = time.monotonic()
+    done = direct.run(lambda: watch(dsn, data["id"], stream=sys.stderr))
+    done["waited_seconds"] = round(time.monotonic() - started, 1)
+    return done
 
 
 def projects_purge(args: Namespace, dsn: str) -> None:
@@ -135,20 +156,18 @@ def projects_purge(args: Namespace, dsn: str) -> None:
         )
         return
     if not args.no_wait:
-        started = time.monotonic()
-        data = direct.run(lambda: watch(dsn, data["id"], stream=sys.stderr))
-        data["waited_seconds"] = round(time.monotonic() - started, 1)
-    emit(args.json, data, lambda: _job_text(data))
+        data = wait_for(dsn, data)
+    emit(args.json, data, lambda: job_text(data))
     if data["state"] == "failed":
         raise CliError(f"Job {data['id']} failed: {data['error']}")
 
 
 def jobs_list(args: Namespace, dsn: str) -> None:
     data = direct.run(lambda: list_jobs(dsn, args.limit))
-    emit(args.json, data, lambda: "\n".join(_job_text(j) for j in data) or "No jobs.")
+    emit(args.json, data, lambda: "\n".join(job_text(j) for j in data) or "No jobs.")
 
 
-def _job_text(job: Plain) -> str:
+def job_text(job: Plain) -> str:
     progress = f"{job['done']}/{job['total']}" if job["total"] is not None else "-"
     return (
         f"job {job['id']}  {job['kind']} {job['target']}  {job['state']}  {progress}  "

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagery.common.errors import FailureReason
-from imagery.common.formats import FORMATS
 from imagery.processor.adapters import jobwire
+from imagery.processor.adapters.job_answers import Finished, checked, death_reason, verdict
 from imagery.processor.adapters.jobhost import not_dumpable
 from imagery.processor.adapters.render import verify_and_render
-from imagery.processor.imaging import Limits, Processed, Rejected, RenderSpec
+from imagery.processor.imaging import Limits, Rejected, RenderSpec
 from imagery.processor.ports import JobResult, RetryLater
 
 MAX_RESULT_BYTES = 256 * 1024**2  # every variant of the largest image allowed, with room
@@ -44,16 +44,6 @@ class JobLimits:
     memory_bytes: int = 1024 * 1024 * 1024
     cpu_seconds: int = 30
     wall_seconds: float = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    value: Any
-    peak_rss_bytes: int | None  # the job process's peak resident memory, as it reported
-
-
-class JobFailed(RuntimeError):
-    """The job's function raised something that is not a verdict on the file."""
 
 
 class _Pending:
@@ -156,12 +146,49 @@ class _JobHost:
             self.process.wait(5)
 
 
+class _SharedHost:
+    """The one job host of a runner and its lanes: started on first use, again after it died."""
+
+    def __init__(self) -> None:
+        self._host: _JobHost | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> _JobHost | None:
+        return self._host
+
+    def get(self) -> _JobHost:
+        with self._lock:
+            if self._host is None or not self._host.alive:
+                if self._host is not None:
+                    self._host.close()
+                self._host = _JobHost()
+            return self._host
+
+    def close(self) -> None:
+        with self._lock:
+            if self._host is not None:
+                self._host.close()
+                self._host = None
+
+
 class IsolatedRunner:
-    def __init__(self, slots: int, limits: JobLimits) -> None:
+    def __init__(self, slots: int, limits: JobLimits, *, host: _SharedHost | None = None) -> None:
         self._limits = limits
         self._threads = ThreadPoolExecutor(max(1, slots), thread_name_prefix="isolated-job")
-        self._host: _JobHost | None = None
-        self._host_lock = threading.Lock()
+        self._owns_host = host is None
+        self._shared = host or _SharedHost()
+
+    def lane(self, slots: int) -> IsolatedRunner:
+        """Jobs on the same host, with `slots` of their own: a job in the lane never waits for
+        a slot this runner's jobs hold, nor theirs for the lane's (renders beside uploads).
+        Closing the lane leaves the host to this runner."""
+        return IsolatedRunner(slots, self._limits, host=self._shared)
+
+    @property
+    def _host(self) -> _JobHost | None:
+        """The job host now (None before the first job)."""
+        return self._shared.current
 
     def warm_up(self) -> None:
         """Start the job host now (it warms the codecs up) rather than on the first upload,
@@ -173,7 +200,7 @@ class IsolatedRunner:
         self, data: bytes, content_type: str, limits: Limits, spec: RenderSpec
     ) -> JobResult:
         finished = await self.run(verify_and_render, data, content_type, limits, spec)
-        return JobResult(_checked(finished.value, spec), finished.peak_rss_bytes)
+        return JobResult(checked(finished.value, spec), finished.peak_rss_bytes)
 
     async def run(self, fn: Callable[..., Any] | str, *args: Any) -> Finished:
         """fn(*args) in a fresh limited process; fn is a module-level function (or its
@@ -183,16 +210,8 @@ class IsolatedRunner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._threads, self._run, name, args)
 
-    def _ensure_host(self) -> _JobHost:
-        with self._host_lock:
-            if self._host is None or not self._host.alive:
-                if self._host is not None:
-                    self._host.close()
-                self._host = _JobHost()
-            return self._host
-
     def _run(self, name: str, args: tuple[Any, ...]) -> Finished:
-        host = self._ensure_host()
+        host = self._shared.get()
         ours, theirs = socket.socketpair()
         with ours:
             try:
@@ -215,7 +234,7 @@ class IsolatedRunner:
                 self._end(host, pending)
                 raise self._death(pending, exc) from None
         self._end(host, pending, grace=1.0)  # answered: it exits by itself, or is made to
-        return _verdict(response)
+        return verdict(response)
 
     def _end(self, host: _JobHost, pending: _Pending, *, grace: float = 0.0) -> None:
         """The job's process is gone when this returns (or the host is)."""
@@ -233,79 +252,12 @@ class IsolatedRunner:
         if isinstance(exc, jobwire.WireError) and code == 0:
             return Rejected(FailureReason.PROCESSING_CRASHED, f"a malformed answer: {exc}")
         return Rejected(
-            _death_reason(code),
+            death_reason(code),
             f"job process exited with {code}",
             by_the_kernel=code == -signal.SIGKILL,
         )
 
     def close(self) -> None:
         self._threads.shutdown(wait=True, cancel_futures=True)
-        with self._host_lock:
-            if self._host is not None:
-                self._host.close()
-                self._host = None
-
-
-def _verdict(response: Any) -> Finished:
-    if not isinstance(response, dict):
-        raise Rejected(FailureReason.PROCESSING_CRASHED, "an answer that is not an object")
-    peak = response.get("peak_rss_bytes")
-    peak_rss = peak if isinstance(peak, int) and peak >= 0 else None
-    if "ok" in response:
-        return Finished(response["ok"], peak_rss)
-    rejected = response.get("rejected")
-    if isinstance(rejected, list) and len(rejected) == 2:
-        reason, detail = rejected
-        if reason in FailureReason.__members__ and isinstance(detail, str):
-            raise Rejected(FailureReason(reason), detail[:500], peak_rss_bytes=peak_rss)
-    if isinstance(response.get("error"), str):
-        raise JobFailed(response["error"][:500])
-    raise Rejected(FailureReason.PROCESSING_CRASHED, "an answer of unknown shape")
-
-
-def _checked(value: Any, spec: RenderSpec) -> Processed:
-    """What a job says it made, held to what a job can make: anything else means the job
-    process was not itself any more."""
-    try:
-        if _plausible(value, {p.name for p in spec.presets}):
-            return value  # type: ignore[no-any-return]
-    except Exception:  # noqa: BLE001, S110 - any surprise in the answer is a bad answer
-        pass
-    raise Rejected(FailureReason.PROCESSING_CRASHED, "the job answered something it cannot make")
-
-
-def _plausible(value: Any, presets: set[str]) -> bool:
-    if not isinstance(value, Processed) or not isinstance(value.variants, tuple):
-        return False
-    verified = value.verified
-    counts = (verified.width, verified.height, verified.frames, verified.size_bytes)
-    if not (
-        isinstance(verified.format, str)
-        and verified.format in FORMATS
-        and isinstance(verified.sha256, str)
-        and len(verified.sha256) == 64
-        and all(isinstance(n, int) and n > 0 for n in counts)
-    ):
-        return False
-    return all(
-        isinstance(v.body, bytes)
-        and isinstance(v.name, str)
-        and v.name in presets
-        and isinstance(v.format, str)
-        and v.format in FORMATS
-        and FORMATS[v.format].variant
-        and v.content_type == FORMATS[v.format].content_type
-        and isinstance(v.width, int)
-        and isinstance(v.height, int)
-        and v.width > 0
-        and v.height > 0
-        for v in value.variants
-    )
-
-
-def _death_reason(exitcode: int | None) -> FailureReason:
-    if exitcode == -signal.SIGXCPU:
-        return FailureReason.CPU_LIMIT
-    if exitcode == -signal.SIGKILL:
-        return FailureReason.MEMORY_LIMIT
-    return FailureReason.PROCESSING_CRASHED
+        if self._owns_host:
+            self._shared.close()

@@ -1,10 +1,12 @@
 """Operator jobs (`imagery-admin`) the processor runs from Postgres: one at a time per
-processor, any processor, resumable. Today one kind: purging a deleted project once its
-retention is over (queued automatically) or when an operator asks."""
+processor, any processor, resumable. Two kinds: purging a deleted project once its retention is over
+(queued automatically) or when an operator asks, and a backfill of a project's content to
+its current variant profile (`use_cases/backfill.py`)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from imagery.common.tenancy import Actor
 from imagery.processor.ports import AdminJob, AdminJobs, Objects
@@ -24,8 +26,10 @@ class RunAdminJobs:
         *,
         stale_after_seconds: float = 300,
         batch: int = PURGE_BATCH,
+        backfill: Callable[[AdminJob], Awaitable[None]] | None = None,
     ) -> None:
         self._jobs = jobs
+        self._backfill = backfill
         self._objects = objects
         self._stale_after = stale_after_seconds
         self._batch = batch
@@ -43,10 +47,12 @@ class RunAdminJobs:
         return ran
 
     async def _run(self, job: AdminJob) -> None:
-        if job.kind != "purge_project":
+        if job.kind == "purge_project":
+            await self._purge(job)
+        elif job.kind == "backfill" and self._backfill is not None:
+            await self._backfill(job)
+        else:
             await self._jobs.finish(job, error=f"unknown job kind {job.kind!r}")
-            return
-        await self._purge(job)
 
     async def _purge(self, job: AdminJob) -> None:
         total = await self._jobs.project_images(job.target)
