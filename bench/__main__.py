@@ -1,4 +1,5 @@
-"""`make bench`: every benchmark, one after another, each printing its table."""
+"""`make bench`: every benchmark, one after another, each printing its table. The offline
+ones (calibration, too slow for every run) run only when named."""
 
 from __future__ import annotations
 
@@ -6,16 +7,32 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bench import delivery, migration, processor, refusal, upload, variants, watch
+from bench import (
+    calibrate,
+    delivery,
+    ingest,
+    migration,
+    processor,
+    refusal,
+    sharp,
+    upload,
+    variants,
+    watch,
+)
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "upload": lambda _: upload.main(),
     "delivery": lambda _: delivery.main(),
     "watch": lambda _: watch.main(),
     "processor": lambda _: processor.main(),
+    "ingest": lambda _: ingest.main(),
     "variants": lambda _: variants.main(),
+    "sharp": lambda _: sharp.main(),
     "refusal": lambda _: refusal.main(),
     "migration": lambda options: migration.main(rows=options.rows),
+}
+OFFLINE: dict[str, Callable[[argparse.Namespace], None]] = {
+    "calibrate": lambda _: calibrate.main(),  # writes bench/calibration.json; ~45 min, 2 cores
 }
 
 
@@ -28,7 +45,12 @@ def _positive(text: str) -> int:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("names", nargs="*", metavar="benchmark", help=", ".join(BENCHMARKS))
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="benchmark",
+        help=f"{', '.join(BENCHMARKS)}; only when named: {', '.join(OFFLINE)}",
+    )
     parser.add_argument(
         "--rows",
         type=_positive,
@@ -37,12 +59,13 @@ def main(argv: list[str]) -> int:
     )
     options = parser.parse_args(argv)
     chosen = options.names or list(BENCHMARKS)
-    unknown = [name for name in chosen if name not in BENCHMARKS]
+    known = BENCHMARKS | OFFLINE
+    unknown = [name for name in chosen if name not in known]
     if unknown:
-        print(f"unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
+        print(f"unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(known)}")
         return 2
     for name in chosen:
-        BENCHMARKS[name](options)
+        known[name](options)
     return 0
 
 

@@ -25,7 +25,8 @@ _FORMATS: dict[str, image_pb2.VariantFormat.ValueType] = {
 
 class DownloadFailure(NamedTuple):
     """An image and variant that got no URL, and why: IMAGE_NOT_FOUND, IMAGE_NOT_READY,
-    IMAGE_FAILED, UNKNOWN_VARIANT, IMAGE_CONTENT_LOST (later servers may add reasons)."""
+    IMAGE_FAILED, UNKNOWN_VARIANT, IMAGE_CONTENT_LOST, VARIANT_PENDING (being rendered: ask
+    again shortly; later servers may add reasons)."""
 
     image_id: str
     variant: str
@@ -35,7 +36,8 @@ class DownloadFailure(NamedTuple):
 class DownloadUrls(Mapping[str, Mapping[str, str]]):
     """Signed URLs by image id, then variant: `urls[image_id]["small"]`. Only images that got
     at least one URL are keys; `failures` lists every image and variant that got none, and
-    `entries` the answers as sent (with expiry and content type)."""
+    `entries` the answers as sent (with expiry, content type, and `fallback`/`served_variant`
+    when a variant not rendered yet is served by the nearest one meanwhile)."""
 
     def __init__(
         self, entries: Sequence[dpb.DownloadUrl], failures: Sequence[DownloadFailure]

@@ -97,8 +97,11 @@ class RenderVariant:
             outcome = await self._guarded(request)
             span.set_attribute("imagery.outcome", outcome.value)
         labels = {"outcome": outcome.value, "source": request.source}
+        elapsed_ms = (time.perf_counter() - started) * 1000
         _RENDERS.add(1, labels)
-        _DURATION.record((time.perf_counter() - started) * 1000, labels)
+        _DURATION.record(elapsed_ms, labels)
+        if outcome is RenderOutcome.RENDERED:
+            log.info("variant rendered", extra={**_facts(request), "ms": round(elapsed_ms, 1)})
         return outcome
 
     async def _guarded(self, request: RenderRequest) -> RenderOutcome:
