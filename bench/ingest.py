@@ -49,6 +49,9 @@ async def run() -> str:
                     VARIANT_PRESETS=spec,
                     PROCESSOR_JOB_SLOTS=cores,
                     PROCESSOR_CONCURRENCY=str(2 * int(cores)),
+                    # one project's burst: no fairness deferrals, whose jittered returns would
+                    # measure the deferral schedule rather than the processing
+                    PROCESSOR_PROJECT_MAX_IN_FLIGHT=str(2 * int(cores)),
                 ):
                     rates.append(await _drain(pipeline, bodies))
             ratio = rates[1] / rates[0]

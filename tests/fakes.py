@@ -442,6 +442,7 @@ class FakeOutcomes:
 
     def __init__(self, images: InMemoryImageRepository) -> None:
         self.images = images
+        self.retained: dict[str, int] = {}  # image id -> the days its bytes are kept
 
     @property
     def references(self) -> dict[str, int]:
@@ -460,8 +461,15 @@ class FakeOutcomes:
             raise
 
     async def mark_failed(
-        self, image_id: str, reason: str, *, size_bytes: int | None = None
+        self,
+        image_id: str,
+        reason: str,
+        *,
+        size_bytes: int | None = None,
+        retained_days: int | None = None,
     ) -> bool:
+        if retained_days is not None:
+            self.retained[image_id] = retained_days
         return await self.images.update_status(
             image_id,
             ImageStatus.FAILED,

@@ -84,6 +84,18 @@ async def test_every_variant_is_served_with_its_type_and_cache_headers(
     image = await client.wait_ready(image_id)
     assert image.status == image_pb2.IMAGE_STATUS_READY
     assert (image.width, image.height) == (750, 1000)
+    made = {v.name for v in image.variants}
+    assert made == {"thumbnail", "small", "medium"}, "large and original: on first request"
+    for name in ("large", "original"):  # meanwhile the nearest one serves, marked
+        first = await client.delivery.GetDownloadUrl(
+            dpb.GetDownloadUrlRequest(image_id=image_id, variant=name)
+        )
+        assert first.fallback and first.served_variant == "medium", first
+    for _ in range(150):
+        image = (await client.delivery.GetImage(dpb.GetImageRequest(image_id=image_id))).image
+        if len(image.variants) == 10:
+            break
+        await asyncio.sleep(0.2)
     listed = {(v.name, v.format): (v.width, v.height, v.size_bytes) for v in image.variants}
     assert set(listed) == {
         (n, f)
@@ -147,7 +159,8 @@ async def test_twenty_identical_uploads_then_deletes(
             "Contents"
         ]
     ]
-    assert len(variant_keys) == 10 and all(k.endswith((".webp", ".png")) for k in variant_keys), (
+    # the presets made at ingest (large and original wait for a request), each in WebP and PNG
+    assert len(variant_keys) == 6 and all(k.endswith((".webp", ".png")) for k in variant_keys), (
         "alpha: PNG fallback"
     )
 

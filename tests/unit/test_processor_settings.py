@@ -78,3 +78,11 @@ def test_renders_after_ingest_take_one_job_slot_of_their_own_and_backfills_are_p
 def test_a_bad_render_setting_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings({**BASE, name: value})
+
+
+def test_failed_uploads_are_retained_for_a_week_unless_told_otherwise() -> None:
+    assert load_settings(BASE).retained_failed_days == 7
+    assert load_settings({**BASE, "RETAINED_FAILED_DAYS": "30"}).retained_failed_days == 30
+    for bad in ("0", "a week"):
+        with pytest.raises(ConfigError, match="RETAINED_FAILED_DAYS"):
+            load_settings({**BASE, "RETAINED_FAILED_DAYS": bad})

@@ -35,7 +35,12 @@ class _ImageStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImageStat
     IMAGE_STATUS_READY: _ImageStatus.ValueType  # 3
     """Verified; variants exist and can be delivered."""
     IMAGE_STATUS_FAILED: _ImageStatus.ValueType  # 4
-    """Rejected; `failure_reason` says why. Terminal."""
+    """Rejected; `failure_reason` says why. Terminal, with one documented exception: an upload
+    that failed for a reason that may not be the file's fault (CPU_LIMIT, PROCESSING_TIMEOUT,
+    MEMORY_LIMIT, RETRIES_EXHAUSTED) keeps its bytes for a configured number of days, and an
+    operator's `imagery-admin reprocess` (audited) sets it back to PENDING under the same id,
+    with `failure_reason` cleared; it then ends READY or FAILED again.
+    """
 
 class ImageStatus(_ImageStatus, metaclass=_ImageStatusEnumTypeWrapper):
     """Where an image is in its life: created by UploadService, moved on by the
@@ -51,7 +56,12 @@ IMAGE_STATUS_PROCESSING: ImageStatus.ValueType  # 2
 IMAGE_STATUS_READY: ImageStatus.ValueType  # 3
 """Verified; variants exist and can be delivered."""
 IMAGE_STATUS_FAILED: ImageStatus.ValueType  # 4
-"""Rejected; `failure_reason` says why. Terminal."""
+"""Rejected; `failure_reason` says why. Terminal, with one documented exception: an upload
+that failed for a reason that may not be the file's fault (CPU_LIMIT, PROCESSING_TIMEOUT,
+MEMORY_LIMIT, RETRIES_EXHAUSTED) keeps its bytes for a configured number of days, and an
+operator's `imagery-admin reprocess` (audited) sets it back to PENDING under the same id,
+with `failure_reason` cleared; it then ends READY or FAILED again.
+"""
 Global___ImageStatus: _TypeAlias = ImageStatus  # noqa: Y015
 
 class _VariantFormat:

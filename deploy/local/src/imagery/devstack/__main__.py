@@ -164,7 +164,11 @@ def _start_infrastructure(
         (pid_dir / "s3-sqs.pid").write_text(str(moto.pid))
         endpoint = f"http://127.0.0.1:{AWS_PORT}"
     os.environ.update({k: os.environ.get(k, v) for k, v in LOCAL_CREDENTIALS.items()})
-    aws = provision(endpoint, region=os.environ.get("AWS_REGION", "us-east-1"))
+    aws = provision(
+        endpoint,
+        region=os.environ.get("AWS_REGION", "us-east-1"),
+        retained_days=int(os.environ.get("RETAINED_FAILED_DAYS", "7")),
+    )
     print(f"S3+SQS    {endpoint}  bucket {aws.bucket}, queue {aws.queue_url}")
     return {
         "DATABASE_URL": database_url,

@@ -1,6 +1,8 @@
 """The local S3+SQS endpoint (moto's server, speaking the AWS wire protocols over HTTP) and
 the resources imagery needs on it: the bucket, the queue with its dead-letter queue and
-redrive policy, and the bucket -> queue notification for `s3:ObjectCreated:*` on `uploads/`.
+redrive policy, the bucket -> queue notification for `s3:ObjectCreated:*` on `uploads/`, and
+the lifecycle rules: `uploads/` expire after a day, `retained/` (the bytes of uploads that
+failed for a reason that may not be the file's fault) after RETAINED_FAILED_DAYS.
 `provision` is also what an SRE's infrastructure code must reproduce (docs/deploy.md)."""
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def provision(
     queue: str = "imagery-uploads",
     max_receive_count: int = MAX_RECEIVE_COUNT,
     visibility_timeout: int = 60,
+    retained_days: int = 7,
 ) -> AwsResources:
     session = boto3.session.Session(
         aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
@@ -85,6 +88,9 @@ def provision(
             "BlockPublicPolicy": True,
             "RestrictPublicBuckets": True,
         },
+    )
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": lifecycle_rules(retained_days)}
     )
     dlq_url = sqs.create_queue(
         QueueName=f"{queue}-dlq", Attributes={"MessageRetentionPeriod": "1209600"}
@@ -117,6 +123,26 @@ def provision(
         },
     )
     return AwsResources(endpoint_url, region, bucket, queue_url, dlq_url)
+
+
+def lifecycle_rules(retained_days: int) -> list[dict[str, object]]:
+    """A safety net for uploads whose events were never processed (the processor deletes them
+    normally), and the end of a failed upload's retained bytes (the processor's
+    RETAINED_FAILED_DAYS, so `imagery-admin reprocess` never finds them gone early)."""
+    return [
+        {
+            "ID": "expire-uploads",
+            "Status": "Enabled",
+            "Filter": {"Prefix": "uploads/"},
+            "Expiration": {"Days": 1},
+        },
+        {
+            "ID": "expire-retained",
+            "Status": "Enabled",
+            "Filter": {"Prefix": "retained/"},
+            "Expiration": {"Days": retained_days},
+        },
+    ]
 
 
 def _arn(sqs: object, queue_url: str) -> str:

@@ -32,6 +32,7 @@ class VariantInfo:
     size_bytes: int
     key: str
     profile_version: int = 0  # the variant profile version it was rendered for
+    over_budget: bool = False  # over its preset's max_bytes even at the quality floor
 
 
 class DownloadTarget(NamedTuple):

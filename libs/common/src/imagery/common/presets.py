@@ -32,15 +32,17 @@ DEFAULT_PRESETS: tuple[Preset, ...] = (
     Preset("thumbnail", 150, 150, crop=True),
     Preset("small", 400, 400),
     Preset("medium", 800, 800),
-    Preset("large", 1600, 1600),
-    Preset("original", None, None),
+    # rendered on first request: the full-size outputs are most of ingest's encoding work and
+    # few images are ever viewed that large
+    Preset("large", 1600, 1600, lazy=True),
+    Preset("original", None, None, lazy=True),
 )
 PRESET_NAMES: tuple[str, ...] = tuple(p.name for p in DEFAULT_PRESETS)
 # VARIANT_PRESETS syntax: comma-separated `name:WxH` (fit inside), `name:WxH:crop` (cover-crop
 # to exactly WxH, centre) or `name:full`, each optionally followed by `:lazy` (rendered on its
 # first request instead of at ingest); never upscaled.
 DEFAULT_PRESETS_SPEC = (
-    "thumbnail:150x150:crop,small:400x400,medium:800x800,large:1600x1600,original:full"
+    "thumbnail:150x150:crop,small:400x400,medium:800x800,large:1600x1600:lazy,original:full:lazy"
 )
 
 

@@ -14,11 +14,33 @@ from imagery.common.ids import ULID_PATTERN
 
 GLOBAL_SCOPE = ""
 _UPLOAD_KEY_RE = re.compile(rf"^(.*)uploads/({ULID_PATTERN})$")
+_RETAINED_KEY_RE = re.compile(rf"^(.*)retained/({ULID_PATTERN})$")
+
+# Failure reasons that may not be the file's fault: the upload's bytes are kept under
+# `retained/` for a while, so `imagery-admin reprocess` can run them again.
+RETAINABLE_REASONS = frozenset(
+    {"CPU_LIMIT", "PROCESSING_TIMEOUT", "MEMORY_LIMIT", "RETRIES_EXHAUSTED"}
+)
 
 
 def upload_key(scope: str, image_id: str) -> str:
     """Where the client's presigned PUT lands: verified, then deleted."""
     return f"{upload_prefix(scope)}{image_id}"
+
+
+def retained_key(scope: str, image_id: str) -> str:
+    """The bytes of an upload that failed for a retainable reason, outside the `uploads/`
+    lifecycle rule (a `retained/` rule of its own expires them)."""
+    return f"{retained_prefix(scope)}{image_id}"
+
+
+def retained_prefix(scope: str) -> str:
+    return f"{scope}retained/"
+
+
+def image_id_from_retained_key(scope: str, key: str) -> str | None:
+    match = _RETAINED_KEY_RE.fullmatch(key)
+    return match.group(2) if match and match.group(1) == scope else None
 
 
 def original_key(scope: str, sha256: str) -> str:

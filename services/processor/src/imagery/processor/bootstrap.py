@@ -108,6 +108,7 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
         max_attempts=settings.max_attempts,
         spec=settings.render,
         policy=settings.base.project_policy,
+        retained_days=settings.retained_failed_days,
     )
     consumer = Consumer(
         queue,
@@ -148,6 +149,7 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
         limits=settings.limits,
         spec=settings.render,
         max_original_bytes=settings.base.project_policy.ceilings.max_upload_bytes,
+        retained_days=settings.retained_failed_days,
     )
 
     async def reconcile() -> object:

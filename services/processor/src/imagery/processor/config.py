@@ -39,6 +39,9 @@ class ProcessorSettings:
     render_concurrency: int  # renders after ingest at once, in job slots of their own
     render_poll_seconds: float  # how often an idle renderer looks for render asks
     backfill_per_minute: int  # renders a backfill job asks for per minute, at most
+    # Days the bytes of an upload that failed for a retainable reason are kept under
+    # `retained/` for `imagery-admin reprocess` (the bucket's `retained/` rule expires them).
+    retained_failed_days: int = 7
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings:
@@ -106,6 +109,7 @@ def _build(env: Env, base: Settings) -> ProcessorSettings:
         render_concurrency=env.integer("RENDER_CONCURRENCY", 1, minimum=1, maximum=64),
         render_poll_seconds=_seconds(env, "RENDER_POLL_SECONDS", 0.5),
         backfill_per_minute=env.integer("BACKFILL_PER_MINUTE", 600, minimum=1),
+        retained_failed_days=env.integer("RETAINED_FAILED_DAYS", 7, minimum=1, maximum=3650),
     )
 
 

@@ -8,6 +8,42 @@ from dataclasses import dataclass
 from imagery.common.errors import FailureReason
 from imagery.common.presets import DEFAULT_PRESETS, Preset
 
+# The lowest quality setting per encoder whose output still reaches the quality floor (the
+# SSIMULACRA2 score of the seed's JPEG quality 85), per default preset's box: calibrated
+# offline by `python -m bench calibrate`, copied from bench/calibration.json ("Pillow
+# (libjpeg-turbo)" and "WebP m4", RenderSpec's WebP method). AVIF is not calibrated: its floor
+# is the quality it is encoded at.
+QUALITY_FLOORS: dict[str, dict[str, int]] = {
+    "jpeg": {"thumbnail": 85, "small": 85, "medium": 85, "large": 85, "original": 85},
+    "webp": {"thumbnail": 73, "small": 90, "medium": 90, "large": 91, "original": 94},
+}
+# The longer side of each default box the floors were calibrated at; None: full size.
+_FLOOR_BOXES: dict[str, int | None] = {
+    "thumbnail": 150,
+    "small": 400,
+    "medium": 800,
+    "large": 1600,
+    "original": None,
+}
+
+
+def floor_box(preset: Preset) -> str:
+    """The default box whose floors a preset takes: the one nearest to its longer side (a
+    tie goes to the larger box, whose floor is the safer one); a full-size preset's is
+    "original"."""
+    if preset.max_width is None or preset.max_height is None:
+        return "original"
+    side = max(preset.max_width, preset.max_height)
+    sized = [(name, box) for name, box in _FLOOR_BOXES.items() if box is not None]
+    return min(sized, key=lambda item: (abs(item[1] - side), -item[1]))[0]
+
+
+def quality_floor(encoder: str, preset: Preset) -> int | None:
+    """The calibrated floor of `encoder` ("jpeg", "webp") for `preset`; None when that
+    encoder has none."""
+    floors = QUALITY_FLOORS.get(encoder)
+    return None if floors is None else floors[floor_box(preset)]
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -46,6 +82,8 @@ class Rendered:
     width: int
     height: int
     body: bytes
+    over_budget: bool = False  # larger than the preset's max_bytes even at the quality floor
+    max_bytes: int | None = None  # the preset's byte budget, if it has one
 
 
 @dataclass(frozen=True, slots=True)

@@ -227,9 +227,15 @@ class Outcomes(Protocol):
     def unit_of_work(self) -> AbstractAsyncContextManager[OutcomeWrites]: ...
 
     async def mark_failed(
-        self, image_id: str, reason: str, *, size_bytes: int | None = None
+        self,
+        image_id: str,
+        reason: str,
+        *,
+        size_bytes: int | None = None,
+        retained_days: int | None = None,
     ) -> bool:
-        """`processing` -> FAILED; False when the record was not processing."""
+        """`processing` -> FAILED; False when the record was not processing. With
+        `retained_days`, its bytes are kept under `retained/` until that many days from now."""
         ...
 
     async def release_claim(self, image_id: str) -> None:
@@ -308,6 +314,11 @@ class ContentInventory(Protocol):
         """The ones that have a record."""
         ...
 
+    async def retaining_images(self, image_ids: Collection[str]) -> set[str]:
+        """The ones whose retained bytes are still of use: FAILED for a retainable reason, or
+        back to `pending`/`processing` by `imagery-admin reprocess`."""
+        ...
+
     async def stored_content(self, *, after: str | None, limit: int) -> list[StoredContent]:
         """A page of referenced, stored content in sha256 order, starting after `after`."""
         ...
@@ -337,8 +348,8 @@ class ContentInventory(Protocol):
 @dataclass(frozen=True, slots=True)
 class AdminJob:
     id: int
-    kind: str  # "purge_project" or "backfill"
-    target: str  # the project id
+    kind: str  # "purge_project", "backfill" or "reprocess"
+    target: str  # the project id (the image id for "reprocess")
     requested_by: str
     claim: str  # this run's claim: progress by a processor that lost it is refused
 
@@ -365,6 +376,14 @@ class AdminJobs(Protocol):
 
     async def purge_images(self, project_id: str, limit: int) -> list[PurgedImage]:
         """Remove up to `limit` of the project's images as DeleteImage would."""
+
+    async def reprocess_target(self, image_id: str) -> tuple[str, str] | None:
+        """The upload key and content type of an image `imagery-admin reprocess` set back to
+        `pending`; None when it is not pending any more (or gone)."""
+
+    async def reprocess_lost(self, image_id: str) -> bool:
+        """Its retained bytes are gone: `pending` -> FAILED (NOT_UPLOADED), as the sweep
+        would end it later; False when it was not pending."""
 
     async def forget_project(self, project_id: str, actor: Actor) -> str:
         """Delete the emptied, deleted project with its credentials: "purged", or why not

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagery-admin",
         description="Operate imagery: bootstrap, projects, keys, mTLS identities, usage, audit, "
-        "backfills.",
+        "backfills, reprocessing failed uploads.",
     )
     parser.add_argument("--json", action="store_true", default=False, help="print JSON, not text")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_identities(top, parents)
     _add_jobs(top, parents)
     _add_backfill(top, parents)
+    _add_reprocess(top, parents)
     usage = _leaf(
         top,
         "usage",
@@ -191,6 +192,28 @@ def _add_backfill(top: Group, p: Parents) -> None:
     )
     backfill.add_argument("--project", required=True, metavar="PROJECT", type=types.project_id)
     backfill.add_argument("--no-wait", action="store_true", help="start the job and return")
+
+
+def _add_reprocess(top: Group, p: Parents) -> None:
+    reprocess = _leaf(
+        top,
+        "reprocess",
+        commands.reprocess,
+        [p["out"], p["db"], p["change"]],
+        "run failed uploads again under the same image ids, from the bytes kept for a "
+        "failure that may not be the file's fault (CPU_LIMIT, PROCESSING_TIMEOUT, "
+        "MEMORY_LIMIT, RETRIES_EXHAUSTED); audited",
+    )
+    reprocess.add_argument("image_ids", metavar="IMAGE_ID", nargs="*", type=types.image_id)
+    reprocess.add_argument(
+        "--project", metavar="PROJECT", type=types.project_id, help="the images' project"
+    )
+    reprocess.add_argument(
+        "--all-retained",
+        action="store_true",
+        help="every FAILED image of --project whose bytes are still kept",
+    )
+    reprocess.add_argument("--no-wait", action="store_true", help="queue the copies and return")
 
 
 def _add_keys(top: Group, p: Parents) -> None:

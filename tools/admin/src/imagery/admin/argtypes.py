@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from imagery.common.errors import InvalidArgument
+from imagery.common.ids import is_image_id
 from imagery.common.tenancy import parse_scopes, require_project_id
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -78,4 +79,10 @@ def expire_time(value: str) -> datetime:
 def identity(value: str) -> str:
     if not 1 <= len(value) <= 2048:
         raise argparse.ArgumentTypeError("an identity is 1-2048 characters")
+    return value
+
+
+def image_id(value: str) -> str:
+    if not is_image_id(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an image id (26 characters, a ULID)")
     return value

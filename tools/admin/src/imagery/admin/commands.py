@@ -8,6 +8,7 @@ from typing import Any
 
 from imagery.admin import backfill as backfills
 from imagery.admin import direct, jobs, output, rpc
+from imagery.admin import reprocess as reprocesses
 from imagery.admin.output import emit
 from imagery.common.tenancy import RPC_CLASSES, SETTING_NAMES, Scope
 
@@ -258,3 +259,11 @@ def jobs_list(args: Namespace) -> None:
 
 def backfill(args: Namespace) -> None:
     backfills.backfill(args, _dsn(args))
+
+
+def reprocess(args: Namespace) -> None:
+    if bool(args.image_ids) == args.all_retained:
+        raise UsageError("give image ids, or --project P --all-retained (not both)")
+    if args.all_retained and args.project is None:
+        raise UsageError("--all-retained needs --project")
+    reprocesses.reprocess(args, _dsn(args))

@@ -32,7 +32,8 @@ _RECORD_COLUMNS = """r.id, r.status, r.content_type, r.file_name, r.object_key, 
 _VARIANTS = """(SELECT jsonb_agg(jsonb_build_object(
                    'name', v.name, 'format', v.format, 'content_type', v.content_type,
                    'width', v.width, 'height', v.height, 'size_bytes', v.size_bytes,
-                   'key', v.object_key) ORDER BY v.name, v.format)
+                   'key', v.object_key, 'profile_version', v.profile_version,
+                   'over_budget', v.over_budget) ORDER BY v.name, v.format)
                FROM (SELECT DISTINCT ON (w.name, w.format) w.*
                        FROM image_variants w WHERE w.sha256 = r.sha256
                       ORDER BY w.name, w.format, w.profile_version DESC) v) AS variants,
@@ -295,12 +296,16 @@ class PostgresImageRepository:
         rows = await self._pool.fetch(
             f"""WITH due AS (
                     UPDATE image_records r SET swept_at = now()
-                      FROM (SELECT id FROM image_records
-                             WHERE status IN ('pending', 'processing')
-                               AND updated_at <= now() - make_interval(secs => $1)
-                               AND (swept_at IS NULL
-                                    OR swept_at <= now() - make_interval(secs => $3))
-                             ORDER BY updated_at LIMIT $2
+                      FROM (SELECT i.id FROM image_records i
+                             WHERE i.status IN ('pending', 'processing')
+                               AND i.updated_at <= now() - make_interval(secs => $1)
+                               -- an `imagery-admin reprocess` whose copy is still to come
+                               AND NOT EXISTS (SELECT 1 FROM admin_jobs j
+                                                WHERE j.kind = 'reprocess' AND j.target = i.id
+                                                  AND j.state IN ('queued', 'running'))
+                               AND (i.swept_at IS NULL
+                                    OR i.swept_at <= now() - make_interval(secs => $3))
+                             ORDER BY i.updated_at LIMIT $2
                                FOR UPDATE SKIP LOCKED) d
                      WHERE r.id = d.id
                  RETURNING r.*)

@@ -102,6 +102,26 @@ class PostgresAdminJobs:
         return [PurgedImage(r[0], r[1] in ("ready", "failed"), r[2]) for r in rows]
 
     @translates_postgres_errors
+    async def reprocess_target(self, image_id: str) -> tuple[str, str] | None:
+        row = await self._pool.fetchrow(
+            "SELECT object_key, content_type FROM image_records"
+            " WHERE id = $1 AND status = 'pending'",
+            image_id,
+        )
+        return None if row is None else (row[0], row[1])
+
+    @translates_postgres_errors
+    async def reprocess_lost(self, image_id: str) -> bool:
+        result = await self._pool.execute(
+            """UPDATE image_records
+                  SET status = 'failed', failure_reason = 'NOT_UPLOADED', retained_until = NULL,
+                      updated_at = now()
+                WHERE id = $1 AND status = 'pending'""",
+            image_id,
+        )
+        return bool(result == "UPDATE 1")
+
+    @translates_postgres_errors
     async def forget_project(self, project_id: str, actor: Actor) -> str:
         """Once its images are gone: its credentials and the project row ("purged"), unless
         it was restored ("restored") or images remain ("not empty")."""

@@ -12,7 +12,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from imagery.common.db.pool import postgres_errors, translates_postgres_errors
 from imagery.common.domain import VariantInfo
-from imagery.common.storage_keys import GLOBAL_SCOPE, original_key
+from imagery.common.storage_keys import GLOBAL_SCOPE, RETAINABLE_REASONS, original_key
 from imagery.processor.ports import (
     LinkResult,
     StoredContent,
@@ -49,8 +49,8 @@ RETURNING reservation::text"""
 _INSERT_VARIANT = """
 INSERT INTO image_variants
        (sha256, name, format, content_type, width, height, size_bytes, object_key,
-        profile_version)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        profile_version, over_budget)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT DO NOTHING"""
 
 _REFERENCE = """
@@ -162,6 +162,7 @@ class PostgresOutcomeWrites:
                         v.size_bytes,
                         v.key,
                         v.profile_version,
+                        v.over_budget,
                     )
                     for v in variants
                 ],
@@ -198,16 +199,22 @@ class PostgresOutcomes:
 
     @translates_postgres_errors
     async def mark_failed(
-        self, image_id: str, reason: str, *, size_bytes: int | None = None
+        self,
+        image_id: str,
+        reason: str,
+        *,
+        size_bytes: int | None = None,
+        retained_days: int | None = None,
     ) -> bool:
         result = await self._pool.execute(
             """UPDATE image_records
                   SET status = 'failed', failure_reason = $2, size_bytes = COALESCE($3, size_bytes),
-                      updated_at = now()
+                      retained_until = now() + make_interval(days => $4::int), updated_at = now()
                 WHERE id = $1 AND status = 'processing'""",
             image_id,
             reason,
             size_bytes,
+            retained_days,
         )
         return bool(result == "UPDATE 1")
 
@@ -286,6 +293,18 @@ class PostgresContentInventory:
     async def known_content(self, sha256s: Collection[str]) -> set[str]:
         rows = await self._pool.fetch(
             "SELECT sha256 FROM image_blobs WHERE sha256 = ANY($1::text[])", list(sha256s)
+        )
+        return {row[0] for row in rows}
+
+    @translates_postgres_errors
+    async def retaining_images(self, image_ids: Collection[str]) -> set[str]:
+        rows = await self._pool.fetch(
+            """SELECT id FROM image_records
+                WHERE id = ANY($1::text[])
+                  AND (status IN ('pending', 'processing')
+                       OR (status = 'failed' AND failure_reason = ANY($2::text[])))""",
+            list(image_ids),
+            sorted(RETAINABLE_REASONS),
         )
         return {row[0] for row in rows}
 

@@ -5,11 +5,17 @@ For speed, each size is resized from the previous, larger one with `reducing_gap
 expensive full-size pass, then cheap ones), never with `Image.copy()` (a full-size copy costs
 time and memory). JPEG draft (DCT-scaled) decoding helps only when no full-size output is
 wanted; verification decodes every byte anyway.
+
+A preset with a byte budget (`max_bytes`) has each lossy output's quality searched by size
+alone, never below the encoder's calibrated floor for that preset (`imaging.QUALITY_FLOORS`):
+scoring quality at ingest would cost more than the encoding.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from PIL import Image, ImageCms, ImageOps
 
@@ -17,9 +23,24 @@ from imagery.common.errors import FailureReason
 from imagery.common.formats import content_type_of
 from imagery.common.presets import Preset
 from imagery.processor.adapters.verify import verify_then
-from imagery.processor.imaging import Limits, Processed, Rejected, Rendered, RenderSpec
+from imagery.processor.imaging import (
+    Limits,
+    Processed,
+    Rejected,
+    Rendered,
+    RenderSpec,
+    quality_floor,
+)
 
 _SRGB = ImageCms.createProfile("sRGB")
+_AVIF_QUALITY = 60
+# The lossy encoders' quality when a preset names none: where a byte budget's search starts.
+_QUALITY: dict[str, Callable[[RenderSpec], int]] = {
+    "webp": lambda spec: spec.webp_quality,
+    "jpeg": lambda spec: spec.jpeg_quality,
+    "avif": lambda _spec: _AVIF_QUALITY,
+}
+MAX_BUDGET_ENCODES = 6  # per output with a byte budget: the start, the floor, four bisections
 
 
 def verify_and_render(
@@ -64,25 +85,85 @@ def _draft_size(stored: tuple[int, int], spec: RenderSpec) -> tuple[int, int] | 
 def render(image: Image.Image, spec: RenderSpec) -> list[Rendered]:
     base = _normalise(image)
     alpha = base.mode == "RGBA"
-    outputs = []
+    outputs: list[Rendered] = []
     made = [base]  # largest first; each preset starts from the smallest that still covers it
     for preset in sorted(spec.presets, key=_area, reverse=True):
         need_w, need_h = _needed(base, preset)
         source = min((m for m in made if m.width >= need_w and m.height >= need_h), key=_pixels)
         current = _resize(source, preset)
         made.append(current)
-        for fmt in _formats(preset, alpha, spec):
-            outputs.append(
-                Rendered(
-                    preset.name,
-                    fmt,
-                    content_type_of(fmt),
-                    current.width,
-                    current.height,
-                    _encode(current, fmt, spec, preset.quality),
-                )
-            )
+        outputs.extend(_output(current, fmt, spec, preset) for fmt in _formats(preset, alpha, spec))
     return outputs
+
+
+def _output(image: Image.Image, fmt: str, spec: RenderSpec, preset: Preset) -> Rendered:
+    if preset.max_bytes is None:
+        body, over = _encode(image, fmt, spec, preset.quality), False
+    elif fmt == "png":  # lossless: no quality to trade for bytes
+        body = _encode(image, fmt, spec, None)
+        over = len(body) > preset.max_bytes
+    else:
+        start = _QUALITY[fmt](spec) if preset.quality is None else preset.quality
+        fitted = fit_budget(
+            lambda q: _encode(image, fmt, spec, q),
+            start=start,
+            floor=quality_floor(fmt, preset),
+            budget=preset.max_bytes,
+        )
+        body, over = fitted.body, fitted.over_budget
+    return Rendered(
+        preset.name,
+        fmt,
+        content_type_of(fmt),
+        image.width,
+        image.height,
+        body,
+        over_budget=over,
+        max_bytes=preset.max_bytes,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Fitted:
+    body: bytes
+    quality: int
+    over_budget: bool
+
+
+def fit_budget(
+    encode: Callable[[int], bytes],
+    *,
+    start: int,
+    floor: int | None,
+    budget: int,
+    max_encodes: int = MAX_BUDGET_ENCODES,
+) -> Fitted:
+    """The highest quality from `floor` to `start` whose output fits in `budget` bytes, found
+    from sizes alone: `start` if it fits, else `floor`, else bisected between them while
+    encodes are left. Never below the floor (a floor above `start` raises the start to it;
+    None: no floor, the start is it). At the floor and still over: the floor's output,
+    marked over budget. Only sizes that were measured are trusted: the size is not strictly
+    monotonic in the quality."""
+    low = start if floor is None else floor
+    high = max(start, low)
+    body = encode(high)
+    if len(body) <= budget:
+        return Fitted(body, high, over_budget=False)
+    if low == high:
+        return Fitted(body, high, over_budget=True)
+    best = encode(low)
+    if len(best) > budget:
+        return Fitted(best, low, over_budget=True)
+    encodes = 2  # low fits, high does not
+    while high - low > 1 and encodes < max_encodes:
+        middle = (low + high) // 2
+        candidate = encode(middle)
+        encodes += 1
+        if len(candidate) <= budget:
+            low, best = middle, candidate
+        else:
+            high = middle
+    return Fitted(best, low, over_budget=False)
 
 
 def _formats(preset: Preset, alpha: bool, spec: RenderSpec) -> list[str]:
@@ -186,6 +267,9 @@ def _encode(image: Image.Image, fmt: str, spec: RenderSpec, quality: int | None)
         image.save(buffer, "PNG", compress_level=6)
     else:
         image.save(
-            buffer, "AVIF", quality=60 if quality is None else quality, speed=spec.avif_speed
+            buffer,
+            "AVIF",
+            quality=_AVIF_QUALITY if quality is None else quality,
+            speed=spec.avif_speed,
         )
     return buffer.getvalue()

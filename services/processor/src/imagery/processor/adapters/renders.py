@@ -133,6 +133,7 @@ class PostgresRenderRequests:
                         v.size_bytes,
                         v.key,
                         v.profile_version,
+                        v.over_budget,
                     )
                     for v in variants
                 ],

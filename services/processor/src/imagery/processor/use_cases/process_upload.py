@@ -1,6 +1,7 @@
 """One upload, from S3 event to terminal state. No SQS here (the consumer owns messages).
 
-Every path ends in exactly one of: READY, FAILED (both committed, upload object deleted),
+Every path ends in exactly one of: READY, FAILED (both committed, upload object deleted; a
+failure that may not be the file's fault keeps a copy under `retained/` first),
 DUPLICATE (already terminal: only cleanup), UNKNOWN (no record: object deleted), DROPPED (no
 object yet: the record stays pending for the client's PUT, or for the sweep to end it
 NOT_UPLOADED), or BUSY (another worker holds a fresh claim, or the same content is being
@@ -28,6 +29,7 @@ from imagery.common.domain import ImageRecord
 from imagery.common.errors import FailureReason
 from imagery.common.formats import ALLOWED_CONTENT_TYPES
 from imagery.common.profiles import default_profile
+from imagery.common.storage_keys import GLOBAL_SCOPE, RETAINABLE_REASONS, retained_key
 from imagery.common.telemetry import link_to
 from imagery.common.tenancy import (
     EffectiveSettings,
@@ -127,8 +129,10 @@ class UploadProcessor:
         max_attempts: int = 5,
         spec: RenderSpec | None = None,
         policy: SettingsPolicy | None = None,
+        retained_days: int = 7,
     ) -> None:
         self._policy = policy
+        self._retained_days = retained_days  # 0: keep nothing
         self._max_attempts = max_attempts
         self._spec = spec or RenderSpec()
         # What a project that chose no profile gets: the deployment's presets, version 0.
@@ -294,13 +298,31 @@ class UploadProcessor:
         size: int | None = None,
         rss: int | None = None,
     ) -> Result:
+        retained_days = await self._retain(record, key, reason, stage)
         with stage("commit"):
-            marked = await self._outcomes.mark_failed(record.id, reason, size_bytes=size)
+            marked = await self._outcomes.mark_failed(
+                record.id, reason, size_bytes=size, retained_days=retained_days
+            )
         if not marked:
             return Result(Outcome.DUPLICATE)
         with stage("cleanup"):
             await self._objects.delete(key)
         return Result(Outcome.FAILED, reason, stage.ms, rss)
+
+    async def _retain(
+        self, record: ImageRecord, key: str, reason: str, stage: Stages
+    ) -> int | None:
+        """Before the record is FAILED for a reason that may not be the file's fault: copy the
+        upload to `retained/`, so `imagery-admin reprocess` can run it again; the days it is
+        kept, or None when nothing is kept. Copied before the commit, so a crash in between
+        only copies again when the message comes back."""
+        if reason not in RETAINABLE_REASONS or not self._retained_days:
+            return None
+        with stage("retain"):
+            copied = await self._objects.copy(
+                key, retained_key(GLOBAL_SCOPE, record.id), content_type=record.content_type
+            )
+        return None if copied is None else self._retained_days
 
 
 def _outside_project_limits(

@@ -5,6 +5,11 @@ at once), for what the normal paths cannot see:
   writer's commit failed, or it was written after its reservation was collected), an upload
   object of an image that does not exist. Deleted once older than the grace period, so a
   write in progress is never taken for an orphan.
+- Retained uploads (`retained/{image_id}`, kept for `imagery-admin reprocess`): needed while
+  younger than `retained_days` and their record still has a use for them (FAILED for a
+  retainable reason, or being reprocessed); removable once older, or once their record is
+  READY, FAILED for another reason, or gone (a reprocessed image that ended leaves its copy
+  here for this pass, or the bucket's `retained/` rule, to remove).
 - Rows whose objects are gone (a lifecycle rule, a hand deletion, a local S3 that started
   empty): variants are rendered again from the kept original where it exists; otherwise the
   content is marked lost, so it is never served or linked to, and the next upload of the
@@ -26,8 +31,10 @@ from imagery.common.storage_keys import (
     GLOBAL_SCOPE,
     VARIANT_CACHE_CONTROL,
     content_prefixes,
+    image_id_from_retained_key,
     image_id_from_upload_key,
     original_key,
+    retained_prefix,
     sha256_from_content_key,
     upload_prefix,
     variant_key,
@@ -66,8 +73,10 @@ class Reconciler:
         limits: Limits,
         spec: RenderSpec,
         max_original_bytes: int,
+        retained_days: int = 7,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._retained_for = timedelta(days=retained_days)
         self._listing = listing
         self._inventory = inventory
         self._objects = objects
@@ -83,6 +92,9 @@ class Reconciler:
         for prefix in content_prefixes(GLOBAL_SCOPE):
             await self._orphans(prefix, report, dry_run, self._orphaned_content)
         await self._orphans(upload_prefix(GLOBAL_SCOPE), report, dry_run, self._orphaned_uploads)
+        await self._orphans(
+            retained_prefix(GLOBAL_SCOPE), report, dry_run, self._removable_retained
+        )
         await self._lost_objects(report, dry_run)
         if report.orphans_deleted or report.variants_rebuilt or report.content_lost:
             log.info(
@@ -148,6 +160,16 @@ class Reconciler:
         owners = {o.key: image_id_from_upload_key(GLOBAL_SCOPE, o.key) for o in listed}
         known = await self._inventory.known_images({i for i in owners.values() if i})
         return [key for key, image in owners.items() if image is None or image not in known]
+
+    async def _removable_retained(self, listed: list[ListedObject]) -> list[str]:
+        kept_since = self._clock() - self._retained_for
+        fresh = {
+            o.key: image_id_from_retained_key(GLOBAL_SCOPE, o.key)
+            for o in listed
+            if o.last_modified > kept_since
+        }
+        needed = await self._inventory.retaining_images({i for i in fresh.values() if i})
+        return [o.key for o in listed if fresh.get(o.key) not in needed]
 
     async def _lost_objects(self, report: Report, dry_run: bool) -> None:
         after: str | None = None

@@ -37,6 +37,7 @@ from imagery.common.storage_keys import (
 from imagery.processor.imaging import Limits, Rejected, Rendered, RenderSpec
 from imagery.processor.ports import ImageJobs, Objects, ObjectTooLarge, RetryLater
 from imagery.processor.render_ports import RenderRequest, RenderRequests
+from imagery.processor.use_cases.store_content import note_over_budget
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -174,6 +175,7 @@ class RenderVariant:
             # The content went while it rendered: what was written has no row to serve it.
             await asyncio.gather(*(self._objects.delete(v.key) for v in variants))
             return RenderOutcome.DROPPED
+        note_over_budget(request.sha256, job.processed.variants)
         return RenderOutcome.RENDERED
 
     async def _original(self, request: RenderRequest) -> bytes | None:
@@ -205,6 +207,7 @@ class RenderVariant:
                 len(v.body),
                 variant_key(GLOBAL_SCOPE, request.sha256, v.name, v.format, version),
                 version,
+                over_budget=v.over_budget,
             )
             for v in rendered
         ]

@@ -1,13 +1,17 @@
 """Operator jobs (`imagery-admin`) the processor runs from Postgres: one at a time per
-processor, any processor, resumable. Two kinds: purging a deleted project once its retention is over
-(queued automatically) or when an operator asks, and a backfill of a project's content to
-its current variant profile (`use_cases/backfill.py`)."""
+processor, any processor, resumable. Three kinds: purging a deleted project once its retention is
+over (queued automatically) or when an operator asks, a backfill of a project's content to
+its current variant profile (`use_cases/backfill.py`), and a reprocess of one failed upload
+(`imagery-admin reprocess`): its retained bytes copied back to `uploads/`, whose S3 event
+brings the record, set back to `pending` by the command, through the normal processing.
+The processor does the copy because it holds the bucket access the command does not."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
 
+from imagery.common.storage_keys import GLOBAL_SCOPE, retained_key
 from imagery.common.tenancy import Actor
 from imagery.processor.ports import AdminJob, AdminJobs, Objects
 
@@ -49,10 +53,34 @@ class RunAdminJobs:
     async def _run(self, job: AdminJob) -> None:
         if job.kind == "purge_project":
             await self._purge(job)
+        elif job.kind == "reprocess":
+            await self._reprocess(job)
         elif job.kind == "backfill" and self._backfill is not None:
             await self._backfill(job)
         else:
             await self._jobs.finish(job, error=f"unknown job kind {job.kind!r}")
+
+    async def _reprocess(self, job: AdminJob) -> None:
+        """Safe to run again: a copy of the same bytes makes one more event, which finds the
+        record claimed or ended and changes nothing."""
+        target = await self._jobs.reprocess_target(job.target)
+        if target is None:
+            await self._jobs.finish(job)  # ended or deleted meanwhile: nothing left to do
+            return
+        upload, content_type = target
+        copied = await self._objects.copy(
+            retained_key(GLOBAL_SCOPE, job.target), upload, content_type=content_type
+        )
+        if copied is None:
+            await self._jobs.reprocess_lost(job.target)
+            await self._jobs.finish(
+                job,
+                error=f"the retained bytes of image {job.target} are gone (expired or deleted), "
+                "so it ended FAILED with NOT_UPLOADED: it can only be uploaded again",
+            )
+            return
+        log.info("reprocess started", extra={"image_id": job.target})
+        await self._jobs.finish(job)
 
     async def _purge(self, job: AdminJob) -> None:
         total = await self._jobs.project_images(job.target)

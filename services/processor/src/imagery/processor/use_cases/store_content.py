@@ -16,7 +16,9 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+
+from opentelemetry import metrics
 
 from imagery.common.domain import ImageRecord, VariantInfo
 from imagery.common.formats import content_type_of
@@ -30,6 +32,10 @@ from imagery.processor.imaging import Processed, Rendered, Verified
 from imagery.processor.ports import LinkResult, Objects, Outcomes, VerifiedImage
 
 log = logging.getLogger(__name__)
+_OVER_BUDGET = metrics.get_meter(__name__).create_counter(
+    "imagery.processor.variants.over_budget",
+    description="Variants stored over their preset's byte budget, by preset and format",
+)
 
 
 class ContentBusy(Exception):
@@ -147,6 +153,7 @@ class ContentWriter:
                 if not await uow.reference_content(image.sha256, reservation):
                     raise ContentBusy  # the reservation lapsed: its objects may be gone
                 await uow.mark_ready(record.id, image)
+        note_over_budget(address, processed.variants)
         return image
 
     async def _write(
@@ -199,4 +206,24 @@ def _variant_info(sha256: str, rendered: Rendered, version: int) -> VariantInfo:
         len(rendered.body),
         variant_key(GLOBAL_SCOPE, sha256, rendered.name, rendered.format, version),
         version,
+        over_budget=rendered.over_budget,
     )
+
+
+def note_over_budget(sha256: str, stored: Iterable[Rendered]) -> None:
+    """Counts and logs, one line each, the stored variants that are over their byte budget:
+    even the preset's quality floor did not fit."""
+    for variant in stored:
+        if not variant.over_budget:
+            continue
+        _OVER_BUDGET.add(1, {"preset": variant.name, "format": variant.format})
+        log.warning(
+            "variant over its byte budget at the quality floor",
+            extra={
+                "sha256": sha256,
+                "preset": variant.name,
+                "format": variant.format,
+                "bytes": len(variant.body),
+                "budget": variant.max_bytes,
+            },
+        )

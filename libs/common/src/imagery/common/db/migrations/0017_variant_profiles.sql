@@ -21,3 +21,7 @@ ALTER TABLE projects ADD COLUMN variant_profile jsonb NULL;
 -- the new version's variants beside the old ones, which serve until their replacements exist.
 ALTER TABLE image_blobs ADD COLUMN profile_version integer NOT NULL DEFAULT 0;
 ALTER TABLE image_variants ADD COLUMN profile_version integer NOT NULL DEFAULT 0;
+
+-- A variant of a preset with a byte budget that is over it even at the preset's quality floor:
+-- kept (the floor wins over the budget), and recorded so that it can be found.
+ALTER TABLE image_variants ADD COLUMN over_budget boolean NOT NULL DEFAULT false;
