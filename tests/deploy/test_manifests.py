@@ -470,6 +470,7 @@ DOCUMENTED_TABLE_GRANTS = {
         "api_keys": {"SELECT", "UPDATE(last_used_at)"},
         "client_identities": {"SELECT"},
         "render_requests": {"INSERT"},
+        "image_blobs": {"SELECT(sha256,profile_version)"},
     },
 }
 _GRANT = re.compile(r"\bGRANT\s+([^;]+?)\s+ON\s+([^;]+?)\s+TO\s+([^;]+);", re.I)

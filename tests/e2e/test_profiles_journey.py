@@ -159,14 +159,14 @@ async def test_a_new_profile_version_lazy_presets_and_a_backfill_without_a_gap(
         ("card", "webp"),
     }
     card = await team.url(newer.image_id, "card")
-    assert f"/variants/{newer.sha256}/v1/card.webp?" in card.url or "/v1/card.webp?" in card.url
+    assert "/v1/card.webp?" in card.url
     assert await _fetch(card.url) == (200, (300, 200))
 
     # the lazy preset: twenty requests at once are all answered (the nearest rendered variant,
     # marked), and it is rendered once
     first = await asyncio.gather(*(team.url(newer.image_id, "hero") for _ in range(20)))
-    assert all(a.fallback and a.served_variant == "card" for a in first if a.fallback)
-    assert all(a.url for a in first)
+    assert first[0].fallback, "the first request cannot find it rendered"
+    assert all(a.url and (not a.fallback or a.served_variant == "card") for a in first)
     for _ in range(150):
         hero = await team.url(newer.image_id, "hero")
         if not hero.fallback:

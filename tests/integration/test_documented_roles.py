@@ -218,3 +218,28 @@ async def test_render_asks_and_backfills_under_the_roles(
     assert dropped is not None
     await requests.drop(dropped, failed=True)
     assert await pool.fetchval("SELECT failed FROM admin_jobs") == 1
+
+
+async def test_delivery_reads_images_as_its_rpcs_do_under_its_role(
+    roles: dict[str, asyncpg.Pool], pool: asyncpg.Pool
+) -> None:
+    """GetImage, BatchGetImages, ListImages and the URL RPCs' reads, as imagery_delivery."""
+    from imagery.common.db.listing import PostgresImageListing
+
+    upload = PostgresImageRepository(roles["imagery_upload"])
+    record = pending_record()
+    await upload.save(record, principal="key:test")
+    delivery = roles["imagery_delivery"]
+    found = await PostgresImageRepository(delivery).find_by_id("default", record.id)
+    assert found is not None and found.profile_version == 0
+    assert [
+        r.id for r in await PostgresImageRepository(delivery).find_many("default", [record.id])
+    ] == [record.id]
+    page = await PostgresImageListing(delivery).list_page("default", None, None, 10)
+    assert record.id in {r.id for r in page}
+    targets = await PostgresImageRepository(delivery).find_download_targets(
+        "default", [record.id], "small", ["webp"]
+    )
+    assert [t.image_id for t in targets] == [record.id]
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await delivery.fetch("SELECT reference_count FROM image_blobs")

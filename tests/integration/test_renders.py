@@ -114,6 +114,31 @@ async def test_a_lazy_preset_is_rendered_once_however_it_is_asked_for(
     assert record is not None and {v.name for v in record.variants} == {"small", "large"}
 
 
+async def test_an_older_versions_ask_is_moved_to_the_current_one_never_rendered_twice(
+    pool: asyncpg.Pool, store: S3ObjectStore, runner: IsolatedRunner
+) -> None:
+    """An ask made under version 1 is claimed after version 2 came: it becomes version 2's
+    ask (one row with a fresh ask for version 2), so two renderers can never both render
+    version 2 from two rows."""
+    await project(pool, TEAM, [SMALL, LARGE])
+    image_id = await upload(pool, store, runner, TEAM, images.jpeg(300, 200))
+    sha = await address(pool, image_id)
+    await ask_lazily(pool, image_id, "large")  # at version 1
+    await new_profile(pool, TEAM, [SMALL, LARGE])  # version 2
+    await ask_lazily(pool, image_id, "large")  # at version 2, before the renderer runs
+    assert await _asks(pool) == 2
+
+    jobs = CountingJobs(runner)
+    render, requests = render_variant(pool, store, jobs), PostgresRenderRequests(pool)
+    outcomes = []
+    while (claimed := await requests.claim(stale_after_seconds=300)) is not None:
+        outcomes.append(await render(claimed))
+    assert sorted(o.value for o in outcomes) == ["moved", "rendered"]
+    assert jobs.calls == 1 and await _asks(pool) == 0
+    assert {(v, n) for v, n, _ in await variant_rows(pool, sha)} >= {(2, "large")}
+    assert (1, "large", "webp") not in await variant_rows(pool, sha)
+
+
 async def test_two_renderer_loops_share_the_asks_and_render_each_once(
     pool: asyncpg.Pool, store: S3ObjectStore, runner: IsolatedRunner
 ) -> None:

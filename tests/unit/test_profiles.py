@@ -53,6 +53,7 @@ def test_the_default_profile_is_the_deployments_presets_at_version_0() -> None:
         ([Preset("a", 1, 1, quality=0)], "fallback", "presets[0].quality", "is 0"),
         ([Preset("a", 1, 1, max_bytes=10)], "fallback", "presets[0].max_bytes", "is 10"),
         ([CARD], "later", "lazy_policy", "'later'"),
+        ([HERO], "fallback", "presets", "all lazy"),
     ],
 )
 def test_a_profile_imagery_cannot_render_is_refused_naming_the_field(
@@ -83,7 +84,8 @@ def test_variant_presets_may_mark_presets_lazy() -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", ["a:10x10:lazy:crop", "a:full:crop", "a:10x0", "a:lazy", "a:10x10,a:full", ""]
+    "spec",
+    ["a:10x10:lazy:crop", "a:full:crop", "a:10x0", "a:lazy", "a:10x10,a:full", "", "a:full:lazy"],
 )
 def test_variant_presets_it_cannot_read_stop_start_up(spec: str) -> None:
     with pytest.raises(ConfigError, match="VARIANT_PRESETS"):

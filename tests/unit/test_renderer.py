@@ -48,6 +48,9 @@ class FakeRequests:
     ) -> bool | None:
         return False
 
+    async def move(self, request: RenderRequest, version: int) -> None:
+        pass
+
     async def drop(self, request: RenderRequest, *, failed: bool) -> None:
         pass
 

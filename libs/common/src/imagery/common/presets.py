@@ -69,4 +69,6 @@ def parse_presets(spec: str) -> tuple[Preset, ...]:
         presets.append(Preset(name, int(width), int(height), crop == "crop", lazy=lazy))
     if len({p.name for p in presets}) != len(presets) or not presets:
         raise ConfigError("VARIANT_PRESETS must name at least one preset, each once.")
+    if all(p.lazy for p in presets):
+        raise ConfigError("VARIANT_PRESETS must render at least one preset at ingest (not :lazy).")
     return tuple(presets)

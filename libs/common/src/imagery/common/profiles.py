@@ -130,6 +130,10 @@ def validate_profile(
         if preset.name in seen:
             raise InvalidArgument(f"{where}.name", "repeats a name", "name each preset once")
         seen.add(preset.name)
+    if all(p.lazy for p in checked):  # an image with no variant at all reads as content lost
+        raise InvalidArgument(
+            f"{field}.presets", "are all lazy", "render at least one preset at ingest"
+        )
     if lazy_policy not in LAZY_POLICIES:
         raise InvalidArgument(
             f"{field}.lazy_policy", f"is {lazy_policy!r}", "send FALLBACK or PENDING"

@@ -68,6 +68,11 @@ class RenderRequests(Protocol):
         content. Whether it moved; None when the content went meanwhile (nothing written)."""
         ...
 
+    async def move(self, request: RenderRequest, version: int) -> None:
+        """Ask again at `version` instead (a no-op where that is asked already), keeping who
+        asked; the ask at its own version goes."""
+        ...
+
     async def drop(self, request: RenderRequest, *, failed: bool) -> None:
         """Forget the ask; `failed` counts it against the backfill job that asked."""
         ...

@@ -42,7 +42,8 @@ _RESERVE = """
 INSERT INTO image_blobs (sha256, format, width, height, size_bytes, reference_count,
                          profile_version)
 VALUES ($1, $2, $3, $4, $5, 0, $6)
-ON CONFLICT (sha256) DO UPDATE SET updated_at = now(), profile_version = $6
+ON CONFLICT (sha256) DO UPDATE
+   SET updated_at = now(), profile_version = GREATEST(image_blobs.profile_version, $6)
  WHERE image_blobs.collecting_since IS NULL
 RETURNING reservation::text"""
 

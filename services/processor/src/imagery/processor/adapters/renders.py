@@ -38,6 +38,17 @@ SELECT EXISTS (SELECT 1 FROM image_variants
     OR ($2 <> $4 AND EXISTS (SELECT 1 FROM render_requests
                               WHERE sha256 = $1 AND profile_version = $2 AND preset = $3))"""
 
+# An ask of an older version becomes the current version's, one row per rendering: only asks
+# at the current version are ever rendered, and each is claimed by one renderer at a time.
+_MOVE = """
+WITH old AS (DELETE FROM render_requests
+              WHERE sha256 = $1 AND profile_version = $2 AND preset = $3
+          RETURNING project_id, source, job_id, requested_at)
+INSERT INTO render_requests (sha256, profile_version, preset, project_id, source, job_id,
+                             requested_at)
+SELECT $1, $4, $3, project_id, source, job_id, requested_at FROM old
+ON CONFLICT DO NOTHING"""
+
 _DROP = """
 DELETE FROM render_requests WHERE sha256 = $1 AND profile_version = $2 AND preset = $3
 RETURNING job_id"""
@@ -145,6 +156,11 @@ class PostgresRenderRequests:
             await conn.execute(NOTIFY_IMAGES, request.sha256, CHANNEL)
             await _count(conn, jobs, made=1, moved=int(moved))
         return moved
+
+    @translates_postgres_errors
+    @translates_postgres_errors
+    async def move(self, request: RenderRequest, version: int) -> None:
+        await self._pool.execute(_MOVE, request.sha256, request.version, request.preset, version)
 
     @translates_postgres_errors
     async def drop(self, request: RenderRequest, *, failed: bool) -> None:

@@ -46,6 +46,7 @@ tracer = trace.get_tracer(__name__)
 class RenderOutcome(enum.Enum):
     RENDERED = "rendered"
     EXISTS = "exists"  # rendered already, or asked for at the current version: ask dropped
+    MOVED = "moved"  # an older version's ask: asked again at the current version
     DROPPED = "dropped"  # the preset left the profile, or the content or project went
     REJECTED = "rejected"  # the kept original no longer passes its job
     LOST = "lost"  # the kept original is gone
@@ -145,6 +146,9 @@ class RenderVariant:
         if source is None or preset is None or request.version > profile.version:
             await self._requests.drop(request, failed=False)
             return RenderOutcome.DROPPED
+        if request.version < profile.version:
+            await self._requests.move(request, profile.version)
+            return RenderOutcome.MOVED
         if await self._requests.covered(request, profile.version):
             await self._requests.drop(request, failed=False)
             return RenderOutcome.EXISTS
@@ -172,8 +176,11 @@ class RenderVariant:
         variants = await self._store(request, profile.version, job.processed.variants)
         wanted = [(p.name, f) for p in profile.at_ingest for f in p.formats]
         if await self._requests.complete(request, profile.version, variants, wanted) is None:
-            # The content went while it rendered: what was written has no row to serve it.
-            await asyncio.gather(*(self._objects.delete(v.key) for v in variants))
+            # The content went while it rendered. Its objects are left to the reconciler: the
+            # same bytes uploaded again meanwhile may have written these very keys.
+            log.info(
+                "render ask dropped: the content went while it rendered", extra=_facts(request)
+            )
             return RenderOutcome.DROPPED
         note_over_budget(request.sha256, job.processed.variants)
         return RenderOutcome.RENDERED
