@@ -5,17 +5,14 @@ S3 and the isolated job runner."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
-from imagery.common.aws.clients import s3_client
-from imagery.common.config import AwsSettings
 from imagery.common.presets import Preset
 from imagery.processor.adapters.admin_jobs import PostgresAdminJobs
 from imagery.processor.adapters.backfills import PostgresBackfills
-from imagery.processor.adapters.isolation import IsolatedRunner, JobLimits
+from imagery.processor.adapters.isolation import IsolatedRunner
 from imagery.processor.adapters.s3 import S3ObjectStore
 from imagery.processor.use_cases.backfill import Backfill
 from imagery.processor.use_cases.run_admin_jobs import RunAdminJobs
@@ -25,20 +22,6 @@ from tests.render_stack import DEFAULT_PRESETS, new_profile, project, renderer, 
 
 pytestmark = pytest.mark.integration
 TEAM = "cli-team"
-
-
-@pytest.fixture(scope="module")
-def runner() -> Iterator[IsolatedRunner]:
-    runner = IsolatedRunner(2, JobLimits(memory_bytes=512 * 1024**2, cpu_seconds=5))
-    runner.warm_up()
-    yield runner
-    runner.close()
-
-
-@pytest.fixture
-async def store(aws_settings: AwsSettings) -> AsyncIterator[S3ObjectStore]:
-    async with s3_client(aws_settings) as client:
-        yield S3ObjectStore(client, aws_settings.bucket)
 
 
 async def _changes(pool: asyncpg.Pool) -> tuple[int, ...]:

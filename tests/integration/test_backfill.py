@@ -5,18 +5,16 @@ what it serves, paced, and a backfill stopped midway goes on from where it was."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 import pytest
 
-from imagery.common.aws.clients import s3_client
-from imagery.common.config import AwsSettings
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.presets import Preset
 from imagery.processor.adapters.admin_jobs import PostgresAdminJobs
 from imagery.processor.adapters.backfills import PostgresBackfills
-from imagery.processor.adapters.isolation import IsolatedRunner, JobLimits
+from imagery.processor.adapters.isolation import IsolatedRunner
 from imagery.processor.adapters.s3 import S3ObjectStore
 from imagery.processor.ports import AdminJob
 from imagery.processor.render_ports import BackfillBatch
@@ -37,20 +35,6 @@ from tests.render_stack import (
 pytestmark = pytest.mark.integration
 TEAM = "backfill-team"
 V1 = [Preset("small", 64, 64, quality=70), Preset("card", 80, 60, crop=True)]
-
-
-@pytest.fixture(scope="module")
-def runner() -> Iterator[IsolatedRunner]:
-    runner = IsolatedRunner(2, JobLimits(memory_bytes=512 * 1024**2, cpu_seconds=5))
-    runner.warm_up()
-    yield runner
-    runner.close()
-
-
-@pytest.fixture
-async def store(aws_settings: AwsSettings) -> AsyncIterator[S3ObjectStore]:
-    async with s3_client(aws_settings) as client:
-        yield S3ObjectStore(client, aws_settings.bucket)
 
 
 class Walk(PostgresBackfills):

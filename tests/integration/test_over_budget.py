@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import asyncpg
 import pytest
 from PIL import Image
 
-from imagery.common.aws.clients import s3_client
-from imagery.common.config import AwsSettings
 from imagery.common.presets import Preset
 from imagery.common.storage_keys import GLOBAL_SCOPE, variant_key
 from imagery.processor.adapters.isolation import IsolatedRunner, JobLimits
@@ -36,12 +34,6 @@ def runner() -> Iterator[IsolatedRunner]:
     runner.warm_up()
     yield runner
     runner.close()
-
-
-@pytest.fixture
-async def store(aws_settings: AwsSettings) -> AsyncIterator[S3ObjectStore]:
-    async with s3_client(aws_settings) as client:
-        yield S3ObjectStore(client, aws_settings.bucket)
 
 
 def _photo(width: int = 300, height: int = 200) -> bytes:

@@ -6,13 +6,10 @@ has every at-ingest preset of it; every image on the content hears of each chang
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
-from imagery.common.aws.clients import s3_client
-from imagery.common.config import AwsSettings
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.projects import CHANNEL
 from imagery.common.presets import Preset
@@ -38,20 +35,6 @@ from tests.render_stack import (
 pytestmark = pytest.mark.integration
 TEAM = "render-team"
 SMALL, LARGE = Preset("small", 64, 64), Preset("large", 200, 200, lazy=True)
-
-
-@pytest.fixture(scope="module")
-def runner() -> Iterator[IsolatedRunner]:
-    runner = IsolatedRunner(2, JobLimits(memory_bytes=512 * 1024**2, cpu_seconds=5))
-    runner.warm_up()
-    yield runner
-    runner.close()
-
-
-@pytest.fixture
-async def store(aws_settings: AwsSettings) -> AsyncIterator[S3ObjectStore]:
-    async with s3_client(aws_settings) as client:
-        yield S3ObjectStore(client, aws_settings.bucket)
 
 
 async def test_renders_run_in_job_slots_of_their_own_beside_the_uploads() -> None:

@@ -13,7 +13,6 @@ Its deferrals are not counted as receives by the backoff."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -85,6 +84,7 @@ class Consumer:
         """Consume until `stop` is set, then finish in-flight work within the grace period and
         release (visibility 0, claim given back) whatever is still running."""
         stopping = asyncio.create_task(stop.wait())
+        last_poll: asyncio.Task[list[QueueMessage]] | None = None
         try:
             while not stop.is_set():
                 await self._wait_for_free_slot(stopping)
@@ -100,9 +100,10 @@ class Consumer:
                     {receiving, stopping}, return_when=asyncio.FIRST_COMPLETED
                 )
                 if receiving not in done:
-                    receiving.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, ImageryError):
-                        await receiving  # an in-flight receive's messages simply come back later
+                    # Not cancelled: a long poll given up on by the client may still be
+                    # answered by SQS, and what it hands to nobody stays invisible for the
+                    # visibility timeout. It ends within its wait; its messages go back.
+                    last_poll = receiving
                     break
                 try:
                     messages = receiving.result()
@@ -117,7 +118,21 @@ class Consumer:
             stopping.cancel()
             if self._probing is not None:
                 self._probing.cancel()
-            await self._drain(grace_seconds)
+            await asyncio.gather(self._drain(grace_seconds), self._give_back(last_poll))
+
+    async def _give_back(self, poll: asyncio.Task[list[QueueMessage]] | None) -> None:
+        """What the last long poll brings after the stop goes back to the queue at once."""
+        if poll is None:
+            return
+        try:
+            async with asyncio.timeout(self._wait_seconds + 5):
+                messages = await poll
+        except (TimeoutError, ImageryError):
+            poll.cancel()
+            return
+        await asyncio.gather(*(self._set_visibility(m, 0) for m in messages))
+        if messages:
+            log.info("gave back what the last poll received", extra={"messages": len(messages)})
 
     @property
     def receiving(self) -> bool:
