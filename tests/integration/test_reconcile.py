@@ -3,36 +3,43 @@ variants come back from the kept original, content with nothing left is never se
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import io
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from PIL import Image
 
-from imagery.common.aws.clients import s3_client
-from imagery.common.config import AwsSettings
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.domain import ImageRecord, ImageStatus
 from imagery.common.ids import new_image_id
+from imagery.common.presets import Preset
 from imagery.common.storage_keys import GLOBAL_SCOPE, original_key, upload_key, variant_key
 from imagery.common.tenancy import DEFAULT_PROJECT
+from imagery.processor.adapters.isolation import IsolatedRunner
 from imagery.processor.adapters.postgres import PostgresContentInventory, PostgresOutcomes
+from imagery.processor.adapters.renders import PostgresRenderRequests
 from imagery.processor.adapters.s3 import S3ObjectStore
 from imagery.processor.imaging import Limits, RenderSpec
 from imagery.processor.ports import VerifiedImage
 from imagery.processor.use_cases.process_upload import Outcome, UploadProcessor
 from imagery.processor.use_cases.reconcile import Reconciler
+from imagery.processor.use_cases.render_variant import RenderOutcome
 from tests import images
 from tests.fakes import InlineJobs
+from tests.render_stack import (
+    SPEC,
+    address,
+    ask_lazily,
+    new_profile,
+    project,
+    render_variant,
+    upload,
+    variant_rows,
+)
 
 pytestmark = pytest.mark.integration
 LATER = datetime.now(UTC) + timedelta(hours=2)  # every object written now is past its grace
-
-
-@pytest.fixture
-async def store(aws_settings: AwsSettings) -> AsyncIterator[S3ObjectStore]:
-    async with s3_client(aws_settings) as client:
-        yield S3ObjectStore(client, aws_settings.bucket)
 
 
 def _reconciler(pool: asyncpg.Pool, store: S3ObjectStore, *, now: datetime = LATER) -> Reconciler:
@@ -144,3 +151,43 @@ async def test_an_upload_of_the_same_bytes_waits_while_orphans_are_deleted(
     await inventory.release_orphans(sha, claimed)
     async with outcomes.unit_of_work() as uow:
         assert await uow.reserve_content(VerifiedImage(sha, "jpeg", 1, 1, 1), ()) is not None
+
+
+async def test_a_lost_variant_of_a_later_profile_version_comes_back_at_its_own_key(
+    pool: asyncpg.Pool, store: S3ObjectStore, runner: IsolatedRunner
+) -> None:
+    """A project on profile version 2 (its `small` is 64 px, its `large` lazy and rendered on
+    request): both come back with version 2's presets, at version 2's keys, still served."""
+    small, large = Preset("small", 64, 64), Preset("large", 200, 200, lazy=True)
+    await project(pool, "reconciled", [Preset("small", 32, 32)])
+    await new_profile(pool, "reconciled", [small, large])
+    image_id = await upload(pool, store, runner, "reconciled", images.jpeg(300, 200))
+    sha = await address(pool, image_id)
+    await ask_lazily(pool, image_id, "large")
+    claimed = await PostgresRenderRequests(pool).claim(stale_after_seconds=300)
+    assert claimed is not None
+    assert await render_variant(pool, store, runner)(claimed) is RenderOutcome.RENDERED
+    rows = await variant_rows(pool, sha)
+    lost = [f"variants/{sha}/v2/small.webp", f"variants/{sha}/v2/large.jpg"]
+    for key in lost:
+        await store.delete(key)
+
+    reconciler = Reconciler(
+        store,
+        PostgresContentInventory(pool),
+        store,
+        runner,
+        grace_seconds=3600,
+        limits=Limits(),
+        spec=SPEC,
+        max_original_bytes=10 * 1024**2,
+        clock=lambda: LATER,
+    )
+    report = await reconciler.run()
+    assert sorted(report.variants_rebuilt) == sorted(lost)
+    assert await variant_rows(pool, sha) == rows, "every variant is still served"
+    with Image.open(io.BytesIO(await store.get(lost[0], max_bytes=10**6) or b"")) as small_img:
+        assert max(small_img.size) == 64, "rendered with version 2's preset"
+    with Image.open(io.BytesIO(await store.get(lost[1], max_bytes=10**6) or b"")) as large_img:
+        assert large_img.size == (200, 133)
+    assert (await reconciler.run()).variants_rebuilt == [], "nothing is missing any more"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
+from imagery.common.profiles import VariantProfile
 from imagery.common.tenancy import Actor
 from imagery.processor.imaging import Limits, Processed, RenderSpec
 
@@ -301,6 +302,13 @@ class StoredContent:
     format: str
     keys: tuple[str, ...]  # its variants' objects, as the rows name them
     updated_at: datetime  # as read: a later change makes marking it lost a no-op
+    versions: tuple[int, ...] = ()  # each key's profile version (none given: all 0)
+    # The project's profiles at the versions above 0 that its variants were rendered with
+    # (version 0 is the deployment's default): what a lost variant is rendered again with.
+    profiles: Mapping[int, VariantProfile] = field(default_factory=dict)
+
+    def version_of(self, key: str) -> int:
+        return self.versions[self.keys.index(key)] if self.versions else 0
 
 
 class ContentInventory(Protocol):

@@ -12,6 +12,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from imagery.common.db.pool import postgres_errors, translates_postgres_errors
 from imagery.common.domain import VariantInfo
+from imagery.common.profiles import profile_from_json
 from imagery.common.storage_keys import GLOBAL_SCOPE, RETAINABLE_REASONS, original_key
 from imagery.processor.ports import (
     LinkResult,
@@ -30,6 +31,30 @@ RETURNING width, height, size_bytes"""
 _KNOWN = (
     "SELECT format, collecting_since IS NOT NULL AS collecting FROM image_blobs WHERE sha256 = $1"
 )
+
+# Referenced, stored content with its variants' keys and versions (in one order), and the
+# profiles of versions above 0 of the project that owns it (content addresses are scoped to a
+# project, so any of its records names that project).
+_STORED_CONTENT = """
+SELECT b.sha256, b.format, b.updated_at,
+       ARRAY(SELECT object_key FROM image_variants v WHERE v.sha256 = b.sha256
+              ORDER BY object_key) AS keys,
+       ARRAY(SELECT profile_version FROM image_variants v WHERE v.sha256 = b.sha256
+              ORDER BY object_key) AS versions,
+       ARRAY(SELECT vp.version FROM variant_profiles vp
+              WHERE vp.project_id = o.project_id AND vp.version IN (SELECT profile_version
+                    FROM image_variants v WHERE v.sha256 = b.sha256)
+              ORDER BY vp.version) AS profile_versions,
+       ARRAY(SELECT vp.profile::text FROM variant_profiles vp
+              WHERE vp.project_id = o.project_id AND vp.version IN (SELECT profile_version
+                    FROM image_variants v WHERE v.sha256 = b.sha256)
+              ORDER BY vp.version) AS profiles
+  FROM image_blobs b
+  LEFT JOIN LATERAL (SELECT r.project_id FROM image_records r
+                      WHERE r.sha256 = b.sha256 LIMIT 1) o ON true
+ WHERE b.reference_count > 0 AND b.stored_at IS NOT NULL
+   AND b.collecting_since IS NULL AND b.sha256 > $1
+ ORDER BY b.sha256 LIMIT $2"""
 
 _STORED_KEYS = """
 SELECT ARRAY(SELECT object_key FROM image_variants v WHERE v.sha256 = b.sha256) AS keys
@@ -318,18 +343,22 @@ class PostgresContentInventory:
 
     @translates_postgres_errors
     async def stored_content(self, *, after: str | None, limit: int) -> list[StoredContent]:
-        rows = await self._pool.fetch(
-            """SELECT b.sha256, b.format,
-                      ARRAY(SELECT object_key FROM image_variants v WHERE v.sha256 = b.sha256),
-                      b.updated_at
-                 FROM image_blobs b
-                WHERE b.reference_count > 0 AND b.stored_at IS NOT NULL
-                  AND b.collecting_since IS NULL AND b.sha256 > $1
-                ORDER BY b.sha256 LIMIT $2""",
-            after or "",
-            limit,
-        )
-        return [StoredContent(sha, fmt, tuple(keys), at) for sha, fmt, keys, at in rows]
+        rows = await self._pool.fetch(_STORED_CONTENT, after or "", limit)
+        return [
+            StoredContent(
+                row["sha256"],
+                row["format"],
+                tuple(row["keys"]),
+                row["updated_at"],
+                tuple(row["versions"]),
+                {
+                    int(version): profile
+                    for version, raw in zip(row["profile_versions"], row["profiles"], strict=True)
+                    if (profile := profile_from_json(raw)) is not None
+                },
+            )
+            for row in rows
+        ]
 
     @translates_postgres_errors
     async def mark_lost(self, content: StoredContent) -> bool:

@@ -11,7 +11,8 @@ at once), for what the normal paths cannot see:
   READY, FAILED for another reason, or gone (a reprocessed image that ended leaves its copy
   here for this pass, or the bucket's `retained/` rule, to remove).
 - Rows whose objects are gone (a lifecycle rule, a hand deletion, a local S3 that started
-  empty): variants are rendered again from the kept original where it exists; otherwise the
+  empty): variants are rendered again from the kept original where it exists, each with the
+  profile version it was made with, at the same key; otherwise the
   content is marked lost, so it is never served or linked to, and the next upload of the
   same bytes stores it again.
 
@@ -21,12 +22,14 @@ With `dry_run` it only reports what it would do.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from imagery.common.formats import content_type_of
+from imagery.common.profiles import VariantProfile, default_profile
 from imagery.common.storage_keys import (
     GLOBAL_SCOPE,
     VARIANT_CACHE_CONTROL,
@@ -83,7 +86,8 @@ class Reconciler:
         self._jobs = jobs
         self._grace = timedelta(seconds=grace_seconds)
         self._limits = limits
-        self._spec = spec
+        self._spec = spec  # encoder settings; its presets are the default profile (v0)
+        self._default = default_profile(spec.presets)
         self._max_original = max_original_bytes
         self._clock = clock
 
@@ -206,21 +210,56 @@ class Reconciler:
             report.variants_rebuilt.extend(missing)
             return
         data = await self._objects.get(original, max_bytes=self._max_original)
+        by_version: dict[int, list[str]] = {}
+        for key in missing:
+            by_version.setdefault(content.version_of(key), []).append(key)
+        made: set[str] = set()
+        for version, its_keys in sorted(by_version.items()):
+            profile = self._default if version == 0 else content.profiles.get(version)
+            if profile is None:
+                continue
+            rendered = await self._render(content, data or b"", profile, its_keys)
+            if rendered is None:
+                report.content_lost.append(content.sha256)
+                return
+            made.update(rendered)
+        report.variants_rebuilt.extend(sorted(made))
+        unmakeable = [k for k in missing if k not in made]
+        if unmakeable:  # presets no longer configured: stop serving them
+            await self._inventory.drop_variants(content.sha256, unmakeable)
+
+    async def _render(
+        self, content: StoredContent, data: bytes, profile: VariantProfile, missing: list[str]
+    ) -> set[str] | None:
+        """The `missing` keys of one profile version, rendered again with that version's
+        presets (only those with a missing key) and written; None when the kept original no
+        longer passes (the content is then marked lost)."""
+        version = profile.version
+        wanted = tuple(
+            p
+            for p in profile.presets
+            if any(
+                variant_key(GLOBAL_SCOPE, content.sha256, p.name, f, version) in missing
+                for f in p.formats
+            )
+        )
+        if not wanted:
+            return set()
+        spec = dataclasses.replace(self._spec, presets=wanted)
         try:
             job = await self._jobs.verify_and_render(
-                data or b"", content_type_of(content.format), self._limits, self._spec
+                data, content_type_of(content.format), self._limits, spec
             )
         except Rejected as rejected:  # the kept original no longer passes: it cannot serve
             log.warning(
                 "a kept original failed to render",
                 extra={"sha256": content.sha256, "reason": rejected.reason},
             )
-            report.content_lost.append(content.sha256)
             await self._inventory.mark_lost(content)
-            return
+            return None
         made = set()
         for variant in job.processed.variants:
-            key = variant_key(GLOBAL_SCOPE, content.sha256, variant.name, variant.format)
+            key = variant_key(GLOBAL_SCOPE, content.sha256, variant.name, variant.format, version)
             if key in missing:
                 await self._objects.put(
                     key,
@@ -229,7 +268,4 @@ class Reconciler:
                     cache_control=VARIANT_CACHE_CONTROL,
                 )
                 made.add(key)
-        report.variants_rebuilt.extend(sorted(made))
-        unmakeable = [k for k in missing if k not in made]
-        if unmakeable:  # presets no longer configured: stop serving them
-            await self._inventory.drop_variants(content.sha256, unmakeable)
+        return made
