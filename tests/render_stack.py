@@ -117,14 +117,19 @@ async def address(pool: asyncpg.Pool, image_id: str) -> str:
 
 
 def render_variant(
-    pool: asyncpg.Pool, store: S3ObjectStore, jobs: ImageJobs, *, max_attempts: int = 5
+    pool: asyncpg.Pool,
+    store: S3ObjectStore,
+    jobs: ImageJobs,
+    *,
+    max_attempts: int = 5,
+    spec: RenderSpec = SPEC,
 ) -> RenderVariant:
     return RenderVariant(
         PostgresRenderRequests(pool),
         store,
         jobs,
         limits=Limits(),
-        spec=SPEC,
+        spec=spec,
         max_original_bytes=10 * 1024**2,
         max_attempts=max_attempts,
         stale_after_seconds=300,
@@ -133,11 +138,16 @@ def render_variant(
 
 
 def renderer(
-    pool: asyncpg.Pool, store: S3ObjectStore, jobs: ImageJobs, *, concurrency: int = 1
+    pool: asyncpg.Pool,
+    store: S3ObjectStore,
+    jobs: ImageJobs,
+    *,
+    concurrency: int = 1,
+    spec: RenderSpec = SPEC,
 ) -> Renderer:
     return Renderer(
         PostgresRenderRequests(pool),
-        render_variant(pool, store, jobs),
+        render_variant(pool, store, jobs, spec=spec),
         concurrency=concurrency,
         poll_seconds=0.05,
         stale_after_seconds=300,

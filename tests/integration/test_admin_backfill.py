@@ -65,8 +65,26 @@ async def test_backfill_counts_in_a_dry_run_then_runs_to_the_end_with_its_counts
     await project(pool, TEAM)
     for i in range(3):
         await upload(pool, store, runner, TEAM, images.jpeg(120 + i, 90))
-    default = await admin("backfill", "--project", TEAM, "--dry-run", database_url=database_url)
-    assert default.code == 0 and "default profile (version 0)" in default.out, default.err
+    stack = "thumb:32x32:crop,small:64x64"  # the presets the images were rendered with
+    default = await admin(
+        "backfill", "--project", TEAM, "--dry-run", database_url=database_url, VARIANT_PRESETS=stack
+    )
+    assert default.code == 0, default.err
+    assert "to the deployment's default profile (version 0): 0 images on 0 blobs" in default.out
+    grown = await admin(
+        "backfill",
+        "--project",
+        TEAM,
+        "--dry-run",
+        database_url=database_url,
+        VARIANT_PRESETS=f"{stack},square:40x40:crop",
+    )
+    assert grown.code == 0, grown.err
+    assert "3 images on 3 blobs missing one of its presets, 3 renders" in grown.out, grown.out
+    bad = await admin(
+        "backfill", "--project", TEAM, "--dry-run", database_url=database_url, VARIANT_PRESETS="x"
+    )
+    assert bad.code == 1 and "VARIANT_PRESETS entry 'x'" in bad.err, bad.err
     await new_profile(pool, TEAM, [Preset("small", 64, 64, quality=70), Preset("wide", 90, 40)])
     before = await _changes(pool)
 

@@ -10,12 +10,14 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 import pytest
 
+from imagery.common.db.backfill import backfill_plan
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.presets import Preset
 from imagery.processor.adapters.admin_jobs import PostgresAdminJobs
 from imagery.processor.adapters.backfills import PostgresBackfills
 from imagery.processor.adapters.isolation import IsolatedRunner
 from imagery.processor.adapters.s3 import S3ObjectStore
+from imagery.processor.imaging import RenderSpec
 from imagery.processor.ports import AdminJob
 from imagery.processor.render_ports import BackfillBatch
 from imagery.processor.use_cases.backfill import Backfill
@@ -61,13 +63,14 @@ def _jobs(
     per_minute: int,
     batch: int,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    default_presets: Sequence[Preset] = DEFAULT_PRESETS,
 ) -> RunAdminJobs:
     """The processor's operator jobs, as bootstrap wires them."""
     jobs = PostgresAdminJobs(pool)
     backfill = Backfill(
         backfills,
         jobs,
-        DEFAULT_PRESETS,
+        default_presets,
         per_minute=per_minute,
         batch=batch,
         poll_seconds=0.05,
@@ -189,3 +192,44 @@ async def test_a_backfill_stopped_midway_goes_on_from_where_it_was(
     assert jobs.calls == 10, "nothing asked or rendered twice"
     at_v1 = await pool.fetchval("SELECT count(*) FROM image_blobs WHERE profile_version = 1")
     assert at_v1 == 5
+
+
+async def test_a_preset_added_to_the_deployments_defaults_is_backfilled_at_version_0(
+    pool: asyncpg.Pool, store: S3ObjectStore, runner: IsolatedRunner
+) -> None:
+    """The default profile (version 0, VARIANT_PRESETS) gains a preset: the project's images
+    are at version 0 already, and the backfill renders only what is missing."""
+    await project(pool, TEAM)
+    ids = [await upload(pool, store, runner, TEAM, images.jpeg(120 + i, 90)) for i in range(2)]
+    grown = (*DEFAULT_PRESETS, Preset("square", 40, 40, crop=True))
+    plan = await backfill_plan(pool, TEAM, 0, [p.name for p in grown if not p.lazy])
+    assert (plan.contents, plan.renders, plan.total, plan.done) == (2, 2, 2, 0)
+
+    jobs = CountingJobs(runner)
+    stop = asyncio.Event()
+    spec = RenderSpec(presets=grown)
+    rendering = asyncio.create_task(
+        renderer(pool, store, jobs, spec=spec).run(stop, grace_seconds=5)
+    )
+    await _queue(pool)
+    async with asyncio.timeout(60):
+        backfill = _jobs(
+            pool, store, PostgresBackfills(pool), per_minute=6000, batch=10, default_presets=grown
+        )
+        assert await backfill() == 1
+    stop.set()
+    await rendering
+    job = await _job(pool)
+    assert (job["state"], job["version"], job["total"], job["done_count"]) == ("done", 0, 2, 2)
+    assert (job["made"], job["failed"]) == (2, 0)
+    assert jobs.calls == 2, "only the new preset, once per content"
+    record = await PostgresImageRepository(pool).find_by_id(TEAM, ids[0])
+    assert record is not None
+    square = {
+        v.key.split("/", 2)[2]: (v.width, v.height) for v in record.variants if v.name == "square"
+    }
+    assert square == {"square.webp": (40, 40), "square.jpg": (40, 40)}, (
+        "served, at version 0's keys"
+    )
+    again = await backfill_plan(pool, TEAM, 0, [p.name for p in grown if not p.lazy])
+    assert (again.contents, again.done) == (0, 2)

@@ -211,7 +211,7 @@ async def test_render_asks_and_backfills_under_the_roles(
     batch = await backfills.enqueue(job, version=1, after="", limit=10, presets=[Preset("x", 1, 1)])
     assert batch is not None and (batch.contents, batch.renders) == (1, 1)
     assert await backfills.pending(job) == 1
-    assert await backfills.progress(job, 1)
+    assert await backfills.progress(job, VariantProfile(1, (Preset("x", 1, 1),)))
     asked = await processor.fetchval("SELECT claimed_at IS NULL FROM render_requests")
     assert asked is True
     dropped = await requests.claim(stale_after_seconds=300)

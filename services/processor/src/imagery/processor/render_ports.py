@@ -118,7 +118,7 @@ class Backfills(Protocol):
         """The job's asks not answered yet."""
         ...
 
-    async def progress(self, job: AdminJob, version: int) -> bool:
-        """Record the project's contents and those at `version` (and beat); False when the
-        job is no longer ours to run."""
+    async def progress(self, job: AdminJob, profile: VariantProfile) -> bool:
+        """Record the project's contents and those at `profile`'s version with all its
+        at-ingest presets (and beat); False when the job is no longer ours to run."""
         ...

@@ -13,6 +13,7 @@ from imagery.admin import argtypes as types
 from imagery.admin import commands
 from imagery.admin.output import CliError
 from imagery.admin.rpc import DEFAULT_ADDRESS
+from imagery.common.config import ConfigError
 from imagery.common.tenancy import RPC_CLASSES, SETTING_NAMES, SWITCHES
 
 Parents: TypeAlias = dict[str, argparse.ArgumentParser]
@@ -299,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.handler(args)
     except commands.UsageError as exc:
         args.parser.error(str(exc))
-    except CliError as exc:
+    except (CliError, ConfigError) as exc:
         print(f"imagery-admin: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

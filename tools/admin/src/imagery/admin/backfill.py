@@ -7,6 +7,7 @@ already queued or running for the project is reused), audited, and watched until
 
 from __future__ import annotations
 
+import os
 from argparse import Namespace
 from typing import Any
 
@@ -16,7 +17,8 @@ from imagery.admin import direct, jobs
 from imagery.admin.output import CliError, emit
 from imagery.common.db.backfill import backfill_plan
 from imagery.common.db.projects import audit
-from imagery.common.profiles import profile_from_json
+from imagery.common.presets import DEFAULT_PRESETS_SPEC, parse_presets
+from imagery.common.profiles import default_profile, profile_from_json
 
 Plain = dict[str, Any]
 
@@ -67,14 +69,18 @@ async def _plan(conn: asyncpg.Connection, project_id: str) -> Plain:
         raise CliError(
             f"Project {project_id!r} is deleted: restore it before backfilling its images."
         )
-    profile = profile_from_json(row["variant_profile"])
-    version = profile.version if profile else 0
-    presets = [p.name for p in profile.at_ingest] if profile else []
+    # The default profile is the deployment's VARIANT_PRESETS, read from the environment the
+    # CLI runs in (the processor's, under `kubectl exec`).
+    profile = profile_from_json(row["variant_profile"]) or default_profile(
+        parse_presets(os.environ.get("VARIANT_PRESETS", DEFAULT_PRESETS_SPEC))
+    )
+    version = profile.version
+    presets = [p.name for p in profile.at_ingest]
     plan = await backfill_plan(conn, project_id, version, presets)
     return {
         "project": project_id,
         "profile_version": version,
-        "default_profile": profile is None,
+        "default_profile": version == 0,
         "images": plan.images,
         "blobs": plan.contents,
         "renders": plan.renders,
@@ -99,13 +105,12 @@ def backfill(args: Namespace, dsn: str) -> None:
 def _plan_text(plan: Plain) -> str:
     version = plan["profile_version"]
     if plan["default_profile"]:
-        return (
-            f"projects/{plan['project']} uses the deployment's default profile (version 0): "
-            "there is nothing to backfill. Nothing was changed."
-        )
+        target, due = "the deployment's default profile (version 0)", "missing one of its presets"
+    else:
+        target, due = f"profile version {version}", "below it"
     return (
-        f"Would backfill projects/{plan['project']} to profile version {version}: "
-        f"{plan['images']} images on {plan['blobs']} blobs below it, {plan['renders']} renders "
+        f"Would backfill projects/{plan['project']} to {target}: "
+        f"{plan['images']} images on {plan['blobs']} blobs {due}, {plan['renders']} renders "
         f"({plan['blobs_at_version']} of {plan['blobs_total']} blobs are at it already). "
         "Nothing was changed."
     )

@@ -108,8 +108,9 @@ class PostgresBackfills:
         return count
 
     @translates_postgres_errors
-    async def progress(self, job: AdminJob, version: int) -> bool:
-        row = await self._pool.fetchrow(PROGRESS, job.target, version)
+    async def progress(self, job: AdminJob, profile: VariantProfile) -> bool:
+        names = [p.name for p in profile.at_ingest]
+        row = await self._pool.fetchrow(PROGRESS, job.target, profile.version, names)
         assert row is not None  # an aggregate: always one row
         result = await self._pool.execute(
             _RECORD_PROGRESS, job.id, job.claim, row["total"], row["done"]

@@ -61,14 +61,14 @@ class Backfill:
             return
         profile = chosen or self._default
         after = await self._backfills.begin(job, profile.version)
-        if after is None or not await self._backfills.progress(job, profile.version):
+        if after is None or not await self._backfills.progress(job, profile):
             return  # someone else runs it now
         if not await self._walk(job, profile, after):
             return
         while await self._backfills.pending(job):
-            if not await self._rest(job, profile.version, self._poll):
+            if not await self._rest(job, profile, self._poll):
                 return
-        await self._backfills.progress(job, profile.version)
+        await self._backfills.progress(job, profile)
         log.info(
             "backfill done",
             extra={"job": job.id, "project": job.target, "profile_version": profile.version},
@@ -81,7 +81,7 @@ class Backfill:
         limit = max(1, min(self._batch, self._chunk // max(1, len(presets))))
         while True:
             while await self._backfills.pending(job) >= 2 * self._chunk:  # the renderer lags
-                if not await self._rest(job, profile.version, self._poll):
+                if not await self._rest(job, profile, self._poll):
                     return False
             batch = await self._backfills.enqueue(
                 job, version=profile.version, after=after, limit=limit, presets=presets
@@ -91,15 +91,15 @@ class Backfill:
             if batch.contents < limit:
                 return True
             after = batch.last
-            if not await self._rest(job, profile.version, batch.renders * 60 / self._per_minute):
+            if not await self._rest(job, profile, batch.renders * 60 / self._per_minute):
                 return False
 
-    async def _rest(self, job: AdminJob, version: int, seconds: float) -> bool:
+    async def _rest(self, job: AdminJob, profile: VariantProfile, seconds: float) -> bool:
         """Wait `seconds`, beating (with the progress) at least every `beat_seconds`."""
         while seconds > 0:
             step = min(seconds, self._beat)
             await self._sleep(step)
             seconds -= step
-            if not await self._backfills.progress(job, version):
+            if not await self._backfills.progress(job, profile):
                 return False
         return True
