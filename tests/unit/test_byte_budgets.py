@@ -14,7 +14,13 @@ import pytest
 from PIL import Image
 
 from imagery.common.presets import DEFAULT_PRESETS, Preset
-from imagery.processor.adapters.render import MAX_BUDGET_ENCODES, Fitted, fit_budget, render
+from imagery.processor.adapters.render import (
+    MAX_BUDGET_ENCODES,
+    Fitted,
+    encode_jpeg,
+    fit_budget,
+    render,
+)
 from imagery.processor.imaging import (
     QUALITY_FLOORS,
     Rendered,
@@ -36,12 +42,7 @@ def _photo(width: int = 400, height: int = 300) -> Image.Image:
 
 
 def _jpeg(image: Image.Image) -> Callable[[int], bytes]:
-    def encode(quality: int) -> bytes:
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=quality, optimize=True, progressive=True)
-        return buffer.getvalue()
-
-    return encode
+    return lambda quality: encode_jpeg(image, quality)
 
 
 class Counting:
@@ -171,7 +172,8 @@ def test_a_custom_box_takes_the_floor_of_the_nearest_default_box(
 def test_the_floors_are_the_calibrated_qualities_of_the_encoders_in_use() -> None:
     calibration = json.loads(CALIBRATION.read_text())
     candidates = calibration["candidates"]
-    pillow_jpeg = candidates["Pillow (libjpeg-turbo)"]
+    jpeg = candidates["jpegli + mozjpeg"]
     pillow_webp = candidates[f"WebP m{RenderSpec().webp_method}"]
-    assert QUALITY_FLOORS["jpeg"] == {name: c["quality"] for name, c in pillow_jpeg.items()}
+    assert calibration["jpeg"]["encoder"] == "jpegli + mozjpeg", "the encoder in use"
+    assert QUALITY_FLOORS["jpeg"] == {name: c["quality"] for name, c in jpeg.items()}
     assert QUALITY_FLOORS["webp"] == {name: c["quality"] for name, c in pillow_webp.items()}

@@ -10,11 +10,12 @@ from imagery.common.presets import DEFAULT_PRESETS, Preset
 
 # The lowest quality setting per encoder whose output still reaches the quality floor (the
 # SSIMULACRA2 score of the seed's JPEG quality 85), per default preset's box: calibrated
-# offline by `python -m bench calibrate`, copied from bench/calibration.json ("Pillow
-# (libjpeg-turbo)" and "WebP m4", RenderSpec's WebP method). AVIF is not calibrated: its floor
-# is the quality it is encoded at.
+# offline by `python -m bench calibrate`, copied from bench/calibration.json ("jpegli +
+# mozjpeg", the JPEG encoder in use, and "WebP m4", RenderSpec's WebP method). A JPEG with no
+# quality of its own is encoded at its floor. AVIF is not calibrated: its floor is the quality
+# it is encoded at.
 QUALITY_FLOORS: dict[str, dict[str, int]] = {
-    "jpeg": {"thumbnail": 85, "small": 85, "medium": 85, "large": 85, "original": 85},
+    "jpeg": {"thumbnail": 70, "small": 88, "medium": 88, "large": 88, "original": 89},
     "webp": {"thumbnail": 73, "small": 90, "medium": 90, "large": 91, "original": 94},
 }
 # The longer side of each default box the floors were calibrated at; None: full size.
@@ -60,7 +61,7 @@ class RenderSpec:
     avif: bool = False
     webp_quality: int = 80
     webp_method: int = 4
-    jpeg_quality: int = 85
+    jpeg_quality: int | None = None  # None: each preset's calibrated floor (QUALITY_FLOORS)
     avif_speed: int = 8  # Pillow's default speed is several times slower
 
 

@@ -17,6 +17,8 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import mozjpeg_lossless_optimization as mozjpeg  # type: ignore[import-untyped]
+import pyjpegli  # type: ignore[import-not-found]
 from PIL import Image, ImageCms, ImageOps
 
 from imagery.common.errors import FailureReason
@@ -24,6 +26,7 @@ from imagery.common.formats import content_type_of
 from imagery.common.presets import Preset
 from imagery.processor.adapters.verify import verify_then
 from imagery.processor.imaging import (
+    QUALITY_FLOORS,
     Limits,
     Processed,
     Rejected,
@@ -34,12 +37,6 @@ from imagery.processor.imaging import (
 
 _SRGB = ImageCms.createProfile("sRGB")
 _AVIF_QUALITY = 60
-# The lossy encoders' quality when a preset names none: where a byte budget's search starts.
-_QUALITY: dict[str, Callable[[RenderSpec], int]] = {
-    "webp": lambda spec: spec.webp_quality,
-    "jpeg": lambda spec: spec.jpeg_quality,
-    "avif": lambda _spec: _AVIF_QUALITY,
-}
 MAX_BUDGET_ENCODES = 6  # per output with a byte budget: the start, the floor, four bisections
 
 
@@ -98,12 +95,12 @@ def render(image: Image.Image, spec: RenderSpec) -> list[Rendered]:
 
 def _output(image: Image.Image, fmt: str, spec: RenderSpec, preset: Preset) -> Rendered:
     if preset.max_bytes is None:
-        body, over = _encode(image, fmt, spec, preset.quality), False
+        body, over = _encode(image, fmt, spec, _quality(fmt, spec, preset)), False
     elif fmt == "png":  # lossless: no quality to trade for bytes
         body = _encode(image, fmt, spec, None)
         over = len(body) > preset.max_bytes
     else:
-        start = _QUALITY[fmt](spec) if preset.quality is None else preset.quality
+        start = _quality(fmt, spec, preset) or _AVIF_QUALITY
         fitted = fit_budget(
             lambda q: _encode(image, fmt, spec, q),
             start=start,
@@ -254,6 +251,29 @@ def _cover_crop(image: Image.Image, box_w: int, box_h: int) -> Image.Image:
     return cropped
 
 
+def _quality(fmt: str, spec: RenderSpec, preset: Preset) -> int | None:
+    """An output's quality setting (where a byte budget's search starts): the preset's own;
+    else the spec's; else, for JPEG, the calibrated floor of the preset's box (jpegli reaches
+    the seed's quality-85 score there with fewer bytes); None: the encoder's default."""
+    if preset.quality is not None:
+        return preset.quality
+    if fmt == "webp":
+        return spec.webp_quality
+    if fmt == "jpeg":
+        return spec.jpeg_quality or quality_floor("jpeg", preset)
+    return None
+
+
+def encode_jpeg(image: Image.Image, quality: int) -> bytes:
+    """jpegli's quantisation, then mozjpeg's lossless re-optimisation into a progressive file
+    (jpegli alone writes baseline): no marker is copied, so nothing but the pixels is kept.
+    At each preset's floor: 0.84x the bytes of Pillow's quality 85 at the same score, at 3.4x
+    its time (bench/calibration.json)."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    baseline = pyjpegli.encode(rgb.tobytes(), rgb.width, rgb.height, quality=quality)
+    return bytes(mozjpeg.optimize(bytes(baseline)))
+
+
 def _encode(image: Image.Image, fmt: str, spec: RenderSpec, quality: int | None) -> bytes:
     """`quality`: the preset's own setting for the lossy encoders; None: the spec's."""
     buffer = io.BytesIO()
@@ -261,8 +281,9 @@ def _encode(image: Image.Image, fmt: str, spec: RenderSpec, quality: int | None)
         q = spec.webp_quality if quality is None else quality
         image.save(buffer, "WEBP", quality=q, method=spec.webp_method)
     elif fmt == "jpeg":
-        q = spec.jpeg_quality if quality is None else quality
-        image.save(buffer, "JPEG", quality=q, optimize=True, progressive=True)
+        return encode_jpeg(
+            image, quality or spec.jpeg_quality or QUALITY_FLOORS["jpeg"]["original"]
+        )
     elif fmt == "png":
         image.save(buffer, "PNG", compress_level=6)
     else:
