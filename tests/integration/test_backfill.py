@@ -233,3 +233,43 @@ async def test_a_preset_added_to_the_deployments_defaults_is_backfilled_at_versi
     )
     again = await backfill_plan(pool, TEAM, 0, [p.name for p in grown if not p.lazy])
     assert (again.contents, again.done) == (0, 2)
+
+
+async def test_a_content_collected_under_a_batch_only_makes_the_batch_read_again(
+    pool: asyncpg.Pool, store: S3ObjectStore, runner: IsolatedRunner
+) -> None:
+    """The race where a batch's content goes (its last image deleted, the content collected)
+    between the batch's read and its asks: the asks' insert fails on the foreign key, and the
+    batch is read again instead of the job stalling until its heartbeat is stale. A trigger
+    makes the race happen once: it deletes a content in the asks' own transaction (a
+    sequence, which no rollback resets, keeps it to once)."""
+    await project(pool, TEAM)
+    for i in range(2):
+        await upload(pool, store, runner, TEAM, images.jpeg(140 + i, 90))
+    await new_profile(pool, TEAM, V1)
+    await pool.execute(
+        """CREATE SEQUENCE race_once;
+           CREATE FUNCTION collect_one() RETURNS trigger LANGUAGE plpgsql AS $$
+           DECLARE gone text;
+           BEGIN
+             IF nextval('race_once') = 1 THEN
+               SELECT min(sha256) INTO gone FROM image_records;
+               DELETE FROM image_records WHERE sha256 = gone;
+               DELETE FROM image_blobs WHERE sha256 = gone;
+             END IF;
+             RETURN NULL;
+           END $$;
+           CREATE TRIGGER collect_one BEFORE INSERT ON render_requests
+               FOR EACH STATEMENT EXECUTE FUNCTION collect_one();"""
+    )
+    await _queue(pool)
+    jobs = CountingJobs(runner)
+    stop = asyncio.Event()
+    rendering = asyncio.create_task(renderer(pool, store, jobs).run(stop, grace_seconds=5))
+    async with asyncio.timeout(60):
+        assert await _jobs(pool, store, PostgresBackfills(pool), per_minute=6000, batch=10)() == 1
+    stop.set()
+    await rendering
+    assert await pool.fetchval("SELECT nextval('race_once')") == 3, "one retry"
+    job = await _job(pool)
+    assert (job["state"], job["total"], job["done_count"], job["made"]) == ("done", 2, 2, 4)

@@ -45,6 +45,9 @@ UPDATE admin_jobs SET total = $3, done_count = $4, heartbeat_at = now()
  WHERE id = $1 AND state = 'running' AND claim = $2::uuid"""
 
 
+_ATTEMPTS = 3
+
+
 class _NotOurs(Exception):
     """The job was taken over: roll back what this batch did."""
 
@@ -71,6 +74,19 @@ class PostgresBackfills:
     @translates_postgres_errors
     async def enqueue(
         self, job: AdminJob, *, version: int, after: str, limit: int, presets: Sequence[Preset]
+    ) -> BackfillBatch | None:
+        for attempt in range(_ATTEMPTS):
+            try:
+                return await self._enqueue(job, version, after, limit, presets)
+            except asyncpg.ForeignKeyViolationError:
+                # A content of the batch was collected after it was read (its last image
+                # deleted meanwhile): the batch is read again, without it.
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _enqueue(
+        self, job: AdminJob, version: int, after: str, limit: int, presets: Sequence[Preset]
     ) -> BackfillBatch | None:
         names = [p.name for p in presets]
         wanted = [(p.name, f) for p in presets for f in p.formats]
