@@ -242,6 +242,21 @@ async def test_reprocess_refuses_in_one_sentence_and_changes_nothing(
     usage = await admin("reprocess", database_url=database_url)
     assert usage.code == 2
 
+    # A deleted project waits for its purge: nothing of it comes back to life.
+    kept, _, _ = await _uploaded(pool, store, tight, BIG)
+    await pool.execute(
+        "UPDATE projects SET deleted_at = now(), purge_time = now() + interval '7 days'"
+        " WHERE id = 'default'"
+    )
+    one = await admin("reprocess", kept, database_url=database_url)
+    assert one.code == 1 and "which is deleted and waits for its purge" in one_line(one)
+    whole = await admin(
+        "reprocess", "--project", "default", "--all-retained", database_url=database_url
+    )
+    assert whole.code == 1 and "is deleted and waits for its purge" in one_line(whole)
+    assert await _state(pool, kept) == ("failed", "PROCESSING_TIMEOUT")
+    assert await pool.fetchval("SELECT count(*) FROM admin_jobs WHERE kind = 'reprocess'") == 0
+
 
 async def test_a_reprocess_whose_retained_bytes_are_gone_ends_failed_and_says_so(
     pool: asyncpg.Pool, database_url: str, store: S3ObjectStore, tight: IsolatedRunner

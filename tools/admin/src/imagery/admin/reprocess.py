@@ -25,9 +25,11 @@ from imagery.common.storage_keys import RETAINABLE_REASONS
 Plain = dict[str, Any]
 
 _IMAGES = """
-SELECT id, project_id, status, failure_reason, retained_until,
-       retained_until IS NOT NULL AND retained_until > now() AS kept
-  FROM image_records WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"""
+SELECT r.id, r.project_id, r.status, r.failure_reason, r.retained_until,
+       r.retained_until IS NOT NULL AND r.retained_until > now() AS kept,
+       p.deleted_at IS NOT NULL AS project_deleted
+  FROM image_records r JOIN projects p ON p.id = r.project_id
+ WHERE r.id = ANY($1::text[]) ORDER BY r.id FOR UPDATE OF r"""
 
 _RETAINED_OF_PROJECT = """
 SELECT id, project_id, status, failure_reason, retained_until, true AS kept
@@ -54,6 +56,11 @@ def _refusal(image_id: str, row: asyncpg.Record | None, project: str | None) -> 
     if row is None or (project is not None and row["project_id"] != project):
         where = f" in project {project!r}" if project else ""
         return f"No image {image_id}{where}: check the id (the API's GetImage shows it)."
+    if row["project_deleted"]:
+        return (
+            f"Image {image_id} is in project {row['project_id']!r}, which is deleted and waits "
+            "for its purge: restore the project before reprocessing its images."
+        )
     if row["status"] != "failed":
         return (
             f"Image {image_id} is {row['status'].upper()}, not FAILED: only a failed upload "
@@ -79,8 +86,16 @@ async def _eligible(
 ) -> list[asyncpg.Record]:
     if not image_ids:
         assert project is not None
-        if not await conn.fetchval("SELECT 1 FROM projects WHERE id = $1", project):
+        deleted = await conn.fetchval(
+            "SELECT deleted_at IS NOT NULL FROM projects WHERE id = $1 FOR SHARE", project
+        )
+        if deleted is None:
             raise CliError(f"No project is named {project!r}: see `imagery-admin projects list`.")
+        if deleted:
+            raise CliError(
+                f"Project {project!r} is deleted and waits for its purge: restore it before "
+                "reprocessing its images."
+            )
         return list(await conn.fetch(_RETAINED_OF_PROJECT, project, sorted(RETAINABLE_REASONS)))
     rows = {r["id"]: r for r in await conn.fetch(_IMAGES, list(image_ids))}
     for image_id in image_ids:
