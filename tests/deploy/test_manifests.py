@@ -461,6 +461,7 @@ DOCUMENTED_TABLE_GRANTS = {
         "admin_jobs": {"SELECT", "INSERT", "UPDATE"},
         "upload_requests": {"SELECT(created_at)", "DELETE"},
         "render_requests": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+        "variant_profiles": {"SELECT"},
     },
     "imagery_delivery": {
         "image_records": {"SELECT"},
