@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -55,12 +55,6 @@ def normal() -> Iterator[IsolatedRunner]:
     runner.warm_up()
     yield runner
     runner.close()
-
-
-@pytest.fixture
-async def store(aws_settings: AwsSettings) -> AsyncIterator[S3ObjectStore]:
-    async with s3_client(aws_settings) as client:
-        yield S3ObjectStore(client, aws_settings.bucket)
 
 
 def _processor(pool: asyncpg.Pool, store: S3ObjectStore, jobs: ImageJobs) -> UploadProcessor:
