@@ -232,11 +232,14 @@ def _fair_consumer(
     *,
     cap: int | None,
     concurrency: int = 4,
+    room: int = 0,
 ) -> Consumer:
     loop = asyncio.get_running_loop()
     fair = None
     if cap is not None:
-        fair = FairShare(projects, max_in_flight=cap, clock=loop.time, random_fraction=_seeded())
+        fair = FairShare(
+            projects, max_in_flight=cap, room=room, clock=loop.time, random_fraction=_seeded()
+        )
     return Consumer(
         queue,
         process,
@@ -276,14 +279,14 @@ def _burst(queue: RedeliveringQueue, project: str, numbers: range) -> dict[str, 
     return owners
 
 
-@pytest.mark.parametrize(("cap", "fair"), [(2, True), (None, False)])
+@pytest.mark.parametrize(("cap", "room", "fair"), [(2, 0, True), (2, 8, True), (None, 0, False)])
 async def test_one_project_s_burst_does_not_hold_up_another_s_upload(
-    cap: int | None, fair: bool
+    cap: int | None, room: int, fair: bool
 ) -> None:
     queue = RedeliveringQueue()
     owners = {**_burst(queue, "a", range(50)), **_burst(queue, "b", range(50, 51))}
     process = Jobs(seconds=1)
-    consumer = _fair_consumer(queue, process, FakeUploadProjects(owners), cap=cap)
+    consumer = _fair_consumer(queue, process, FakeUploadProjects(owners), cap=cap, room=room)
     await _run_until(consumer, lambda: len(queue.deleted) == 51, within=600)
 
     assert sorted(process.finished) == sorted(owners), "every upload processed, once"
@@ -421,8 +424,8 @@ async def test_a_deferral_lasts_a_random_share_of_the_backlog_and_at_least_its_r
             )
             for n in numbers
         ]
-        admitted, deferred = await share.sort(batch)
-        assert len(admitted) == 2 and share.in_flight("a") == 2
+        admitted, held, deferred = await share.sort(batch)
+        assert len(admitted) == 2 and share.in_flight("a") == 2 and not held
         return [d.seconds for d in deferred]
 
     # Up to half the backlog's time, at one second per upload and two at a time.
@@ -431,3 +434,43 @@ async def test_a_deferral_lasts_a_random_share_of_the_backlog_and_at_least_its_r
     assert await deferrals(0.0, range(3), receive_count=30) == [7], "a second per 4 receives"
     assert await deferrals(0.0, range(3), receive_count=999) == [60], "up to a minute"
     assert max(await deferrals(1.0, range(4000))) == 900, "never longer than 15 minutes"
+
+
+async def _drain_time(room: int) -> float:
+    queue = RedeliveringQueue()
+    owners = _burst(queue, "a", range(24))
+    process = Jobs(seconds=0.5)
+    consumer = _fair_consumer(
+        queue, process, FakeUploadProjects(owners), cap=3, concurrency=4, room=room
+    )
+    started = asyncio.get_running_loop().time()
+    await _run_until(consumer, lambda: len(queue.deleted) == 24, within=120)
+    assert sorted(process.finished) == sorted(owners), "every upload processed, once"
+    return asyncio.get_running_loop().time() - started
+
+
+async def test_a_project_alone_keeps_its_share_busy_while_its_burst_waits_in_the_room() -> None:
+    busy = 24 / 3 * 0.5  # its share of three places never idle
+    held = await _drain_time(room=8)
+    deferred = await _drain_time(room=0)
+
+    assert held <= busy + 0.5, f"with the room: {held:.1f} s, its share always busy: {busy} s"
+    assert deferred >= busy + 1, f"all deferred, the places idle ({deferred:.1f} s; can fail)"
+
+
+async def test_the_room_holds_what_it_can_and_gives_it_back_at_a_stop() -> None:
+    queue = RedeliveringQueue()
+    owners = _burst(queue, "a", range(6))
+    process = Jobs(seconds=25)
+    consumer = _fair_consumer(
+        queue, process, FakeUploadProjects(owners), cap=1, concurrency=2, room=2
+    )
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(45, stop.set)
+    await consumer.run(stop, grace_seconds=300)
+
+    changes = {m: [s for mid, s in queue.visibility if mid == m] for m in ("a1", "a2", "a3")}
+    assert process.finished == [image_id(0), image_id(1)], "held, then started as A's place freed"
+    assert changes["a1"] == [] and "a1" in queue.deleted, "never deferred nor received again"
+    assert changes["a2"] == [60, 0], "held: kept invisible, then given back at the stop"
+    assert 1 <= changes["a3"][0] <= 900, "the room was full: deferred"

@@ -120,7 +120,11 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
         probe=probe,
         fair_share=None
         if settings.project_max_in_flight is None
-        else FairShare(PostgresUploadProjects(pool), max_in_flight=settings.project_max_in_flight),
+        else FairShare(
+            PostgresUploadProjects(pool),
+            max_in_flight=settings.project_max_in_flight,
+            room=2 * settings.concurrency,
+        ),
     )
     collector = ContentCollector(
         PostgresContentStore(pool), store, grace_seconds=settings.content_grace_seconds

@@ -8,7 +8,8 @@ spends its receives (and reaches the dead-letter queue) on an outage.
 
 With a `FairShare`, a message whose project already has its share of the uploads in flight is
 deferred (see `fairness`): it comes back later, holding no slot and counting as no failure.
-Its deferrals are not counted as receives by the backoff."""
+Its deferrals are not counted as receives by the backoff. A few such messages wait here
+instead, kept invisible, and start as their project's share frees a place."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from opentelemetry.trace import SpanKind
 
 from imagery.common.errors import DependencyUnavailable, ImageryError
 from imagery.processor.events import ParsedMessage, parse_message
-from imagery.processor.fairness import Admitted, FairShare, Ticket
+from imagery.processor.fairness import Admitted, FairShare, Held, Ticket
 from imagery.processor.ports import DependencyProbe, MessageQueue, QueueMessage, RetryLater
 from imagery.processor.use_cases.process_upload import ProcessUpload
 
@@ -75,6 +76,7 @@ class Consumer:
         self._retry_base = retry_base_seconds
         self._wait_seconds = wait_seconds
         self._tasks: set[asyncio.Task[None]] = set()
+        self._keepers: dict[str, asyncio.Task[None]] = {}  # of the messages the room holds
 
     @property
     def in_flight(self) -> int:
@@ -187,6 +189,7 @@ class Consumer:
         self._draining = True
         for task in self._queued:  # admitted, no slot yet: give them back now, not at the end
             task.cancel()
+        await self._give_back_held()
         if not self._tasks:
             return
         log.info(
@@ -211,13 +214,40 @@ class Consumer:
         if self._fair is None:
             admitted = [Admitted(m, parsed, Ticket(frozenset(), 0.0)) for m, parsed in batch]
         else:
-            admitted, deferred = await self._fair.sort(batch)
-            self._scanning = bool(deferred)
+            admitted, held, deferred = await self._fair.sort(batch)
+            self._scanning = bool(held or deferred)
+            for waiting in held:
+                keeper = asyncio.create_task(self._keep_visible(waiting.message))
+                self._keepers[waiting.message.message_id] = keeper
             await asyncio.gather(*(self._set_visibility(d.message, d.seconds) for d in deferred))
         for entry in admitted:
-            task = asyncio.create_task(self._handle(entry))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(entry)
+
+    def _start(self, entry: Admitted) -> None:
+        task = asyncio.create_task(self._handle(entry))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A place is free: the first message the room holds whose project has room goes."""
+        self._tasks.discard(task)
+        while self._fair is not None and not self._draining and self.in_flight < self._concurrency:
+            entry = self._fair.next_admitted()
+            if entry is None:
+                return
+            keeper = self._keepers.pop(entry.message.message_id, None)
+            if keeper is not None:
+                keeper.cancel()
+            self._start(entry)
+
+    async def _give_back_held(self) -> None:
+        held: list[Held] = [] if self._fair is None else self._fair.give_back()
+        for keeper in self._keepers.values():
+            keeper.cancel()
+        self._keepers.clear()
+        await asyncio.gather(*(self._set_visibility(h.message, 0) for h in held))
+        if held:
+            log.info("gave back the messages waiting for a place", extra={"messages": len(held)})
 
     async def _handle(self, admitted: Admitted) -> None:
         _IN_FLIGHT.add(1)

@@ -11,6 +11,12 @@ its cap lets it run, so its share never idles while its messages wait in the que
 that come back too early are deferred again, for less: a message is received a few times,
 not once a second. And at least a second for every four receives so far (up to a minute), so
 a message spends its `maxReceiveCount` of 1000 only after more than 14 hours of deferrals.
+
+A deferral lasts a whole second at least (SQS counts visibility in seconds), longer than a
+share of small jobs takes to run: a project alone on the processor, its burst all deferred,
+would leave the slots idle until its messages came back. So up to `room` messages over their
+project's cap wait here instead, kept invisible, in the order received; each starts as soon as
+its project's share has a place (`next_admitted`). Only what the room cannot take is deferred.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import logging
 import math
 import random
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -60,6 +66,15 @@ class Admitted:
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    """Over its project's cap, waiting here (not in the queue) for a place in its share."""
+
+    message: QueueMessage
+    parsed: ParsedMessage
+    projects: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Deferral:
     message: QueueMessage
     project: str
@@ -72,6 +87,7 @@ class FairShare:
         projects: UploadProjects,
         *,
         max_in_flight: int,
+        room: int = 0,
         clock: Callable[[], float] = time.monotonic,
         random_fraction: Callable[[], float] = random.random,
     ) -> None:
@@ -83,28 +99,59 @@ class FairShare:
         self._asleep: dict[str, list[float]] = {}  # per project: when its deferred ones wake
         self._hold_seconds = 1.0
         self._deferrals: OrderedDict[str, int] = OrderedDict()
+        self._room_size = room
+        self._room: deque[Held] = deque()
 
     def in_flight(self, project: str) -> int:
         return self._in_flight[project]
 
+    @property
+    def held(self) -> int:
+        return len(self._room)
+
     async def sort(
         self, batch: Sequence[tuple[QueueMessage, ParsedMessage]]
-    ) -> tuple[list[Admitted], list[Deferral]]:
-        """Admit, in order, what the projects' caps allow, and defer the rest. One read for
-        the whole batch; when it cannot be made, everything is admitted (the job meets the
-        same trouble and backs off as usual)."""
+    ) -> tuple[list[Admitted], list[Held], list[Deferral]]:
+        """Admit, in order, what the projects' caps allow, hold what the room takes, and
+        defer the rest. One read for the whole batch; when it cannot be made, everything is
+        admitted (the job meets the same trouble and backs off as usual)."""
         owners = await self._owners({u.image_id for _, parsed in batch for u in parsed.uploads})
         admitted: list[Admitted] = []
+        held: list[Held] = []
         deferred: list[Deferral] = []
         for message, parsed in batch:
             projects = frozenset(owners[u.image_id] for u in parsed.uploads if u.image_id in owners)
-            full = sorted(p for p in projects if self._in_flight[p] >= self._cap)
-            if full:
-                deferred.append(self._defer(message, full[0]))
+            full = self._full(projects)
+            if not full:
+                admitted.append(self._admit(message, parsed, projects))
+            elif len(self._room) < self._room_size:
+                self._room.append(Held(message, parsed, projects))
+                held.append(self._room[-1])
             else:
-                self._in_flight.update(projects)
-                admitted.append(Admitted(message, parsed, Ticket(projects, self._clock())))
-        return admitted, deferred
+                deferred.append(self._defer(message, full[0]))
+        return admitted, held, deferred
+
+    def next_admitted(self) -> Admitted | None:
+        """The first message waiting here whose projects all have a place now, admitted."""
+        for entry in self._room:
+            if not self._full(entry.projects):
+                self._room.remove(entry)
+                return self._admit(entry.message, entry.parsed, entry.projects)
+        return None
+
+    def give_back(self) -> list[Held]:
+        """Everything waiting here, for the queue to take back (the processor is stopping)."""
+        room, self._room = list(self._room), deque()
+        return room
+
+    def _full(self, projects: frozenset[str]) -> list[str]:
+        return sorted(p for p in projects if self._in_flight[p] >= self._cap)
+
+    def _admit(
+        self, message: QueueMessage, parsed: ParsedMessage, projects: frozenset[str]
+    ) -> Admitted:
+        self._in_flight.update(projects)
+        return Admitted(message, parsed, Ticket(projects, self._clock()))
 
     def release(self, ticket: Ticket) -> None:
         """The admitted message is done with: deleted, backed off or given back."""
