@@ -227,7 +227,7 @@ async def test_signing_and_cache_metrics(
         rpc = [
             line
             for line in lines
-            if line.startswith("rpc_server_duration")
+            if line.startswith("rpc_server_call_duration_seconds")
             and "GetDownloadUrl" in line
             and "_count" in line
         ]

@@ -316,11 +316,11 @@ async def test_metrics_endpoint_and_logs_that_join_the_trace(pipeline: Pipeline)
         ), jobs
         assert any('outcome="ready"' in line for line in jobs)
         for name in (
-            "imagery_processor_stage_duration",
-            "imagery_processor_upload_to_ready",
+            "imagery_processor_stage_duration_seconds",
+            "imagery_processor_upload_to_ready_seconds",
             "imagery_processor_messages_in_flight",
             "imagery_processor_message_receive_count",
-            "imagery_processor_dlq_depth",
+            "imagery_queue_messages",
         ):
             assert name in exposition, name
         lines = [

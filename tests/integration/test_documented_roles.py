@@ -243,3 +243,35 @@ async def test_delivery_reads_images_as_its_rpcs_do_under_its_role(
     assert [t.image_id for t in targets] == [record.id]
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await delivery.fetch("SELECT reference_count FROM image_blobs")
+
+
+async def test_retention_prunes_every_table_under_the_processor_role(
+    roles: dict[str, asyncpg.Pool], database_url: str
+) -> None:
+    from imagery.common.db.schema import pending_migrations
+    from imagery.processor.adapters.retention import PostgresRetention
+    from imagery.processor.ports import RetentionRule
+    from imagery.processor.use_cases.prune_retained import PruneRetained
+    from tests.integration.test_retention import _audit, _deletion, _image, _job
+
+    owner = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        old = [
+            await _audit(owner, 500),
+            await _deletion(owner, 5),
+            await _image(owner, "failed", 60),
+            await _job(owner, "done", 120),
+        ]
+    finally:
+        await owner.close()
+    rules = [
+        RetentionRule("audit_events", 400),
+        RetentionRule("image_deletions", 1),
+        RetentionRule("failed_images", 30),
+        RetentionRule("admin_jobs", 90),
+    ]
+    sweep = PruneRetained(PostgresRetention(roles["imagery_processor"]), rules)
+    pruned = await sweep()
+    assert pruned == {rule.table: 1 for rule in rules}, f"every table pruned: {pruned} ({old})"
+    for role in ROLES:  # and each service can tell whether the schema is complete
+        assert await pending_migrations(roles[role]) == []

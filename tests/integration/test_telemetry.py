@@ -186,6 +186,9 @@ def test_metrics_count_jobs_by_outcome_and_reason_and_time_rpcs() -> None:
     assert {"download", "verify", "commit"} <= stages
     assert _points("imagery.processor.upload_to_ready")
     rpcs = [
-        p for p in _points("rpc.server.duration") if _attrs(p)["rpc.method"] == "CreateUploadUrl"
+        p
+        for p in _points("rpc.server.call.duration")
+        if _attrs(p)["rpc.method"] == "CreateUploadUrl"
     ]
-    assert rpcs and rpcs[0].attributes["rpc.grpc.status_code"] == "OK" and rpcs[0].count >= 2
+    assert rpcs and rpcs[0].attributes["rpc.grpc.status_code"] == 0 and rpcs[0].count >= 2
+    assert rpcs[0].explicit_bounds[0] == 0.005 and 0.25 in rpcs[0].explicit_bounds, "seconds"

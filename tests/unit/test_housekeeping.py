@@ -25,6 +25,9 @@ class Depth:
     async def approximate_depth(self) -> int:
         return self.depth
 
+    async def approximate_counts(self) -> dict[str, int]:
+        return {"visible": self.depth, "in_flight": 1, "delayed": 0}
+
 
 async def test_sweeps_run_at_start_and_every_interval_and_a_failure_stops_nothing() -> None:
     runs: list[tuple[str, float]] = []
@@ -40,7 +43,7 @@ async def test_sweeps_run_at_start_and_every_interval_and_a_failure_stops_nothin
     hourly = Every(3600, fine, clock=loop.time)
     keeping = Housekeeping(
         [("broken", broken), ("fine", fine), ("hourly", hourly)],
-        Depth(3),
+        {"dead_letter": Depth(3), "uploads": Depth(5)},
         interval_seconds=60,
     )
     stop = asyncio.Event()
@@ -54,6 +57,7 @@ async def test_sweeps_run_at_start_and_every_interval_and_a_failure_stops_nothin
     gaps = {round(b - a) for a, b in itertools.pairwise(broken_runs)}
     assert gaps == {60}, "then one pass a minute"
     assert keeping.dlq_depth == 3
+    assert keeping.counts["uploads"] == {"visible": 5, "in_flight": 1, "delayed": 0}
 
 
 async def test_every_waits_a_period_unless_told_to_run_at_start() -> None:

@@ -117,6 +117,8 @@ class Settings:
     grpc_max_connection_age_ms: int = 300_000
     grpc_max_connection_age_grace_ms: int = 30_000
     database_acquire_timeout_ms: int = 2_000
+    # How long a starting service waits for the migrations it needs (`db.schema`).
+    schema_wait_seconds: int = 600
     redis_url: str | None = None  # rate-limit counters shared by replicas; None: per process
 
     @property
@@ -169,6 +171,7 @@ class Settings:
             database_acquire_timeout_ms=env.integer(
                 "DATABASE_ACQUIRE_TIMEOUT_MS", 2_000, minimum=1
             ),
+            schema_wait_seconds=env.integer("SCHEMA_WAIT_SECONDS", 600, minimum=0),
             redis_url=env.raw("REDIS_URL"),
         )
 

@@ -15,6 +15,7 @@ from imagery.common.db.image_states import PostgresImageStates
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.listing import PostgresImageListing
 from imagery.common.db.pool import create_pool
+from imagery.common.db.schema import wait_for_schema
 from imagery.common.grpc.auth import Authenticates, Authenticator
 from imagery.common.grpc.server import GrpcServer
 from imagery.delivery.adapters.cloudfront import CachedCloudFrontSigner
@@ -58,9 +59,13 @@ async def build_server(
     authenticates: Callable[[Authenticator], Awaitable[Authenticates]] | None = None,
 ) -> GrpcServer:
     pool = await create_pool(
-        settings.base.database_url, acquire_timeout=settings.base.database_acquire_timeout_ms / 1000
+        settings.base.database_url,
+        acquire_timeout=settings.base.database_acquire_timeout_ms / 1000,
+        name="delivery",
+        probe=True,
     )
     stack.push_async_callback(pool.close)
+    await wait_for_schema(pool, timeout_seconds=settings.base.schema_wait_seconds)
     executor = stack.enter_context(
         ThreadPoolExecutor(settings.signing_threads, thread_name_prefix="cloudfront-sign")
     )

@@ -38,10 +38,19 @@ class ProcessorSettings:
     render: RenderSpec
     render_concurrency: int  # renders after ingest at once, in job slots of their own
     render_poll_seconds: float  # how often an idle renderer looks for render asks
+    # The consumer loop is stuck (liveness NOT_SERVING) when it has not turned for this long
+    # while not paused on purpose.
+    stall_seconds: int
     backfill_per_minute: int  # renders a backfill job asks for per minute, at most
     # Days the bytes of an upload that failed for a retainable reason are kept under
     # `retained/` for `imagery-admin reprocess` (the bucket's `retained/` rule expires them).
     retained_failed_days: int = 7
+    # Retention in days (at least 1): housekeeping prunes what is older. A FAILED record
+    # stays at least as long as its retained bytes (RETAINED_FAILED_DAYS) too.
+    retention_audit_days: int = 400  # an audit trail is kept over a year
+    retention_deletion_feed_days: int = 1
+    retention_failed_days: int = 30
+    retention_admin_jobs_days: int = 90
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings:
@@ -108,8 +117,19 @@ def _build(env: Env, base: Settings) -> ProcessorSettings:
         ),
         render_concurrency=env.integer("RENDER_CONCURRENCY", 1, minimum=1, maximum=64),
         render_poll_seconds=_seconds(env, "RENDER_POLL_SECONDS", 0.5),
+        # Longer than anything a turn may wait on: a long poll (20 s) or the SQS client's
+        # read timeout (30 s), and a job at its wall-clock limit.
+        stall_seconds=env.integer("PROCESSOR_STALL_SECONDS", max(180, 2 * job_wall), minimum=1),
         backfill_per_minute=env.integer("BACKFILL_PER_MINUTE", 600, minimum=1),
         retained_failed_days=env.integer("RETAINED_FAILED_DAYS", 7, minimum=1, maximum=3650),
+        retention_audit_days=env.integer("RETENTION_AUDIT_DAYS", 400, minimum=1, maximum=36500),
+        retention_deletion_feed_days=env.integer(
+            "RETENTION_DELETION_FEED_DAYS", 1, minimum=1, maximum=36500
+        ),
+        retention_failed_days=env.integer("RETENTION_FAILED_DAYS", 30, minimum=1, maximum=36500),
+        retention_admin_jobs_days=env.integer(
+            "RETENTION_ADMIN_JOBS_DAYS", 90, minimum=1, maximum=36500
+        ),
     )
 
 

@@ -9,19 +9,27 @@ spends its receives (and reaches the dead-letter queue) on an outage.
 With a `FairShare`, a message whose project already has its share of the uploads in flight is
 deferred (see `fairness`): it comes back later, holding no slot and counting as no failure.
 Its deferrals are not counted as receives by the backoff. A few such messages wait here
-instead, kept invisible, and start as their project's share frees a place."""
+instead, kept invisible, and start as their project's share frees a place.
+
+`state` tells liveness from readiness: the loop turns at least once per long poll, and a job
+ends within its limits, so a loop that has not turned for `stall_seconds` is stuck (restart
+it); one paused for an outage is not, however long the outage lasts."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind
 
 from imagery.common.errors import DependencyUnavailable, ImageryError
+from imagery.common.metrics import QUEUE_AGE_SECONDS, RECEIVE_COUNTS
 from imagery.processor.events import ParsedMessage, parse_message
 from imagery.processor.fairness import Admitted, FairShare, Held, Ticket
 from imagery.processor.ports import DependencyProbe, MessageQueue, QueueMessage, RetryLater
@@ -36,6 +44,36 @@ _RECEIVES = _METER.create_histogram(
     "imagery.processor.message.receive_count",
     description="ApproximateReceiveCount, less deferrals, when a message is handled"
     " (redelivery shows here)",
+    explicit_bucket_boundaries_advisory=RECEIVE_COUNTS,
+)
+_AGE = _METER.create_histogram(
+    "imagery.processor.message.age",
+    unit="s",
+    description="How long a message had been in the queue when received (SentTimestamp)",
+    explicit_bucket_boundaries_advisory=QUEUE_AGE_SECONDS,
+)
+
+
+class ConsumerState(enum.Enum):
+    RUNNING = "running"
+    PAUSED = "paused"  # on purpose: a dependency is down, receiving waits for the probe
+    STUCK = "stuck"  # the loop has not turned for `stall_seconds`: restart the process
+
+
+_CONSUMERS: weakref.WeakSet[Consumer] = weakref.WeakSet()
+
+
+def _observe_states(_: CallbackOptions) -> Iterable[Observation]:
+    for consumer in list(_CONSUMERS):
+        current = consumer.state()
+        for state in ConsumerState:
+            yield Observation(int(state is current), {"state": state.value})
+
+
+_METER.create_observable_gauge(
+    "imagery.processor.consumer.state",
+    callbacks=[_observe_states],
+    description="1 for the consumer loop's current state (running, paused, stuck), else 0",
 )
 
 
@@ -53,10 +91,16 @@ class Consumer:
         probe: DependencyProbe | None = None,
         probe_max_seconds: float = 30,
         fair_share: FairShare | None = None,
+        stall_seconds: float = 180,
         clock: Callable[[], float] = time.perf_counter,
+        wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._stall = stall_seconds
+        self._beat = clock()  # the last turn of the loop, or the last job to end
+        _CONSUMERS.add(self)
         self._sleep = sleep
         self._probe = probe
         self._fair = fair_share
@@ -82,6 +126,13 @@ class Consumer:
     def in_flight(self) -> int:
         return len(self._tasks)
 
+    def state(self) -> ConsumerState:
+        if not self._available.is_set():
+            return ConsumerState.PAUSED
+        if self._clock() - self._beat > self._stall:
+            return ConsumerState.STUCK
+        return ConsumerState.RUNNING
+
     async def run(self, stop: asyncio.Event, *, grace_seconds: float) -> None:
         """Consume until `stop` is set, then finish in-flight work within the grace period and
         release (visibility 0, claim given back) whatever is still running."""
@@ -89,8 +140,10 @@ class Consumer:
         last_poll: asyncio.Task[list[QueueMessage]] | None = None
         try:
             while not stop.is_set():
+                self._beat = self._clock()
                 await self._wait_for_free_slot(stopping)
                 await self._wait_until_available(stopping)
+                self._beat = self._clock()  # a pause on purpose ends as a fresh turn
                 if stop.is_set():
                     break
                 receiving = asyncio.create_task(
@@ -210,6 +263,10 @@ class Consumer:
 
     async def _dispatch(self, messages: list[QueueMessage]) -> None:
         """Start a job for each message its project's share admits; defer the others."""
+        now = self._wall_clock()
+        for message in messages:
+            if message.sent_at is not None:
+                _AGE.record(max(0.0, now - message.sent_at))
         batch = [(message, parse_message(message.body, self._bucket)) for message in messages]
         if self._fair is None:
             admitted = [Admitted(m, parsed, Ticket(frozenset(), 0.0)) for m, parsed in batch]
@@ -230,6 +287,7 @@ class Consumer:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         """A place is free: the first message the room holds whose project has room goes."""
+        self._beat = self._clock()
         self._tasks.discard(task)
         while self._fair is not None and not self._draining and self.in_flight < self._concurrency:
             entry = self._fair.next_admitted()

@@ -1,19 +1,21 @@
 """The processor's periodic work beside the consumer: sweeps (content deletion, unfinished
-uploads, the deletion feed, expired request ids, dead letters, the reconciler) every
-interval or at their own pace, and the dead-letter queue's depth as a gauge."""
+uploads, retention, expired request ids, dead letters, the reconciler) every
+interval or at their own pace, and the queues' message counts as a gauge,
+`imagery.queue.messages{queue, state}`. Every processor reads the counts, but only the one
+that `leading()` names reports them, so a sum over pods never counts a queue twice."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from imagery.common.errors import ImageryError
-from imagery.processor.ports import QueueDepth
+from imagery.processor.ports import QueueCounts
 
 log = logging.getLogger(__name__)
 
@@ -51,34 +53,48 @@ class Housekeeping:
     def __init__(
         self,
         sweeps: Sequence[Sweep],
-        dead_letters: QueueDepth,
+        queues: Mapping[str, QueueCounts],
         *,
         interval_seconds: float,
         depth_interval_seconds: float = 30,
+        leading: Callable[[], bool] = lambda: True,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """`queues`: by the name the gauge gives them (`uploads`, `dead_letter`)."""
         self._sweeps = tuple(sweeps)
-        self._dead_letters = dead_letters
+        self._queues = dict(queues)
         self._interval = interval_seconds
         self._depth_interval = depth_interval_seconds
+        self._leading = leading
         self._sleep = sleep
         self._running: set[str] = set()
-        self.dlq_depth = 0
+        self.counts: dict[str, dict[str, int]] = {}  # queue -> state -> messages, last read
         metrics.get_meter(__name__).create_observable_gauge(
-            "imagery.processor.dlq.depth",
-            callbacks=[self._observe_depth],
-            description="Messages waiting in the dead-letter queue",
+            "imagery.queue.messages",
+            callbacks=[self._observe_counts],
+            description="Messages in each queue by state (visible, in_flight, delayed);"
+            " reported by one processor only",
         )
 
-    def _observe_depth(self, _: CallbackOptions) -> list[Observation]:
-        return [Observation(self.dlq_depth)]
+    @property
+    def dlq_depth(self) -> int:
+        return self.counts.get("dead_letter", {}).get("visible", 0)
+
+    def _observe_counts(self, _: CallbackOptions) -> list[Observation]:
+        if not self._leading():
+            return []
+        return [
+            Observation(count, {"queue": queue, "state": state})
+            for queue, states in self.counts.items()
+            for state, count in states.items()
+        ]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set: a sweep pass every interval (the first after one interval) and
-        the dead-letter depth every `depth_interval_seconds`."""
+        the queues' counts every `depth_interval_seconds`."""
         await asyncio.gather(
             self._every(self._interval, self.sweep_once, stop, first_now=True),
-            self._every(self._depth_interval, self.read_dlq_depth, stop, first_now=True),
+            self._every(self._depth_interval, self.read_counts, stop, first_now=True),
         )
 
     async def sweep_once(self) -> None:
@@ -97,11 +113,14 @@ class Housekeeping:
         finally:
             self._running.discard(name)
 
-    async def read_dlq_depth(self) -> None:
-        try:
-            self.dlq_depth = await self._dead_letters.approximate_depth()
-        except ImageryError as exc:
-            log.warning("cannot read the dead-letter queue depth", extra={"error": str(exc)})
+    async def read_counts(self) -> None:
+        for name, queue in self._queues.items():
+            try:
+                self.counts[name] = dict(await queue.approximate_counts())
+            except ImageryError as exc:
+                log.warning(
+                    "cannot read a queue's message counts", extra={"queue": name, "error": str(exc)}
+                )
 
     async def _every(
         self,

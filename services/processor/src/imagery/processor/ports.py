@@ -64,6 +64,7 @@ class QueueMessage:
     receipt_handle: str
     body: str
     receive_count: int
+    sent_at: float | None = None  # when SQS first accepted it (Unix seconds), if known
 
 
 class MessageQueue(Protocol):
@@ -80,6 +81,11 @@ class MessageQueue(Protocol):
 
 class QueueDepth(Protocol):
     async def approximate_depth(self) -> int: ...
+
+
+class QueueCounts(Protocol):
+    async def approximate_counts(self) -> Mapping[str, int]:
+        """Messages by state: `visible`, `in_flight` (received, not deleted), `delayed`."""
 
 
 class DeadLetters(Protocol):
@@ -296,6 +302,26 @@ class BucketListing(Protocol):
         ...
 
 
+class ObjectVersions(Protocol):
+    """Earlier versions of objects, where the bucket keeps them (S3 versioning: a deleted
+    object leaves a delete marker, and its bytes as a noncurrent version)."""
+
+    async def versioning(self) -> str:
+        """The bucket's versioning: "Enabled", "Suspended", "off" (never turned on), or
+        "unknown" (the status cannot be read)."""
+        ...
+
+    async def latest_noncurrent(self, key: str) -> str | None:
+        """The version id of the newest earlier version of a deleted object; None when the
+        object exists, or no earlier version of it is kept."""
+        ...
+
+    async def restore_version(self, key: str, version_id: str) -> bool:
+        """Make that version the object again (a copy of it over the delete marker); False
+        when the version is gone."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class StoredContent:
     sha256: str
@@ -356,7 +382,7 @@ class ContentInventory(Protocol):
 @dataclass(frozen=True, slots=True)
 class AdminJob:
     id: int
-    kind: str  # "purge_project", "backfill" or "reprocess"
+    kind: str  # "purge_project", "backfill", "reprocess" or "reconcile"
     target: str  # the project id (the image id for "reprocess")
     requested_by: str
     claim: str  # this run's claim: progress by a processor that lost it is refused
@@ -367,6 +393,37 @@ class PurgedImage:
     id: str
     terminal: bool  # READY or FAILED: no upload object is left to delete
     object_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileOptions:
+    """What `imagery-admin reconcile` asked for."""
+
+    dry_run: bool  # report what a run would do, change nothing
+    remove_orphans: bool  # remove orphans past the grace (otherwise only report them)
+
+
+class ReconcileJobs(Protocol):
+    """Reconcile jobs (`imagery-admin reconcile`): their options, progress and result."""
+
+    async def begin(self, job: AdminJob) -> ReconcileOptions | None:
+        """Start (or start again) the job: no progress yet, the stored content to check as
+        its total; its options, or None when the job is no longer ours."""
+        ...
+
+    async def progress(self, job: AdminJob, *, done: int) -> bool:
+        """The contents checked so far (and a heartbeat); False when the job is not ours."""
+        ...
+
+    async def ready_images_of(
+        self, sha256s: Collection[str], *, limit: int
+    ) -> tuple[int, list[str]]:
+        """How many READY images use this content, and the first `limit` of their ids."""
+        ...
+
+    async def finish(self, job: AdminJob, result: Mapping[str, object]) -> None:
+        """Done, with the result `imagery-admin reconcile` prints (audited unless a dry run)."""
+        ...
 
 
 class AdminJobs(Protocol):
@@ -396,3 +453,29 @@ class AdminJobs(Protocol):
     async def forget_project(self, project_id: str, actor: Actor) -> str:
         """Delete the emptied, deleted project with its credentials: "purged", or why not
         ("restored", "not empty")."""
+
+
+# --- retention ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionRule:
+    """Housekeeping prunes what `table` keeps once it is older than `days` (at least 1).
+    `table` is what the `imagery.table.rows` metric calls it: `failed_images` are the FAILED
+    rows of `image_records`."""
+
+    table: str
+    days: int
+
+
+class Retention(Protocol):
+    async def prune(self, table: str, *, days: int, limit: int) -> int:
+        """One batch in a short transaction of its own: delete up to `limit` rows of `table`
+        (a `RetentionRule.table`) older than `days`, found by an index, never a row that
+        something still needs; how many went."""
+        ...
+
+    async def row_estimates(self) -> dict[str, int]:
+        """The rows each kept table holds, by its metric name, from the planner's statistics
+        (an exact count only where a table has none yet: it was never analyzed)."""
+        ...

@@ -10,6 +10,7 @@ from imagery.common.aws.clients import s3_client_and_credentials
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.pool import create_pool
 from imagery.common.db.projects import PostgresProjects
+from imagery.common.db.schema import wait_for_schema
 from imagery.common.db.upload_requests import PostgresUploadRequests
 from imagery.common.grpc.auth import Authenticates, Authenticator
 from imagery.common.grpc.server import GrpcServer
@@ -32,9 +33,13 @@ async def build_server(
     credential check with what it returns: benchmarks measure the check that way."""
     base = settings.base
     pool = await create_pool(
-        base.database_url, acquire_timeout=base.database_acquire_timeout_ms / 1000
+        base.database_url,
+        acquire_timeout=base.database_acquire_timeout_ms / 1000,
+        name="upload",
+        probe=True,
     )
     stack.push_async_callback(pool.close)
+    await wait_for_schema(pool, timeout_seconds=base.schema_wait_seconds)
     s3, credentials = await stack.enter_async_context(s3_client_and_credentials(base.aws))
     authenticator, _ = await open_access(base, pool, stack)
     images = PostgresImageRepository(pool)

@@ -1,5 +1,6 @@
 """imagery-admin: the command line, its arguments and exit codes (0 done, 1 refused or failed,
-with one sentence on stderr saying what to do, 2 usage)."""
+with one sentence on stderr saying what to do, 2 usage, 3 `migrate status`: migrations
+pending)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 from typing import TypeAlias
 
 from imagery.admin import argtypes as types
-from imagery.admin import commands
+from imagery.admin import commands, dlq, migrations
+from imagery.admin import reconcile as reconciles
 from imagery.admin.output import CliError
 from imagery.admin.rpc import DEFAULT_ADDRESS
 from imagery.common.config import ConfigError
@@ -82,7 +84,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
 def _leaf(
     group: Group,
     name: str,
-    handler: Callable[[argparse.Namespace], None],
+    handler: Callable[[argparse.Namespace], int | None],  # int: the exit code
     parents: Sequence[argparse.ArgumentParser],
     text: str,
 ) -> argparse.ArgumentParser:
@@ -96,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagery-admin",
         description="Operate imagery: bootstrap, projects, keys, mTLS identities, usage, audit, "
-        "backfills, reprocessing failed uploads.",
+        "backfills, reprocessing failed uploads, dead letters, migrations.",
     )
     parser.add_argument("--json", action="store_true", default=False, help="print JSON, not text")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -107,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_jobs(top, parents)
     _add_backfill(top, parents)
     _add_reprocess(top, parents)
+    _add_reconcile(top, parents)
     usage = _leaf(
         top,
         "usage",
@@ -118,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         "project_id", metavar="PROJECT", nargs="?", type=types.project_id, help="(default: all)"
     )
     _add_audit_and_migrate(top, parents)
+    _add_dlq(top, parents)
     return parser
 
 
@@ -217,6 +221,25 @@ def _add_reprocess(top: Group, p: Parents) -> None:
     reprocess.add_argument("--no-wait", action="store_true", help="queue the copies and return")
 
 
+def _add_reconcile(top: Group, p: Parents) -> None:
+    reconcile = _leaf(
+        top,
+        "reconcile",
+        reconciles.reconcile,
+        [p["out"], p["db"], p["change"]],
+        "compare the bucket with the database (a job the processor runs with its reconciler; "
+        "shows its progress, then what it found): brings lost originals back from S3 "
+        "versioning, renders lost variants again, reports orphans; audited",
+    )
+    reconcile.add_argument(
+        "--remove-orphans",
+        action="store_true",
+        help="also remove orphans older than the processor's PROCESSOR_RECONCILE_GRACE_SECONDS "
+        "(otherwise they are only reported)",
+    )
+    reconcile.add_argument("--no-wait", action="store_true", help="queue the job and return")
+
+
 def _add_keys(top: Group, p: Parents) -> None:
     group = top.add_parser("keys", help="create, list and revoke API keys")
     sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -284,12 +307,66 @@ def _add_audit_and_migrate(top: Group, p: Parents) -> None:
     )
     audit.add_argument("--project", type=types.project_id)
     audit.add_argument("--limit", type=types.positive, default=50)
-    _leaf(
+    migrate = _leaf(
         top,
         "migrate",
         commands.migrate,
         [p["out"], p["db"], p["change"]],
-        "apply pending database migrations",
+        "apply pending database migrations (ACTION up, the default), or show them (status)",
+    )
+    # An action's own options default to SUPPRESS, so `migrate --dry-run up` keeps the flag.
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument("--database-url", default=argparse.SUPPRESS, help="(default: $DATABASE_URL)")
+    change = argparse.ArgumentParser(add_help=False)
+    change.add_argument(
+        "--dry-run", action="store_true", default=argparse.SUPPRESS, help="show, change nothing"
+    )
+    sub = migrate.add_subparsers(dest="action", metavar="ACTION")
+    text = "apply pending database migrations (what bare `imagery-admin migrate` does)"
+    _leaf(sub, "up", commands.migrate, [p["out"], db, change], text)
+    status = _leaf(
+        sub, "status", commands.migrate_status, [p["out"], db], "applied and pending migrations"
+    )
+    status.description = migrations.STATUS_ABOUT
+    status.add_argument(
+        "--wait",
+        type=types.count,
+        default=0,
+        metavar="SECONDS",
+        help="poll until up to date, at most this long (exit 3 if still pending)",
+    )
+
+
+def _add_dlq(top: Group, p: Parents) -> None:
+    group = top.add_parser("dlq", help="list and redrive the dead-letter queue's messages")
+    sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = _leaf(
+        sub, "list", commands.dlq_list, [p["out"], p["db"]], "messages waiting, left in place"
+    )
+    listing.description = dlq.LIST_ABOUT
+    listing.add_argument(
+        "--limit", type=types.positive, default=100, metavar="N", help="read at most N"
+    )
+    redrive = _leaf(
+        sub,
+        "redrive",
+        commands.dlq_redrive,
+        [p["out"], p["db"], p["change"]],
+        "send dead letters back to the main queue (audited)",
+    )
+    redrive.description = dlq.REDRIVE_ABOUT
+    redrive.add_argument(
+        "--limit", type=types.positive, metavar="N", help="move at most N (default: all)"
+    )
+    redrive.add_argument(
+        "--image",
+        dest="images",
+        metavar="ID",
+        nargs="+",
+        action="extend",
+        type=types.image_id,
+        default=[],
+        help="only messages naming one of these images",
     )
 
 
@@ -297,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.handler(args)
+        code = args.handler(args)
     except commands.UsageError as exc:
         args.parser.error(str(exc))
     except (CliError, ConfigError) as exc:
@@ -306,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imagery-admin: interrupted.", file=sys.stderr)
         return 130
-    return 0
+    return int(code or 0)
 
 
 if __name__ == "__main__":

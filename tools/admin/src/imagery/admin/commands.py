@@ -7,7 +7,7 @@ from argparse import Namespace
 from typing import Any
 
 from imagery.admin import backfill as backfills
-from imagery.admin import direct, jobs, output, rpc
+from imagery.admin import direct, dlq, jobs, migrations, output, rpc
 from imagery.admin import reprocess as reprocesses
 from imagery.admin.output import emit
 from imagery.common.tenancy import RPC_CLASSES, SETTING_NAMES, Scope
@@ -247,6 +247,18 @@ def migrate(args: Namespace) -> None:
             else "The database is up to date."
         )
     emit(args.json, data, lambda: text)
+
+
+def migrate_status(args: Namespace) -> int:
+    return migrations.status_command(args, _dsn(args))
+
+
+def dlq_list(args: Namespace) -> None:
+    dlq.list_command(args, _dsn(args))
+
+
+def dlq_redrive(args: Namespace) -> None:
+    dlq.redrive_command(args, _dsn(args))
 
 
 def projects_purge(args: Namespace) -> None:

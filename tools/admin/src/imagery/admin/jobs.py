@@ -18,7 +18,8 @@ from imagery.common.db.projects import audit
 Plain = dict[str, Any]
 JOB = """SELECT id, kind, target, state, total, done_count, requested_by, error, created_at,
                 started_at, finished_at, version, made, failed, moved FROM admin_jobs"""
-_UNITS = {"purge_project": "images", "backfill": "blobs"}  # what `total` and `done` count
+# what `total` and `done` count
+_UNITS = {"purge_project": "images", "backfill": "blobs", "reconcile": "blobs checked"}
 
 
 def plain(row: asyncpg.Record) -> Plain:

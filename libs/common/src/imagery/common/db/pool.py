@@ -1,19 +1,30 @@
-"""asyncpg pool factory and driver-error translation, kept in one place."""
+"""asyncpg pool factory and driver-error translation, kept in one place.
+
+Every pool reports, by the OpenTelemetry semantic conventions for database clients,
+`db.client.connection.count{db.client.connection.state=idle|used}` and
+`db.client.connection.pending_requests` (acquires waiting for a connection), under its
+`db.client.connection.pool.name`; and `imagery.database.up`: 1 while a `SELECT 1` made every
+PROBE_SECONDS answers within PROBE_TIMEOUT_SECONDS, else 0."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable, Coroutine, Iterator
+import weakref
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from imagery.common.errors import DependencyUnavailable
 
 P = ParamSpec("P")
 DEFAULT_ACQUIRE_TIMEOUT_SECONDS = 2.0
+PROBE_SECONDS = 15.0
+PROBE_TIMEOUT_SECONDS = 5.0
 R = TypeVar("R")
 
 
@@ -32,6 +43,10 @@ class _BoundedWaitPool(asyncpg.Pool):
     UNAVAILABLE with a retry delay instead of queueing without bound."""
 
     acquire_timeout: float | None = None
+    name = "imagery"
+    pending = 0  # acquires not yet answered
+    up = 1
+    _probe: asyncio.Task[None] | None = None
 
     def acquire(self, *, timeout: float | None = None) -> Any:
         return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
@@ -40,10 +55,77 @@ class _BoundedWaitPool(asyncpg.Pool):
         # asyncpg bounds the wait with asyncio.wait_for, which on Python 3.11 runs the
         # acquisition as a task of its own: an extra event-loop round per query even when a
         # connection is idle. A deadline on the current task bounds it the same way.
-        if timeout is None:
-            return await super()._acquire(None)  # type: ignore[misc]
-        async with asyncio.timeout(timeout):
-            return await super()._acquire(None)  # type: ignore[misc]
+        self.pending += 1
+        try:
+            if timeout is None:
+                return await super()._acquire(None)  # type: ignore[misc]
+            async with asyncio.timeout(timeout):
+                return await super()._acquire(None)  # type: ignore[misc]
+        finally:
+            self.pending -= 1
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        await super().close()
+
+    def terminate(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        super().terminate()
+
+    async def probe(self) -> None:
+        while not self.is_closing():
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+                    await self.fetchval("SELECT 1")
+                self.up = 1
+            except Exception:  # noqa: BLE001 - whatever it is, the database is not answering
+                self.up = 0
+            await asyncio.sleep(PROBE_SECONDS)
+
+
+_POOLS: weakref.WeakSet[_BoundedWaitPool] = weakref.WeakSet()
+
+
+def _open_pools() -> list[_BoundedWaitPool]:
+    return [pool for pool in list(_POOLS) if not pool.is_closing()]
+
+
+def _connections(_: CallbackOptions) -> Iterable[Observation]:
+    for pool in _open_pools():
+        size, idle = pool.get_size(), pool.get_idle_size()
+        name = {"db.client.connection.pool.name": pool.name}
+        yield Observation(idle, {**name, "db.client.connection.state": "idle"})
+        yield Observation(size - idle, {**name, "db.client.connection.state": "used"})
+
+
+def _pending(_: CallbackOptions) -> Iterable[Observation]:
+    for pool in _open_pools():
+        yield Observation(pool.pending, {"db.client.connection.pool.name": pool.name})
+
+
+def _up(_: CallbackOptions) -> Iterable[Observation]:
+    for pool in _open_pools():
+        yield Observation(pool.up, {"db.client.connection.pool.name": pool.name})
+
+
+_METER = metrics.get_meter(__name__)
+_METER.create_observable_up_down_counter(
+    "db.client.connection.count",
+    callbacks=[_connections],
+    description="Connections of the pool by state (idle, used)",
+)
+_METER.create_observable_up_down_counter(
+    "db.client.connection.pending_requests",
+    callbacks=[_pending],
+    description="Requests for a connection the pool has not answered yet",
+)
+_METER.create_observable_gauge(
+    "imagery.database.up",
+    callbacks=[_up],
+    description="1 while Postgres answers the pool's probe (SELECT 1 every 15 s) within 5 s",
+)
 
 
 async def create_pool(
@@ -52,9 +134,13 @@ async def create_pool(
     min_size: int = 1,
     max_size: int = 10,
     acquire_timeout: float | None = DEFAULT_ACQUIRE_TIMEOUT_SECONDS,
+    name: str = "imagery",
+    probe: bool = False,
 ) -> asyncpg.Pool:
     """Open a pool; fails with `DependencyUnavailable`, naming the problem, when Postgres
-    cannot be reached."""
+    cannot be reached. `name`: its `db.client.connection.pool.name` in the metrics; `probe`:
+    whether it checks Postgres in the background for `imagery.database.up` (a service's pool
+    does; a command's short-lived one need not)."""
     pool = _BoundedWaitPool(
         dsn,
         min_size=min_size,
@@ -69,12 +155,16 @@ async def create_pool(
         server_settings={"application_name": "imagery"},
     )
     pool.acquire_timeout = acquire_timeout
+    pool.name = name
     try:
         await pool
     except (OSError, asyncpg.PostgresError) as exc:
         raise DependencyUnavailable(
             f"Cannot connect to Postgres ({type(exc).__name__}): check DATABASE_URL."
         ) from exc
+    _POOLS.add(pool)
+    if probe:
+        pool._probe = asyncio.get_running_loop().create_task(pool.probe())
     return pool
 
 

@@ -40,6 +40,7 @@ from imagery.common.grpc.errors import (
 )
 from imagery.common.grpc.rate_limits import RateLimits
 from imagery.common.grpc.tls import TlsFiles, server_credentials
+from imagery.common.metrics import RPC_SECONDS
 from imagery.common.runner import stop_on_signals
 from imagery.common.tenancy import Principal
 
@@ -249,7 +250,10 @@ def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str
 
 
 _RPC_DURATION = metrics.get_meter("imagery.grpc").create_histogram(
-    "rpc.server.duration", unit="ms", description="Server-side duration of each RPC"
+    "rpc.server.call.duration",
+    unit="s",
+    description="Server-side duration of each RPC (for a stream, until it ends)",
+    explicit_bucket_boundaries_advisory=RPC_SECONDS,
 )
 
 
@@ -259,13 +263,14 @@ def _log_rpc(method: str, code: Any, started: float) -> None:
     name = code.name if isinstance(code, grpc.StatusCode) else str(code)
     if not quiet:
         service, _, rpc = method.lstrip("/").partition("/")
+        status = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
         _RPC_DURATION.record(
-            (time.perf_counter() - started) * 1000,
+            time.perf_counter() - started,
             {
                 "rpc.system": "grpc",
                 "rpc.service": service,
                 "rpc.method": rpc,
-                "rpc.grpc.status_code": name,
+                "rpc.grpc.status_code": status.value[0],
             },
         )
     log.log(

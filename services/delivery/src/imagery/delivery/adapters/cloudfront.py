@@ -33,6 +33,11 @@ _CACHE = _METER.create_counter(
     "imagery.delivery.signature_cache.lookups",
     description="Signed-URL cache lookups by result (hit ratio = hit / all)",
 )
+_FAILURES = _METER.create_counter(
+    "imagery.delivery.signing_failures",
+    description="Batches of URLs the signer could not sign, by the error's type (the call"
+    " answers INTERNAL): a key that no longer loads, an executor gone",
+)
 _HIT, _MISS = {"result": "hit"}, {"result": "miss"}
 
 
@@ -101,7 +106,11 @@ class CachedCloudFrontSigner:
             urls = [cache[key] for key in object_keys]
             return SignedUrls(urls, datetime.fromtimestamp(expires, UTC))
         _CACHE.add(len(missing), _MISS)
-        fresh = await self._sign(missing, expires)
+        try:
+            fresh = await self._sign(missing, expires)
+        except Exception as exc:
+            _FAILURES.add(1, {"reason": type(exc).__name__})
+            raise
         _SIGNED.add(len(fresh), self._signed_attributes)
         room = self._cache_size - len(cache)
         if room > 0:

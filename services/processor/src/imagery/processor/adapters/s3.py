@@ -118,6 +118,62 @@ class S3ObjectStore:
         with aws_unavailable("S3 DeleteObject"):
             await self._client.delete_object(Bucket=self._bucket, Key=key)
 
+    async def versioning(self) -> str:
+        """The bucket's versioning status: "Enabled", "Suspended", "off", or "unknown" when
+        the role may not read it (no `s3:GetBucketVersioning`): the reconciler then restores
+        nothing, and says why."""
+        with aws_unavailable("S3 GetBucketVersioning"):
+            try:
+                resp = await self._client.get_bucket_versioning(Bucket=self._bucket)
+            except ClientError as exc:
+                if error_code(exc) in ("AccessDenied", "NotImplemented"):
+                    return "unknown"
+                raise
+        return str(resp.get("Status") or "off")
+
+    async def latest_noncurrent(self, key: str) -> str | None:
+        """Versions come newest first, a key's before any longer key of the prefix; delete
+        markers are listed apart, so the first version of `key` is its newest bytes."""
+        marker: tuple[str, str] | None = None
+        while True:
+            with aws_unavailable("S3 ListObjectVersions"):
+                if marker is None:
+                    resp = await self._client.list_object_versions(
+                        Bucket=self._bucket, Prefix=key, MaxKeys=100
+                    )
+                else:
+                    resp = await self._client.list_object_versions(
+                        Bucket=self._bucket,
+                        Prefix=key,
+                        MaxKeys=100,
+                        KeyMarker=marker[0],
+                        VersionIdMarker=marker[1],
+                    )
+            for version in resp.get("Versions", []):
+                if version.get("Key") != key:
+                    return None  # past the key: nothing of it is kept
+                return None if version.get("IsLatest") else version.get("VersionId")
+            if not resp.get("IsTruncated"):
+                return None
+            marker = (resp.get("NextKeyMarker", ""), resp.get("NextVersionIdMarker", ""))
+
+    async def restore_version(self, key: str, version_id: str) -> bool:
+        """A copy of the version as the current object (its content type and metadata kept):
+        no `s3:DeleteObjectVersion` is needed, and the delete marker stays in the history."""
+        with aws_unavailable("S3 CopyObject"):
+            try:
+                await self._client.copy_object(
+                    Bucket=self._bucket,
+                    Key=key,
+                    CopySource={"Bucket": self._bucket, "Key": key, "VersionId": version_id},
+                    MetadataDirective="COPY",
+                )
+            except ClientError as exc:
+                if is_not_found(exc) or error_code(exc) == "NoSuchVersion":
+                    return False
+                raise
+        return True
+
 
 def _total_size(content_range: str | None, fallback: int) -> int:
     """`bytes 0-99/1234` -> 1234."""

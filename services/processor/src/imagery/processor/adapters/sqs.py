@@ -32,7 +32,7 @@ class SqsMessageQueue:
                 QueueUrl=self._queue_url,
                 MaxNumberOfMessages=min(max_messages, SQS_BATCH_LIMIT),
                 WaitTimeSeconds=wait_seconds,
-                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
             )
         return [
             QueueMessage(
@@ -40,6 +40,7 @@ class SqsMessageQueue:
                 receipt_handle=m["ReceiptHandle"],
                 body=m.get("Body", ""),
                 receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
+                sent_at=_seconds(m.get("Attributes", {}).get("SentTimestamp")),
             )
             for m in resp.get("Messages", [])
         ]
@@ -95,3 +96,25 @@ class SqsMessageQueue:
                 QueueUrl=self._queue_url, AttributeNames=["ApproximateNumberOfMessages"]
             )
         return int(resp["Attributes"]["ApproximateNumberOfMessages"])
+
+    async def approximate_counts(self) -> dict[str, int]:
+        with aws_unavailable("SQS GetQueueAttributes"):
+            resp = await self._client.get_queue_attributes(
+                QueueUrl=self._queue_url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )
+        attributes = resp.get("Attributes", {})
+        return {
+            "visible": int(attributes.get("ApproximateNumberOfMessages", "0")),
+            "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", "0")),
+            "delayed": int(attributes.get("ApproximateNumberOfMessagesDelayed", "0")),
+        }
+
+
+def _seconds(milliseconds: str | None) -> float | None:
+    """SQS's epoch-milliseconds attributes (SentTimestamp) as Unix seconds."""
+    return int(milliseconds) / 1000 if milliseconds and milliseconds.isdigit() else None

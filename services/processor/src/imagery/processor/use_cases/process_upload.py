@@ -28,6 +28,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from imagery.common.domain import ImageRecord
 from imagery.common.errors import FailureReason
 from imagery.common.formats import ALLOWED_CONTENT_TYPES
+from imagery.common.metrics import PROCESSING_SECONDS
 from imagery.common.profiles import default_profile
 from imagery.common.storage_keys import GLOBAL_SCOPE, RETAINABLE_REASONS, retained_key
 from imagery.common.telemetry import link_to
@@ -79,6 +80,7 @@ class Result:
     peak_rss_bytes: int | None = None  # of the isolated job process
     image: VerifiedImage | None = None
     created_at: datetime | None = None
+    project: str = ""  # the upload's project, for metrics ("" when there is no record)
 
 
 class ProcessUpload(Protocol):
@@ -92,10 +94,16 @@ _JOBS = _METER.create_counter(
     "imagery.processor.jobs", description="Uploads by outcome and failure reason"
 )
 _STAGE = _METER.create_histogram(
-    "imagery.processor.stage.duration", unit="ms", description="Time per processing stage"
+    "imagery.processor.stage.duration",
+    unit="s",
+    description="Time per processing stage",
+    explicit_bucket_boundaries_advisory=PROCESSING_SECONDS,
 )
 _TO_READY = _METER.create_histogram(
-    "imagery.processor.upload_to_ready", unit="s", description="From CreateUploadUrl to READY"
+    "imagery.processor.upload_to_ready",
+    unit="s",
+    description="From CreateUploadUrl to READY, by project",
+    explicit_bucket_boundaries_advisory=PROCESSING_SECONDS,
 )
 
 
@@ -105,11 +113,12 @@ def _record(span: Span, result: Result) -> None:
     if result.reason:
         span.set_attribute("imagery.failure_reason", result.reason)
         span.set_status(Status(StatusCode.ERROR, result.reason))
-    _JOBS.add(1, {"outcome": result.outcome.value, "reason": result.reason or ""})
+    project = {"project": result.project}
+    _JOBS.add(1, {"outcome": result.outcome.value, "reason": result.reason or "", **project})
     for stage, ms in result.stages_ms.items():
-        _STAGE.record(ms, {"stage": stage})
+        _STAGE.record(ms / 1000, {"stage": stage})
     if result.created_at is not None and result.outcome is Outcome.READY:
-        _TO_READY.record((datetime.now(UTC) - result.created_at).total_seconds())
+        _TO_READY.record((datetime.now(UTC) - result.created_at).total_seconds(), project)
     if result.image is not None:
         span.set_attribute("image.size_bytes", result.image.size_bytes)
         span.set_attribute("image.format", result.image.format)
@@ -158,14 +167,18 @@ class UploadProcessor:
 
     async def _process_traced(self, image_id: str, key: str, span: Span) -> Result:
         record = await self._images.find_for_processing(image_id)
-        if record is not None:
-            for link in link_to(record.trace_context):  # back to CreateUploadUrl's trace
-                span.add_link(link.context)
-            span.set_attribute("image.content_type", record.content_type)
         if record is None:
             log.warning("upload without a record: deleting it", extra={"image_id": image_id})
             await self._objects.delete(key)
             return Result(Outcome.UNKNOWN)
+        for link in link_to(record.trace_context):  # back to CreateUploadUrl's trace
+            span.add_link(link.context)
+        span.set_attribute("image.content_type", record.content_type)
+        result = await self._process_record(record, key)
+        return dataclasses.replace(result, project=record.project_id)
+
+    async def _process_record(self, record: ImageRecord, key: str) -> Result:
+        image_id = record.id
         if record.status.terminal:
             await self._objects.delete(key)  # a crash after commit may have left it
             return Result(Outcome.DUPLICATE)

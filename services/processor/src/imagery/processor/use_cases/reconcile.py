@@ -2,19 +2,23 @@
 at once), for what the normal paths cannot see:
 
 - Objects no committed row needs: an original or a variant of content with no row (its
-  writer's commit failed, or it was written after its reservation was collected), an upload
-  object of an image that does not exist. Deleted once older than the grace period, so a
-  write in progress is never taken for an orphan.
+  writer's commit failed, it was written after its reservation was collected, or a restored
+  database never knew it), an upload object of an image that does not exist. Deleted once
+  older than the grace period, so a write in progress is never taken for an orphan; younger
+  ones are only reported. With `remove_orphans=False` (`imagery-admin reconcile` without
+  `--remove-orphans`) none is deleted: they are reported.
 - Retained uploads (`retained/{image_id}`, kept for `imagery-admin reprocess`): needed while
   younger than `retained_days` and their record still has a use for them (FAILED for a
   retainable reason, or being reprocessed); removable once older, or once their record is
   READY, FAILED for another reason, or gone (a reprocessed image that ended leaves its copy
   here for this pass, or the bucket's `retained/` rule, to remove).
 - Rows whose objects are gone (a lifecycle rule, a hand deletion, a local S3 that started
-  empty): variants are rendered again from the kept original where it exists, each with the
-  profile version it was made with, at the same key; otherwise the
-  content is marked lost, so it is never served or linked to, and the next upload of the
-  same bytes stores it again.
+  empty, a database restored from before their content was collected): a missing original
+  comes back from the newest earlier version the bucket keeps of it, when versioning is on;
+  variants are rendered again from the original, each with the profile version it was made
+  with, at the same key. Content with nothing left to serve or render from is marked lost:
+  its images stay READY and are answered IMAGE_CONTENT_LOST (never served or linked to), and
+  the next upload of the same bytes stores it again.
 
 With `dry_run` it only reports what it would do.
 """
@@ -49,6 +53,7 @@ from imagery.processor.ports import (
     ImageJobs,
     ListedObject,
     Objects,
+    ObjectVersions,
     StoredContent,
 )
 
@@ -56,12 +61,21 @@ log = logging.getLogger(__name__)
 PAGE = 500
 
 
+Progress = Callable[[int], Awaitable[None]]  # told of each content checked (0: a page listed)
+RESTORABLE = ("Enabled", "Suspended")  # versioning states that may keep earlier versions
+
+
 @dataclass
 class Report:
     orphans_deleted: list[str] = field(default_factory=list)  # or to delete, in a dry run
+    orphans_kept: list[str] = field(default_factory=list)  # past the grace, removal not asked
+    orphans_in_grace: list[str] = field(default_factory=list)  # younger: maybe being written
+    originals_restored: list[str] = field(default_factory=list)  # from an earlier version
     variants_rebuilt: list[str] = field(default_factory=list)
     content_lost: list[str] = field(default_factory=list)  # sha256s with nothing left
     originals_lost: list[str] = field(default_factory=list)  # served, but not rebuildable
+    versioning: str = "off"  # the bucket's, as `ObjectVersions.versioning` says
+    grace_seconds: float = 0.0
 
 
 class Reconciler:
@@ -77,8 +91,10 @@ class Reconciler:
         spec: RenderSpec,
         max_original_bytes: int,
         retained_days: int = 7,
+        versions: ObjectVersions | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._versions = versions
         self._retained_for = timedelta(days=retained_days)
         self._listing = listing
         self._inventory = inventory
@@ -91,43 +107,59 @@ class Reconciler:
         self._max_original = max_original_bytes
         self._clock = clock
 
-    async def run(self, *, dry_run: bool = False) -> Report:
-        report = Report()
+    async def run(
+        self,
+        *,
+        dry_run: bool = False,
+        remove_orphans: bool = True,
+        progress: Progress | None = None,
+    ) -> Report:
+        """One pass both ways. `progress` hears of every content checked (and of every page
+        listed, as 0), so a caller can beat; whatever it raises ends the pass there."""
+        report = Report(grace_seconds=self._grace.total_seconds())
+        if self._versions is not None:
+            report.versioning = await self._versions.versioning()
+            if report.versioning == "unknown":
+                log.warning("cannot read the bucket's versioning: no original is brought back")
+        pass_ = _Pass(report, dry_run, remove_orphans, progress)
         for prefix in content_prefixes(GLOBAL_SCOPE):
-            await self._orphans(prefix, report, dry_run, self._orphaned_content)
-        await self._orphans(upload_prefix(GLOBAL_SCOPE), report, dry_run, self._orphaned_uploads)
-        await self._orphans(
-            retained_prefix(GLOBAL_SCOPE), report, dry_run, self._removable_retained
-        )
-        await self._lost_objects(report, dry_run)
-        if report.orphans_deleted or report.variants_rebuilt or report.content_lost:
+            await self._orphans(prefix, pass_, self._orphaned_content)
+        await self._orphans(upload_prefix(GLOBAL_SCOPE), pass_, self._orphaned_uploads)
+        await self._orphans(retained_prefix(GLOBAL_SCOPE), pass_, self._removable_retained)
+        await self._lost_objects(pass_)
+        counts = {
+            name: len(value) for name, value in vars(report).items() if isinstance(value, list)
+        }
+        if any(counts.values()):
             log.info(
                 "reconciled the bucket with the database",
-                extra={
-                    "dry_run": dry_run,
-                    "orphans": len(report.orphans_deleted),
-                    "variants_rebuilt": len(report.variants_rebuilt),
-                    "content_lost": len(report.content_lost),
-                },
+                extra={"dry_run": dry_run, "remove_orphans": remove_orphans, **counts},
             )
         return report
 
     async def _orphans(
         self,
         prefix: str,
-        report: Report,
-        dry_run: bool,
+        pass_: _Pass,
         orphaned: Callable[[list[ListedObject]], Awaitable[list[str]]],
     ) -> None:
+        report = pass_.report
         after: str | None = None
         while True:
             page, after = await self._listing.list_page(prefix, after=after, limit=PAGE)
-            old = [o for o in page if o.last_modified <= self._clock() - self._grace]
-            found = await orphaned(old)
-            if dry_run:
-                report.orphans_deleted.extend(found)
+            found = set(await orphaned(page))
+            due = self._clock() - self._grace
+            old = [o.key for o in page if o.key in found and o.last_modified <= due]
+            report.orphans_in_grace.extend(
+                o.key for o in page if o.key in found and o.last_modified > due
+            )
+            if not pass_.remove_orphans:
+                report.orphans_kept.extend(old)
+            elif pass_.dry_run:
+                report.orphans_deleted.extend(old)
             else:
-                report.orphans_deleted.extend(await self._delete_orphans(found))
+                report.orphans_deleted.extend(await self._delete_orphans(old))
+            await pass_.checked(0)
             if after is None:
                 return
 
@@ -175,18 +207,19 @@ class Reconciler:
         needed = await self._inventory.retaining_images({i for i in fresh.values() if i})
         return [o.key for o in listed if fresh.get(o.key) not in needed]
 
-    async def _lost_objects(self, report: Report, dry_run: bool) -> None:
+    async def _lost_objects(self, pass_: _Pass) -> None:
         after: str | None = None
         while True:
             page = await self._inventory.stored_content(after=after, limit=PAGE)
             for content in page:
                 try:
-                    await self._check(content, report, dry_run)
+                    await self._check(content, pass_.report, pass_.dry_run)
                 except Exception as exc:  # noqa: BLE001 - one content never stops the pass
                     log.warning(
                         "could not reconcile content",
                         extra={"sha256": content.sha256, "error": f"{type(exc).__name__}: {exc}"},
                     )
+                await pass_.checked(1)
             if len(page) < PAGE:
                 return
             after = page[-1].sha256
@@ -199,13 +232,17 @@ class Reconciler:
         if not missing:
             return
         if original in missing:
-            if len(missing) == len(keys):  # nothing left to serve or to rebuild from
-                report.content_lost.append(content.sha256)
-                if not dry_run:
-                    await self._inventory.mark_lost(content)
-            else:
-                report.originals_lost.append(content.sha256)  # still served; not rebuildable
-            return
+            if not await self._restore(original, report, dry_run):
+                if len(missing) == len(keys):  # nothing left to serve or to rebuild from
+                    report.content_lost.append(content.sha256)
+                    if not dry_run:
+                        await self._inventory.mark_lost(content)
+                else:
+                    report.originals_lost.append(content.sha256)  # served; not rebuildable
+                return
+            missing.remove(original)
+            if not missing:
+                return
         if dry_run:
             report.variants_rebuilt.extend(missing)
             return
@@ -227,6 +264,20 @@ class Reconciler:
         unmakeable = [k for k in missing if k not in made]
         if unmakeable:  # presets no longer configured: stop serving them
             await self._inventory.drop_variants(content.sha256, unmakeable)
+
+    async def _restore(self, original: str, report: Report, dry_run: bool) -> bool:
+        """The original back from the newest earlier version the bucket keeps (its delete
+        marker stays behind it), where versioning keeps one; the variants are then rendered
+        from it as for any lost variant."""
+        if self._versions is None or report.versioning not in RESTORABLE:
+            return False
+        version = await self._versions.latest_noncurrent(original)
+        if version is None:
+            return False
+        if not dry_run and not await self._versions.restore_version(original, version):
+            return False
+        report.originals_restored.append(original)
+        return True
 
     async def _render(
         self, content: StoredContent, data: bytes, profile: VariantProfile, missing: list[str]
@@ -269,3 +320,17 @@ class Reconciler:
                 )
                 made.add(key)
         return made
+
+
+@dataclass(frozen=True, slots=True)
+class _Pass:
+    """What one run was asked for, and what it found so far."""
+
+    report: Report
+    dry_run: bool
+    remove_orphans: bool
+    progress: Progress | None
+
+    async def checked(self, contents: int) -> None:
+        if self.progress is not None:
+            await self.progress(contents)

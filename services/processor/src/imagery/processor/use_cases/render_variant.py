@@ -26,6 +26,7 @@ from opentelemetry import metrics, trace
 
 from imagery.common.domain import VariantInfo
 from imagery.common.formats import content_type_of
+from imagery.common.metrics import PROCESSING_SECONDS
 from imagery.common.presets import Preset
 from imagery.common.profiles import VariantProfile, default_profile
 from imagery.common.storage_keys import (
@@ -61,8 +62,9 @@ _RENDERS = _METER.create_counter(
 )
 _DURATION = _METER.create_histogram(
     "imagery.processor.render.duration",
-    unit="ms",
+    unit="s",
     description="Time to answer one render ask, by outcome and source",
+    explicit_bucket_boundaries_advisory=PROCESSING_SECONDS,
 )
 
 
@@ -101,7 +103,7 @@ class RenderVariant:
         labels = {"outcome": outcome.value, "source": request.source}
         elapsed_ms = (time.perf_counter() - started) * 1000
         _RENDERS.add(1, labels)
-        _DURATION.record(elapsed_ms, labels)
+        _DURATION.record(elapsed_ms / 1000, labels)
         if outcome is RenderOutcome.RENDERED:
             log.info("variant rendered", extra={**_facts(request), "ms": round(elapsed_ms, 1)})
         return outcome
