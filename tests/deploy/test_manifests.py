@@ -468,7 +468,7 @@ DOCUMENTED_TABLE_GRANTS = {
         "projects": {"SELECT", "UPDATE(updated_at)", "DELETE"},
         "api_keys": {"SELECT", "DELETE"},
         "client_identities": {"SELECT", "DELETE"},
-        "audit_events": {"SELECT(id,at)", "INSERT", "DELETE"},
+        "audit_events": {"SELECT(id)", "INSERT"},
         "admin_jobs": {"SELECT", "INSERT", "UPDATE", "DELETE"},
         "upload_requests": {"SELECT(created_at)", "DELETE"},
         "render_requests": {"SELECT", "INSERT", "UPDATE", "DELETE"},
@@ -507,18 +507,19 @@ def test_the_documented_postgres_grants_separate_the_roles() -> None:
         granted = set(re.findall(r"\w+(?:\([^)]*\))?", privileges))
         for grantee in (g.strip() for g in grantees.split(",")):
             assert grantee != "imagery_migrate" and grantee.startswith("imagery_"), grantee
-            if target == "TABLES" or target.split()[0] in {"DATABASE", "SCHEMA"}:
+            if target == "TABLES" or target.split()[0] in {"DATABASE", "SCHEMA", "FUNCTION"}:
                 other.setdefault(grantee, set()).update(f"{p} ON {target}" for p in granted)
                 continue
             for table in (t.strip() for t in target.split(",")):
                 tables.setdefault(grantee, {}).setdefault(table, set()).update(granted)
     assert tables == DOCUMENTED_TABLE_GRANTS
+    prune_audit = "EXECUTE ON FUNCTION prune_audit_events(integer, integer)"
     for grantee in ("imagery_upload", "imagery_processor", "imagery_delivery"):
         assert other[grantee] == {
             "CONNECT ON DATABASE imagery",
             "USAGE ON SCHEMA public",
             "SELECT ON TABLES",
-        }, grantee
+        } | ({prune_audit} if grantee == "imagery_processor" else set()), grantee
     (revoked,) = re.findall(r"REVOKE ALL ON (?!DATABASE)([^;]+?)\s+FROM", sql)
     reset = {t.strip() for t in revoked.split(",")}
     assert reset == {t for grants in tables.values() for t in grants} | {"schema_migrations"}, (

@@ -33,6 +33,7 @@ AGREED_METRICS = {
     "imagery_processor_variants_over_budget_total",
     "imagery_queue_messages",
     "imagery_table_rows",
+    "imagery_retention_prune_failures_total",
     "db_client_connection_count",
     "db_client_connection_pending_requests",
     "imagery_database_up",

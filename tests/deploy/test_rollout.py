@@ -21,15 +21,20 @@ def _run(tmp_path: Path, *, job_completes: bool) -> tuple[int, list[str], str]:
     calls = tmp_path / "calls"
     kubectl = tmp_path / "bin" / "kubectl"
     kubectl.parent.mkdir()
-    failing = (
-        "" if job_completes else 'case "$*" in *"wait --for=condition=complete"*) exit 1;; esac'
+    state = "Complete" if job_completes else "Failed"
+    kubectl.write_text(
+        f'#!/bin/sh\necho "$*" >> {calls}\n'
+        f'case "$*" in *"get job imagery-migrate"*) printf {state};; esac\nexit 0\n'
     )
-    kubectl.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n{failing}\nexit 0\n')
     kubectl.chmod(kubectl.stat().st_mode | stat.S_IXUSR)
     done = subprocess.run(
         [str(ROLLOUT), "deploy/k8s/overlays/prod"],
         cwd=ROOT,
-        env={**os.environ, "PATH": f"{kubectl.parent}:{os.environ['PATH']}"},
+        env={
+            **os.environ,
+            "PATH": f"{kubectl.parent}:{os.environ['PATH']}",
+            "ROLLOUT_POLL_SECONDS": "0",
+        },
         capture_output=True,
         text=True,
         timeout=30,
@@ -45,7 +50,8 @@ def test_the_old_job_goes_the_migrations_run_then_the_deployments_roll(tmp_path:
     assert calls == [
         f"{ns} delete job imagery-migrate --ignore-not-found --wait=true",
         f"{ns} apply -k deploy/k8s/overlays/prod",
-        f"{ns} wait --for=condition=complete job/imagery-migrate --timeout=10m",
+        f"{ns} get job imagery-migrate"
+        ' -o jsonpath={.status.conditions[?(@.status=="True")].type}',
         f"{ns} rollout status deployment/imagery-processor --timeout=10m",
         f"{ns} rollout status deployment/imagery-upload --timeout=10m",
         f"{ns} rollout status deployment/imagery-delivery --timeout=10m",
@@ -54,7 +60,8 @@ def test_the_old_job_goes_the_migrations_run_then_the_deployments_roll(tmp_path:
 
 def test_a_failed_migration_stops_the_rollout_naming_what_to_read(tmp_path: Path) -> None:
     code, calls, stderr = _run(tmp_path, job_completes=False)
-    assert code == 1
+    assert code == 1, "a failed Job stops it at once, not after the timeout"
+    assert sum("get job" in call for call in calls) == 1
     assert not any("rollout status" in call for call in calls)
     assert "kubectl -n imagery logs job/imagery-migrate" in stderr
 

@@ -27,7 +27,8 @@ from tests.deploy.test_manifests import kinds
 
 pytestmark = pytest.mark.e2e
 
-STALL_SECONDS = 3  # PROCESSOR_STALL_SECONDS here (default 180)
+STALL_SECONDS = 6  # PROCESSOR_STALL_SECONDS here (default 180; at least the poll + 5)
+POLL_SECONDS = 1  # PROCESSOR_POLL_SECONDS: an idle loop turns once a second
 PERIOD_SECONDS = 0.5  # the kubelet's periodSeconds, shortened
 
 
@@ -111,11 +112,12 @@ async def test_a_stuck_consumer_loop_is_restarted(
     process = pipeline.processor(
         AWS_ENDPOINT_URL=aws_proxy.url,  # SQS answers through the proxy
         PROCESSOR_STALL_SECONDS=str(STALL_SECONDS),
+        PROCESSOR_POLL_SECONDS=str(POLL_SECONDS),
         METRICS_PORT=str(metrics_port),
     )
     try:
         kubelet = Kubelet(process, probe)
-        await kubelet.watch(2)
+        await kubelet.watch(2 * STALL_SECONDS)  # idle, its polls empty: alive all along
         assert kubelet.restarts == 0 and set(kubelet.seen) == {"SERVING"}, kubelet.seen
 
         aws_proxy.pause()  # the long poll in flight never returns (the client gives up at 30 s)
@@ -141,6 +143,7 @@ async def test_a_consumer_paused_for_an_outage_is_alive_and_not_ready(
     process = pipeline.processor(
         DATABASE_URL=_through(database_proxy, database_url),
         PROCESSOR_STALL_SECONDS=str(STALL_SECONDS),
+        PROCESSOR_POLL_SECONDS=str(POLL_SECONDS),
         METRICS_PORT=str(metrics_port),
     )
     try:

@@ -225,6 +225,7 @@ EVENT_ONLY = {
     "imagery_processor_variants_over_budget_total": "imagery.processor.variants.over_budget",
     "imagery_processor_messages_deferred_total": "imagery.processor.messages.deferred",
     "imagery_processor_render_duration_seconds": "imagery.processor.render.duration",
+    "imagery_retention_prune_failures_total": "imagery.retention.prune_failures",
 }
 
 

@@ -262,10 +262,11 @@ async def test_retention_prunes_every_table_under_the_processor_role(
             await _image(owner, "failed", 60),
             await _job(owner, "done", 120),
         ]
+        recent = await _audit(owner, 10)
     finally:
         await owner.close()
     rules = [
-        RetentionRule("audit_events", 400),
+        RetentionRule("audit_events", 1),  # asks for too little: the function keeps 30 days
         RetentionRule("image_deletions", 1),
         RetentionRule("failed_images", 30),
         RetentionRule("admin_jobs", 90),
@@ -273,5 +274,13 @@ async def test_retention_prunes_every_table_under_the_processor_role(
     sweep = PruneRetained(PostgresRetention(roles["imagery_processor"]), rules)
     pruned = await sweep()
     assert pruned == {rule.table: 1 for rule in rules}, f"every table pruned: {pruned} ({old})"
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):  # only through the function
+        await roles["imagery_processor"].execute("DELETE FROM audit_events")
+    conn = await asyncpg.connect(database_url)
+    try:
+        kept = await conn.fetchval("SELECT count(*) FROM audit_events WHERE id = $1", recent)
+    finally:
+        await conn.close()
+    assert kept == 1, "an event younger than 30 days stays, whatever the processor asks"
     for role in ROLES:  # and each service can tell whether the schema is complete
         assert await pending_migrations(roles[role]) == []

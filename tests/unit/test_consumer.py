@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from imagery.common.errors import DependencyUnavailable
-from imagery.processor.consumer import Consumer
+from imagery.processor.consumer import Consumer, ConsumerState
 from imagery.processor.events import parse_message
 from imagery.processor.fairness import FairShare
 from imagery.processor.ports import QueueMessage, RetryLater
@@ -471,6 +472,94 @@ async def test_the_room_holds_what_it_can_and_gives_it_back_at_a_stop() -> None:
 
     changes = {m: [s for mid, s in queue.visibility if mid == m] for m in ("a1", "a2", "a3")}
     assert process.finished == [image_id(0), image_id(1)], "held, then started as A's place freed"
-    assert changes["a1"] == [] and "a1" in queue.deleted, "never deferred nor received again"
+    assert changes["a1"] == [60] and "a1" in queue.deleted, (
+        "never deferred nor received again; its keeper went on with it when it started"
+    )
     assert changes["a2"] == [60, 0], "held: kept invisible, then given back at the stop"
     assert 1 <= changes["a3"][0] <= 900, "the room was full: deferred"
+
+
+async def test_a_redelivered_message_replaces_its_stale_copy_in_the_room() -> None:
+    share = FairShare(
+        FakeUploadProjects({image_id(n): "a" for n in range(3)}), max_in_flight=1, room=2
+    )
+
+    def copy(n: int, receipt: str) -> tuple[QueueMessage, Any]:
+        body = upload_event(BUCKET, image_id(n))
+        return QueueMessage(f"a{n}", receipt, body, 1), parse_message(body, BUCKET)
+
+    admitted, held, _ = await share.sort([copy(0, "r0"), copy(1, "old")])
+    assert len(admitted) == 1 and [h.message.receipt_handle for h in held] == ["old"]
+    _, held, deferred = await share.sort([copy(1, "new")])
+    assert [h.message.receipt_handle for h in held] == ["new"] and not deferred
+    assert share.held == 1, "one entry per message"
+
+
+class HangingQueue(FakeQueue):
+    """Its receive never answers once `hang` is set (a call stuck in the network)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.hang = False
+
+    async def receive(
+        self, *, max_messages: int = 10, wait_seconds: int = 20
+    ) -> list[QueueMessage]:
+        if self.hang:
+            await asyncio.Event().wait()
+        await asyncio.sleep(wait_seconds)  # an empty long poll
+        return []
+
+
+async def test_an_idle_loop_is_running_a_hung_one_stuck_and_a_paused_one_paused() -> None:
+    queue = HangingQueue()
+    outage = DependencyUnavailable("Postgres is down")
+
+    class Down:
+        async def check(self) -> None:
+            raise outage
+
+    consumer = Consumer(
+        queue,
+        Scripted(outage),
+        bucket=BUCKET,
+        concurrency=1,
+        visibility_timeout=60,
+        wait_seconds=20,
+        stall_seconds=30,
+        probe=Down(),
+        clock=asyncio.get_running_loop().time,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop, grace_seconds=1))
+    states = []
+    for _ in range(10):  # five minutes of empty long polls
+        await asyncio.sleep(30)
+        states.append(consumer.state())
+    assert set(states) == {ConsumerState.RUNNING}, states
+    queue.hang = True
+    await asyncio.sleep(60)
+    assert consumer.state() is ConsumerState.STUCK, "no turn for longer than the stall"
+    stop.set()
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+
+    waiting = FakeQueue([_message(_event())])
+    paused = Consumer(
+        waiting,
+        Scripted(outage),
+        bucket=BUCKET,
+        concurrency=1,
+        visibility_timeout=60,
+        wait_seconds=20,
+        stall_seconds=30,
+        probe=Down(),
+        clock=asyncio.get_running_loop().time,
+    )
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(3600, stop.set)
+    consuming = asyncio.create_task(paused.run(stop, grace_seconds=1))
+    await asyncio.sleep(600)
+    assert paused.state() is ConsumerState.PAUSED, "an hour-long outage is a pause, not a stall"
+    await consuming

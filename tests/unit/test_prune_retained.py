@@ -45,9 +45,14 @@ class FakeRetention:
         return dict(self.sizes)
 
 
+READER = InMemoryMetricReader()
+
+
 @pytest.fixture
 def provider() -> Iterator[MeterProvider]:
-    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    global READER
+    READER = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[READER])
     yield provider
     provider.shutdown()
 
@@ -76,6 +81,17 @@ async def test_a_table_that_fails_leaves_the_others_pruned_and_the_sizes_read(
 
     assert await sweep() == {"admin_jobs": 1}
     assert sweep.sizes == {"audit_events": 7}
+    data = READER.get_metrics_data()
+    assert data is not None
+    failures = {
+        dict(point.attributes or {})["table"]: getattr(point, "value", None)
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "imagery.retention.prune_failures"
+        for point in metric.data.data_points
+    }
+    assert failures == {"audit_events": 1}, "counted, for the alert"
 
 
 def test_a_retention_under_a_day_is_refused(provider: MeterProvider) -> None:

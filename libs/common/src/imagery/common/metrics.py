@@ -23,3 +23,23 @@ QUEUE_AGE_SECONDS = (
 
 # Receives of one message (redelivery), up to the dead-letter queue's maxReceiveCount.
 RECEIVE_COUNTS = (1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 100.0, 1000.0)
+
+
+class BoundedLabel:
+    """A label whose values are not ours to bound (project ids are chosen by tenants): the
+    first `limit` distinct values a process sees are kept, every later one reads `other`,
+    so one process never exports more than `limit + 1` series per metric for it."""
+
+    OTHER = "other"
+
+    def __init__(self, limit: int = 100) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self._limit:
+            return self.OTHER
+        self._seen.add(value)
+        return value

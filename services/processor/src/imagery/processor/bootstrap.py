@@ -162,6 +162,7 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
         retry_base_seconds=settings.retry_base_seconds,
         probe=probe,
         stall_seconds=settings.stall_seconds,
+        wait_seconds=settings.poll_seconds,
         fair_share=None
         if settings.project_max_in_flight is None
         else FairShare(

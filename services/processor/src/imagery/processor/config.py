@@ -41,6 +41,7 @@ class ProcessorSettings:
     # The consumer loop is stuck (liveness NOT_SERVING) when it has not turned for this long
     # while not paused on purpose.
     stall_seconds: int
+    poll_seconds: int  # SQS long poll: the longest an idle loop waits for one turn
     backfill_per_minute: int  # renders a backfill job asks for per minute, at most
     # Days the bytes of an upload that failed for a retainable reason are kept under
     # `retained/` for `imagery-admin reprocess` (the bucket's `retained/` rule expires them).
@@ -65,6 +66,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings
 
 def _build(env: Env, base: Settings) -> ProcessorSettings:
     job_wall = env.integer("PROCESSOR_JOB_TIMEOUT_SECONDS", 60, minimum=1)
+    poll_seconds = env.integer("PROCESSOR_POLL_SECONDS", 20, minimum=1, maximum=20)
     job_slots = env.integer("PROCESSOR_JOB_SLOTS", os.cpu_count() or 2, minimum=1, maximum=64)
     concurrency = env.integer("PROCESSOR_CONCURRENCY", 2 * job_slots, minimum=1, maximum=64)
     # All but one of the uploads in flight: a lone project keeps its I/O overlapping its jobs,
@@ -119,10 +121,13 @@ def _build(env: Env, base: Settings) -> ProcessorSettings:
         render_poll_seconds=_seconds(env, "RENDER_POLL_SECONDS", 0.5),
         # Longer than anything a turn may wait on: a long poll (20 s) or the SQS client's
         # read timeout (30 s), and a job at its wall-clock limit.
-        stall_seconds=env.integer("PROCESSOR_STALL_SECONDS", max(180, 2 * job_wall), minimum=1),
+        stall_seconds=env.integer(
+            "PROCESSOR_STALL_SECONDS", max(180, 2 * job_wall), minimum=poll_seconds + 5
+        ),
+        poll_seconds=poll_seconds,
         backfill_per_minute=env.integer("BACKFILL_PER_MINUTE", 600, minimum=1),
         retained_failed_days=env.integer("RETAINED_FAILED_DAYS", 7, minimum=1, maximum=3650),
-        retention_audit_days=env.integer("RETENTION_AUDIT_DAYS", 400, minimum=1, maximum=36500),
+        retention_audit_days=env.integer("RETENTION_AUDIT_DAYS", 400, minimum=30, maximum=36500),
         retention_deletion_feed_days=env.integer(
             "RETENTION_DELETION_FEED_DAYS", 1, minimum=1, maximum=36500
         ),

@@ -49,7 +49,7 @@ _RECEIVES = _METER.create_histogram(
 _AGE = _METER.create_histogram(
     "imagery.processor.message.age",
     unit="s",
-    description="How long a message had been in the queue when received (SentTimestamp)",
+    description="How long a message had waited in the queue when first received (SentTimestamp)",
     explicit_bucket_boundaries_advisory=QUEUE_AGE_SECONDS,
 )
 
@@ -225,6 +225,7 @@ class Consumer:
                 continue
             log.info("dependencies answer again: receiving resumed")
             self._available.set()
+            self._promote()
             return
 
     def _batch_size(self) -> int:
@@ -264,8 +265,8 @@ class Consumer:
     async def _dispatch(self, messages: list[QueueMessage]) -> None:
         """Start a job for each message its project's share admits; defer the others."""
         now = self._wall_clock()
-        for message in messages:
-            if message.sent_at is not None:
+        for message in messages:  # first receives: a redelivery's age is its backoff's
+            if message.sent_at is not None and message.receive_count == 1:
                 _AGE.record(max(0.0, now - message.sent_at))
         batch = [(message, parse_message(message.body, self._bucket)) for message in messages]
         if self._fair is None:
@@ -273,30 +274,40 @@ class Consumer:
         else:
             admitted, held, deferred = await self._fair.sort(batch)
             self._scanning = bool(held or deferred)
-            for waiting in held:
+            for waiting in held:  # a redelivered one replaces its stale copy, keeper and all
+                stale = self._keepers.pop(waiting.message.message_id, None)
+                if stale is not None:
+                    stale.cancel()
                 keeper = asyncio.create_task(self._keep_visible(waiting.message))
                 self._keepers[waiting.message.message_id] = keeper
             await asyncio.gather(*(self._set_visibility(d.message, d.seconds) for d in deferred))
         for entry in admitted:
             self._start(entry)
 
-    def _start(self, entry: Admitted) -> None:
-        task = asyncio.create_task(self._handle(entry))
+    def _start(self, entry: Admitted, keeper: asyncio.Task[None] | None = None) -> None:
+        task = asyncio.create_task(self._handle(entry, keeper))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        """A place is free: the first message the room holds whose project has room goes."""
         self._beat = self._clock()
         self._tasks.discard(task)
-        while self._fair is not None and not self._draining and self.in_flight < self._concurrency:
+        self._promote()
+
+    def _promote(self) -> None:
+        """While a place is free, the first message the room holds whose project has room
+        starts, its keeper going on with it (the visibility it last set is what it has
+        left). Not while paused for an outage: it would only fail and come back."""
+        while (
+            self._fair is not None
+            and not self._draining
+            and self._available.is_set()
+            and self.in_flight < self._concurrency
+        ):
             entry = self._fair.next_admitted()
             if entry is None:
                 return
-            keeper = self._keepers.pop(entry.message.message_id, None)
-            if keeper is not None:
-                keeper.cancel()
-            self._start(entry)
+            self._start(entry, self._keepers.pop(entry.message.message_id, None))
 
     async def _give_back_held(self) -> None:
         held: list[Held] = [] if self._fair is None else self._fair.give_back()
@@ -307,18 +318,21 @@ class Consumer:
         if held:
             log.info("gave back the messages waiting for a place", extra={"messages": len(held)})
 
-    async def _handle(self, admitted: Admitted) -> None:
+    async def _handle(self, admitted: Admitted, keeper: asyncio.Task[None] | None = None) -> None:
         _IN_FLIGHT.add(1)
         _RECEIVES.record(self._receives(admitted.message))
         try:
-            await self._handle_slot(admitted.message, admitted.parsed)
+            await self._handle_slot(admitted.message, admitted.parsed, keeper)
         finally:
             _IN_FLIGHT.add(-1)
             if self._fair is not None:
                 self._fair.release(admitted.ticket)
 
-    async def _handle_slot(self, message: QueueMessage, parsed: ParsedMessage) -> None:
-        keeper = asyncio.create_task(self._keep_visible(message))
+    async def _handle_slot(
+        self, message: QueueMessage, parsed: ParsedMessage, keeper: asyncio.Task[None] | None
+    ) -> None:
+        """`keeper`: the one that has kept the message invisible while it waited, if any."""
+        keeper = keeper or asyncio.create_task(self._keep_visible(message))
         me = asyncio.current_task()
         try:
             if me is not None:

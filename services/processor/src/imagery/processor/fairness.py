@@ -124,7 +124,8 @@ class FairShare:
             full = self._full(projects)
             if not full:
                 admitted.append(self._admit(message, parsed, projects))
-            elif len(self._room) < self._room_size:
+            elif len(self._room) < self._room_size or self._holds(message.message_id):
+                self._release_held(message.message_id)  # redelivered: this copy's receipt counts
                 self._room.append(Held(message, parsed, projects))
                 held.append(self._room[-1])
             else:
@@ -138,6 +139,13 @@ class FairShare:
                 self._room.remove(entry)
                 return self._admit(entry.message, entry.parsed, entry.projects)
         return None
+
+    def _holds(self, message_id: str) -> bool:
+        return any(entry.message.message_id == message_id for entry in self._room)
+
+    def _release_held(self, message_id: str) -> None:
+        for entry in [e for e in self._room if e.message.message_id == message_id]:
+            self._room.remove(entry)
 
     def give_back(self) -> list[Held]:
         """Everything waiting here, for the queue to take back (the processor is stopping)."""

@@ -4,7 +4,8 @@ Every pool reports, by the OpenTelemetry semantic conventions for database clien
 `db.client.connection.count{db.client.connection.state=idle|used}` and
 `db.client.connection.pending_requests` (acquires waiting for a connection), under its
 `db.client.connection.pool.name`; and `imagery.database.up`: 1 while a `SELECT 1` made every
-PROBE_SECONDS answers within PROBE_TIMEOUT_SECONDS, else 0."""
+PROBE_SECONDS answers within PROBE_TIMEOUT_SECONDS, else 0. The probe has a connection of
+its own, outside the pool: a pool busy to its last connection is not a database down."""
 
 from __future__ import annotations
 
@@ -74,15 +75,27 @@ class _BoundedWaitPool(asyncpg.Pool):
             self._probe.cancel()
         super().terminate()
 
-    async def probe(self) -> None:
-        while not self.is_closing():
-            try:
-                async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
-                    await self.fetchval("SELECT 1")
-                self.up = 1
-            except Exception:  # noqa: BLE001 - whatever it is, the database is not answering
-                self.up = 0
-            await asyncio.sleep(PROBE_SECONDS)
+    async def probe(self, dsn: str) -> None:
+        conn: asyncpg.Connection | None = None
+        try:
+            while not self.is_closing():
+                try:
+                    async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+                        if conn is None or conn.is_closed():
+                            conn = await asyncpg.connect(
+                                dsn, server_settings={"application_name": "imagery-probe"}
+                            )
+                        await conn.fetchval("SELECT 1")
+                    self.up = 1
+                except Exception:  # noqa: BLE001 - whatever it is, the database is not answering
+                    self.up = 0
+                    if conn is not None:
+                        conn.terminate()
+                        conn = None
+                await asyncio.sleep(PROBE_SECONDS)
+        finally:
+            if conn is not None:
+                conn.terminate()
 
 
 _POOLS: weakref.WeakSet[_BoundedWaitPool] = weakref.WeakSet()
@@ -164,7 +177,7 @@ async def create_pool(
         ) from exc
     _POOLS.add(pool)
     if probe:
-        pool._probe = asyncio.get_running_loop().create_task(pool.probe())
+        pool._probe = asyncio.get_running_loop().create_task(pool.probe(dsn))
     return pool
 
 

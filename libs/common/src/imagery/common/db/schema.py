@@ -16,18 +16,25 @@ import asyncpg
 
 from imagery.common.config import ConfigError
 from imagery.common.db.migrate import load_migrations
+from imagery.common.db.pool import translates_postgres_errors
+from imagery.common.errors import DependencyUnavailable
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 5.0
 
 
-async def pending_migrations(pool: asyncpg.Pool) -> list[int]:
-    """The bundled migrations' versions the database has not applied, in order."""
+@translates_postgres_errors
+async def pending_migrations(pool: asyncpg.Pool) -> list[int] | None:
+    """The bundled migrations' versions the database has not applied, in order; None when
+    this role may not read them (the grant of docs/deploy.md, section 3, step 2, not run
+    yet after an upgrade)."""
     wanted = {m.version for m in load_migrations()}
     try:
         rows = await pool.fetch("SELECT version FROM schema_migrations")
     except asyncpg.UndefinedTableError:  # not even the first migration ran
         rows = []
+    except asyncpg.InsufficientPrivilegeError:
+        return None
     return sorted(wanted - {row["version"] for row in rows})
 
 
@@ -35,9 +42,25 @@ async def wait_for_schema(
     pool: asyncpg.Pool, *, timeout_seconds: float, poll_seconds: float = POLL_SECONDS
 ) -> None:
     """Return once no bundled migration is pending; raise `ConfigError` after
-    `timeout_seconds` of waiting (0: do not wait)."""
+    `timeout_seconds` of waiting (0: do not wait). Postgres going away meanwhile is waited
+    out too, until the deadline (then `DependencyUnavailable`: the process cannot start)."""
     deadline = time.monotonic() + timeout_seconds
-    while pending := await pending_migrations(pool):
+    while True:
+        try:
+            pending = await pending_migrations(pool)
+        except DependencyUnavailable:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(poll_seconds)
+            continue
+        if pending is None:
+            log.warning(
+                "cannot check the schema before serving: this role may not read"
+                " schema_migrations; run the table grants of docs/deploy.md (section 3, step 2)"
+            )
+            return
+        if not pending:
+            return
         if time.monotonic() >= deadline:
             raise ConfigError(
                 f"The database lacks migrations {pending[0]:04d}..{pending[-1]:04d} that this "

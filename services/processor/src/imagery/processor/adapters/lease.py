@@ -14,6 +14,15 @@ import asyncpg
 log = logging.getLogger(__name__)
 LEASE_KEY = 0x1A6E_7E57  # pg_advisory_lock key space is shared: the migrations use another
 TRY_SECONDS = 15.0
+# Postgres drops the lock with the session; these make it notice a vanished holder (a lost
+# node, a partition) within about a minute instead of the OS's two hours of TCP keepalive.
+_SESSION = {
+    "application_name": "imagery-lease",
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "60000",
+}
 
 
 class PostgresLease:
@@ -42,9 +51,7 @@ class PostgresLease:
         try:
             if self._conn is None or self._conn.is_closed():
                 self._leading = False
-                self._conn = await asyncpg.connect(
-                    self._dsn, timeout=5, server_settings={"application_name": "imagery-lease"}
-                )
+                self._conn = await asyncpg.connect(self._dsn, timeout=5, server_settings=_SESSION)
             if self._leading:
                 await self._conn.fetchval("SELECT 1", timeout=5)
                 return

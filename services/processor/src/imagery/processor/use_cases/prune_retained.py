@@ -37,6 +37,11 @@ class PruneRetained:
         self._rules = tuple(rules)
         self._batch = batch
         self._leading = leading
+        self._failures = (meter or metrics.get_meter(__name__)).create_counter(
+            "imagery.retention.prune_failures",
+            description="Prunes of a table past its retention that failed, by table (retried"
+            " the next pass)",
+        )
         self.sizes: dict[str, int] = {}  # rows per table, as the last sweep read them
         (meter or metrics.get_meter(__name__)).create_observable_gauge(
             "imagery.table.rows",
@@ -59,6 +64,7 @@ class PruneRetained:
             try:
                 pruned[rule.table] = await self._prune(rule)
             except Exception as exc:  # noqa: BLE001 - one table never stops the others
+                self._failures.add(1, {"table": rule.table})
                 log.warning(
                     "could not prune a table past its retention",
                     extra={"table": rule.table, "error": f"{type(exc).__name__}: {exc}"},
