@@ -1,7 +1,8 @@
 """Verified uploads per second through the real path — PUT to the bucket, S3 event on the
 queue, the processor process, terminal state in Postgres — for a 12 MP JPEG and a 1 MP PNG,
 with the stage breakdown from the processor's own outcome log lines, the peak RSS of the
-job processes, and a pixel-flood PNG's peak RSS next to its decoded size."""
+job processes, a pixel-flood PNG's peak RSS next to its decoded size, and what the
+placeholders, colours and pHash add to each job (`bench/insights.py`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any
 from PIL import Image
 
 from bench.harness import infrastructure, table
+from bench.insights import cost_table
 from imagery.devstack.pipeline import Pipeline
 
 COUNT = int(os.environ.get("BENCH_UPLOADS", "16"))
@@ -142,6 +144,10 @@ async def run() -> str:
             f"pixel flood (30000x30000 PNG, {len(pixel_flood())} bytes): "
             f"{flood['failure_reason']}, job peak RSS {flood_rss:.0f} MiB "
             f"vs {decoded:,.0f} MiB decoded ({flood_rss / decoded:.3%})",
+            "",
+            cost_table(
+                [("12 MP JPEG", jpegs[0], "image/jpeg"), ("1 MP PNG", pngs[0], "image/png")]
+            ),
             "",
         ]
     )

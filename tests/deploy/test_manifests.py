@@ -483,7 +483,9 @@ DOCUMENTED_TABLE_GRANTS = {
         "api_keys": {"SELECT", "UPDATE(last_used_at)"},
         "client_identities": {"SELECT"},
         "render_requests": {"INSERT"},
-        "image_blobs": {"SELECT(sha256,profile_version)"},
+        "image_blobs": {
+            "SELECT(sha256,profile_version,thumbhash,blurhash,average_color,dominant_colors)"
+        },
         "schema_migrations": {"SELECT(version)"},
     },
 }

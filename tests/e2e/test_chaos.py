@@ -24,11 +24,10 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -266,23 +265,15 @@ async def own_postgres() -> AsyncIterator[tuple[CrashablePostgres, str]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def proxy(aws_server: AwsServer) -> Iterator[PausableProxy]:
-    upstream = urlsplit(aws_server.endpoint_url)
-    assert upstream.hostname is not None
-    proxy = PausableProxy(upstream.hostname, upstream.port or 80).start()
-    yield proxy
-    proxy.close()
-
-
 async def test_chaos_every_upload_ends_once_and_rows_match_objects(
     own_postgres: tuple[CrashablePostgres, str],
     aws_server: AwsServer,
-    proxy: PausableProxy,
+    aws_proxy: PausableProxy,
     tmp_path: Path,
     seed: int,
 ) -> None:
     pg, dsn = own_postgres
+    proxy = aws_proxy
     rng = random.Random(seed)
     print(f"\nchaos seed {seed} (CHAOS_SEED={seed} replays the plan)")
     uploads = _uploads(rng)

@@ -18,7 +18,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imagery.devstack.aws import AwsResources
 from imagery.devstack.chaos import PausableProxy
-from imagery.devstack.fixtures import AwsServer
 from imagery.devstack.pipeline import Pipeline
 from imagery.devstack.procs import free_port
 from imagery.devstack.services import ServiceProcess
@@ -82,15 +81,6 @@ def _through(proxy: PausableProxy, url: str) -> str:
     credentials, _, _ = parts.netloc.rpartition("@")
     host = f"127.0.0.1:{proxy.port}"
     return urlunsplit(parts._replace(netloc=f"{credentials}@{host}" if credentials else host))
-
-
-@pytest.fixture
-def aws_proxy(aws_server: AwsServer) -> Iterator[PausableProxy]:
-    upstream = urlsplit(aws_server.endpoint_url)
-    assert upstream.hostname is not None
-    proxy = PausableProxy(upstream.hostname, upstream.port or 80).start()
-    yield proxy
-    proxy.close()
 
 
 @pytest.fixture

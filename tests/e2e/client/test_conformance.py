@@ -6,6 +6,7 @@ they will meet."""
 from __future__ import annotations
 
 import hashlib
+import re
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
-from imagery.client import AsyncImageryClient, ImageryClient, _upload, errors
+from imagery.client import AsyncImageryClient, ImageryClient, UploadLimits, _upload, errors
 from imagery.client.results import DownloadFailure
 from imagery.client.testing import FakeImageryServer
 from imagery.v1 import delivery_service_pb2 as dpb
@@ -99,6 +100,23 @@ def test_an_upload_becomes_ready_with_variants_and_urls_that_serve_them(
     fallback = imagery.download_url(image_id, "small", format="fallback")
     assert fallback.split("?")[0].endswith("/small.jpg")
     assert _fetch(fallback) == (200, "image/jpeg")
+
+
+def test_a_ready_image_has_a_placeholder_and_colours_in_every_read(imagery: ImageryClient) -> None:
+    run = _tag()
+    image_id = imagery.upload(images.png(), "image/png", labels={"run": run})
+    image = imagery.wait_ready(image_id, timeout=WAIT)
+    assert image.placeholder.thumbhash and len(image.placeholder.thumbhash) <= 25
+    # BlurHash: the first character says the components (default 4x3: 3 + 2 * 9 = "L"), then
+    # 1 of maximum AC, 4 of DC, 2 per AC component
+    assert image.placeholder.blurhash[0] == "L" and len(image.placeholder.blurhash) == 28
+    assert re.fullmatch("#[0-9a-f]{6}", image.average_color)
+    shares = [c.fraction for c in image.dominant_colors]
+    assert 1 <= len(shares) <= 5 and shares == sorted(shares, reverse=True)
+    assert abs(sum(shares) - 1) < 0.01
+    assert all(re.fullmatch("#[0-9a-f]{6}", c.color) for c in image.dominant_colors)
+    listed = list(imagery.list_images(filter=f'labels.run = "{run}"'))
+    assert listed == [image] and imagery.batch_get_images([image_id]).images == [image]
 
 
 def test_labels_listing_and_batches(imagery: ImageryClient) -> None:
@@ -294,3 +312,52 @@ async def test_the_async_client_does_the_same(backend: Backend) -> None:
         with pytest.raises(errors.ImageNotFound):
             await imagery.get_image(UNKNOWN_ID)
         assert await imagery.delete_image(image_id) is True
+
+
+def test_an_upload_outside_its_own_limits_ends_failed(imagery: ImageryClient) -> None:
+    body = images.png(64, 48)
+    narrow = imagery.upload(body, "image/png", limits=UploadLimits(max_width=32))
+    with pytest.raises(errors.ImageFailed) as failed:
+        imagery.wait_ready(narrow, timeout=WAIT)
+    assert failed.value.failure_reason == "DIMENSIONS_EXCEEDED"
+    exact = UploadLimits(max_width=64, max_height=48, max_pixels=64 * 48)
+    assert imagery.wait_ready(imagery.upload(body, "image/png", limits=exact), WAIT).width == 64
+
+    animated = images.gif(frames=3)
+    still_only = imagery.upload(animated, "image/gif", limits=UploadLimits(allow_animation=False))
+    with pytest.raises(errors.ImageFailed) as refused:
+        imagery.wait_ready(still_only, timeout=WAIT)
+    assert refused.value.failure_reason == "DIMENSIONS_EXCEEDED"
+    three = imagery.upload(animated, "image/gif", limits=UploadLimits(max_frames=3))
+    assert imagery.wait_ready(three, timeout=WAIT).status == READY
+    two = imagery.upload(animated, "image/gif", limits=UploadLimits(max_frames=2))
+    with pytest.raises(errors.ImageFailed):
+        imagery.wait_ready(two, timeout=WAIT)
+
+
+def test_limits_looser_than_the_projects_are_refused(imagery: ImageryClient) -> None:
+    for limits, field in (
+        (UploadLimits(max_width=10_001), "limits.max_width"),
+        (UploadLimits(max_frames=101), "limits.max_frames"),
+        (UploadLimits(max_frames=2, allow_animation=False), "limits.max_frames"),
+    ):
+        with pytest.raises(errors.InvalidArgument) as caught:
+            imagery.upload(images.png(), "image/png", limits=limits)
+        assert caught.value.reason == "INVALID_ARGUMENT"
+        assert [v.field for v in caught.value.field_violations] == [field]
+    with pytest.raises(errors.InvalidArgument) as wide:
+        imagery.upload(images.png(), "image/png", limits=UploadLimits(max_pixels=40_000_001))
+    assert "the project's max_pixels of 40000000" in wide.value.field_violations[0].description
+
+    request_id = str(uuid.uuid4())
+    first = imagery.upload(
+        images.png(), "image/png", request_id=request_id, limits=UploadLimits(max_width=64)
+    )
+    again = imagery.upload(
+        images.png(), "image/png", request_id=request_id, limits=UploadLimits(max_width=64)
+    )
+    assert again == first
+    with pytest.raises(errors.RequestIdReused):
+        imagery.upload(
+            images.png(), "image/png", request_id=request_id, limits=UploadLimits(max_width=63)
+        )

@@ -25,6 +25,7 @@ from imagery.client.errors import (
 )
 from imagery.client.results import DownloadFailure, DownloadUrls, ImageBatch
 from imagery.client.sync import ImageryClient
+from imagery.v1.upload_service_pb2 import UploadLimits
 
 __all__ = [
     "DEFAULT_SERVICE_CONFIG",
@@ -49,5 +50,6 @@ __all__ = [
     "Unavailable",
     "UnknownVariant",
     "UploadFailed",
+    "UploadLimits",
     "__version__",
 ]

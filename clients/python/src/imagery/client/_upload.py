@@ -66,16 +66,20 @@ def create_request(
     labels: Mapping[str, str] | None,
     request_id: str | None,
     declare: bool,
+    limits: upload_service_pb2.UploadLimits | None = None,
 ) -> upload_service_pb2.CreateUploadUrlRequest:
     """CreateUploadUrl for `payload`. Declared (the default), the URL signs the size and
     checksum, so storage admits these bytes and no others. The request id makes a retried
-    call answer the same image instead of creating a second one."""
+    call answer the same image instead of creating a second one. `limits` are this upload's
+    own, stricter than the project's."""
     request = upload_service_pb2.CreateUploadUrlRequest(
         content_type=content_type,
         file_name=payload.file_name,
         labels=dict(labels or {}),
         request_id=request_id or str(uuid.uuid4()),
     )
+    if limits is not None:
+        request.limits.CopyFrom(limits)
     if declare:
         request.size_bytes = payload.size
         request.sha256 = payload.sha256

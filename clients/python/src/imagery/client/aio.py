@@ -98,11 +98,17 @@ class AsyncImageryClient:
         request_id: str | None = None,
         declare: bool = True,
         timeout: float | None = None,
+        limits: upb.UploadLimits | None = None,
     ) -> str:
         """See `ImageryClient.upload`; hashing and the PUT run in a worker thread."""
         payload = await asyncio.to_thread(_upload.prepare, source, file_name)
         request = _upload.create_request(
-            payload, content_type, labels=labels, request_id=request_id, declare=declare
+            payload,
+            content_type,
+            labels=labels,
+            request_id=request_id,
+            declare=declare,
+            limits=limits,
         )
         ticket: upb.CreateUploadUrlResponse = await self._call(
             self.upload_stub.CreateUploadUrl, request, timeout

@@ -108,14 +108,23 @@ class ImageryClient:
         request_id: str | None = None,
         declare: bool = True,
         timeout: float | None = None,
+        limits: upb.UploadLimits | None = None,
     ) -> str:
         """Upload `source` (bytes, or the path of a file) and return the new image's id.
         The image is PENDING until the processor has verified it: see `wait_ready`.
         `declare` signs the size and SHA-256 into the upload URL, so storage admits these
-        bytes only. Raises `UploadFailed` when storage refuses the PUT."""
+        bytes only. `limits` (`imagery.v1.upload_service_pb2.UploadLimits`) are stricter
+        limits for this upload: outside them it ends FAILED (DIMENSIONS_EXCEEDED); looser than
+        the project's raises `InvalidArgument`. Raises `UploadFailed` when storage refuses the
+        PUT."""
         payload = _upload.prepare(source, file_name)
         request = _upload.create_request(
-            payload, content_type, labels=labels, request_id=request_id, declare=declare
+            payload,
+            content_type,
+            labels=labels,
+            request_id=request_id,
+            declare=declare,
+            limits=limits,
         )
         ticket: upb.CreateUploadUrlResponse = self._call(
             self.upload_stub.CreateUploadUrl, request, timeout

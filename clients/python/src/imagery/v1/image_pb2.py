@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16imagery/v1/image.proto\x12\nimagery.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n\x07Variant\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x66ormat\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63ontent_type\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05width\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06height\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x18\n\nsize_bytes\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\"\xc7\x04\n\x05Image\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x17.imagery.v1.ImageStatusB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63ontent_type\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tfile_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\nsize_bytes\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x13\n\x05width\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06height\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06sha256\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\x08variants\x18\t \x03(\x0b\x32\x13.imagery.v1.VariantB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x66\x61ilure_reason\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x64\x65tected_format\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\x06labels\x18\x0e \x03(\x0b\x32\x1d.imagery.v1.Image.LabelsEntryB\x04\xe2\x41\x01\x01\x12\x1d\n\x0fprofile_version\x18\x0f \x01(\x05\x42\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_size_bytes*\x93\x01\n\x0bImageStatus\x12\x1c\n\x18IMAGE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14IMAGE_STATUS_PENDING\x10\x01\x12\x1b\n\x17IMAGE_STATUS_PROCESSING\x10\x02\x12\x16\n\x12IMAGE_STATUS_READY\x10\x03\x12\x17\n\x13IMAGE_STATUS_FAILED\x10\x04*~\n\rVariantFormat\x12\x1e\n\x1aVARIANT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13VARIANT_FORMAT_WEBP\x10\x01\x12\x1b\n\x17VARIANT_FORMAT_FALLBACK\x10\x02\x12\x17\n\x13VARIANT_FORMAT_AVIF\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16imagery/v1/image.proto\x12\nimagery.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x01\n\x07Variant\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x66ormat\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63ontent_type\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05width\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06height\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x18\n\nsize_bytes\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\"\xd7\x05\n\x05Image\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x17.imagery.v1.ImageStatusB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63ontent_type\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tfile_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\nsize_bytes\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x13\n\x05width\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06height\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06sha256\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\x08variants\x18\t \x03(\x0b\x32\x13.imagery.v1.VariantB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x66\x61ilure_reason\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x64\x65tected_format\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\x06labels\x18\x0e \x03(\x0b\x32\x1d.imagery.v1.Image.LabelsEntryB\x04\xe2\x41\x01\x01\x12\x1d\n\x0fprofile_version\x18\x0f \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x37\n\x0bplaceholder\x18\x10 \x01(\x0b\x32\x1c.imagery.v1.ImagePlaceholderB\x04\xe2\x41\x01\x03\x12\x1b\n\raverage_color\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x12\x38\n\x0f\x64ominant_colors\x18\x12 \x03(\x0b\x32\x19.imagery.v1.DominantColorB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_size_bytes\"C\n\x10ImagePlaceholder\x12\x17\n\tthumbhash\x18\x01 \x01(\x0c\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08\x62lurhash\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"<\n\rDominantColor\x12\x13\n\x05\x63olor\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x66raction\x18\x02 \x01(\x02\x42\x04\xe2\x41\x01\x03*\x93\x01\n\x0bImageStatus\x12\x1c\n\x18IMAGE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14IMAGE_STATUS_PENDING\x10\x01\x12\x1b\n\x17IMAGE_STATUS_PROCESSING\x10\x02\x12\x16\n\x12IMAGE_STATUS_READY\x10\x03\x12\x17\n\x13IMAGE_STATUS_FAILED\x10\x04*~\n\rVariantFormat\x12\x1e\n\x1aVARIANT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13VARIANT_FORMAT_WEBP\x10\x01\x12\x1b\n\x17VARIANT_FORMAT_FALLBACK\x10\x02\x12\x17\n\x13VARIANT_FORMAT_AVIF\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -75,14 +75,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMAGE'].fields_by_name['labels']._serialized_options = b'\342A\001\001'
   _globals['_IMAGE'].fields_by_name['profile_version']._loaded_options = None
   _globals['_IMAGE'].fields_by_name['profile_version']._serialized_options = b'\342A\001\003'
-  _globals['_IMAGESTATUS']._serialized_start=842
-  _globals['_IMAGESTATUS']._serialized_end=989
-  _globals['_VARIANTFORMAT']._serialized_start=991
-  _globals['_VARIANTFORMAT']._serialized_end=1117
+  _globals['_IMAGE'].fields_by_name['placeholder']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['placeholder']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGE'].fields_by_name['average_color']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['average_color']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGE'].fields_by_name['dominant_colors']._loaded_options = None
+  _globals['_IMAGE'].fields_by_name['dominant_colors']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGEPLACEHOLDER'].fields_by_name['thumbhash']._loaded_options = None
+  _globals['_IMAGEPLACEHOLDER'].fields_by_name['thumbhash']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGEPLACEHOLDER'].fields_by_name['blurhash']._loaded_options = None
+  _globals['_IMAGEPLACEHOLDER'].fields_by_name['blurhash']._serialized_options = b'\342A\001\003'
+  _globals['_DOMINANTCOLOR'].fields_by_name['color']._loaded_options = None
+  _globals['_DOMINANTCOLOR'].fields_by_name['color']._serialized_options = b'\342A\001\003'
+  _globals['_DOMINANTCOLOR'].fields_by_name['fraction']._loaded_options = None
+  _globals['_DOMINANTCOLOR'].fields_by_name['fraction']._serialized_options = b'\342A\001\003'
+  _globals['_IMAGESTATUS']._serialized_start=1117
+  _globals['_IMAGESTATUS']._serialized_end=1264
+  _globals['_VARIANTFORMAT']._serialized_start=1266
+  _globals['_VARIANTFORMAT']._serialized_end=1392
   _globals['_VARIANT']._serialized_start=105
   _globals['_VARIANT']._serialized_end=253
   _globals['_IMAGE']._serialized_start=256
-  _globals['_IMAGE']._serialized_end=839
-  _globals['_IMAGE_LABELSENTRY']._serialized_start=779
-  _globals['_IMAGE_LABELSENTRY']._serialized_end=824
+  _globals['_IMAGE']._serialized_end=983
+  _globals['_IMAGE_LABELSENTRY']._serialized_start=923
+  _globals['_IMAGE_LABELSENTRY']._serialized_end=968
+  _globals['_IMAGEPLACEHOLDER']._serialized_start=985
+  _globals['_IMAGEPLACEHOLDER']._serialized_end=1052
+  _globals['_DOMINANTCOLOR']._serialized_start=1054
+  _globals['_DOMINANTCOLOR']._serialized_end=1114
 # @@protoc_insertion_point(module_scope)

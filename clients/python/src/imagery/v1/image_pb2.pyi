@@ -175,6 +175,9 @@ class Image(_message.Message):
     DETECTED_FORMAT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     PROFILE_VERSION_FIELD_NUMBER: _builtins.int
+    PLACEHOLDER_FIELD_NUMBER: _builtins.int
+    AVERAGE_COLOR_FIELD_NUMBER: _builtins.int
+    DOMINANT_COLORS_FIELD_NUMBER: _builtins.int
     image_id: _builtins.str
     """Identifier. The image's id (a ULID), as returned by CreateUploadUrl; names the image
     to change in UpdateImage.
@@ -203,6 +206,10 @@ class Image(_message.Message):
     """Output only. The version of the project's variant profile the variants were rendered
     with (0: the deployment's default profile). A backfill moves it to the current version.
     """
+    average_color: _builtins.str
+    """Output only. The mean colour of the visible pixels, as "#rrggbb" (sRGB); empty until
+    READY.
+    """
     @_builtins.property
     def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variant]:
         """Output only. The renditions that can be delivered; empty unless `status` is READY."""
@@ -222,6 +229,16 @@ class Image(_message.Message):
         each of lower-case letters, digits, `_` and `-`, and a key starts with a letter.
         """
 
+    @_builtins.property
+    def placeholder(self) -> Global___ImagePlaceholder:
+        """Output only. A tiny blurred stand-in to show while a variant loads; unset until READY
+        (and for images made before placeholders existed).
+        """
+
+    @_builtins.property
+    def dominant_colors(self) -> _containers.RepeatedCompositeFieldContainer[Global___DominantColor]:
+        """Output only. Up to five dominant colours, the largest share first; empty until READY."""
+
     def __init__(
         self,
         *,
@@ -240,13 +257,74 @@ class Image(_message.Message):
         detected_format: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         profile_version: _builtins.int = ...,
+        placeholder: Global___ImagePlaceholder | None = ...,
+        average_color: _builtins.str = ...,
+        dominant_colors: _abc.Iterable[Global___DominantColor] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "create_time", b"create_time", "size_bytes", b"size_bytes", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "create_time", b"create_time", "placeholder", b"placeholder", "size_bytes", b"size_bytes", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "content_type", b"content_type", "create_time", b"create_time", "detected_format", b"detected_format", "failure_reason", b"failure_reason", "file_name", b"file_name", "height", b"height", "image_id", b"image_id", "labels", b"labels", "profile_version", b"profile_version", "sha256", b"sha256", "size_bytes", b"size_bytes", "status", b"status", "update_time", b"update_time", "variants", b"variants", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "average_color", b"average_color", "content_type", b"content_type", "create_time", b"create_time", "detected_format", b"detected_format", "dominant_colors", b"dominant_colors", "failure_reason", b"failure_reason", "file_name", b"file_name", "height", b"height", "image_id", b"image_id", "labels", b"labels", "placeholder", b"placeholder", "profile_version", b"profile_version", "sha256", b"sha256", "size_bytes", b"size_bytes", "status", b"status", "update_time", b"update_time", "variants", b"variants", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__size_bytes: _TypeAlias = _typing.Literal["size_bytes"]  # noqa: Y015
     _WhichOneofArgType__size_bytes: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__size_bytes) -> _WhichOneofReturnType__size_bytes | None: ...
 
 Global___Image: _TypeAlias = Image  # noqa: Y015
+
+@_typing.final
+class ImagePlaceholder(_message.Message):
+    """Placeholders of an image, computed once from its content at ingest (identical bytes get
+    identical values).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THUMBHASH_FIELD_NUMBER: _builtins.int
+    BLURHASH_FIELD_NUMBER: _builtins.int
+    thumbhash: _builtins.bytes
+    """Output only. The ThumbHash (https://evanw.github.io/thumbhash/): at most 25 bytes that
+    decode to a ~32 px image with the original's aspect ratio and alpha.
+    """
+    blurhash: _builtins.str
+    """Output only. The BlurHash (https://blurha.sh), with the number of components the
+    project's variant profile asks for (`VariantProfile.blurhash_components`, default 4x3).
+    """
+    def __init__(
+        self,
+        *,
+        thumbhash: _builtins.bytes = ...,
+        blurhash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blurhash", b"blurhash", "thumbhash", b"thumbhash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImagePlaceholder: _TypeAlias = ImagePlaceholder  # noqa: Y015
+
+@_typing.final
+class DominantColor(_message.Message):
+    """One of an image's dominant colours."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLOR_FIELD_NUMBER: _builtins.int
+    FRACTION_FIELD_NUMBER: _builtins.int
+    color: _builtins.str
+    """Output only. The colour, as "#rrggbb" (sRGB)."""
+    fraction: _builtins.float
+    """Output only. The share of the visible pixels nearest to this colour, 0-1."""
+    def __init__(
+        self,
+        *,
+        color: _builtins.str = ...,
+        fraction: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["color", b"color", "fraction", b"fraction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DominantColor: _TypeAlias = DominantColor  # noqa: Y015

@@ -173,6 +173,7 @@ class VariantProfile(_message.Message):
     PRESETS_FIELD_NUMBER: _builtins.int
     LAZY_POLICY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    BLURHASH_COMPONENTS_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     """Output only. 0 is the deployment's default profile; each change adds one."""
     lazy_policy: Global___LazyPolicy.ValueType
@@ -189,6 +190,12 @@ class VariantProfile(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When this version was made."""
 
+    @_builtins.property
+    def blurhash_components(self) -> Global___BlurHashComponents:
+        """Optional. The BlurHash components of the images' placeholders (`Image.placeholder`),
+        each 1-9; unset: 4x3. More components: more detail and a longer string.
+        """
+
     def __init__(
         self,
         *,
@@ -196,14 +203,41 @@ class VariantProfile(_message.Message):
         presets: _abc.Iterable[Global___VariantPreset] | None = ...,
         lazy_policy: Global___LazyPolicy.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        blurhash_components: Global___BlurHashComponents | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["blurhash_components", b"blurhash_components", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "lazy_policy", b"lazy_policy", "presets", b"presets", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blurhash_components", b"blurhash_components", "create_time", b"create_time", "lazy_policy", b"lazy_policy", "presets", b"presets", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VariantProfile: _TypeAlias = VariantProfile  # noqa: Y015
+
+@_typing.final
+class BlurHashComponents(_message.Message):
+    """How many BlurHash components a placeholder has, across and down."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    X_FIELD_NUMBER: _builtins.int
+    Y_FIELD_NUMBER: _builtins.int
+    x: _builtins.int
+    """Required. Components across, 1-9."""
+    y: _builtins.int
+    """Required. Components down, 1-9."""
+    def __init__(
+        self,
+        *,
+        x: _builtins.int = ...,
+        y: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["x", b"x", "y", b"y"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlurHashComponents: _TypeAlias = BlurHashComponents  # noqa: Y015
 
 @_typing.final
 class VariantPreset(_message.Message):

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from imagery.v1 import image_pb2 as imagery_dot_v1_dot_image__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fimagery/v1/upload_service.proto\x12\nimagery.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16imagery/v1/image.proto\"\xb7\x02\n\x16\x43reateUploadUrlRequest\x12\x1a\n\x0c\x63ontent_type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tfile_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\nsize_bytes\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x14\n\x06sha256\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rupload_method\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x44\n\x06labels\x18\x06 \x03(\x0b\x32..imagery.v1.CreateUploadUrlRequest.LabelsEntryB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_size_bytes\"\xa8\x03\n\x17\x43reateUploadUrlResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x12\n\nupload_url\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12R\n\x10required_headers\x18\x04 \x03(\x0b\x32\x38.imagery.v1.CreateUploadUrlResponse.RequiredHeadersEntry\x12\x15\n\rupload_method\x18\x05 \x01(\t\x12\x16\n\x0emax_size_bytes\x18\x06 \x01(\x03\x12H\n\x0b\x66orm_fields\x18\x07 \x03(\x0b\x32\x33.imagery.v1.CreateUploadUrlResponse.FormFieldsEntry\x1a\x36\n\x14RequiredHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x31\n\x0f\x46ormFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\x12\x44\x65leteImageRequest\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"&\n\x13\x44\x65leteImageResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"s\n\x12UpdateImageRequest\x12&\n\x05image\x18\x01 \x01(\x0b\x32\x11.imagery.v1.ImageB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"7\n\x13UpdateImageResponse\x12 \n\x05image\x18\x01 \x01(\x0b\x32\x11.imagery.v1.Image2\x8b\x02\n\rUploadService\x12Z\n\x0f\x43reateUploadUrl\x12\".imagery.v1.CreateUploadUrlRequest\x1a#.imagery.v1.CreateUploadUrlResponse\x12N\n\x0b\x44\x65leteImage\x12\x1e.imagery.v1.DeleteImageRequest\x1a\x1f.imagery.v1.DeleteImageResponse\x12N\n\x0bUpdateImage\x12\x1e.imagery.v1.UpdateImageRequest\x1a\x1f.imagery.v1.UpdateImageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fimagery/v1/upload_service.proto\x12\nimagery.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16imagery/v1/image.proto\"\xe7\x02\n\x16\x43reateUploadUrlRequest\x12\x1a\n\x0c\x63ontent_type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tfile_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\nsize_bytes\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x14\n\x06sha256\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rupload_method\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x44\n\x06labels\x18\x06 \x03(\x0b\x32..imagery.v1.CreateUploadUrlRequest.LabelsEntryB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12.\n\x06limits\x18\x08 \x01(\x0b\x32\x18.imagery.v1.UploadLimitsB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_size_bytes\"\xad\x01\n\x0cUploadLimits\x12\x17\n\tmax_width\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\nmax_height\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\nmax_pixels\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x18\n\nmax_frames\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\"\n\x0f\x61llow_animation\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x42\x12\n\x10_allow_animation\"\xa8\x03\n\x17\x43reateUploadUrlResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12\x12\n\nupload_url\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12R\n\x10required_headers\x18\x04 \x03(\x0b\x32\x38.imagery.v1.CreateUploadUrlResponse.RequiredHeadersEntry\x12\x15\n\rupload_method\x18\x05 \x01(\t\x12\x16\n\x0emax_size_bytes\x18\x06 \x01(\x03\x12H\n\x0b\x66orm_fields\x18\x07 \x03(\x0b\x32\x33.imagery.v1.CreateUploadUrlResponse.FormFieldsEntry\x1a\x36\n\x14RequiredHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x31\n\x0f\x46ormFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\x12\x44\x65leteImageRequest\x12\x16\n\x08image_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"&\n\x13\x44\x65leteImageResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"s\n\x12UpdateImageRequest\x12&\n\x05image\x18\x01 \x01(\x0b\x32\x11.imagery.v1.ImageB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"7\n\x13UpdateImageResponse\x12 \n\x05image\x18\x01 \x01(\x0b\x32\x11.imagery.v1.Image2\x8b\x02\n\rUploadService\x12Z\n\x0f\x43reateUploadUrl\x12\".imagery.v1.CreateUploadUrlRequest\x1a#.imagery.v1.CreateUploadUrlResponse\x12N\n\x0b\x44\x65leteImage\x12\x1e.imagery.v1.DeleteImageRequest\x1a\x1f.imagery.v1.DeleteImageResponse\x12N\n\x0bUpdateImage\x12\x1e.imagery.v1.UpdateImageRequest\x1a\x1f.imagery.v1.UpdateImageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +49,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEUPLOADURLREQUEST'].fields_by_name['labels']._serialized_options = b'\342A\001\001'
   _globals['_CREATEUPLOADURLREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_CREATEUPLOADURLREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
+  _globals['_CREATEUPLOADURLREQUEST'].fields_by_name['limits']._loaded_options = None
+  _globals['_CREATEUPLOADURLREQUEST'].fields_by_name['limits']._serialized_options = b'\342A\001\001'
+  _globals['_UPLOADLIMITS'].fields_by_name['max_width']._loaded_options = None
+  _globals['_UPLOADLIMITS'].fields_by_name['max_width']._serialized_options = b'\342A\001\001'
+  _globals['_UPLOADLIMITS'].fields_by_name['max_height']._loaded_options = None
+  _globals['_UPLOADLIMITS'].fields_by_name['max_height']._serialized_options = b'\342A\001\001'
+  _globals['_UPLOADLIMITS'].fields_by_name['max_pixels']._loaded_options = None
+  _globals['_UPLOADLIMITS'].fields_by_name['max_pixels']._serialized_options = b'\342A\001\001'
+  _globals['_UPLOADLIMITS'].fields_by_name['max_frames']._loaded_options = None
+  _globals['_UPLOADLIMITS'].fields_by_name['max_frames']._serialized_options = b'\342A\001\001'
+  _globals['_UPLOADLIMITS'].fields_by_name['allow_animation']._loaded_options = None
+  _globals['_UPLOADLIMITS'].fields_by_name['allow_animation']._serialized_options = b'\342A\001\001'
   _globals['_CREATEUPLOADURLRESPONSE_REQUIREDHEADERSENTRY']._loaded_options = None
   _globals['_CREATEUPLOADURLRESPONSE_REQUIREDHEADERSENTRY']._serialized_options = b'8\001'
   _globals['_CREATEUPLOADURLRESPONSE_FORMFIELDSENTRY']._loaded_options = None
@@ -60,23 +72,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEIMAGEREQUEST'].fields_by_name['update_mask']._loaded_options = None
   _globals['_UPDATEIMAGEREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\002'
   _globals['_CREATEUPLOADURLREQUEST']._serialized_start=172
-  _globals['_CREATEUPLOADURLREQUEST']._serialized_end=483
-  _globals['_CREATEUPLOADURLREQUEST_LABELSENTRY']._serialized_start=423
-  _globals['_CREATEUPLOADURLREQUEST_LABELSENTRY']._serialized_end=468
-  _globals['_CREATEUPLOADURLRESPONSE']._serialized_start=486
-  _globals['_CREATEUPLOADURLRESPONSE']._serialized_end=910
-  _globals['_CREATEUPLOADURLRESPONSE_REQUIREDHEADERSENTRY']._serialized_start=805
-  _globals['_CREATEUPLOADURLRESPONSE_REQUIREDHEADERSENTRY']._serialized_end=859
-  _globals['_CREATEUPLOADURLRESPONSE_FORMFIELDSENTRY']._serialized_start=861
-  _globals['_CREATEUPLOADURLRESPONSE_FORMFIELDSENTRY']._serialized_end=910
-  _globals['_DELETEIMAGEREQUEST']._serialized_start=912
-  _globals['_DELETEIMAGEREQUEST']._serialized_end=956
-  _globals['_DELETEIMAGERESPONSE']._serialized_start=958
-  _globals['_DELETEIMAGERESPONSE']._serialized_end=996
-  _globals['_UPDATEIMAGEREQUEST']._serialized_start=998
-  _globals['_UPDATEIMAGEREQUEST']._serialized_end=1113
-  _globals['_UPDATEIMAGERESPONSE']._serialized_start=1115
-  _globals['_UPDATEIMAGERESPONSE']._serialized_end=1170
-  _globals['_UPLOADSERVICE']._serialized_start=1173
-  _globals['_UPLOADSERVICE']._serialized_end=1440
+  _globals['_CREATEUPLOADURLREQUEST']._serialized_end=531
+  _globals['_CREATEUPLOADURLREQUEST_LABELSENTRY']._serialized_start=471
+  _globals['_CREATEUPLOADURLREQUEST_LABELSENTRY']._serialized_end=516
+  _globals['_UPLOADLIMITS']._serialized_start=534
+  _globals['_UPLOADLIMITS']._serialized_end=707
+  _globals['_CREATEUPLOADURLRESPONSE']._serialized_start=710
+  _globals['_CREATEUPLOADURLRESPONSE']._serialized_end=1134
+  _globals['_CREATEUPLOADURLRESPONSE_REQUIREDHEADERSENTRY']._serialized_start=1029
+  _globals['_CREATEUPLOADURLRESPONSE_REQUIREDHEADERSENTRY']._serialized_end=1083
+  _globals['_CREATEUPLOADURLRESPONSE_FORMFIELDSENTRY']._serialized_start=1085
+  _globals['_CREATEUPLOADURLRESPONSE_FORMFIELDSENTRY']._serialized_end=1134
+  _globals['_DELETEIMAGEREQUEST']._serialized_start=1136
+  _globals['_DELETEIMAGEREQUEST']._serialized_end=1180
+  _globals['_DELETEIMAGERESPONSE']._serialized_start=1182
+  _globals['_DELETEIMAGERESPONSE']._serialized_end=1220
+  _globals['_UPDATEIMAGEREQUEST']._serialized_start=1222
+  _globals['_UPDATEIMAGEREQUEST']._serialized_end=1337
+  _globals['_UPDATEIMAGERESPONSE']._serialized_start=1339
+  _globals['_UPDATEIMAGERESPONSE']._serialized_end=1394
+  _globals['_UPLOADSERVICE']._serialized_start=1397
+  _globals['_UPLOADSERVICE']._serialized_end=1664
 # @@protoc_insertion_point(module_scope)

@@ -54,6 +54,7 @@ class CreateUploadUrlRequest(_message.Message):
     UPLOAD_METHOD_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     content_type: _builtins.str
     """Required. Exactly one of "image/jpeg", "image/png", "image/webp", "image/avif",
     "image/gif" (lower case, no parameters). The PUT must send the same Content-Type.
@@ -92,6 +93,13 @@ class CreateUploadUrlRequest(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Optional. Labels for the new image (see `Image.labels` for the rules)."""
 
+    @_builtins.property
+    def limits(self) -> Global___UploadLimits:
+        """Optional. Limits for this upload only, each at most the project's: the processor ends
+        an upload outside them FAILED, as it does one outside the project's limits. Unset, or
+        a field left 0, means the project's.
+        """
+
     def __init__(
         self,
         *,
@@ -102,16 +110,72 @@ class CreateUploadUrlRequest(_message.Message):
         upload_method: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         request_id: _builtins.str = ...,
+        limits: Global___UploadLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "limits", b"limits", "size_bytes", b"size_bytes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "content_type", b"content_type", "file_name", b"file_name", "labels", b"labels", "request_id", b"request_id", "sha256", b"sha256", "size_bytes", b"size_bytes", "upload_method", b"upload_method"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes", "content_type", b"content_type", "file_name", b"file_name", "labels", b"labels", "limits", b"limits", "request_id", b"request_id", "sha256", b"sha256", "size_bytes", b"size_bytes", "upload_method", b"upload_method"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__size_bytes: _TypeAlias = _typing.Literal["size_bytes"]  # noqa: Y015
     _WhichOneofArgType__size_bytes: _TypeAlias = _typing.Literal["_size_bytes", b"_size_bytes"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__size_bytes) -> _WhichOneofReturnType__size_bytes | None: ...
 
 Global___CreateUploadUrlRequest: _TypeAlias = CreateUploadUrlRequest  # noqa: Y015
+
+@_typing.final
+class UploadLimits(_message.Message):
+    """Limits one upload asks for, stricter than (or equal to) its project's. A field left 0
+    (or `allow_animation` unset) takes the project's value. A limit looser than the project's
+    is refused with INVALID_ARGUMENT, naming the field and the project's value. An upload
+    outside them ends FAILED with DIMENSIONS_EXCEEDED, the reason the project's own limits give.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_WIDTH_FIELD_NUMBER: _builtins.int
+    MAX_HEIGHT_FIELD_NUMBER: _builtins.int
+    MAX_PIXELS_FIELD_NUMBER: _builtins.int
+    MAX_FRAMES_FIELD_NUMBER: _builtins.int
+    ALLOW_ANIMATION_FIELD_NUMBER: _builtins.int
+    max_width: _builtins.int
+    """Optional. The widest image accepted, in pixels as displayed (after EXIF orientation);
+    at most the project's `max_width`.
+    """
+    max_height: _builtins.int
+    """Optional. The tallest image accepted, in pixels as displayed; at most the project's
+    `max_height`.
+    """
+    max_pixels: _builtins.int
+    """Optional. The most pixels (width x height) accepted; at most the deployment's
+    MAX_IMAGE_PIXELS.
+    """
+    max_frames: _builtins.int
+    """Optional. The most frames an animation may have; at most the deployment's
+    MAX_IMAGE_FRAMES. Above 1 only while animation is allowed.
+    """
+    allow_animation: _builtins.bool
+    """Optional. False: only still images are accepted (an animated GIF, WebP, PNG or AVIF of
+    more than one frame ends FAILED). Unset or true: animations are accepted, as by the
+    project.
+    """
+    def __init__(
+        self,
+        *,
+        max_width: _builtins.int = ...,
+        max_height: _builtins.int = ...,
+        max_pixels: _builtins.int = ...,
+        max_frames: _builtins.int = ...,
+        allow_animation: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_allow_animation", b"_allow_animation", "allow_animation", b"allow_animation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_allow_animation", b"_allow_animation", "allow_animation", b"allow_animation", "max_frames", b"max_frames", "max_height", b"max_height", "max_pixels", b"max_pixels", "max_width", b"max_width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__allow_animation: _TypeAlias = _typing.Literal["allow_animation"]  # noqa: Y015
+    _WhichOneofArgType__allow_animation: _TypeAlias = _typing.Literal["_allow_animation", b"_allow_animation"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__allow_animation) -> _WhichOneofReturnType__allow_animation | None: ...
+
+Global___UploadLimits: _TypeAlias = UploadLimits  # noqa: Y015
 
 @_typing.final
 class CreateUploadUrlResponse(_message.Message):

@@ -63,7 +63,7 @@ class UploadServiceServicer(object):
         a presigned HTML form POST).
         Errors: INVALID_ARGUMENT (UNSUPPORTED_CONTENT_TYPE, INVALID_FILE_NAME, REQUEST_ID_REUSED,
         INVALID_ARGUMENT for a size above the project's maximum, a malformed checksum, an unknown
-        method, invalid labels or request_id), NOT_FOUND (IMAGE_NOT_FOUND: the image an earlier
+        method, invalid labels or request_id, limits looser than the project's), NOT_FOUND (IMAGE_NOT_FOUND: the image an earlier
         call with this request_id created has been deleted since), FAILED_PRECONDITION
         (DECLARATION_REQUIRED), RESOURCE_EXHAUSTED (QUOTA_EXCEEDED, RATE_LIMITED), UNAVAILABLE
         when storage or the database cannot be reached (safe to retry).

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from imagery.common.profiles import VariantProfile
 from imagery.common.tenancy import ProjectSettings
+from imagery.common.upload_limits import UploadLimits
 
 
 class ImageStatus(enum.Enum):
@@ -53,6 +54,16 @@ class DownloadTarget(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class ImageInsights:
+    """What the processor computed from the content at ingest: placeholders and colours."""
+
+    thumbhash: bytes
+    blurhash: str
+    average_color: str  # "#rrggbb"
+    dominant_colors: tuple[tuple[str, float], ...] = ()  # ("#rrggbb", share), largest first
+
+
+@dataclass(frozen=True, slots=True)
 class ImageRecord:
     id: str
     status: ImageStatus
@@ -83,6 +94,10 @@ class ImageRecord:
     labels: dict[str, str] = field(default_factory=dict)
     # The variant profile version its content is rendered with (0: the default profile).
     profile_version: int = 0
+    # Placeholders and colours of its content (None: not READY, or stored before they existed).
+    insights: ImageInsights | None = None
+    # Limits the upload asked for, stricter than the project's (None: the project's only).
+    upload_limits: UploadLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,8 @@ MAX_PRESETS = 16
 MAX_SIDE = 10_000
 MIN_BUDGET_BYTES = 1_024
 MAX_BUDGET_BYTES = 50 * 1024 * 1024
+DEFAULT_BLURHASH_COMPONENTS = (4, 3)  # across, down
+MAX_BLURHASH_COMPONENTS = 9  # the BlurHash format's limit per axis
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
@@ -36,6 +38,8 @@ class VariantProfile:
     # rendered variant, marked as a fallback, or VARIANT_PENDING; either way it is rendered.
     lazy_policy: str = "fallback"
     created_at: datetime | None = None
+    # The BlurHash components of its images' placeholders (across, down), 1-9 each.
+    blurhash_components: tuple[int, int] = DEFAULT_BLURHASH_COMPONENTS
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -55,16 +59,23 @@ class VariantProfile:
             "lazy_policy": self.lazy_policy,
             "presets": [_preset_to_json(p) for p in self.presets],
             **({"created_at": self.created_at.isoformat()} if self.created_at else {}),
+            **(
+                {"blurhash_components": list(self.blurhash_components)}
+                if self.blurhash_components != DEFAULT_BLURHASH_COMPONENTS
+                else {}
+            ),
         }
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> VariantProfile:
         created = raw.get("created_at")
+        across, down = raw.get("blurhash_components") or DEFAULT_BLURHASH_COMPONENTS
         return cls(
             int(raw["version"]),
             tuple(_preset_from_json(p) for p in raw["presets"]),
             str(raw.get("lazy_policy", "fallback")),
             datetime.fromisoformat(created) if created else None,
+            (int(across), int(down)),
         )
 
 
@@ -112,7 +123,10 @@ def _preset_from_json(raw: Mapping[str, Any]) -> Preset:
 
 
 def validate_profile(
-    presets: Sequence[Preset], lazy_policy: str, field: str = "variant_profile"
+    presets: Sequence[Preset],
+    lazy_policy: str,
+    field: str = "variant_profile",
+    blurhash_components: tuple[int, int] = DEFAULT_BLURHASH_COMPONENTS,
 ) -> VariantProfile:
     """The profile a caller asked for (version still 0), or InvalidArgument naming the first
     field that is wrong and what to send instead."""
@@ -138,7 +152,16 @@ def validate_profile(
         raise InvalidArgument(
             f"{field}.lazy_policy", f"is {lazy_policy!r}", "send FALLBACK or PENDING"
         )
-    return VariantProfile(DEFAULT_VERSION, tuple(checked), lazy_policy)
+    for axis, count in zip("xy", blurhash_components, strict=True):
+        if not 1 <= count <= MAX_BLURHASH_COMPONENTS:
+            raise InvalidArgument(
+                f"{field}.blurhash_components.{axis}",
+                f"is {count}",
+                f"send 1-{MAX_BLURHASH_COMPONENTS}",
+            )
+    return VariantProfile(
+        DEFAULT_VERSION, tuple(checked), lazy_policy, blurhash_components=blurhash_components
+    )
 
 
 def _validate_preset(preset: Preset, where: str) -> Preset:

@@ -63,6 +63,7 @@ class RenderSpec:
     webp_method: int = 4
     jpeg_quality: int | None = None  # None: each preset's calibrated floor (QUALITY_FLOORS)
     avif_speed: int = 8  # Pillow's default speed is several times slower
+    blurhash_components: tuple[int, int] = (4, 3)  # across, down: the profile's setting
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +89,21 @@ class Rendered:
 
 
 @dataclass(frozen=True, slots=True)
+class Insights:
+    """Placeholders, colours and a perceptual hash of the content (`adapters/insights.py`)."""
+
+    thumbhash: bytes
+    blurhash: str
+    average_color: str  # "#rrggbb"; "" when no pixel is visible
+    dominant_colors: tuple[tuple[str, float], ...]  # ("#rrggbb", share), largest first
+    phash: int  # 64-bit DCT perceptual hash, signed (a Postgres bigint)
+
+
+@dataclass(frozen=True, slots=True)
 class Processed:
     verified: Verified
     variants: tuple[Rendered, ...]
+    insights: Insights | None = None  # None: not computed (a job that renders no content)
 
 
 class Rejected(Exception):

@@ -11,7 +11,7 @@ from typing import Protocol
 from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
 from imagery.common.profiles import VariantProfile
 from imagery.common.tenancy import Actor
-from imagery.processor.imaging import Limits, Processed, RenderSpec
+from imagery.processor.imaging import Insights, Limits, Processed, RenderSpec
 
 # --- the bucket --------------------------------------------------------------------------
 
@@ -175,6 +175,7 @@ class VerifiedImage:
     size_bytes: int
     digest: str | None = None  # the bytes' SHA-256, where it differs from the address
     profile_version: int = 0  # the variant profile version its variants are rendered for
+    insights: Insights | None = None  # placeholders, colours, pHash: kept with new content
 
 
 @dataclass(frozen=True, slots=True)

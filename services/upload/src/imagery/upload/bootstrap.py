@@ -52,6 +52,8 @@ async def build_server(
             requests=PostgresUploadRequests(pool),
             expiry_seconds=base.upload_url_expiry_seconds,
             policy=policy,
+            max_image_pixels=settings.max_image_pixels,
+            max_image_frames=settings.max_image_frames,
         ),
         DeleteImage(images, uploads),
         UpdateImage(images),

@@ -17,6 +17,9 @@ class UploadSettings:
     base: Settings
     project_retention_seconds: int
     presets: tuple[Preset, ...] = DEFAULT_PRESETS  # the default profile GetProject shows
+    # The processor's MAX_IMAGE_PIXELS and MAX_IMAGE_FRAMES: an upload's own limits stay within.
+    max_image_pixels: int = 40_000_000
+    max_image_frames: int = 100
 
 
 def _build(env: Env, base: Settings) -> UploadSettings:
@@ -24,6 +27,8 @@ def _build(env: Env, base: Settings) -> UploadSettings:
         base=base,
         project_retention_seconds=env.integer("PROJECT_RETENTION_SECONDS", 30 * 86_400, minimum=0),
         presets=parse_presets(env.optional("VARIANT_PRESETS", DEFAULT_PRESETS_SPEC)),
+        max_image_pixels=env.integer("MAX_IMAGE_PIXELS", 40_000_000, minimum=1),
+        max_image_frames=env.integer("MAX_IMAGE_FRAMES", 100, minimum=1),
     )
 
 

@@ -26,7 +26,11 @@ from imagery.common.errors import (
     SettingAboveCeiling,
 )
 from imagery.common.presets import DEFAULT_PRESETS, Preset
-from imagery.common.profiles import default_profile, validate_profile
+from imagery.common.profiles import (
+    DEFAULT_BLURHASH_COMPONENTS,
+    default_profile,
+    validate_profile,
+)
 from imagery.common.telemetry import current_trace_id
 from imagery.common.tenancy import (
     LIMITS,
@@ -106,6 +110,7 @@ class RequestedProfile:
 
     presets: tuple[Preset, ...]
     lazy_policy: str
+    blurhash_components: tuple[int, int] = DEFAULT_BLURHASH_COMPONENTS
 
 
 def _require_operator_for_quotas(
@@ -235,7 +240,10 @@ class ProjectAdmin:
                     "project.variant_profile", "is not set", "send the presets of the new version"
                 )
             new_profile = validate_profile(
-                profile.presets, profile.lazy_policy, "project.variant_profile"
+                profile.presets,
+                profile.lazy_policy,
+                "project.variant_profile",
+                profile.blurhash_components,
             )
         updated = await self._store.update_project(
             project.id,

@@ -23,6 +23,7 @@ from imagery.common.request_ids import UsedRequestId
 from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
 from imagery.common.telemetry import current_trace_context
 from imagery.common.tenancy import EffectiveSettings, Principal, SettingsPolicy
+from imagery.common.upload_limits import UploadLimits
 from imagery.upload.ports import (
     ImageDeleter,
     ImageLabeler,
@@ -40,6 +41,7 @@ from imagery.upload.validation import (
     validate_request_id,
     validate_sha256,
     validate_update_mask,
+    validate_upload_limits,
     validate_upload_method,
 )
 
@@ -64,6 +66,7 @@ class UploadRequest:
     method: str = ""  # "" or "PUT", or "POST" for browsers
     labels: Mapping[str, str] = field(default_factory=dict)
     request_id: str = ""  # AIP-155: a retry with the same id answers the first call's image
+    limits: UploadLimits | None = None  # stricter than the project's, for this upload only
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,7 @@ class _Upload:
     sha256: str | None
     labels: dict[str, str]
     request_id: str | None
+    limits: UploadLimits | None = None
 
     def fingerprint(self) -> str:
         """The call without its request id, canonically: every retry of a call gives the
@@ -90,11 +94,19 @@ class _Upload:
             "sha256": self.sha256,
             "labels": self.labels,
         }
+        if self.limits is not None:  # absent: the fingerprint calls without limits always had
+            fields["limits"] = self.limits.to_json()
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _validated(request: UploadRequest, settings: EffectiveSettings, project_id: str) -> _Upload:
+def _validated(
+    request: UploadRequest,
+    settings: EffectiveSettings,
+    project_id: str,
+    image_ceilings: tuple[int, int],
+) -> _Upload:
+    max_pixels, max_frames = image_ceilings
     upload = _Upload(
         content_type=validate_content_type(request.content_type, settings.content_types),
         file_name=validate_file_name(request.file_name),
@@ -103,6 +115,9 @@ def _validated(request: UploadRequest, settings: EffectiveSettings, project_id: 
         sha256=validate_sha256(request.sha256),
         labels=validate_labels(request.labels),
         request_id=validate_request_id(request.request_id),
+        limits=validate_upload_limits(
+            request.limits, settings, max_pixels=max_pixels, max_frames=max_frames
+        ),
     )
     if upload.method == "POST" and (upload.size is not None or upload.sha256 is not None):
         raise InvalidArgument(
@@ -131,7 +146,12 @@ class CreateUploadUrl:
         expiry_seconds: int,
         policy: SettingsPolicy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_image_pixels: int = 40_000_000,
+        max_image_frames: int = 100,
     ) -> None:
+        # The deployment's MAX_IMAGE_PIXELS and MAX_IMAGE_FRAMES: what an upload's own limits
+        # may not exceed (no project setting lowers them).
+        self._image_ceilings = (max_image_pixels, max_image_frames)
         self._images = images
         self._signer = signer
         self._requests = requests
@@ -141,7 +161,7 @@ class CreateUploadUrl:
 
     async def __call__(self, caller: Principal, request: UploadRequest) -> UploadTicket:
         settings = self._policy.effective(caller.settings)
-        upload = _validated(request, settings, caller.project_id)
+        upload = _validated(request, settings, caller.project_id, self._image_ceilings)
         image_id = new_image_id()
         key = upload_key(GLOBAL_SCOPE, image_id)
         expire_time = self._clock() + timedelta(seconds=self._expiry_seconds)
@@ -155,6 +175,7 @@ class CreateUploadUrl:
             project_id=caller.project_id,
             reserved_bytes=settings.max_upload_bytes if upload.size is None else upload.size,
             labels=upload.labels,
+            upload_limits=upload.limits,
         )
         # The record must exist before the URL is handed out; signing needs no I/O, so it
         # runs while the INSERT is in flight. If the INSERT fails, no URL leaves.

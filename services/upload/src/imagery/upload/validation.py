@@ -1,6 +1,6 @@
 """What CreateUploadUrl accepts: exact-match content types, displayable file names, a
-declared size and checksum S3 can hold the upload to, labels and request ids; and what
-UpdateImage's mask may name."""
+declared size and checksum S3 can hold the upload to, labels, request ids and limits no
+looser than the project's; and what UpdateImage's mask may name."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 
 from imagery.common.errors import InvalidArgument, InvalidFileName, UnsupportedContentType
 from imagery.common.formats import ALLOWED_CONTENT_TYPES
+from imagery.common.tenancy import EffectiveSettings
+from imagery.common.upload_limits import UploadLimits
 
 MAX_FILE_NAME_CHARS = 255
 # Cc: C0/C1 controls (NUL, CR, LF, ESC, DEL...); Zl/Zp: line and paragraph separators.
@@ -147,3 +149,58 @@ def validate_update_mask(
             f'name only {names} (or "*")',
         )
     return tuple(dict.fromkeys(paths))
+
+
+def validate_upload_limits(
+    limits: UploadLimits | None,
+    settings: EffectiveSettings,
+    *,
+    max_pixels: int,
+    max_frames: int,
+    field: str = "limits",
+) -> UploadLimits | None:
+    """An upload's own limits, each at most the project's (`max_pixels` and `max_frames` are
+    the deployment's MAX_IMAGE_PIXELS and MAX_IMAGE_FRAMES, which no project setting lowers);
+    0 or None is "the project's". None when nothing is asked for."""
+    if limits is None:
+        return None
+    project = {
+        "max_width": settings.max_width,
+        "max_height": settings.max_height,
+        "max_pixels": max_pixels,
+        "max_frames": max_frames,
+    }
+    kept: dict[str, int | None] = {}
+    for name, ceiling in project.items():
+        value = getattr(limits, name)
+        if value is not None and value < 0:
+            raise InvalidArgument(
+                f"{field}.{name}", f"is {value}", "send 0 (the project's) or more"
+            )
+        if value is not None and value > ceiling:
+            raise InvalidArgument(
+                f"{field}.{name}",
+                f"is {value}, above the project's {name} of {ceiling}",
+                f"ask for at most {ceiling}, or send 0 for the project's",
+            )
+        kept[name] = value or None
+    minimums = {"max_width": settings.min_width, "max_height": settings.min_height}
+    for name, minimum in minimums.items():
+        value = kept[name]
+        if value is not None and value < minimum:
+            side = "min_" + name.removeprefix("max_")
+            raise InvalidArgument(
+                f"{field}.{name}",
+                f"is {value}, below the project's {side} of {minimum}",
+                f"ask for at least {minimum}: no image could pass both",
+            )
+    animation = None if limits.allow_animation is not False else False
+    frames = kept["max_frames"]
+    if animation is False and frames is not None and frames > 1:
+        raise InvalidArgument(
+            f"{field}.max_frames",
+            f"is {frames} while allow_animation is false",
+            "send 0 or 1, or allow animation",
+        )
+    checked = UploadLimits(**kept, allow_animation=animation)
+    return None if checked.empty else checked

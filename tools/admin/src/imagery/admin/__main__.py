@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backfill(top, parents)
     _add_reprocess(top, parents)
     _add_reconcile(top, parents)
+    _add_similar(top, parents)
     usage = _leaf(
         top,
         "usage",
@@ -238,6 +239,30 @@ def _add_reconcile(top: Group, p: Parents) -> None:
         "(otherwise they are only reported)",
     )
     reconcile.add_argument("--no-wait", action="store_true", help="queue the job and return")
+
+
+def _add_similar(top: Group, p: Parents) -> None:
+    similar = _leaf(
+        top,
+        "similar",
+        commands.similar,
+        [p["out"], p["db"]],
+        "list the READY images of an image's project that look like it: perceptual hashes "
+        "(pHash, 64 bits) within --max-distance bits, nearest first",
+    )
+    similar.add_argument("image_id", metavar="IMAGE_ID", type=types.image_id)
+    similar.add_argument(
+        "--max-distance",
+        type=types.distance,
+        default=8,
+        metavar="N",
+        help="largest Hamming distance, 0-64 (default 8). Every image within 3 bits is found; "
+        "one 4-N bits away only if one of the hash's four 16-bit bands is unchanged (the "
+        "index finds images by a shared band)",
+    )
+    similar.add_argument(
+        "--limit", type=types.positive, default=20, metavar="N", help="most images (default 20)"
+    )
 
 
 def _add_keys(top: Group, p: Parents) -> None:

@@ -82,6 +82,12 @@ def identity(value: str) -> str:
     return value
 
 
+def distance(value: str) -> int:
+    if not value.isdigit() or int(value) > 64:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a distance in bits (0-64)")
+    return int(value)
+
+
 def image_id(value: str) -> str:
     if not is_image_id(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not an image id (26 characters, a ULID)")

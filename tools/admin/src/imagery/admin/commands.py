@@ -9,6 +9,7 @@ from typing import Any
 from imagery.admin import backfill as backfills
 from imagery.admin import direct, dlq, jobs, migrations, output, rpc
 from imagery.admin import reprocess as reprocesses
+from imagery.admin import similar as similars
 from imagery.admin.output import emit
 from imagery.common.tenancy import RPC_CLASSES, SETTING_NAMES, Scope
 
@@ -271,6 +272,10 @@ def jobs_list(args: Namespace) -> None:
 
 def backfill(args: Namespace) -> None:
     backfills.backfill(args, _dsn(args))
+
+
+def similar(args: Namespace) -> None:
+    similars.similar(args, _dsn(args))
 
 
 def reprocess(args: Namespace) -> None:

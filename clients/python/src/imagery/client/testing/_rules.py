@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import grpc
 
@@ -15,6 +16,14 @@ MAX_URL_BATCH = 50
 MAX_IMAGE_BATCH = 100
 MAX_VARIANTS = 10
 MAX_LABELS = 64
+# imagery's defaults for what a project may accept (MAX_IMAGE_SIDE, MAX_IMAGE_PIXELS,
+# MAX_IMAGE_FRAMES): the most an upload's own limits may ask for.
+PROJECT_LIMITS = {
+    "max_width": 10_000,
+    "max_height": 10_000,
+    "max_pixels": 40_000_000,
+    "max_frames": 100,
+}
 _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
@@ -136,6 +145,46 @@ def request_id(value: str) -> str:
     if not value or _REQUEST_ID.fullmatch(value):
         return value
     raise invalid("request_id", "is not 1-64 letters, digits, '.', '_', ':' or '-'", "send a UUID")
+
+
+def upload_limits(message: Any) -> dict[str, Any] | None:
+    """An UploadLimits message as imagery checks it: each at most the project's, 0 (or an
+    unset allow_animation) the project's; None when it asks for nothing."""
+    kept: dict[str, Any] = {}
+    for name, ceiling in PROJECT_LIMITS.items():
+        value = getattr(message, name)
+        if value < 0:
+            raise invalid(f"limits.{name}", f"is {value}", "send 0 (the project's) or more")
+        if value > ceiling:
+            raise invalid(
+                f"limits.{name}",
+                f"is {value}, above the project's {name} of {ceiling}",
+                f"ask for at most {ceiling}, or send 0 for the project's",
+            )
+        if value:
+            kept[name] = value
+    if message.HasField("allow_animation") and not message.allow_animation:
+        if kept.get("max_frames", 0) > 1:
+            raise invalid(
+                "limits.max_frames",
+                f"is {kept['max_frames']} while allow_animation is false",
+                "send 0 or 1, or allow animation",
+            )
+        kept["allow_animation"] = False
+    return kept or None
+
+
+def outside(limits: Mapping[str, Any] | None, width: int, height: int, frames: int) -> bool:
+    """Outside an upload's own limits (imagery fails it with DIMENSIONS_EXCEEDED)."""
+    if not limits:
+        return False
+    most_frames = 1 if limits.get("allow_animation") is False else limits.get("max_frames")
+    return (
+        width > limits.get("max_width", width)
+        or height > limits.get("max_height", height)
+        or width * height > limits.get("max_pixels", width * height)
+        or frames > (most_frames or frames)
+    )
 
 
 def variants(variant: str, names: Sequence[str], presets: Sequence[str]) -> list[str]:

@@ -112,3 +112,46 @@ def _avif(body: bytes) -> tuple[int, int, bool]:
 
 
 _READERS = {"png": _png, "gif": _gif, "jpeg": _jpeg, "webp": _webp, "avif": _avif}
+
+
+def frames(body: bytes, kind: str) -> int:
+    """The frames of an animation (GIF image descriptors, APNG's acTL, WebP's ANMF chunks);
+    1 for anything else, and for what the fake cannot read."""
+    try:
+        if kind == "gif":
+            return max(1, _gif_frames(body))
+        if kind == "png" and (at := body.find(b"acTL")) != -1:
+            return max(1, int(struct.unpack(">I", body[at + 4 : at + 8])[0]))
+        if kind == "webp":
+            return max(1, _webp_frames(body))
+    except (struct.error, IndexError, ValueError):
+        pass
+    return 1
+
+
+def _gif_frames(body: bytes) -> int:
+    at, count = 13, 0
+    if body[10] & 0x80:  # a global colour table
+        at += 3 << ((body[10] & 7) + 1)
+    while at < len(body) and body[at] != 0x3B:
+        if body[at] == 0x2C:  # an image descriptor, its colour table, LZW code size, data
+            count += 1
+            flags = body[at + 9]
+            at += 10 + ((3 << ((flags & 7) + 1)) if flags & 0x80 else 0) + 1
+        elif body[at] == 0x21:  # an extension: label, then data sub-blocks
+            at += 2
+        else:
+            raise ValueError("not a GIF block")
+        while body[at]:  # data sub-blocks, up to the terminator
+            at += 1 + body[at]
+        at += 1
+    return count
+
+
+def _webp_frames(body: bytes) -> int:
+    at, count = 12, 0
+    while at + 8 <= len(body):
+        size = int.from_bytes(body[at + 4 : at + 8], "little")
+        count += body[at : at + 4] == b"ANMF"
+        at += 8 + size + (size & 1)
+    return count

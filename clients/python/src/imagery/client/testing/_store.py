@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -33,6 +34,12 @@ PRESETS: tuple[Preset, ...] = (
 )
 EXTENSIONS = {"webp": "webp", "jpeg": "jpg", "png": "png"}
 _TERMINAL = (image_pb2.IMAGE_STATUS_READY, image_pb2.IMAGE_STATUS_FAILED)
+# The fake decodes no pixels: every READY image gets the placeholder and colours of a
+# mid-grey square, well-formed as imagery's (a ThumbHash; a BlurHash of the default 4x3
+# components; "#rrggbb" colours whose shares sum to 1).
+GREY_THUMBHASH = bytes.fromhex("20080207008788787078778877777887778a070000000000")
+GREY_BLURHASH = "L1Eyb[~qfQ~q~qoffQoffQfQfQfQ"
+GREY = "#808080"
 
 
 def new_image_id() -> str:
@@ -57,6 +64,7 @@ class Record:
     body: bytes | None = None
     put_headers: dict[str, str] | None = None  # what the admitted PUT carried
     created_ns: int = field(default_factory=time.time_ns)
+    limits: dict[str, Any] | None = None  # the upload's own (CreateUploadUrl's `limits`)
 
 
 def _size(
@@ -100,6 +108,7 @@ class Store:
         _rules.declared(size, request.sha256, self.max_upload_bytes)
         labels = _rules.labels(request.labels)
         request_id = _rules.request_id(request.request_id)
+        limits = _rules.upload_limits(request.limits) if request.HasField("limits") else None
         if require_declared and (size is None or not request.sha256):
             raise _rules.Refusal(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -108,6 +117,8 @@ class Store:
                 metadata={"project": "projects/default"},
             )
         fingerprint = repr((content_type, name, size, request.sha256, sorted(labels.items())))
+        if limits is not None:
+            fingerprint += repr(sorted(limits.items()))
         headers = {"Content-Type": content_type}
         if size is not None:
             headers["Content-Length"] = str(size)
@@ -127,7 +138,7 @@ class Store:
                     create_time=_now(),
                     update_time=_now(),
                 )
-                self.records[image_id] = Record(image, {}, headers)
+                self.records[image_id] = Record(image, {}, headers, limits=limits)
                 if request_id:
                     self.request_ids[request_id] = (fingerprint, image_id)
             record = self.records[image_id]
@@ -202,6 +213,9 @@ class Store:
                 if len(record.body) > self.max_upload_bytes:
                     raise _sniff.Rejected("TOO_LARGE")
                 sniffed = _sniff.sniff(record.body, record.image.content_type)
+                frames = _sniff.frames(record.body, sniffed.format)
+                if _rules.outside(record.limits, sniffed.width, sniffed.height, frames):
+                    raise _sniff.Rejected("DIMENSIONS_EXCEEDED")
             except _sniff.Rejected as rejected:
                 self._end(record, failure=rejected.reason)
                 return
@@ -210,6 +224,10 @@ class Store:
             image.size_bytes = len(record.body)
             image.sha256 = hashlib.sha256(record.body).hexdigest()
             image.detected_format = sniffed.format
+            image.placeholder.thumbhash = GREY_THUMBHASH
+            image.placeholder.blurhash = GREY_BLURHASH
+            image.average_color = GREY
+            image.dominant_colors.add(color=GREY, fraction=1.0)
             fallback = "png" if sniffed.alpha else "jpeg"
             for name, box_w, box_h, crop in self.presets:
                 width, height = _size(sniffed.width, sniffed.height, box_w, box_h, crop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ from imagery.common.db.usage import read_usage
 from imagery.common.domain import (
     DeletedImage,
     DownloadTarget,
+    ImageInsights,
     ImageRecord,
     ImageStatus,
     VariantInfo,
@@ -22,6 +24,7 @@ from imagery.common.profiles import profile_from_json
 from imagery.common.quotas import UNLIMITED, Quotas, refusal
 from imagery.common.telemetry import current_trace_id, trace_id_of
 from imagery.common.tenancy import ProjectSettings
+from imagery.common.upload_limits import UploadLimits
 
 _RECORD_COLUMNS = """r.id, r.status, r.content_type, r.file_name, r.object_key, r.size_bytes,
               r.width, r.height, COALESCE(r.digest, r.sha256) AS digest, r.detected_format,
@@ -38,7 +41,12 @@ _VARIANTS = """(SELECT jsonb_agg(jsonb_build_object(
                        FROM image_variants w WHERE w.sha256 = r.sha256
                       ORDER BY w.name, w.format, w.profile_version DESC) v) AS variants,
               (SELECT b.profile_version FROM image_blobs b
-                WHERE b.sha256 = r.sha256) AS profile_version"""
+                WHERE b.sha256 = r.sha256) AS profile_version,
+              (SELECT jsonb_build_object(
+                   'thumbhash', encode(b.thumbhash, 'base64'), 'blurhash', b.blurhash,
+                   'average_color', b.average_color, 'dominant_colors', b.dominant_colors)
+                 FROM image_blobs b
+                WHERE b.sha256 = r.sha256 AND b.blurhash IS NOT NULL) AS insights"""
 _COLUMNS = f"{_RECORD_COLUMNS}, {_VARIANTS}"
 _SELECT = f"SELECT {_COLUMNS} FROM image_records r"
 
@@ -66,14 +74,14 @@ _INSERT = """
 WITH saved AS (
     INSERT INTO image_records
            (id, status, content_type, file_name, object_key, size_bytes, trace_context,
-            project_id, reserved_bytes, labels)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $11, $12::jsonb {quotas}
+            project_id, reserved_bytes, labels, upload_limits)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $11, $12::jsonb, $13::jsonb {quotas}
     RETURNING id)
 INSERT INTO audit_events (project_id, principal, action, target, trace_id, outcome)
 SELECT $8, $9, 'image.create', 'images/' || id, $10, 'ok' FROM saved"""
 _SAVE = _INSERT.format(quotas="")
 _SAVE_WITHIN_QUOTAS = _INSERT.format(
-    quotas="FROM (SELECT set_config('imagery.quotas', $13, true)) AS quotas"
+    quotas="FROM (SELECT set_config('imagery.quotas', $14, true)) AS quotas"
 )
 _PAST_A_QUOTA = "IQ001"
 
@@ -153,6 +161,7 @@ class PostgresImageRepository:
             trace_id_of(record.trace_context),
             record.reserved_bytes,
             json.dumps(record.labels),
+            None if record.upload_limits is None else json.dumps(record.upload_limits.to_json()),
         )
         limits = "|".join(
             map(str, (record.project_id, quotas.images, quotas.bytes, quotas.uploads_per_day))
@@ -332,7 +341,7 @@ class PostgresImageRepository:
                                 AND updated_at <= now() - make_interval(secs => $2)))
                  RETURNING *)
                 SELECT {_COLUMNS}, p.content_scope, p.settings AS project_settings,
-                       p.variant_profile AS project_profile
+                       p.variant_profile AS project_profile, r.upload_limits
                   FROM claimed r JOIN projects p ON p.id = r.project_id""",
             image_id,
             stale_after_seconds,
@@ -365,12 +374,14 @@ def record_from_row(row: asyncpg.Record) -> ImageRecord:
         content=row["sha256"],
         labels=_json(row["labels"]) or {},
         profile_version=row["profile_version"] or 0,
+        insights=_insights(row["insights"]),
         **_project_columns(row),
     )
 
 
 def _project_columns(row: asyncpg.Record) -> dict[str, Any]:
-    """What a claim adds for the processor: the project's content scope and settings."""
+    """What a claim adds for the processor: the project's content scope and settings, and
+    the limits the upload asked for."""
     if "content_scope" not in row:
         return {}
     raw = row["project_settings"]
@@ -379,11 +390,26 @@ def _project_columns(row: asyncpg.Record) -> dict[str, Any]:
         "content_scope": row["content_scope"],
         "project_settings": ProjectSettings.from_json(settings),
         "project_profile": profile_from_json(row["project_profile"]),
+        "upload_limits": UploadLimits.from_json(_json(row["upload_limits"])),
     }
 
 
 def _json(raw: Any) -> Any:
     return json.loads(raw) if isinstance(raw, str) else raw
+
+
+def _insights(raw: Any) -> ImageInsights | None:
+    if raw is None:
+        return None
+    found = _json(raw)
+    return ImageInsights(
+        thumbhash=base64.b64decode(found["thumbhash"] or ""),
+        blurhash=found["blurhash"],
+        average_color=found["average_color"] or "",
+        dominant_colors=tuple(
+            (item["color"], float(item["fraction"])) for item in found["dominant_colors"] or ()
+        ),
+    )
 
 
 def _variants(raw: Any) -> tuple[VariantInfo, ...]:

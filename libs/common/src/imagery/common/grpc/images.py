@@ -57,4 +57,13 @@ def image_to_proto(record: ImageRecord) -> image_pb2.Image:
     )
     if record.size_bytes is not None:
         image.size_bytes = record.size_bytes
+    if record.insights is not None and record.status is ImageStatus.READY:
+        found = record.insights
+        image.placeholder.thumbhash = found.thumbhash
+        image.placeholder.blurhash = found.blurhash
+        image.average_color = found.average_color
+        image.dominant_colors.extend(
+            image_pb2.DominantColor(color=color, fraction=share)
+            for color, share in found.dominant_colors
+        )
     return image

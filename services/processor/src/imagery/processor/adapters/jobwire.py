@@ -17,10 +17,17 @@ import time
 from typing import Any
 
 from imagery.common.presets import Preset
-from imagery.processor.imaging import Limits, Processed, Rendered, RenderSpec, Verified
+from imagery.processor.imaging import (
+    Insights,
+    Limits,
+    Processed,
+    Rendered,
+    RenderSpec,
+    Verified,
+)
 
 TYPES: dict[str, type[Any]] = {
-    t.__name__: t for t in (Limits, RenderSpec, Preset, Verified, Rendered, Processed)
+    t.__name__: t for t in (Limits, RenderSpec, Preset, Verified, Rendered, Processed, Insights)
 }
 MAX_HEADER_BYTES = 1024 * 1024
 _LENGTH = struct.Struct(">I")

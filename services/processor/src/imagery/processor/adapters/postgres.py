@@ -4,6 +4,7 @@ count in one transaction (a unit of work the use case drives), and content colle
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime
 
@@ -62,13 +63,20 @@ SELECT ARRAY(SELECT object_key FROM image_variants v WHERE v.sha256 = b.sha256) 
  WHERE b.sha256 = $1 AND b.stored_at IS NOT NULL AND b.collecting_since IS NULL"""
 
 # A conflicting row is refreshed (its grace starts again) unless a collector holds it; waits
-# on a concurrent reservation of the same content, so both converge on one row.
+# on a concurrent reservation of the same content, so both converge on one row. The first
+# insights kept stay: the same bytes give the same values.
 _RESERVE = """
 INSERT INTO image_blobs (sha256, format, width, height, size_bytes, reference_count,
-                         profile_version)
-VALUES ($1, $2, $3, $4, $5, 0, $6)
+                         profile_version, thumbhash, blurhash, average_color, dominant_colors,
+                         phash)
+VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, $9, $10::jsonb, $11)
 ON CONFLICT (sha256) DO UPDATE
-   SET updated_at = now(), profile_version = GREATEST(image_blobs.profile_version, $6)
+   SET updated_at = now(), profile_version = GREATEST(image_blobs.profile_version, $6),
+       thumbhash = COALESCE(image_blobs.thumbhash, $7),
+       blurhash = COALESCE(image_blobs.blurhash, $8),
+       average_color = COALESCE(image_blobs.average_color, $9),
+       dominant_colors = COALESCE(image_blobs.dominant_colors, $10::jsonb),
+       phash = COALESCE(image_blobs.phash, $11)
  WHERE image_blobs.collecting_since IS NULL
 RETURNING reservation::text"""
 
@@ -90,7 +98,8 @@ RETURNING 1"""
 _MARK_READY = """
 UPDATE image_records
    SET status = 'ready', size_bytes = $2, width = $3, height = $4, sha256 = $5,
-       detected_format = $6, failure_reason = NULL, digest = $7, updated_at = now()
+       detected_format = $6, failure_reason = NULL, digest = $7, updated_at = now(),
+       phash = (SELECT phash FROM image_blobs WHERE sha256 = $5)
  WHERE id = $1 AND status = 'processing'"""
 
 _CLAIM_UNREFERENCED = """
@@ -120,6 +129,20 @@ SELECT 1 FROM image_blobs
 _PROJECTS_TO_PROCESS = """
 SELECT id, project_id FROM image_records
  WHERE id = ANY($1::text[]) AND status IN ('pending', 'processing')"""
+
+
+def _insight_values(image: VerifiedImage) -> tuple[object, ...]:
+    found = image.insights
+    if found is None:
+        return (None, None, None, None, None)
+    colors = [{"color": color, "fraction": share} for color, share in found.dominant_colors]
+    return (
+        found.thumbhash,
+        found.blurhash,
+        found.average_color or None,
+        json.dumps(colors),
+        found.phash,
+    )
 
 
 class PostgresUploadProjects:
@@ -171,6 +194,7 @@ class PostgresOutcomeWrites:
             image.height,
             image.size_bytes,
             image.profile_version,
+            *_insight_values(image),
         )
         if reservation is None:
             return None

@@ -24,9 +24,11 @@ from PIL import Image, ImageCms, ImageOps
 from imagery.common.errors import FailureReason
 from imagery.common.formats import content_type_of
 from imagery.common.presets import Preset
+from imagery.processor.adapters.insights import PHASH_SOURCE_SIDE, insights
 from imagery.processor.adapters.verify import verify_then
 from imagery.processor.imaging import (
     QUALITY_FLOORS,
+    Insights,
     Limits,
     Processed,
     Rejected,
@@ -46,18 +48,19 @@ def verify_and_render(
     """The whole job. Anything the bytes make a decoder or encoder raise is the file's fault:
     it ends as `Rejected`, never as an error that would be retried."""
     try:
-        verified, variants = verify_then(
+        verified, rendered = verify_then(
             data,
             content_type,
             limits,
-            lambda image, _: render(image, spec),
+            lambda image, _: render_with_insights(image, spec),
             lambda size: _draft_size(size, spec),
         )
     except (Rejected, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - decoders raise whatever the bytes lead them to
         raise Rejected(FailureReason.UNPROCESSABLE, f"{type(exc).__name__}: {exc}"[:200]) from None
-    return Processed(verified, tuple(variants or ()))
+    outputs, found = rendered or ((), None)
+    return Processed(verified, tuple(outputs), found)
 
 
 def _draft_size(stored: tuple[int, int], spec: RenderSpec) -> tuple[int, int] | None:
@@ -80,17 +83,26 @@ def _draft_size(stored: tuple[int, int], spec: RenderSpec) -> tuple[int, int] | 
 
 
 def render(image: Image.Image, spec: RenderSpec) -> list[Rendered]:
+    return render_with_insights(image, spec)[0]
+
+
+def render_with_insights(image: Image.Image, spec: RenderSpec) -> tuple[list[Rendered], Insights]:
+    """The variants, and the insights computed from the smallest uncropped reduction made on
+    the way that still covers the pHash's 64 px source (the normalised image if none does)."""
     base = _normalise(image)
     alpha = base.mode == "RGBA"
     outputs: list[Rendered] = []
     made = [base]  # largest first; each preset starts from the smallest that still covers it
+    whole = base  # the smallest reduction of the whole picture that covers PHASH_SOURCE_SIDE
     for preset in sorted(spec.presets, key=_area, reverse=True):
         need_w, need_h = _needed(base, preset)
         source = min((m for m in made if m.width >= need_w and m.height >= need_h), key=_pixels)
         current = _resize(source, preset)
         made.append(current)
+        if not preset.crop and max(current.size) >= PHASH_SOURCE_SIDE:
+            whole = min(whole, current, key=_pixels)
         outputs.extend(_output(current, fmt, spec, preset) for fmt in _formats(preset, alpha, spec))
-    return outputs
+    return outputs, insights(whole, spec.blurhash_components)
 
 
 def _output(image: Image.Image, fmt: str, spec: RenderSpec, preset: Preset) -> Rendered:

@@ -38,6 +38,7 @@ from imagery.common.tenancy import (
     SettingsPolicy,
     content_address,
 )
+from imagery.common.upload_limits import UploadLimits
 from imagery.processor.imaging import Limits, Rejected, RenderSpec
 from imagery.processor.ports import (
     ImageJobs,
@@ -228,13 +229,17 @@ class UploadProcessor:
             sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         declared = ALLOWED_CONTENT_TYPES.get(record.content_type, "")
         address = content_address(record.content_scope, sha256)
+        own = record.upload_limits
+        if own is not None and own.frames is not None:
+            # Known content records no frame count: such an upload is verified in a job.
+            return await self._process_new(record, key, data, sha256, stage, settings)
         linked = await self._content.link(
             record,
             address,
             declared,
             stage,
             sha256,
-            lambda width, height: _outside_project_limits(width, height, settings),
+            lambda width, height: _outside_project_limits(width, height, settings, own),
         )
         if linked.refused is not None:
             return await self._fail(record, key, linked.refused, stage, len(data))
@@ -261,11 +266,15 @@ class UploadProcessor:
         if attempt > self._max_attempts:  # it failed for reasons nobody recognised, every time
             return await self._fail(record, key, FailureReason.RETRIES_EXHAUSTED, stage, len(data))
         profile = record.project_profile or self._default_profile
-        spec = dataclasses.replace(self._spec, presets=profile.at_ingest)
+        spec = dataclasses.replace(
+            self._spec,
+            presets=profile.at_ingest,
+            blurhash_components=profile.blurhash_components,
+        )
         try:
             with stage("verify"):
                 job = await self._jobs.verify_and_render(
-                    data, record.content_type, self._limits, spec
+                    data, record.content_type, _job_limits(self._limits, record.upload_limits), spec
                 )
         except Rejected as rejected:
             if rejected.by_the_kernel and attempt < 2:
@@ -280,7 +289,9 @@ class UploadProcessor:
         verified = job.processed.verified
         if (verified.sha256, verified.size_bytes) != (sha256, len(data)):
             raise RetryLater("the job described other bytes than it was given")
-        refused = _outside_project_limits(verified.width, verified.height, settings)
+        refused = _outside_project_limits(
+            verified.width, verified.height, settings, record.upload_limits
+        )
         if refused is not None:
             return await self._fail(record, key, refused, stage, len(data), job.peak_rss_bytes)
         address = content_address(record.content_scope, sha256)
@@ -338,10 +349,37 @@ class UploadProcessor:
         return None if copied is None else self._retained_days
 
 
+def _job_limits(limits: Limits, own: UploadLimits | None) -> Limits:
+    """The deployment's limits, narrowed by those the upload asked for, so the job refuses
+    before decoding: pixels and frames (1 without animation) exactly, sides by the longer of
+    the upload's maximums (the exact check is on the displayed size, after the job)."""
+    if own is None:
+        return limits
+    side = limits.max_side
+    if own.max_width and own.max_height:
+        side = min(side, max(own.max_width, own.max_height))
+    return dataclasses.replace(
+        limits,
+        max_side=side,
+        max_pixels=min(limits.max_pixels, own.max_pixels or limits.max_pixels),
+        max_frames=min(limits.max_frames, own.frames or limits.max_frames),
+    )
+
+
 def _outside_project_limits(
-    width: int, height: int, settings: EffectiveSettings | None
+    width: int,
+    height: int,
+    settings: EffectiveSettings | None,
+    own: UploadLimits | None = None,
 ) -> FailureReason | None:
-    """The project's own dimension limits, checked on the verified (displayed) size."""
+    """The project's own dimension limits, and the upload's, checked on the verified
+    (displayed) size."""
+    if own is not None and (
+        width > (own.max_width or width)
+        or height > (own.max_height or height)
+        or width * height > (own.max_pixels or width * height)
+    ):
+        return FailureReason.DIMENSIONS_EXCEEDED
     if settings is None:
         return None
     if width > settings.max_width or height > settings.max_height:

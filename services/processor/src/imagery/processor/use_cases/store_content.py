@@ -137,6 +137,7 @@ class ContentWriter:
             verified.size_bytes,
             digest=verified.sha256,
             profile_version=version,
+            insights=processed.insights,
         )
         variants = [_variant_info(address, v, version) for v in processed.variants]
         with stage("reserve"):

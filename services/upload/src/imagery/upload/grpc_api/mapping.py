@@ -20,6 +20,7 @@ from imagery.common.tenancy import (
     ProjectSettings,
     SettingsPolicy,
 )
+from imagery.common.upload_limits import UploadLimits
 from imagery.upload.projects import RequestedProfile
 from imagery.upload.use_cases import UploadRequest, UploadTicket
 from imagery.v1 import project_pb2
@@ -35,6 +36,18 @@ def upload_request(message: pb.CreateUploadUrlRequest) -> UploadRequest:
         method=message.upload_method,
         labels=dict(message.labels),
         request_id=message.request_id,
+        limits=_upload_limits(message.limits) if message.HasField("limits") else None,
+    )
+
+
+def _upload_limits(message: pb.UploadLimits) -> UploadLimits:
+    """0 (unset) is "the project's", as is an unset `allow_animation`."""
+    return UploadLimits(
+        max_width=message.max_width or None,
+        max_height=message.max_height or None,
+        max_pixels=message.max_pixels or None,
+        max_frames=message.max_frames or None,
+        allow_animation=message.allow_animation if message.HasField("allow_animation") else None,
     )
 
 
@@ -136,6 +149,9 @@ def profile_to_proto(profile: VariantProfile) -> project_pb2.VariantProfile:
         ],
         lazy_policy=_POLICIES[profile.lazy_policy],
         create_time=_timestamp(profile.created_at),
+        blurhash_components=project_pb2.BlurHashComponents(
+            x=profile.blurhash_components[0], y=profile.blurhash_components[1]
+        ),
     )
 
 
@@ -163,7 +179,10 @@ def requested_profile(project: project_pb2.Project) -> RequestedProfile | None:
             )
         )
     policy = policies.get(message.lazy_policy, f"value {message.lazy_policy}")
-    return RequestedProfile(tuple(presets), policy)
+    if not message.HasField("blurhash_components"):
+        return RequestedProfile(tuple(presets), policy)
+    components = (message.blurhash_components.x, message.blurhash_components.y)
+    return RequestedProfile(tuple(presets), policy, components)
 
 
 def api_key_to_proto(key: ApiKeyInfo) -> project_pb2.ApiKey:
