@@ -243,7 +243,13 @@ class Consumer:
         self._draining = True
         for task in self._queued:  # admitted, no slot yet: give them back now, not at the end
             task.cancel()
-        await self._give_back_held()
+        held = asyncio.ensure_future(self._give_back_held())  # meanwhile: the grace runs now
+        try:
+            await self._finish_in_flight(grace_seconds)
+        finally:
+            await held
+
+    async def _finish_in_flight(self, grace_seconds: float) -> None:
         if not self._tasks:
             return
         log.info(
