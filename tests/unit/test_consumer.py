@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from imagery.common.errors import DependencyUnavailable
+from imagery.common.upload_events import parse_message
 from imagery.processor.consumer import Consumer, ConsumerState
-from imagery.processor.events import parse_message
 from imagery.processor.fairness import FairShare
 from imagery.processor.ports import QueueMessage, RetryLater
 from imagery.processor.use_cases.process_upload import Outcome, Result
@@ -519,17 +519,20 @@ async def test_an_idle_loop_is_running_a_hung_one_stuck_and_a_paused_one_paused(
         async def check(self) -> None:
             raise outage
 
-    consumer = Consumer(
-        queue,
-        Scripted(outage),
-        bucket=BUCKET,
-        concurrency=1,
-        visibility_timeout=60,
-        wait_seconds=20,
-        stall_seconds=30,
-        probe=Down(),
-        clock=asyncio.get_running_loop().time,
-    )
+    def consumer_of(queue: FakeQueue) -> Consumer:
+        return Consumer(
+            queue,
+            Scripted(outage),
+            bucket=BUCKET,
+            concurrency=1,
+            visibility_timeout=60,
+            wait_seconds=20,
+            stall_seconds=30,
+            probe=Down(),
+            clock=asyncio.get_running_loop().time,
+        )
+
+    consumer = consumer_of(queue)
     stop = asyncio.Event()
     running = asyncio.create_task(consumer.run(stop, grace_seconds=1))
     states = []
@@ -545,18 +548,7 @@ async def test_an_idle_loop_is_running_a_hung_one_stuck_and_a_paused_one_paused(
     with contextlib.suppress(asyncio.CancelledError):
         await running
 
-    waiting = FakeQueue([_message(_event())])
-    paused = Consumer(
-        waiting,
-        Scripted(outage),
-        bucket=BUCKET,
-        concurrency=1,
-        visibility_timeout=60,
-        wait_seconds=20,
-        stall_seconds=30,
-        probe=Down(),
-        clock=asyncio.get_running_loop().time,
-    )
+    paused = consumer_of(FakeQueue([_message(_event())]))
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(3600, stop.set)
     consuming = asyncio.create_task(paused.run(stop, grace_seconds=1))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from imagery.common.upload_events import parse_message
 from imagery.processor.adapters.verify import sniff, verify
-from imagery.processor.events import parse_message
 from imagery.processor.imaging import Limits, Rejected
 from tests import images
 

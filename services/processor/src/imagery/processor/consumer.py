@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanKind
 
 from imagery.common.errors import DependencyUnavailable, ImageryError
 from imagery.common.metrics import QUEUE_AGE_SECONDS, RECEIVE_COUNTS
-from imagery.processor.events import ParsedMessage, parse_message
+from imagery.common.upload_events import ParsedMessage, parse_message
 from imagery.processor.fairness import Admitted, FairShare, Held, Ticket
 from imagery.processor.ports import DependencyProbe, MessageQueue, QueueMessage, RetryLater
 from imagery.processor.use_cases.process_upload import ProcessUpload

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from opentelemetry import metrics
 
-from imagery.processor.events import ParsedMessage
+from imagery.common.upload_events import ParsedMessage
 from imagery.processor.ports import QueueMessage, UploadProjects
 
 log = logging.getLogger(__name__)

@@ -1,23 +1,20 @@
 """The dead-letter queue as imagery-admin reads it: SQS calls through the services' own client
-(`imagery.common.aws.clients`), what each message names, read the way the processor reads an
-S3 event (`imagery.processor.events`, which a client of the services may not import), and the
-records of the images it names."""
+(`imagery.common.aws.clients`), what each message names, read as the processor reads it
+(`imagery.common.upload_events`), and the records of the images it names."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import unquote_plus
 
 import asyncpg
 
 from imagery.admin.output import iso
 from imagery.common.aws.clients import aws_unavailable
 from imagery.common.config import AwsSettings, Env
-from imagery.common.storage_keys import GLOBAL_SCOPE, image_id_from_upload_key
+from imagery.common.upload_events import parse_message, redrives_of
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -26,10 +23,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Plain = dict[str, Any]
 SQS_BATCH = 10
-# The processor's count of its own redrives, kept in the event body, and its share of them
-# (imagery.processor.use_cases.redrive_dead_letters: REDRIVES, MAX_REDRIVES).
-REDRIVES = "imageryRedrives"
-MAX_REDRIVES = 3
 # How long what the command reads stays invisible to others at most: it releases it sooner,
 # as soon as it is done; this bounds the wait only when the command is killed.
 HOLD_SECONDS = 120
@@ -98,32 +91,17 @@ def letter(message: MessageTypeDef) -> Letter:
 
 
 def read_event(body: str) -> tuple[list[tuple[str, str]], str | None, int]:
-    """The uploads an S3 event names, why it names none, and the processor's redrive count
-    (a count it cannot read parks the message, so it reads as the full share)."""
-    try:
-        event = json.loads(body)
-    except ValueError:
-        return [], "body is not JSON", 0
-    if not isinstance(event, dict):
-        return [], "body is not a JSON object", 0
-    redrives = event.get(REDRIVES, 0)
-    redrives = redrives if isinstance(redrives, int) else MAX_REDRIVES
-    if event.get("Event") == "s3:TestEvent":
-        return [], "an S3 test event", redrives
-    records = event.get("Records")
-    if not isinstance(records, list):
-        return [], "no Records list", redrives
-    uploads = []
-    for record in records:
-        try:
-            name = str(record["eventName"])
-            key = unquote_plus(str(record["s3"]["object"]["key"]))
-        except (KeyError, TypeError):
-            continue
-        image_id = image_id_from_upload_key(GLOBAL_SCOPE, key)
-        if name.startswith("ObjectCreated") and image_id is not None:
-            uploads.append((image_id, key))
-    return uploads, None if uploads else "no upload record (uploads/<image id>)", redrives
+    """The uploads an S3 event names (in any bucket), why it names none, and the processor's
+    redrive count."""
+    parsed = parse_message(body, None)
+    uploads = [(upload.image_id, upload.key) for upload in parsed.uploads]
+    if parsed.test_event:
+        problem: str | None = "an S3 test event"
+    elif uploads:
+        problem = None
+    else:
+        problem = "; ".join(parsed.ignored) or "no upload record (uploads/<image id>)"
+    return uploads, problem, redrives_of(body) or 0
 
 
 def _batches(items: Sequence[T]) -> Iterator[Sequence[T]]:

@@ -16,7 +16,6 @@ import asyncpg
 from imagery.admin import direct, jobs
 from imagery.admin.deadletters import (
     HOLD_SECONDS,
-    MAX_REDRIVES,
     Letter,
     Queues,
     SqsDeadLetterQueue,
@@ -27,6 +26,7 @@ from imagery.admin.deadletters import (
 from imagery.admin.output import CliError, emit, table
 from imagery.admin.redrive import redrive
 from imagery.common.aws.clients import sqs_client
+from imagery.common.upload_events import MAX_REDRIVES
 
 Plain = dict[str, Any]
 _SHOWN = 50  # messages printed as text, at most

@@ -4,20 +4,17 @@ delete, so a message is never lost between the two queues (at worst it is sent t
 the processor's claims make harmless). A file whose jobs keep failing ends FAILED by its
 attempt counter; a message that fails before any job starts (an object S3 refuses to read)
 is sent back at most `MAX_REDRIVES` times, counted in the event itself, and then parked in
-the dead-letter queue for an operator (the DLQ alarm)."""
+the dead-letter queue for an operator (the DLQ alarm; `imagery.common.upload_events`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 from imagery.common.errors import DependencyUnavailable
+from imagery.common.upload_events import PARKED_SECONDS, counted
 from imagery.processor.ports import DeadLetters, DependencyProbe, MessageSender
 
 log = logging.getLogger(__name__)
-MAX_REDRIVES = 3
-REDRIVES = "imageryRedrives"  # a key S3 never writes into its events
-PARKED_SECONDS = 12 * 3600  # SQS's longest visibility timeout
 
 
 class RedriveDeadLetters:
@@ -41,7 +38,7 @@ class RedriveDeadLetters:
             messages = await self._dead_letters.receive(max_messages=10, wait_seconds=0)
             if not messages:
                 break
-            again = [(m, _counted(m.body)) for m in messages]
+            again = [(m, counted(m.body)) for m in messages]
             back = [(m, body) for m, body in again if body is not None]
             for message, body in again:
                 if body is None:
@@ -59,17 +56,3 @@ class RedriveDeadLetters:
         if moved:
             log.info("dead letters sent back to the queue", extra={"messages": moved})
         return moved
-
-
-def _counted(body: str) -> str | None:
-    """The body with one more redrive counted, or None when it has had its share."""
-    try:
-        event = json.loads(body)
-    except ValueError:
-        return body  # not an event: the consumer drops it, nothing to count
-    if not isinstance(event, dict):
-        return body
-    redrives = event.get(REDRIVES, 0)
-    if not isinstance(redrives, int) or redrives >= MAX_REDRIVES:
-        return None
-    return json.dumps({**event, REDRIVES: redrives + 1})
