@@ -473,6 +473,7 @@ DOCUMENTED_TABLE_GRANTS = {
         "upload_requests": {"SELECT(created_at)", "DELETE"},
         "render_requests": {"SELECT", "INSERT", "UPDATE", "DELETE"},
         "variant_profiles": {"SELECT"},
+        "event_outbox": {"SELECT", "UPDATE(published_at)", "DELETE"},
         "schema_migrations": {"SELECT(version)"},
     },
     "imagery_delivery": {

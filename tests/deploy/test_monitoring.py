@@ -34,6 +34,7 @@ AGREED_METRICS = {
     "imagery_queue_messages",
     "imagery_table_rows",
     "imagery_retention_prune_failures_total",
+    "imagery_events_outbox_age_seconds",
     "db_client_connection_count",
     "db_client_connection_pending_requests",
     "imagery_database_up",

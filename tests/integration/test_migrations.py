@@ -59,11 +59,13 @@ async def test_an_empty_database_gets_the_schema_of_the_design(empty_database: s
             " WHERE NOT tgisinternal ORDER BY tgname"
         )
         assert [(t["tab"], t["tgname"]) for t in triggers] == [
+            ("image_records", "image_records_delete_event"),
             ("image_records", "image_records_state_notify"),
+            ("image_records", "image_records_status_event"),
             *(("image_records", f"project_usage_on_{op}") for op in ("delete", "insert", "update")),
         ], (
-            "the only triggers keep project usage (0012) and announce image changes (0015); "
-            "updated_at is set by each UPDATE"
+            "the only triggers keep project usage (0012), announce image changes (0015) and "
+            "write image events (0026); updated_at is set by each UPDATE"
         )
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(

@@ -19,7 +19,13 @@ import threading
 from pathlib import Path
 
 from imagery.common.db.migrate import MigrationError, migrate
-from imagery.devstack.aws import LOCAL_CREDENTIALS, provision, start_moto, write_env_file
+from imagery.devstack.aws import (
+    LOCAL_CREDENTIALS,
+    create_distribution,
+    provision,
+    start_moto,
+    write_env_file,
+)
 from imagery.devstack.credentials import ADMIN_KEY, API_KEY, ensure_local_keys
 from imagery.devstack.keys import LOCAL_KEY_PAIR_ID, ensure_key_pair
 from imagery.devstack.postgres import EmbeddedPostgres
@@ -179,6 +185,11 @@ def _start_infrastructure(
         "S3_BUCKET": aws.bucket,
         "SQS_QUEUE_URL": aws.queue_url,
         "SQS_DLQ_URL": aws.dlq_url,
+        # Image events: the processor publishes to the topic; read them from the queue.
+        "EVENTS_TOPIC_ARN": aws.events_topic_arn,
+        "EVENTS_QUEUE_URL": aws.events_queue_url,
+        # What takedowns invalidate (moto records it; the local edge caches nothing).
+        "CLOUDFRONT_DISTRIBUTION_ID": create_distribution(endpoint, aws.bucket, region=aws.region),
         "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "info"),
         # A kept database meets an empty local S3: find what lost its objects at once.

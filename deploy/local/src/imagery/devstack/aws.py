@@ -33,6 +33,8 @@ class AwsResources:
     bucket: str
     queue_url: str
     dlq_url: str
+    events_topic_arn: str = ""
+    events_queue_url: str = ""  # subscribed to the topic (raw delivery): where to read events
 
 
 def start_moto(port: int, log_path: Path | None = None) -> subprocess.Popen[bytes]:
@@ -122,7 +124,51 @@ def provision(
             ]
         },
     )
-    return AwsResources(endpoint_url, region, bucket, queue_url, dlq_url)
+    topic_arn, events_queue_url = provision_events(
+        session, endpoint_url, f"{queue.removesuffix('-uploads')}-events"
+    )
+    return AwsResources(
+        endpoint_url, region, bucket, queue_url, dlq_url, topic_arn, events_queue_url
+    )
+
+
+def provision_events(
+    session: boto3.session.Session, endpoint_url: str, name: str
+) -> tuple[str, str]:
+    """The topic image events go to (the processor's EVENTS_TOPIC_ARN), and a queue of the
+    same name subscribed to it with raw message delivery, as a team's consumer would be (a
+    filter policy on `project_id` would take one project's events only)."""
+    sns = session.client("sns", endpoint_url=endpoint_url)
+    sqs = session.client("sqs", endpoint_url=endpoint_url)
+    topic_arn = sns.create_topic(Name=name)["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    queue_arn = _arn(sqs, queue_url)
+    sqs.set_queue_attributes(
+        QueueUrl=queue_url,
+        Attributes={
+            "Policy": json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "sns.amazonaws.com"},
+                            "Action": "sqs:SendMessage",
+                            "Resource": queue_arn,
+                            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+                        }
+                    ],
+                }
+            )
+        },
+    )
+    sns.subscribe(
+        TopicArn=topic_arn,
+        Protocol="sqs",
+        Endpoint=queue_arn,
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    return topic_arn, queue_url
 
 
 def lifecycle_rules(retained_days: int) -> list[dict[str, object]]:
@@ -179,3 +225,41 @@ def write_env_file(path: Path, values: dict[str, str]) -> None:
         + "\n".join(lines)
         + "\n"
     )
+
+
+def create_distribution(endpoint_url: str, bucket: str, *, region: str = "us-east-1") -> str:
+    """A CloudFront distribution in front of the bucket, on the local endpoint (moto records
+    its invalidations): the processor's CLOUDFRONT_DISTRIBUTION_ID, which takedowns
+    invalidate. The local edge (`edge.py`) serves the URLs; this is only the API's side."""
+    session = boto3.session.Session(
+        aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=region,
+    )
+    cloudfront = session.client("cloudfront", endpoint_url=endpoint_url)
+    origin = f"{bucket}.s3.{region}.amazonaws.com"
+    answer = cloudfront.create_distribution(
+        DistributionConfig={
+            "CallerReference": f"imagery-{bucket}",
+            "Comment": f"imagery: {bucket}",
+            "Enabled": True,
+            "Origins": {
+                "Quantity": 1,
+                "Items": [
+                    {
+                        "Id": "bucket",
+                        "DomainName": origin,
+                        "S3OriginConfig": {"OriginAccessIdentity": ""},
+                    }
+                ],
+            },
+            "DefaultCacheBehavior": {
+                "TargetOriginId": "bucket",
+                "ViewerProtocolPolicy": "https-only",
+                "TrustedKeyGroups": {"Enabled": False, "Quantity": 0},
+                "MinTTL": 0,
+                "ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none"}},
+            },
+        }
+    )
+    return str(answer["Distribution"]["Id"])

@@ -30,6 +30,7 @@ def service_env(database_url: str, aws: AwsResources) -> dict[str, str]:
         "SQS_QUEUE_URL": aws.queue_url,
         "SQS_DLQ_URL": aws.dlq_url,
         "LOG_FORMAT": "json",
+        **({"EVENTS_TOPIC_ARN": aws.events_topic_arn} if aws.events_topic_arn else {}),
     }
 
 

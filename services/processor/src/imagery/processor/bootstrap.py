@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 from grpc_health.v1 import health_pb2
 
-from imagery.common.aws.clients import s3_client, sqs_client
+from imagery.common.aws.clients import s3_client, sns_client, sqs_client
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.pool import create_pool
 from imagery.common.db.schema import wait_for_schema
@@ -23,6 +23,7 @@ from imagery.processor.adapters.admin_jobs import PostgresAdminJobs
 from imagery.processor.adapters.backfills import PostgresBackfills
 from imagery.processor.adapters.isolation import IsolatedRunner
 from imagery.processor.adapters.lease import PostgresLease
+from imagery.processor.adapters.outbox import PostgresEventOutbox
 from imagery.processor.adapters.postgres import (
     PostgresContentInventory,
     PostgresContentStore,
@@ -34,6 +35,7 @@ from imagery.processor.adapters.reconcile_jobs import PostgresReconcileJobs
 from imagery.processor.adapters.renders import PostgresRenderRequests
 from imagery.processor.adapters.retention import PostgresRetention
 from imagery.processor.adapters.s3 import S3ObjectStore
+from imagery.processor.adapters.sns import SnsEventPublisher
 from imagery.processor.adapters.sqs import SqsMessageQueue
 from imagery.processor.config import ProcessorSettings
 from imagery.processor.consumer import Consumer, ConsumerState
@@ -49,6 +51,7 @@ from imagery.processor.use_cases.prune_retained import PruneRetained
 from imagery.processor.use_cases.reconcile import Reconciler
 from imagery.processor.use_cases.reconcile_job import ReconcileJob
 from imagery.processor.use_cases.redrive_dead_letters import RedriveDeadLetters
+from imagery.processor.use_cases.relay_events import EventRelay
 from imagery.processor.use_cases.render_variant import RenderVariant
 from imagery.processor.use_cases.run_admin_jobs import RunAdminJobs
 
@@ -67,6 +70,7 @@ class ProcessorApp:
     health: GrpcServer
     settings: ProcessorSettings
     lease: PostgresLease
+    relay: EventRelay | None = None  # None: EVENTS_TOPIC_ARN unset
 
     async def start(self, port: int, host: str = "[::]") -> int:
         """The health endpoint for Kubernetes probes (PROCESSOR_HEALTH_PORT)."""
@@ -110,12 +114,15 @@ class ProcessorApp:
         renderer = asyncio.create_task(self.renderer.run(stop, grace_seconds=grace))
         lease = asyncio.create_task(self.lease.run(stop))
         watchdog = asyncio.create_task(self.watch_health(stop))
+        relay = asyncio.create_task(self.relay.run(stop)) if self.relay is not None else None
         try:
             await self.consumer.run(stop, grace_seconds=grace)
         finally:
             stop.set()  # the consumer may have ended by an error: the renderer ends with it
             await renderer
-            await asyncio.gather(lease, watchdog, return_exceptions=True)
+            await asyncio.gather(
+                lease, watchdog, *([relay] if relay is not None else []), return_exceptions=True
+            )
             housekeeping.cancel()
             await self.health.stop()
         log.info("processor stopped")
@@ -226,8 +233,16 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
     lane = runner.lane(settings.render_concurrency)
     stack.callback(lane.close)
     renderer = _renderer(settings, pool, store, lane)
+    relay = None
+    if settings.events_topic_arn is not None:
+        sns = await stack.enter_async_context(sns_client(settings.base.aws))
+        relay = EventRelay(
+            PostgresEventOutbox(pool),
+            SnsEventPublisher(sns, settings.events_topic_arn),
+            poll_seconds=settings.events_poll_seconds,
+        )
     return ProcessorApp(
-        consumer, housekeeping, renderer, GrpcServer([], grace_seconds=1), settings, lease
+        consumer, housekeeping, renderer, GrpcServer([], grace_seconds=1), settings, lease, relay
     )
 
 
@@ -282,5 +297,6 @@ def _retention(
         RetentionRule("image_deletions", settings.retention_deletion_feed_days),
         RetentionRule("failed_images", failed_days),
         RetentionRule("admin_jobs", settings.retention_admin_jobs_days),
+        RetentionRule("event_outbox", settings.retention_events_days),
     ]
     return PruneRetained(PostgresRetention(pool), rules, leading=leading)

@@ -52,6 +52,10 @@ class ProcessorSettings:
     retention_deletion_feed_days: int = 1
     retention_failed_days: int = 30
     retention_admin_jobs_days: int = 90
+    retention_events_days: int = 7  # the event outbox, published or not
+    # The SNS topic image events go to (None: the outbox is kept, nothing is published).
+    events_topic_arn: str | None = None
+    events_poll_seconds: float = 0.5  # how often an idle relay looks for events
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings:
@@ -135,7 +139,20 @@ def _build(env: Env, base: Settings) -> ProcessorSettings:
         retention_admin_jobs_days=env.integer(
             "RETENTION_ADMIN_JOBS_DAYS", 90, minimum=1, maximum=36500
         ),
+        retention_events_days=env.integer("RETENTION_EVENTS_DAYS", 7, minimum=1, maximum=36500),
+        events_topic_arn=_topic_arn(env),
+        events_poll_seconds=_seconds(env, "EVENTS_POLL_SECONDS", 0.5),
     )
+
+
+def _topic_arn(env: Env) -> str | None:
+    value = env.optional("EVENTS_TOPIC_ARN", "").strip()
+    if value and (not value.startswith("arn:") or value.split(":")[2:3] != ["sns"]):
+        raise ConfigError(
+            f"EVENTS_TOPIC_ARN={value[:100]!r} is not an SNS topic ARN: set it to the topic's "
+            "ARN (arn:aws:sns:REGION:ACCOUNT:NAME), or leave it unset to publish no events."
+        )
+    return value or None
 
 
 def _seconds(env: Env, name: str, default: float) -> float:

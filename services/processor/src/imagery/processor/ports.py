@@ -480,3 +480,46 @@ class Retention(Protocol):
         """The rows each kept table holds, by its metric name, from the planner's statistics
         (an exact count only where a table has none yet: it was never analyzed)."""
         ...
+
+
+# --- image events ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One event as the outbox holds it (migration 0026): written by the change it reports."""
+
+    id: int
+    type: str  # image.ready, image.failed, image.blocked, image.deleted
+    project_id: str
+    image_id: str
+    sequence: int  # the image's own count: a later change has a higher one
+    trace_context: str | None  # W3C traceparent of the call that created the image
+    payload: Mapping[str, object]
+    created_at: datetime
+
+
+class PendingEvents(Protocol):
+    """A batch of unpublished events, held by this relay until the batch ends (a relay that
+    dies lets them go, and another publishes them again)."""
+
+    events: Sequence[OutboxEvent]
+
+    async def mark_published(self, ids: Collection[int]) -> None: ...
+
+
+class EventOutbox(Protocol):
+    def pending(self, limit: int) -> AbstractAsyncContextManager[PendingEvents]:
+        """The oldest unpublished events no other relay holds, up to `limit`."""
+        ...
+
+    async def oldest_pending_age(self) -> float:
+        """Seconds since the oldest unpublished event was written (0 when none waits)."""
+        ...
+
+
+class EventPublisher(Protocol):
+    async def publish(self, events: Sequence[OutboxEvent]) -> list[int]:
+        """Publish each event; the ids of those the topic accepted (the others are tried
+        again later)."""
+        ...

@@ -16,7 +16,9 @@ from imagery.common.errors import DependencyUnavailable
 from imagery.common.telemetry import trace_aws_calls
 
 if TYPE_CHECKING:
+    from types_aiobotocore_cloudfront import CloudFrontClient
     from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sqs import SQSClient
 
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -58,6 +60,27 @@ async def sqs_client(settings: AwsSettings) -> AsyncIterator[SQSClient]:
     session = aioboto3.Session()
     async with session.client(
         "sqs", endpoint_url=settings.endpoint_url, config=_config(settings, "sqs")
+    ) as client:
+        trace_aws_calls(client)
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def sns_client(settings: AwsSettings) -> AsyncIterator[SNSClient]:
+    session = aioboto3.Session()
+    async with session.client(
+        "sns", endpoint_url=settings.endpoint_url, config=_config(settings, "sns")
+    ) as client:
+        trace_aws_calls(client)
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def cloudfront_client(settings: AwsSettings) -> AsyncIterator[CloudFrontClient]:
+    """CloudFront's API (invalidations); global, served from us-east-1."""
+    session = aioboto3.Session()
+    async with session.client(
+        "cloudfront", endpoint_url=settings.endpoint_url, config=_config(settings, "cloudfront")
     ) as client:
         trace_aws_calls(client)
         yield client

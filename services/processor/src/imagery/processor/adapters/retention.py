@@ -45,6 +45,13 @@ DELETE FROM admin_jobs WHERE id = ANY(ARRAY(
        AND j.finished_at < now() - make_interval(days => $1)
        AND NOT EXISTS (SELECT 1 FROM render_requests q WHERE q.job_id = j.id)
      ORDER BY j.finished_at LIMIT $2))""",
+    # Published or not: an event that waited this long for the topic is given up (the
+    # imagery.events.outbox.age alert fires long before).
+    "event_outbox": """
+DELETE FROM event_outbox WHERE id = ANY(ARRAY(
+    SELECT id FROM event_outbox WHERE created_at < now() - make_interval(days => $1)
+     ORDER BY created_at LIMIT $2
+       FOR UPDATE SKIP LOCKED))""",
 }
 
 
@@ -74,6 +81,9 @@ _SIZES: dict[str, _Size] = {
     ),
     "admin_jobs": _Size(
         "public.admin_jobs", "public.admin_jobs", "SELECT count(*) FROM admin_jobs"
+    ),
+    "event_outbox": _Size(
+        "public.event_outbox", "public.event_outbox", "SELECT count(*) FROM event_outbox"
     ),
     "render_requests": _Size(
         "public.render_requests", "public.render_requests", "SELECT count(*) FROM render_requests"
