@@ -82,6 +82,7 @@ class InMemoryImageRepository:
         self.blobs: dict[str, FakeBlob] = {}  # the content table, shared with FakeOutcomes
         self.deletion_log: list[str] = []  # the feed; a position in it plays the xid
         self.swept: dict[str, datetime] = {}  # when the sweep last took a record
+        self.blocked: set[str] = set()  # SHA-256s taken down (blocked_content)
 
     async def save(
         self, record: ImageRecord, *, principal: str = "key:test", quotas: Quotas = UNLIMITED
@@ -371,6 +372,9 @@ class FakeOutcomeWrites:
     def __init__(self, images: InMemoryImageRepository) -> None:
         self.images = images
 
+    async def content_blocked(self, digest: str) -> bool:
+        return digest in self.images.blocked
+
     async def lock_processing(self, image_id: str) -> bool:
         record = self.images.records.get(image_id)
         return record is not None and record.status is ImageStatus.PROCESSING
@@ -482,6 +486,9 @@ class FakeOutcomes:
         await self.images.update_status(
             image_id, ImageStatus.PENDING, only_from={ImageStatus.PROCESSING}
         )
+
+    async def is_blocked(self, digest: str) -> bool:
+        return digest in self.images.blocked
 
     async def stored_keys(self, sha256: str) -> tuple[str, ...] | None:
         blob = self.images.blobs.get(sha256)

@@ -59,14 +59,14 @@ def test_the_committed_contract_is_compatible_with_itself(repo: Path) -> None:
 
 
 def test_an_added_enum_value_is_allowed(repo: Path) -> None:
-    added = "IMAGE_STATUS_FAILED = 4;\n  IMAGE_STATUS_ARCHIVED = 5;"
+    added = "IMAGE_STATUS_FAILED = 4;\n  IMAGE_STATUS_ARCHIVED = 6;"
     _edit(repo, "IMAGE_STATUS_FAILED = 4;", added)
     result = _proto_breaking(repo)
     assert result.returncode == 0, result.stderr
 
 
 def test_a_renumbered_value_fails_and_says_what_to_do(repo: Path) -> None:
-    _edit(repo, "IMAGE_STATUS_FAILED = 4;", "IMAGE_STATUS_FAILED = 5;")
+    _edit(repo, "IMAGE_STATUS_FAILED = 4;", "IMAGE_STATUS_FAILED = 6;")
     result = _proto_breaking(repo)
     assert result.returncode != 0
     assert 'enum value "4" on enum "ImageStatus" was deleted' in result.stdout + result.stderr

@@ -474,6 +474,7 @@ DOCUMENTED_TABLE_GRANTS = {
         "render_requests": {"SELECT", "INSERT", "UPDATE", "DELETE"},
         "variant_profiles": {"SELECT"},
         "event_outbox": {"SELECT", "UPDATE(published_at)", "DELETE"},
+        "blocked_content": {"SELECT"},
         "schema_migrations": {"SELECT(version)"},
     },
     "imagery_delivery": {
@@ -517,12 +518,13 @@ def test_the_documented_postgres_grants_separate_the_roles() -> None:
                 tables.setdefault(grantee, {}).setdefault(table, set()).update(granted)
     assert tables == DOCUMENTED_TABLE_GRANTS
     prune_audit = "EXECUTE ON FUNCTION prune_audit_events(integer, integer)"
+    addresses = "EXECUTE ON FUNCTION content_addresses(text)"
     for grantee in ("imagery_upload", "imagery_processor", "imagery_delivery"):
         assert other[grantee] == {
             "CONNECT ON DATABASE imagery",
             "USAGE ON SCHEMA public",
             "SELECT ON TABLES",
-        } | ({prune_audit} if grantee == "imagery_processor" else set()), grantee
+        } | ({prune_audit, addresses} if grantee == "imagery_processor" else set()), grantee
     (revoked,) = re.findall(r"REVOKE ALL ON (?!DATABASE)([^;]+?)\s+FROM", sql)
     reset = {t.strip() for t in revoked.split(",")}
     assert reset == {t for grants in tables.values() for t in grants} | {"schema_migrations"}, (

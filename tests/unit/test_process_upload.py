@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any
 
 import pytest
@@ -393,3 +394,31 @@ async def test_known_content_is_held_to_the_projects_limits_too(world: World) ->
     await world.process(again, upload_key(GLOBAL_SCOPE, again))
     assert world.status(again) == (ImageStatus.FAILED, FailureReason.TOO_SMALL)
     assert list(world.outcomes.references.values()) == [1], "the refused link was undone"
+
+
+async def test_an_upload_of_blocked_bytes_fails_blocked_and_stores_nothing(world: World) -> None:
+    body = images.jpeg(64, 48)
+    world.images.blocked.add(hashlib.sha256(body).hexdigest())
+    image_id = await world.upload(body)
+    result = await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "BLOCKED")
+    assert world.status(image_id) == (ImageStatus.FAILED, "BLOCKED")
+    assert world.objects.objects == {} and world.outcomes.references == {}
+
+
+async def test_bytes_blocked_while_processing_never_turn_ready(world: World) -> None:
+    body = images.jpeg(64, 48)
+    image_id = await world.upload(body)
+    digest = hashlib.sha256(body).hexdigest()
+    original = world.outcomes.is_blocked
+
+    async def blocked_after_the_first_look(sha256: str) -> bool:
+        found = await original(sha256)
+        world.images.blocked.add(digest)  # the takedown commits right after the first check
+        return found
+
+    world.outcomes.is_blocked = blocked_after_the_first_look  # type: ignore[method-assign]
+    result = await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "BLOCKED")
+    assert world.status(image_id) == (ImageStatus.FAILED, "BLOCKED")
+    assert set(world.outcomes.references.values()) <= {0}, "no reference taken"

@@ -8,6 +8,7 @@ from imagery.client._version import __version__
 from imagery.client.aio import AsyncImageryClient
 from imagery.client.channels import DEFAULT_SERVICE_CONFIG, AioRequestId, SyncRequestId
 from imagery.client.errors import (
+    ImageBlocked,
     ImageFailed,
     ImageNotFound,
     ImageNotReady,
@@ -34,6 +35,7 @@ __all__ = [
     "DownloadFailure",
     "DownloadUrls",
     "ImageBatch",
+    "ImageBlocked",
     "ImageFailed",
     "ImageNotFound",
     "ImageNotReady",

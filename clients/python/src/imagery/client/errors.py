@@ -185,6 +185,17 @@ class ImageFailed(FailedPrecondition):
         return self.metadata.get("failure_reason", "")
 
 
+class ImageBlocked(FailedPrecondition):
+    """An operator took the image's bytes down: it is BLOCKED and will never be served.
+    `image` is the image as last seen, when the client saw it."""
+
+    reason_default = "BLOCKED"
+
+    def __init__(self, message: str = "", *, image: Any = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.image = image
+
+
 class ImageContentLost(FailedPrecondition):
     reason_default = "IMAGE_CONTENT_LOST"
 

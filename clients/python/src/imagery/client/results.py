@@ -8,7 +8,7 @@ from typing import Literal, NamedTuple
 
 from google.protobuf import field_mask_pb2
 
-from imagery.client.errors import ImageFailed
+from imagery.client.errors import ImageBlocked, ImageFailed
 from imagery.v1 import delivery_service_pb2 as dpb
 from imagery.v1 import errors_pb2, image_pb2
 from imagery.v1 import upload_service_pb2 as upb
@@ -144,9 +144,16 @@ def download_url_request(
 
 
 def terminal(image: image_pb2.Image) -> bool:
-    """READY (returned) or FAILED (raised): nothing will change any more."""
+    """READY (returned) or FAILED or BLOCKED (raised): nothing will change any more."""
     if image.status == image_pb2.IMAGE_STATUS_FAILED:
         raise failed(image)
+    if image.status == image_pb2.IMAGE_STATUS_BLOCKED:
+        raise ImageBlocked(
+            f"Image {image.image_id} was taken down by an operator and will never be served.",
+            reason="BLOCKED",
+            metadata={"image_id": image.image_id},
+            image=image,
+        )
     return image.status == image_pb2.IMAGE_STATUS_READY
 
 

@@ -133,8 +133,9 @@ class ImageryClient:
         return ticket.image_id
 
     def wait_ready(self, image_id: str, timeout: float = 60.0) -> image_pb2.Image:
-        """The image once READY. Raises `ImageFailed` if it ends FAILED, `ImageNotFound` if it
-        is deleted, and `TimeoutError` if it is neither within `timeout` seconds."""
+        """The image once READY. Raises `ImageFailed` if it ends FAILED, `ImageBlocked` if it
+        is taken down, `ImageNotFound` if it is deleted, and `TimeoutError` if it is neither
+        within `timeout` seconds."""
         deadline = time.monotonic() + timeout
         last: image_pb2.Image | None = None
         pause = 0.1

@@ -203,7 +203,8 @@ class DownloadUrlFailure(_message.Message):
     """Output only. The variant preset asked for."""
     reason: _errors_pb2.ErrorReason.ValueType
     """Output only. Why: IMAGE_NOT_FOUND (unknown or deleted), IMAGE_NOT_READY (PENDING or
-    PROCESSING: ask again when READY), IMAGE_FAILED (it never will be), UNKNOWN_VARIANT
+    PROCESSING: ask again when READY), IMAGE_FAILED (it never will be), BLOCKED (taken
+    down by an operator), UNKNOWN_VARIANT
     (READY, but this image has no such variant), IMAGE_CONTENT_LOST. Later releases may add
     reasons; treat an unknown one as "no URL".
     """

@@ -147,6 +147,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     this image yet (a lazy preset, or one a backfill has not reached), and the project's lazy
     policy is PENDING. Its rendering has been asked for: retry after the RetryInfo delay.
     """
+    ERROR_REASON_BLOCKED: _ErrorReason.ValueType  # 55
+    """FAILED_PRECONDITION (or a BatchGetDownloadUrls failure): an operator took the image's
+    bytes down (`imagery-admin block`); it is BLOCKED and will never be served. Also the
+    `failure_reason` of a BLOCKED image, and of an upload of blocked bytes (FAILED).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed, or why an image ended FAILED.
@@ -282,5 +287,10 @@ ERROR_REASON_VARIANT_PENDING: ErrorReason.ValueType  # 54
 """FAILED_PRECONDITION: the variant is a preset of the project's profile not rendered for
 this image yet (a lazy preset, or one a backfill has not reached), and the project's lazy
 policy is PENDING. Its rendering has been asked for: retry after the RetryInfo delay.
+"""
+ERROR_REASON_BLOCKED: ErrorReason.ValueType  # 55
+"""FAILED_PRECONDITION (or a BatchGetDownloadUrls failure): an operator took the image's
+bytes down (`imagery-admin block`); it is BLOCKED and will never be served. Also the
+`failure_reason` of a BLOCKED image, and of an upload of blocked bytes (FAILED).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -41,6 +41,12 @@ class _ImageStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImageStat
     operator's `imagery-admin reprocess` (audited) sets it back to PENDING under the same id,
     with `failure_reason` cleared; it then ends READY or FAILED again.
     """
+    IMAGE_STATUS_BLOCKED: _ImageStatus.ValueType  # 5
+    """Taken down by an operator (`imagery-admin block`, audited): its bytes are blocked in
+    every project, its content is deleted and no URL is signed for it (FAILED_PRECONDITION
+    BLOCKED); `failure_reason` is BLOCKED. Terminal: unblocking the bytes does not bring it
+    back, the file must be uploaded again.
+    """
 
 class ImageStatus(_ImageStatus, metaclass=_ImageStatusEnumTypeWrapper):
     """Where an image is in its life: created by UploadService, moved on by the
@@ -61,6 +67,12 @@ that failed for a reason that may not be the file's fault (CPU_LIMIT, PROCESSING
 MEMORY_LIMIT, RETRIES_EXHAUSTED) keeps its bytes for a configured number of days, and an
 operator's `imagery-admin reprocess` (audited) sets it back to PENDING under the same id,
 with `failure_reason` cleared; it then ends READY or FAILED again.
+"""
+IMAGE_STATUS_BLOCKED: ImageStatus.ValueType  # 5
+"""Taken down by an operator (`imagery-admin block`, audited): its bytes are blocked in
+every project, its content is deleted and no URL is signed for it (FAILED_PRECONDITION
+BLOCKED); `failure_reason` is BLOCKED. Terminal: unblocking the bytes does not bring it
+back, the file must be uploaded again.
 """
 Global___ImageStatus: _TypeAlias = ImageStatus  # noqa: Y015
 
@@ -201,7 +213,7 @@ class Image(_message.Message):
     the name of an `ErrorReason` value without its `ERROR_REASON_` prefix.
     """
     detected_format: _builtins.str
-    """Output only. The format detected from the bytes ("jpeg", "png", "webp", "avif", "gif"); empty until verified."""
+    """Output only. The format detected from the bytes ("jpeg", "png", "webp", "avif", "gif", "heic", "heif"); empty until verified."""
     profile_version: _builtins.int
     """Output only. The version of the project's variant profile the variants were rendered
     with (0: the deployment's default profile). A backfill moves it to the current version.

@@ -398,7 +398,7 @@ class ProjectSettings(_message.Message):
     @_builtins.property
     def content_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Optional. Content types the project accepts, a subset of the deployment's allowlist;
-        empty means all of it.
+        empty means the default ones. Opt-in types ("image/heic", "image/heif") only when named.
         """
 
     def __init__(

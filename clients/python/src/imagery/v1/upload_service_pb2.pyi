@@ -57,7 +57,8 @@ class CreateUploadUrlRequest(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     content_type: _builtins.str
     """Required. Exactly one of "image/jpeg", "image/png", "image/webp", "image/avif",
-    "image/gif" (lower case, no parameters). The PUT must send the same Content-Type.
+    "image/gif" (lower case, no parameters), or "image/heic" / "image/heif" where the
+    project turned them on (settings.content_types). The PUT must send the same Content-Type.
     """
     file_name: _builtins.str
     """Required. The original file name, 1-255 characters without control characters.

@@ -17,10 +17,11 @@ class ImageStatus(enum.Enum):
     PROCESSING = "processing"
     READY = "ready"
     FAILED = "failed"
+    BLOCKED = "blocked"  # taken down by an operator (`imagery-admin block`)
 
     @property
     def terminal(self) -> bool:
-        return self in (ImageStatus.READY, ImageStatus.FAILED)
+        return self in (ImageStatus.READY, ImageStatus.FAILED, ImageStatus.BLOCKED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -265,6 +265,19 @@ class ImageFailed(ImageryError):
         )
 
 
+class ImageBlocked(ImageryError):
+    """An operator took the image's bytes down: it is BLOCKED and is never served again."""
+
+    reason = "BLOCKED"
+
+    def __init__(self, image_id: str) -> None:
+        super().__init__(
+            f"Image {image_id} was taken down by an operator and will never be served: "
+            "remove it from what you show (DeleteImage deletes its record).",
+            metadata={"image_id": image_id},
+        )
+
+
 class RequestIdReused(ImageryError):
     reason = "REQUEST_ID_REUSED"
 
@@ -459,6 +472,7 @@ class FailureReason(StrEnum):
     PROCESSING_CRASHED = "PROCESSING_CRASHED"
     NOT_UPLOADED = "NOT_UPLOADED"
     RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
+    BLOCKED = "BLOCKED"  # the bytes were taken down (`imagery-admin block`)
 
 
 # ErrorReason values no longer recorded; kept in the enum, which never loses a value.

@@ -56,6 +56,11 @@ def variant_key(scope: str, sha256: str, name: str, fmt: str, version: int = 0) 
     return f"{scope}variants/{sha256}/{folder}{name}.{FORMATS[fmt].extension}"
 
 
+def variants_prefix(scope: str, sha256: str) -> str:
+    """The folder of every variant of the content, of every profile version."""
+    return f"{scope}variants/{sha256}/"
+
+
 _CONTENT_KEY_RE = re.compile(
     r"^(.*)(?:originals/([0-9a-f]{64})|variants/([0-9a-f]{64})/(?:v[1-9][0-9]*/)?[^/]+)$"
 )

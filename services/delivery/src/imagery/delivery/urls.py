@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from imagery.common.domain import DownloadTarget, ImageRecord, ImageStatus
 from imagery.common.errors import (
+    ImageBlocked,
     ImageContentLost,
     ImageFailed,
     ImageNotFound,
@@ -153,6 +154,8 @@ class GetDownloadUrl(_SignsVariants):
         record = await self._images.find_by_id(project, image_id)
         if record is None:
             raise ImageNotFound(image_id)
+        if record.status is ImageStatus.BLOCKED:
+            raise ImageBlocked(image_id)
         if record.status is not ImageStatus.READY:
             raise ImageNotReady(image_id, record.status.value)
         if not record.variants:  # the reconciler found its objects gone
@@ -280,6 +283,8 @@ def _unservable(
         return ImageNotFound.reason
     if target.status is ImageStatus.FAILED:
         return ImageFailed.reason
+    if target.status is ImageStatus.BLOCKED:
+        return ImageBlocked.reason
     if target.status is not ImageStatus.READY or record is None:
         return ImageNotReady.reason
     if not record.variants:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 from grpc_health.v1 import health_pb2
 
-from imagery.common.aws.clients import s3_client, sns_client, sqs_client
+from imagery.common.aws.clients import cloudfront_client, s3_client, sns_client, sqs_client
 from imagery.common.db.images import PostgresImageRepository
 from imagery.common.db.pool import create_pool
 from imagery.common.db.schema import wait_for_schema
@@ -21,6 +21,7 @@ from imagery.common.grpc.server import GrpcServer
 from imagery.common.runner import stop_on_signals
 from imagery.processor.adapters.admin_jobs import PostgresAdminJobs
 from imagery.processor.adapters.backfills import PostgresBackfills
+from imagery.processor.adapters.cloudfront import CloudFrontInvalidator
 from imagery.processor.adapters.isolation import IsolatedRunner
 from imagery.processor.adapters.lease import PostgresLease
 from imagery.processor.adapters.outbox import PostgresEventOutbox
@@ -37,6 +38,7 @@ from imagery.processor.adapters.retention import PostgresRetention
 from imagery.processor.adapters.s3 import S3ObjectStore
 from imagery.processor.adapters.sns import SnsEventPublisher
 from imagery.processor.adapters.sqs import SqsMessageQueue
+from imagery.processor.adapters.takedowns import PostgresTakedowns
 from imagery.processor.config import ProcessorSettings
 from imagery.processor.consumer import Consumer, ConsumerState
 from imagery.processor.fairness import FairShare
@@ -54,6 +56,7 @@ from imagery.processor.use_cases.redrive_dead_letters import RedriveDeadLetters
 from imagery.processor.use_cases.relay_events import EventRelay
 from imagery.processor.use_cases.render_variant import RenderVariant
 from imagery.processor.use_cases.run_admin_jobs import RunAdminJobs
+from imagery.processor.use_cases.takedown import TakedownJob
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +212,11 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
     async def reconcile() -> object:
         return await reconciler.run(dry_run=settings.reconcile_dry_run)
 
+    cdn = None
+    if settings.cloudfront_distribution_id is not None:
+        cloudfront = await stack.enter_async_context(cloudfront_client(settings.base.aws))
+        cdn = CloudFrontInvalidator(cloudfront, settings.cloudfront_distribution_id)
+    takedown = TakedownJob(PostgresTakedowns(pool), store, cdn)
     housekeeping = Housekeeping(
         [
             ("unreferenced content", collector.sweep),
@@ -216,7 +224,7 @@ async def build_processor(settings: ProcessorSettings, stack: AsyncExitStack) ->
             ("retention", _retention(settings, pool, lease.leading)),
             ("expired request ids", PostgresUploadRequests(pool).prune),
             ("dead letters", RedriveDeadLetters(dead_letters, queue, probe)),
-            ("operator jobs", _admin_jobs(settings, pool, store, reconciler)),
+            ("operator jobs", _admin_jobs(settings, pool, store, reconciler, takedown)),
             (
                 "bucket and database",
                 Every(
@@ -272,7 +280,11 @@ def _renderer(
 
 
 def _admin_jobs(
-    settings: ProcessorSettings, pool: asyncpg.Pool, store: S3ObjectStore, reconciler: Reconciler
+    settings: ProcessorSettings,
+    pool: asyncpg.Pool,
+    store: S3ObjectStore,
+    reconciler: Reconciler,
+    takedown: TakedownJob,
 ) -> RunAdminJobs:
     jobs = PostgresAdminJobs(pool)
     backfill = Backfill(
@@ -283,7 +295,7 @@ def _admin_jobs(
     )
     # `imagery-admin reconcile`: the periodic pass's reconciler, with the operator's options
     reconcile = ReconcileJob(reconciler, PostgresReconcileJobs(pool))
-    return RunAdminJobs(jobs, store, backfill=backfill, reconcile=reconcile)
+    return RunAdminJobs(jobs, store, backfill=backfill, reconcile=reconcile, takedown=takedown)
 
 
 def _retention(

@@ -56,6 +56,8 @@ class ProcessorSettings:
     # The SNS topic image events go to (None: the outbox is kept, nothing is published).
     events_topic_arn: str | None = None
     events_poll_seconds: float = 0.5  # how often an idle relay looks for events
+    # The distribution takedowns invalidate (None: takedowns delete, and invalidate nothing).
+    cloudfront_distribution_id: str | None = None
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ProcessorSettings:
@@ -142,6 +144,7 @@ def _build(env: Env, base: Settings) -> ProcessorSettings:
         retention_events_days=env.integer("RETENTION_EVENTS_DAYS", 7, minimum=1, maximum=36500),
         events_topic_arn=_topic_arn(env),
         events_poll_seconds=_seconds(env, "EVENTS_POLL_SECONDS", 0.5),
+        cloudfront_distribution_id=env.optional("CLOUDFRONT_DISTRIBUTION_ID", "").strip() or None,
     )
 
 

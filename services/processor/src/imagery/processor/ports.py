@@ -201,6 +201,11 @@ class OutcomeWrites(Protocol):
     when the block ends normally and rolls back when the block raises. Never hold one across
     an S3 call."""
 
+    async def content_blocked(self, digest: str) -> bool:
+        """Whether the bytes with this SHA-256 are taken down (`imagery-admin block`), checked
+        under a lock the takedown takes too: call it before marking an image READY."""
+        ...
+
     async def lock_processing(self, image_id: str) -> bool:
         """Lock the record while it is `processing`; False when it is not (another worker
         finished it, or it was deleted): the caller must write nothing for it."""
@@ -248,6 +253,10 @@ class Outcomes(Protocol):
 
     async def release_claim(self, image_id: str) -> None:
         """`processing` -> `pending` (shutdown, transient trouble)."""
+        ...
+
+    async def is_blocked(self, digest: str) -> bool:
+        """Whether the bytes with this SHA-256 are taken down (`imagery-admin block`)."""
         ...
 
     async def stored_keys(self, sha256: str) -> tuple[str, ...] | None:
@@ -522,4 +531,46 @@ class EventPublisher(Protocol):
     async def publish(self, events: Sequence[OutboxEvent]) -> list[int]:
         """Publish each event; the ids of those the topic accepted (the others are tried
         again later)."""
+        ...
+
+
+# --- takedown ----------------------------------------------------------------------------
+
+
+class TakedownRecords(Protocol):
+    """What a takedown job (`imagery-admin block`) reads and changes in Postgres."""
+
+    async def begin(self, job: AdminJob) -> bool:
+        """Take the job's work as the claim holder; False when it is not ours any more."""
+        ...
+
+    async def addresses(self, sha256: str) -> list[str]:
+        """Every content address the bytes may have, in every project (deleted ones too)."""
+        ...
+
+    async def forget_content(self, addresses: Collection[str]) -> list[str]:
+        """Delete the rows of that content nothing references any more (its variants, its
+        blob): the addresses that had a row."""
+        ...
+
+    async def finish(self, job: AdminJob, result: Mapping[str, object]) -> None: ...
+
+
+class EveryVersion(Protocol):
+    async def delete_every_version(self, prefix: str) -> int:
+        """Delete every object under `prefix`, with every earlier version and delete marker
+        S3 versioning keeps of it: how many versions went."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    id: str
+    paths: tuple[str, ...]
+
+
+class CdnInvalidator(Protocol):
+    async def invalidate(self, paths: Sequence[str], *, reference: str) -> Invalidation:
+        """Ask the CDN to drop what it caches under `paths` (a trailing `*` is a wildcard).
+        The same `reference` again is the same invalidation, not a new one."""
         ...

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagery-admin",
         description="Operate imagery: bootstrap, projects, keys, mTLS identities, usage, audit, "
-        "backfills, reprocessing failed uploads, dead letters, migrations.",
+        "backfills, reprocessing failed uploads, takedowns, dead letters, migrations.",
     )
     parser.add_argument("--json", action="store_true", default=False, help="print JSON, not text")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reprocess(top, parents)
     _add_reconcile(top, parents)
     _add_similar(top, parents)
+    _add_takedown(top, parents)
     usage = _leaf(
         top,
         "usage",
@@ -263,6 +264,32 @@ def _add_similar(top: Group, p: Parents) -> None:
     similar.add_argument(
         "--limit", type=types.positive, default=20, metavar="N", help="most images (default 20)"
     )
+
+
+def _add_takedown(top: Group, p: Parents) -> None:
+    block = _leaf(
+        top,
+        "block",
+        commands.block,
+        [p["out"], p["db"], p["change"]],
+        "take a file down everywhere: every READY image of its bytes, in every project, turns "
+        "BLOCKED; its content is deleted (every S3 version) and invalidated on CloudFront (a "
+        "job the processor runs); future uploads of the bytes end FAILED (BLOCKED); audited",
+    )
+    block.add_argument(
+        "target", metavar="SHA256|IMAGE_ID", help="the file's SHA-256, or the id of an image of it"
+    )
+    block.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    block.add_argument("--no-wait", action="store_true", help="queue the deletion and return")
+    unblock = _leaf(
+        top,
+        "unblock",
+        commands.unblock,
+        [p["out"], p["db"], p["change"]],
+        "accept uploads of blocked bytes again (images already BLOCKED stay so); audited",
+    )
+    unblock.add_argument("target", metavar="SHA256|IMAGE_ID")
+    unblock.add_argument("--reason", required=True, help="why (kept in the audit trail)")
 
 
 def _add_keys(top: Group, p: Parents) -> None:

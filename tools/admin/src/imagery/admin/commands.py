@@ -10,6 +10,7 @@ from imagery.admin import backfill as backfills
 from imagery.admin import direct, dlq, jobs, migrations, output, rpc
 from imagery.admin import reprocess as reprocesses
 from imagery.admin import similar as similars
+from imagery.admin import takedown as takedowns
 from imagery.admin.output import emit
 from imagery.common.tenancy import RPC_CLASSES, SETTING_NAMES, Scope
 
@@ -272,6 +273,14 @@ def jobs_list(args: Namespace) -> None:
 
 def backfill(args: Namespace) -> None:
     backfills.backfill(args, _dsn(args))
+
+
+def block(args: Namespace) -> None:
+    takedowns.block(args, _dsn(args))
+
+
+def unblock(args: Namespace) -> None:
+    takedowns.unblock(args, _dsn(args))
 
 
 def similar(args: Namespace) -> None:

@@ -25,7 +25,7 @@ HOW = (
     'timestamp, e.g. create_time > "2026-12-01T00:00:00Z"), joined by AND, OR, NOT and '
     "parentheses"
 )
-_STATUSES = ("PENDING", "PROCESSING", "READY", "FAILED")
+_STATUSES = ("PENDING", "PROCESSING", "READY", "FAILED", "BLOCKED")
 
 # imagery's terminals, tried in its lexer's order: the keywords (priority 2) before names, so
 # that where a keyword may come, "NOTE" is NOT then E, as imagery reads it.

@@ -43,6 +43,7 @@ STATUS_TABLE: dict[type[errors.ImageryError], grpc.StatusCode] = {
     errors.ImageContentLost: grpc.StatusCode.FAILED_PRECONDITION,
     errors.VariantPending: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ImageFailed: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ImageBlocked: grpc.StatusCode.FAILED_PRECONDITION,
     errors.RequestIdReused: grpc.StatusCode.INVALID_ARGUMENT,
     errors.DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ServerBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,

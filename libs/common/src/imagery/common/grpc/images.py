@@ -15,6 +15,7 @@ STATUS_TO_PROTO = {
     ImageStatus.PROCESSING: image_pb2.IMAGE_STATUS_PROCESSING,
     ImageStatus.READY: image_pb2.IMAGE_STATUS_READY,
     ImageStatus.FAILED: image_pb2.IMAGE_STATUS_FAILED,
+    ImageStatus.BLOCKED: image_pb2.IMAGE_STATUS_BLOCKED,
 }
 
 

@@ -24,6 +24,13 @@ from imagery.processor.ports import (
 
 _LOCK_PROCESSING = "SELECT 1 FROM image_records WHERE id = $1 AND status = 'processing' FOR UPDATE"
 
+# A takedown (`imagery-admin block`) takes this lock exclusively for the bytes while it blocks
+# them and their READY images: an image turning READY on them either commits first (and is
+# blocked with the others) or sees the block here.
+_BLOCKED_UNDER_LOCK = """
+SELECT pg_advisory_xact_lock_shared(hashtextextended('imagery:content:' || $1, 0)),
+       EXISTS (SELECT 1 FROM blocked_content WHERE sha256 = $1) AS blocked"""
+
 _LINK_STORED = """
 UPDATE image_blobs SET reference_count = reference_count + 1, updated_at = now()
  WHERE sha256 = $1 AND format = $2 AND stored_at IS NOT NULL AND collecting_since IS NULL
@@ -166,6 +173,11 @@ class PostgresOutcomeWrites:
         return await self._conn.fetchval(_LOCK_PROCESSING, image_id) is not None
 
     @translates_postgres_errors
+    async def content_blocked(self, digest: str) -> bool:
+        row = await self._conn.fetchrow(_BLOCKED_UNDER_LOCK, digest)
+        return bool(row is not None and row["blocked"])
+
+    @translates_postgres_errors
     async def link_stored_content(self, sha256: str, declared_format: str) -> LinkResult:
         row = await self._conn.fetchrow(_LINK_STORED, sha256, declared_format)
         if row is not None:
@@ -267,6 +279,11 @@ class PostgresOutcomes:
             retained_days,
         )
         return bool(result == "UPDATE 1")
+
+    @translates_postgres_errors
+    async def is_blocked(self, digest: str) -> bool:
+        found = await self._pool.fetchval("SELECT 1 FROM blocked_content WHERE sha256 = $1", digest)
+        return found is not None
 
     @translates_postgres_errors
     async def stored_keys(self, sha256: str) -> tuple[str, ...] | None:

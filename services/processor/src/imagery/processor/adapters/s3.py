@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from imagery.common.aws.clients import aws_unavailable, error_code, is_not_found
+from imagery.common.errors import DependencyUnavailable
 from imagery.processor.ports import ListedObject, ObjectInfo, ObjectTooLarge
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import ObjectIdentifierTypeDef
 
 
 class S3ObjectStore:
@@ -117,6 +119,41 @@ class S3ObjectStore:
     async def delete(self, key: str) -> None:
         with aws_unavailable("S3 DeleteObject"):
             await self._client.delete_object(Bucket=self._bucket, Key=key)
+
+    async def delete_every_version(self, prefix: str) -> int:
+        """A takedown's delete: every version and delete marker under `prefix` (an object of
+        a bucket without versioning is its one "null" version), a page at a time."""
+        deleted = 0
+        previous: list[ObjectIdentifierTypeDef] = []
+        while True:
+            with aws_unavailable("S3 ListObjectVersions"):
+                resp = await self._client.list_object_versions(
+                    Bucket=self._bucket, Prefix=prefix, MaxKeys=1000
+                )
+            doomed: list[ObjectIdentifierTypeDef] = [
+                {"Key": v["Key"], "VersionId": v["VersionId"]}
+                for v in (*resp.get("Versions", []), *resp.get("DeleteMarkers", []))
+                if "Key" in v and "VersionId" in v
+            ]
+            if not doomed:
+                return deleted
+            if doomed == previous:
+                raise DependencyUnavailable(
+                    f"S3 kept the versions under {prefix} it said it deleted: retry shortly."
+                )
+            previous = doomed
+            with aws_unavailable("S3 DeleteObjects"):
+                answer = await self._client.delete_objects(
+                    Bucket=self._bucket, Delete={"Objects": doomed, "Quiet": True}
+                )
+            errors = answer.get("Errors", [])
+            if errors:
+                first = errors[0]
+                raise DependencyUnavailable(
+                    f"S3 DeleteObjects refused {len(errors)} version(s) under {prefix} "
+                    f"({first.get('Code', 'error')}: {first.get('Message', '')}): retry shortly."
+                )
+            deleted += len(doomed)
 
     async def versioning(self) -> str:
         """The bucket's versioning status: "Enabled", "Suspended", "off", or "unknown" when

@@ -50,6 +50,7 @@ from imagery.processor.ports import (
     VerifiedImage,
 )
 from imagery.processor.use_cases.store_content import (
+    ContentBlocked,
     ContentBusy,
     ContentWriter,
     NotProcessing,
@@ -227,6 +228,22 @@ class UploadProcessor:
             return await self._fail(record, key, FailureReason.EMPTY, stage, 0)
         with stage("hash"):
             sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+        if await self._outcomes.is_blocked(sha256):
+            return await self._fail(record, key, FailureReason.BLOCKED, stage, len(data))
+        try:
+            return await self._link_or_store(record, key, data, sha256, stage, settings)
+        except ContentBlocked:  # taken down while this upload was being processed
+            return await self._fail(record, key, FailureReason.BLOCKED, stage, len(data))
+
+    async def _link_or_store(
+        self,
+        record: ImageRecord,
+        key: str,
+        data: bytes,
+        sha256: str,
+        stage: Stages,
+        settings: EffectiveSettings | None,
+    ) -> Result:
         declared = ALLOWED_CONTENT_TYPES.get(record.content_type, "")
         address = content_address(record.content_scope, sha256)
         own = record.upload_limits

@@ -1,10 +1,11 @@
 """Operator jobs (`imagery-admin`) the processor runs from Postgres: one at a time per
-processor, any processor, resumable. Four kinds: purging a deleted project once its retention is
+processor, any processor, resumable. Five kinds: purging a deleted project once its retention is
 over (queued automatically) or when an operator asks, a backfill of a project's content to
 its current variant profile (`use_cases/backfill.py`), a reprocess of one failed upload
 (`imagery-admin reprocess`): its retained bytes copied back to `uploads/`, whose S3 event
 brings the record, set back to `pending` by the command, through the normal processing, and
-a reconcile of the bucket against the database (`use_cases/reconcile_job.py`).
+a reconcile of the bucket against the database (`use_cases/reconcile_job.py`), and the
+deletion and invalidation of blocked content (`use_cases/takedown.py`).
 The processor does the copy because it holds the bucket access the command does not."""
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ class RunAdminJobs:
         batch: int = PURGE_BATCH,
         backfill: Callable[[AdminJob], Awaitable[None]] | None = None,
         reconcile: Callable[[AdminJob], Awaitable[None]] | None = None,
+        takedown: Callable[[AdminJob], Awaitable[None]] | None = None,
     ) -> None:
         self._jobs = jobs
         self._backfill = backfill
         self._reconcile = reconcile
+        self._takedown = takedown
         self._objects = objects
         self._stale_after = stale_after_seconds
         self._batch = batch
@@ -62,6 +65,8 @@ class RunAdminJobs:
             await self._backfill(job)
         elif job.kind == "reconcile" and self._reconcile is not None:
             await self._reconcile(job)
+        elif job.kind == "takedown" and self._takedown is not None:
+            await self._takedown(job)
         else:
             await self._jobs.finish(job, error=f"unknown job kind {job.kind!r}")
 

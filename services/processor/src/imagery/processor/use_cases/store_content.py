@@ -48,6 +48,10 @@ class _Refused(Exception):
         self.reason = reason
 
 
+class ContentBlocked(Exception):
+    """The bytes were taken down (`imagery-admin block`) before the image could turn READY."""
+
+
 class NotProcessing(Exception):
     """The record stopped being `processing` (another worker finished it, or it was deleted)."""
 
@@ -101,6 +105,8 @@ class ContentWriter:
                 async with self._outcomes.unit_of_work() as uow:
                     if not await uow.lock_processing(record.id):
                         raise NotProcessing
+                    if await uow.content_blocked(digest):
+                        raise ContentBlocked
                     linked = await uow.link_stored_content(sha256, declared)
                     if linked.linked and linked.image is not None:
                         image = dataclasses.replace(linked.image, digest=digest)
@@ -151,6 +157,8 @@ class ContentWriter:
             async with self._outcomes.unit_of_work() as uow:
                 if not await uow.lock_processing(record.id):
                     raise NotProcessing
+                if await uow.content_blocked(verified.sha256):
+                    raise ContentBlocked  # its objects go with the unreferenced reservation
                 if not await uow.reference_content(image.sha256, reservation):
                     raise ContentBusy  # the reservation lapsed: its objects may be gone
                 await uow.mark_ready(record.id, image)
