@@ -392,8 +392,8 @@ class ContentInventory(Protocol):
 @dataclass(frozen=True, slots=True)
 class AdminJob:
     id: int
-    kind: str  # "purge_project", "backfill", "reprocess" or "reconcile"
-    target: str  # the project id (the image id for "reprocess")
+    kind: str  # "purge_project", "backfill", "reprocess", "reconcile" or "takedown"
+    target: str  # the project id (the image id for "reprocess", the SHA-256 for "takedown")
     requested_by: str
     claim: str  # this run's claim: progress by a processor that lost it is refused
 

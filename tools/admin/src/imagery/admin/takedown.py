@@ -9,8 +9,8 @@ their caches when the transaction commits; an `image.blocked` event goes out for
 outbox triggers, 0026); it is audited as `content.block`. Then a `takedown` operator job, run
 by the processor (which holds the bucket and CloudFront access the command does not), deletes
 every version of the content's objects in every project and asks CloudFront to invalidate one
-path per original and one wildcard per variant folder; the command waits for it and prints
-what it did. From then on an upload of those bytes ends FAILED with BLOCKED.
+wildcard per content's variant folder; the command waits for it and prints what it did.
+From then on an upload of those bytes ends FAILED with BLOCKED.
 
 `unblock` deletes the row (audited as `content.unblock`): uploads of the bytes are accepted
 again. Images already BLOCKED stay BLOCKED: their content is gone, their owners upload again."""
