@@ -323,7 +323,7 @@ class Watchers:
 
 
 class WatchImage:
-    """The caller's image as it is now, then as it changes, until it is READY or FAILED."""
+    """The caller's image as it is now, then as it changes, until it is READY, FAILED or BLOCKED."""
 
     def __init__(self, watchers: Watchers) -> None:
         self._watchers = watchers
