@@ -4,6 +4,8 @@ The takedown job (bucket, CloudFront) is in tests/e2e/test_takedown_journey.py."
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 
 from imagery.devstack.aws import AwsResources
@@ -90,3 +92,31 @@ async def test_block_turns_the_image_blocked_in_one_transaction_and_unblock_undo
         " WHERE action LIKE 'content.%' ORDER BY id"
     )
     assert [tuple(a) for a in actions] == [("content.block", "T-9"), ("content.unblock", "appeal")]
+
+
+async def test_an_image_turning_ready_waits_for_a_block_in_progress_and_sees_it(
+    pool: asyncpg.Pool,
+) -> None:
+    """The processor's check before READY takes the lock `block` holds while it blocks: an
+    upload racing the block is never READY on blocked bytes."""
+    from imagery.processor.adapters.postgres import PostgresOutcomes
+
+    sha = "cd" * 32
+    async with pool.acquire() as blocker, blocker.transaction():
+        await blocker.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('imagery:content:' || $1, 0))", sha
+        )
+        await blocker.execute(
+            "INSERT INTO blocked_content (sha256, reason, blocked_by) VALUES ($1, 'r', 'op')", sha
+        )
+
+        async def check() -> bool:
+            async with PostgresOutcomes(pool).unit_of_work() as uow:
+                return await uow.content_blocked(sha)
+
+        racing = asyncio.create_task(check())
+        await asyncio.sleep(0.5)
+        assert not racing.done(), "the check waits for the block's transaction"
+    assert await asyncio.wait_for(racing, 5) is True
+    assert await PostgresOutcomes(pool).is_blocked(sha)
+    assert not await PostgresOutcomes(pool).is_blocked("ef" * 32)

@@ -26,10 +26,11 @@ _LOCK_PROCESSING = "SELECT 1 FROM image_records WHERE id = $1 AND status = 'proc
 
 # A takedown (`imagery-admin block`) takes this lock exclusively for the bytes while it blocks
 # them and their READY images: an image turning READY on them either commits first (and is
-# blocked with the others) or sees the block here.
-_BLOCKED_UNDER_LOCK = """
-SELECT pg_advisory_xact_lock_shared(hashtextextended('imagery:content:' || $1, 0)),
-       EXISTS (SELECT 1 FROM blocked_content WHERE sha256 = $1) AS blocked"""
+# blocked with the others) or sees the block. Two statements: a statement's snapshot is taken
+# when it starts, so a check in the locking statement would not see a block that committed
+# while it waited.
+_CONTENT_LOCK = "SELECT pg_advisory_xact_lock_shared(hashtextextended('imagery:content:' || $1, 0))"
+_BLOCKED = "SELECT EXISTS (SELECT 1 FROM blocked_content WHERE sha256 = $1)"
 
 _LINK_STORED = """
 UPDATE image_blobs SET reference_count = reference_count + 1, updated_at = now()
@@ -174,8 +175,8 @@ class PostgresOutcomeWrites:
 
     @translates_postgres_errors
     async def content_blocked(self, digest: str) -> bool:
-        row = await self._conn.fetchrow(_BLOCKED_UNDER_LOCK, digest)
-        return bool(row is not None and row["blocked"])
+        await self._conn.execute(_CONTENT_LOCK, digest)
+        return bool(await self._conn.fetchval(_BLOCKED, digest))
 
     @translates_postgres_errors
     async def link_stored_content(self, sha256: str, declared_format: str) -> LinkResult:
@@ -282,8 +283,7 @@ class PostgresOutcomes:
 
     @translates_postgres_errors
     async def is_blocked(self, digest: str) -> bool:
-        found = await self._pool.fetchval("SELECT 1 FROM blocked_content WHERE sha256 = $1", digest)
-        return found is not None
+        return bool(await self._pool.fetchval(_BLOCKED, digest))
 
     @translates_postgres_errors
     async def stored_keys(self, sha256: str) -> tuple[str, ...] | None:
