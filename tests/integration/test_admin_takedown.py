@@ -80,6 +80,8 @@ async def test_block_turns_the_image_blocked_in_one_transaction_and_unblock_undo
     usage = await pool.fetchval("SELECT bytes FROM project_usage WHERE project_id = 'default'")
     assert usage == 0, "a BLOCKED image keeps no content, so it counts no bytes"
 
+    listed = await admin("blocked", "--json", database_url=database_url)
+    assert [(b["sha256"], b["reason"]) for b in listed.json()] == [(sha, "T-9")]
     undone = await admin("unblock", sha, "--reason", "appeal", database_url=database_url)
     assert undone.code == 0, undone.err
     assert "stay BLOCKED" in undone.out

@@ -290,6 +290,16 @@ def _add_takedown(top: Group, p: Parents) -> None:
     )
     unblock.add_argument("target", metavar="SHA256|IMAGE_ID")
     unblock.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    listed = _leaf(
+        top,
+        "blocked",
+        commands.blocked,
+        [p["out"], p["db"]],
+        "list the blocked content: SHA-256, when, by whom and why, newest first",
+    )
+    listed.add_argument(
+        "--limit", type=types.positive, default=100, metavar="N", help="most rows (default 100)"
+    )
 
 
 def _add_keys(top: Group, p: Parents) -> None:

@@ -283,6 +283,10 @@ def unblock(args: Namespace) -> None:
     takedowns.unblock(args, _dsn(args))
 
 
+def blocked(args: Namespace) -> None:
+    takedowns.blocked(args, _dsn(args))
+
+
 def similar(args: Namespace) -> None:
     similars.similar(args, _dsn(args))
 

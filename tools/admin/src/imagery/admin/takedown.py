@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 
 from imagery.admin import direct, jobs
-from imagery.admin.output import CliError, emit
+from imagery.admin.output import CliError, emit, iso, table, when
 from imagery.common.db.projects import audit
 from imagery.common.ids import is_image_id
 
@@ -265,3 +265,32 @@ def unblock(args: Namespace, dsn: str) -> None:
         )
 
     emit(args.json, data, text)
+
+
+async def list_blocked(dsn: str, limit: int) -> list[Plain]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT sha256, reason, blocked_by, blocked_at FROM blocked_content"
+            " ORDER BY blocked_at DESC LIMIT $1",
+            limit,
+        )
+    finally:
+        await conn.close()
+    return [{**dict(row), "blocked_at": iso(row["blocked_at"])} for row in rows]
+
+
+def blocked(args: Namespace, dsn: str) -> None:
+    data = direct.run(lambda: list_blocked(dsn, args.limit))
+    emit(
+        args.json,
+        data,
+        lambda: (
+            table(
+                ("SHA256", "BLOCKED", "BY", "REASON"),
+                ((b["sha256"], when(b["blocked_at"]), b["blocked_by"], b["reason"]) for b in data),
+            )
+            if data
+            else "No content is blocked."
+        ),
+    )
