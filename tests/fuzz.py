@@ -3,7 +3,8 @@
 `cases(seed, count)` yields `(name, bytes, declared content type)`. Each case starts from a small
 real image of an accepted type made here with Pillow (JPEG with EXIF+ICC+XMP, progressive JPEG,
 CMYK JPEG, PNG with alpha and text chunks, palette PNG, APNG, animated GIF, WebP lossy, lossless
-and animated, AVIF still and animated) and applies 1-3 mutations: byte-level ones (bit flips,
+and animated, AVIF still and animated, HEIC still with metadata, tiled and with two images,
+and a HEIF without HEVC brands) and applies 1-3 mutations: byte-level ones (bit flips,
 overwrites, truncation, insertion, deletion, duplication, splices from another format), chunk
 and segment surgery that understands the container (PNG chunks, JPEG markers, RIFF chunks,
 ISO-BMFF boxes, GIF blocks), header fields at extremes (width/height 0, 1, 65535, 2^31-1 as far
@@ -46,6 +47,8 @@ CONTENT_TYPES = {
     "gif": "image/gif",
     "webp": "image/webp",
     "avif": "image/avif",
+    "heic": "image/heic",
+    "heif": "image/heif",
 }
 # width / height at extremes; a field narrower than 32 bits gets the largest value it holds
 EXTREMES = (0, 1, 65535, 65536, (1 << 24) - 1, (1 << 31) - 1, (1 << 32) - 1)
@@ -78,7 +81,7 @@ def repro(seed: int, index: int) -> str:
 @dataclass(frozen=True, slots=True)
 class Base:
     name: str
-    kind: str  # jpeg | png | gif | webp | avif
+    kind: str  # jpeg | png | gif | webp | avif | heic | heif
     data: bytes
 
 
@@ -129,6 +132,18 @@ def _save(image: Image.Image, fmt: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
+
+
+HEVC_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs")
+
+
+def without_hevc_brands(data: bytes) -> bytes:
+    """The same HEIF with only structure brands in its ftyp (major mif1, no heic): what a
+    file declared as plain HEIF (image/heif) looks like."""
+    size = int.from_bytes(data[:4], "big")
+    brands = [data[i : i + 4] for i in range(16, size, 4)]
+    plain = b"".join(b"miaf" if brand in HEVC_BRANDS else brand for brand in brands)
+    return data[:8] + b"mif1" + data[12:16] + plain + data[size:]
 
 
 @functools.cache
@@ -243,6 +258,26 @@ def bases() -> tuple[Base, ...]:
                 quality=50,
             ),
         ),
+        Base(
+            "heic_exif_icc",
+            "heic",
+            _save(
+                _picture(48, 32, 7), "HEIF", quality=50, exif=_exif(6), icc_profile=icc, xmp=_XMP
+            ),
+        ),
+        Base("heic_grid", "heic", _save(_picture(64, 48, 8), "HEIF", quality=50, tile_size=32)),
+        Base(
+            "heic_two_images",
+            "heic",
+            _save(
+                _picture(32, 24, 1),
+                "HEIF",
+                save_all=True,
+                append_images=[_picture(24, 32, 2)],
+                quality=50,
+            ),
+        ),
+        Base("heif_plain", "heif", without_hevc_brands(_save(_picture(32, 32, 9), "HEIF"))),
     )
 
 
@@ -1792,12 +1827,86 @@ def _gif_mutate(rng: Rng, data: bytes) -> Mutated | None:
     return f"gif.xmp({label})", head + ext + b"".join(blocks) + tail
 
 
+# --- HEIC / HEIF (ISO-BMFF, as AVIF, with HEVC items) -------------------------------------------
+
+
+def _heif_mutate(rng: Rng, data: bytes) -> Mutated | None:
+    """HEIF's own structure half the time (items, references, hvcC, brands), AVIF's box
+    surgery otherwise (sizes, ispe, iloc, colr, irot, pitm, mdat, EXIF, XMP)."""
+    if rng.random() < 0.5:
+        done = _avif_mutate(rng, data)
+        return None if done is None else ("heif." + done[0].removeprefix("avif."), done[1])
+    boxes = _bmff_parse(data)
+    if boxes is None:
+        return None
+    found: dict[bytes, list[_Box]] = {}
+    for siblings, i in _walk(boxes):
+        found.setdefault(siblings[i].kind, []).append(siblings[i])
+    op = rng.choice(("hidden", "iref", "iref", "item_flood", "hvcc", "hvcc", "ftyp"))
+    if op == "ftyp" and b"ftyp" in found:
+        brands = rng.choice(
+            (
+                b"heic\0\0\0\0mif1heic",
+                b"mif1\0\0\0\0",
+                b"msf1\0\0\0\0hevcmsf1",
+                b"heic\0\0\0\0avif",
+                b"heix\xff\xff\xff\xff" + b"y" * 300,
+            )
+        )
+        found[b"ftyp"][0].head = brands
+        return f"heif.ftyp({brands[:4].decode()},{len(brands)})", _bmff(boxes)
+    if op == "hidden" and b"infe" in found:
+        for box in found[b"infe"]:
+            if rng.random() < 0.5 and len(box.head) > 4:
+                box.head = box.head[:3] + bytes([box.head[3] ^ 0x01]) + box.head[4:]
+        return "heif.hidden", _bmff(boxes)
+    if op == "item_flood" and b"infe" in found and b"iinf" in found:
+        infe = rng.choice(found[b"infe"])
+        copies = rng.choice((20, 120, 600))
+        iinf = found[b"iinf"][0]
+        assert iinf.children is not None
+        for n in range(copies):
+            head = bytearray(infe.head)
+            if len(head) >= 6 and head[0] == 2:
+                head[4:6] = struct.pack(">H", 1000 + n)  # a new item id
+            iinf.children.append(_Box(b"infe", bytes(head), None))
+        return f"heif.item_flood({copies})", _bmff(boxes)
+    if op == "iref" and b"iref" in found and found[b"iref"][0].children:
+        references = found[b"iref"][0].children
+        assert references is not None
+        ref = rng.choice(references)
+        style = rng.choice(("kind", "ids", "count", "self"))
+        body = bytearray(ref.head)
+        if style == "kind":
+            ref.kind = rng.choice((b"thmb", b"auxl", b"dimg", b"cdsc", b"base"))
+        elif style == "ids" and len(body) >= 6:
+            at = rng.choice((0, 4))  # the referring item, or the first one referred to
+            body[at : at + 2] = rng.choice((b"\xff\xff", b"\x00\x00"))
+        elif style == "count" and len(body) >= 4:
+            body[2:4] = rng.choice((b"\xff\xff", b"\x00\x00", b"\x00\x09"))
+        elif len(body) >= 6:
+            body[4:6] = body[0:2]  # refers to itself
+        ref.head = bytes(body)
+        return f"heif.iref({style},{ref.kind.decode('latin-1')})", _bmff(boxes)
+    if b"hvcC" not in found:
+        return None
+    box = rng.choice(found[b"hvcC"])
+    body = bytearray(box.head)
+    for _ in range(rng.choice((1, 4, 16))):
+        if body:
+            body[rng.randrange(len(body))] = rng.choice((0x00, 0xFF, 0x7F, rng.randrange(256)))
+    box.head = bytes(body)
+    return "heif.hvcc", _bmff(boxes)
+
+
 STRUCTURAL: dict[str, Callable[[Rng, bytes], Mutated | None]] = {
     "png": _png_mutate,
     "jpeg": _jpeg_mutate,
     "webp": _webp_mutate,
     "avif": _avif_mutate,
     "gif": _gif_mutate,
+    "heic": _heif_mutate,
+    "heif": _heif_mutate,
 }
 
 _OTHER_CONTENT_TYPES = (
@@ -1930,6 +2039,17 @@ def _worst() -> Iterator[tuple[str, bytes, str]]:
                 ">II", (1 << 31) - 1, (1 << 31) - 1
             )
     yield "worst-avif-ispe-2147483647-square", _bmff(avif), CONTENT_TYPES["avif"]
+
+    heic = _bmff_parse(next(b.data for b in bases() if b.name == "heic_grid")) or []
+    for siblings, i in _walk(heic):
+        if siblings[i].kind == b"ispe":
+            siblings[i].head = siblings[i].head[:4] + struct.pack(">II", 60_000, 60_000)
+    yield "worst-heic-ispe-60000-square", _bmff(heic), CONTENT_TYPES["heic"]
+    pictures = [Image.new("RGB", (16, 16), (n, 0, 0)) for n in range(101)]
+    many = _save(pictures[0], "HEIF", save_all=True, append_images=pictures[1:], quality=10)
+    yield "worst-heic-101-top-level-images", many, CONTENT_TYPES["heic"]
+    big = _save(Image.new("RGB", (2048, 2048), (20, 90, 160)), "HEIF", quality=10, tile_size=256)
+    yield "worst-heic-grid-2048x2048-cut-short", big[: len(big) * 2 // 3], CONTENT_TYPES["heic"]
 
 
 @functools.cache

@@ -8,6 +8,9 @@ import struct
 import zlib
 
 from PIL import GifImagePlugin, Image
+from pillow_heif import register_heif_opener
+
+register_heif_opener()  # Pillow's "HEIF" format (no options changed: verify sets its own)
 
 
 def jpeg(
@@ -51,6 +54,53 @@ def avif(width: int = 32, height: int = 24) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), "purple").save(buffer, "AVIF")
     return buffer.getvalue()
+
+
+GPS_LATITUDE = (52.0, 22.0, 7.5)
+
+
+def heic(
+    width: int = 64,
+    height: int = 48,
+    *,
+    orientation: int | None = None,
+    gps: bool = False,
+    frames: int = 1,
+    tile_size: int = 0,
+) -> bytes:
+    """A HEIC as a phone writes one: HEVC, brands heic + mif1, EXIF (an orientation becomes
+    the irot/imir transform libheif applies, the EXIF tag then says 1), optionally a GPS
+    position, several top-level images, or a grid of tiles."""
+    image = Image.new("RGB", (width, height), (200, 30, 30))
+    image.paste((30, 200, 30), (0, 0, width // 2, height // 2))
+    exif = Image.Exif()
+    exif[0x010F] = "imagery-tests"
+    if orientation is not None:
+        exif[0x0112] = orientation
+    if gps:
+        exif[0x8825] = {1: "N", 2: GPS_LATITUDE, 3: "E", 4: (4.0, 53.0, 0.0)}
+    more = [Image.new("RGB", (width, height), (i * 40 % 256, 90, 90)) for i in range(1, frames)]
+    buffer = io.BytesIO()
+    image.save(
+        buffer,
+        "HEIF",
+        quality=60,
+        exif=exif.tobytes(),
+        save_all=frames > 1,
+        append_images=more,
+        tile_size=tile_size,
+    )
+    return buffer.getvalue()
+
+
+def heif_without_hevc_brands(data: bytes) -> bytes:
+    """The same file with only HEIF structure brands (mif1, miaf) in its ftyp."""
+    size = int.from_bytes(data[:4], "big")
+    hevc = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs")
+    brands = b"".join(
+        b"miaf" if data[i : i + 4] in hevc else data[i : i + 4] for i in range(16, size, 4)
+    )
+    return data[:8] + b"mif1" + data[12:16] + brands + data[size:]
 
 
 def tiff() -> bytes:

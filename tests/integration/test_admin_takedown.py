@@ -61,7 +61,7 @@ async def test_block_turns_the_image_blocked_in_one_transaction_and_unblock_undo
     record = await pool.fetchrow(
         "SELECT status, failure_reason, sha256, digest FROM image_records WHERE id = $1", image_id
     )
-    assert dict(record) == {
+    assert record is not None and dict(record) == {
         "status": "blocked",
         "failure_reason": "BLOCKED",
         "sha256": None,
@@ -72,11 +72,11 @@ async def test_block_turns_the_image_blocked_in_one_transaction_and_unblock_undo
     )
     assert await pool.fetchval("SELECT reason FROM blocked_content WHERE sha256 = $1", sha) == "T-9"
     job = await pool.fetchrow("SELECT kind, target, state FROM admin_jobs")
-    assert dict(job) == {"kind": "takedown", "target": sha, "state": "queued"}
+    assert job is not None and dict(job) == {"kind": "takedown", "target": sha, "state": "queued"}
     event = await pool.fetchrow(
         "SELECT type, sequence FROM event_outbox WHERE image_id = $1", image_id
     )
-    assert dict(event) == {"type": "image.blocked", "sequence": 1}
+    assert event is not None and dict(event) == {"type": "image.blocked", "sequence": 1}
     usage = await pool.fetchval("SELECT bytes FROM project_usage WHERE project_id = 'default'")
     assert usage == 0, "a BLOCKED image keeps no content, so it counts no bytes"
 

@@ -20,7 +20,7 @@ from tests import fuzz
 pytestmark = pytest.mark.integration
 
 SEED = 20250601
-SAMPLE_SIZE = 30
+SAMPLE_SIZE = 40  # every worst case, the first case of every base image, then floods
 LIMITS = Limits()  # production's
 SPEC = RenderSpec()
 KILLED = frozenset({"MEMORY_LIMIT", "CPU_LIMIT", "PROCESSING_TIMEOUT", "PROCESSING_CRASHED"})

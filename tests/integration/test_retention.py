@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -258,6 +259,7 @@ async def test_the_gauge_reports_each_tables_rows_from_the_leader_only(
         "image_deletions": 1,
         "failed_images": 2,
         "admin_jobs": 1,
+        "event_outbox": 0,
         "render_requests": 0,
     }
     assert metrics.rows() == expected
@@ -271,3 +273,16 @@ async def test_the_gauge_reports_each_tables_rows_from_the_leader_only(
 
     leading[0] = False
     assert metrics.rows() == {}, "another processor holds the lease: it reports the sizes"
+
+
+async def test_events_older_than_their_days_go_published_or_not(pool: asyncpg.Pool) -> None:
+    insert = """
+INSERT INTO event_outbox (type, project_id, image_id, sequence, payload, created_at, published_at)
+VALUES ('image.ready', 'default', $1, 1, '{}', now() - make_interval(days => $2), $3)"""
+    await pool.execute(insert, "old-published", 8, datetime.now(UTC))
+    await pool.execute(insert, "old-waiting", 8, None)
+    await pool.execute(insert, "recent-waiting", 6, None)
+    sweep = PruneRetained(PostgresRetention(pool), [RetentionRule("event_outbox", 7)])
+    assert (await sweep())["event_outbox"] == 2
+    kept = await pool.fetch("SELECT image_id FROM event_outbox")
+    assert [row["image_id"] for row in kept] == ["recent-waiting"]

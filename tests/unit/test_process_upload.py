@@ -233,6 +233,19 @@ async def test_known_content_declared_as_something_else_fails(world: World) -> N
     assert list(world.outcomes.references.values()) == [1]
 
 
+async def test_known_heic_content_declared_as_image_heif_is_linked(world: World) -> None:
+    body = images.heic(40, 30)
+    first = await world.upload(body, "image/heic")
+    await world.process(first, upload_key(GLOBAL_SCOPE, first))
+    family = await world.upload(body, "image/heif")  # the HEIF family's type names it too
+    result = await world.process(family, upload_key(GLOBAL_SCOPE, family))
+    assert result.outcome is Outcome.READY
+    assert list(world.outcomes.references.values()) == [2]
+    jpeg = await world.upload(body, "image/jpeg")
+    refused = await world.process(jpeg, upload_key(GLOBAL_SCOPE, jpeg))
+    assert (refused.outcome, refused.reason) == (Outcome.FAILED, "CONTENT_TYPE_MISMATCH")
+
+
 async def test_new_content_stores_the_original_and_every_variant_made_at_ingest(
     world: World,
 ) -> None:
@@ -417,7 +430,7 @@ async def test_bytes_blocked_while_processing_never_turn_ready(world: World) -> 
         world.images.blocked.add(digest)  # the takedown commits right after the first check
         return found
 
-    world.outcomes.is_blocked = blocked_after_the_first_look  # type: ignore[method-assign]
+    world.outcomes.is_blocked = blocked_after_the_first_look  # type: ignore[method-assign,assignment]
     result = await world.process(image_id, upload_key(GLOBAL_SCOPE, image_id))
     assert (result.outcome, result.reason) == (Outcome.FAILED, "BLOCKED")
     assert world.status(image_id) == (ImageStatus.FAILED, "BLOCKED")

@@ -3,6 +3,8 @@ the deployment's ceiling; choices beyond a ceiling are refused with the field na
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from imagery.common.errors import InvalidArgument, SettingAboveCeiling
@@ -12,6 +14,7 @@ from imagery.common.tenancy import (
     ProjectSettings,
     Scope,
     content_address,
+    global_content_types,
     parse_scopes,
     require_project_id,
 )
@@ -60,7 +63,8 @@ def test_quotas_are_unlimited_unless_a_ceiling_says_otherwise() -> None:
 @pytest.mark.parametrize(
     "chosen",
     [
-        ProjectSettings(content_types=("image/heic",)),
+        ProjectSettings(content_types=("image/tiff",)),
+        ProjectSettings(content_types=("image/heic; q=1",)),
         ProjectSettings(content_types=()),
         ProjectSettings(max_upload_bytes=0),
         ProjectSettings(min_width=-1),
@@ -75,6 +79,26 @@ def test_malformed_choices_are_refused(chosen: ProjectSettings) -> None:
 def test_a_project_accepts_a_subset_of_the_allowlist() -> None:
     applied = policy().effective(ProjectSettings(content_types=("image/png", "image/webp")))
     assert applied.content_types == ("image/png", "image/webp")
+
+
+def test_heic_and_heif_are_accepted_only_by_a_project_that_turns_them_on() -> None:
+    defaults = policy().effective(ProjectSettings()).content_types
+    assert defaults == ("image/jpeg", "image/png", "image/webp", "image/avif", "image/gif")
+    assert global_content_types() == defaults
+    chosen = ProjectSettings(content_types=(*defaults, "image/heic", "image/heif"))
+    policy().validate(chosen)  # within the ceiling
+    assert policy().effective(chosen).content_types == (*defaults, "image/heic", "image/heif")
+    assert policy().effective(ProjectSettings(content_types=("image/heic",))).content_types == (
+        "image/heic",
+    )
+
+
+def test_a_choice_a_lowered_ceiling_no_longer_allows_falls_back_to_the_defaults() -> None:
+    base = policy()
+    ceilings = dataclasses.replace(base.ceilings, content_types=("image/png", "image/heic"))
+    lowered = dataclasses.replace(base, ceilings=ceilings, _memo={})
+    applied = lowered.effective(ProjectSettings(content_types=("image/webp",)))
+    assert applied.content_types == ("image/png",), "the defaults it still allows, not HEIC"
 
 
 @pytest.mark.parametrize("value", ["ab", "A-team", "team_b", "-team", "team-", "9team", "x" * 64])

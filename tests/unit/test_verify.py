@@ -95,7 +95,7 @@ def test_frame_limit_is_configurable() -> None:
         (b"RIFF\0\0\0\0WEBPVP8 ", "webp"),
         (b"\0\0\0\x1cftypavif\0\0\0\0avifmif1", "avif"),
         (b"\0\0\0\x18ftypmif1\0\0\0\0avifmiaf", "avif"),
-        (b"\0\0\0\x18ftypheic\0\0\0\0heicmif1", None),
+        (b"\0\0\0\x18ftypheic\0\0\0\0heicmif1", "heic"),
         (b"%PDF-1.7", None),
         (b"II*\0", None),
         (b"BM", None),

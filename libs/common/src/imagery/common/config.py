@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from imagery.common.formats import ALLOWED_CONTENT_TYPES
+from imagery.common.formats import ALLOWED_CONTENT_TYPES, DEFAULT_CONTENT_TYPES
 from imagery.common.tenancy import RPC_CLASSES, EffectiveSettings, SettingsPolicy
 
 T = TypeVar("T")
@@ -231,11 +231,10 @@ def project_policy_from_env(env: Env) -> SettingsPolicy:
             *(f"rate_{rpc}_per_minute" for rpc in RPC_CLASSES),
         )
     }
-    types = tuple(ALLOWED_CONTENT_TYPES)
     declared = env.choice("PROJECT_REQUIRE_DECLARED_UPLOAD_DEFAULT", "false", ("false", "true"))
     return SettingsPolicy(
         defaults=EffectiveSettings(
-            content_types=types,
+            content_types=DEFAULT_CONTENT_TYPES,  # opt-in formats (HEIC) only when chosen
             max_upload_bytes=max_bytes,
             min_width=0,
             min_height=0,
@@ -246,7 +245,7 @@ def project_policy_from_env(env: Env) -> SettingsPolicy:
             **{name: default for name, (default, _) in quotas.items()},
         ),
         ceilings=EffectiveSettings(
-            content_types=types,
+            content_types=tuple(ALLOWED_CONTENT_TYPES),
             max_upload_bytes=bytes_ceiling,
             min_width=max_side,
             min_height=max_side,

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from imagery.common.errors import InvalidArgument, SettingAboveCeiling
-from imagery.common.formats import ALLOWED_CONTENT_TYPES
+from imagery.common.formats import DEFAULT_CONTENT_TYPES
 
 if TYPE_CHECKING:  # profiles -> presets -> config -> tenancy
     from imagery.common.profiles import VariantProfile
@@ -170,7 +170,9 @@ class SettingsPolicy:
                 value = getattr(self.defaults, name)
             ceiling = getattr(self.ceilings, name)
             if name == "content_types":
-                value = tuple(t for t in value if t in ceiling) or tuple(ceiling)
+                # none allowed any more: the defaults, never formats nobody turned on
+                defaults = tuple(t for t in self.defaults.content_types if t in ceiling)
+                value = tuple(t for t in value if t in ceiling) or defaults or tuple(ceiling)
             elif name in SWITCHES:
                 pass
             elif name.startswith(LIMITS):  # 0 is unlimited, and a ceiling of 0 is none
@@ -220,7 +222,9 @@ def _check_content_types(value: tuple[str, ...], allowed: tuple[str, ...], name:
 
 
 def global_content_types() -> tuple[str, ...]:
-    return tuple(ALLOWED_CONTENT_TYPES)
+    """What a project accepts unless its settings choose otherwise (opt-in formats such as
+    HEIC are in ALLOWED_CONTENT_TYPES, the ceiling, but not here)."""
+    return DEFAULT_CONTENT_TYPES
 
 
 @dataclass(frozen=True, slots=True)

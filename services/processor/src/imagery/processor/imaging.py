@@ -68,7 +68,7 @@ class RenderSpec:
 
 @dataclass(frozen=True, slots=True)
 class Verified:
-    format: str  # jpeg | png | webp | avif | gif
+    format: str  # jpeg | png | webp | avif | gif | heic | heif
     width: int  # as displayed, after EXIF orientation
     height: int
     frames: int

@@ -10,7 +10,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 
 from imagery.common.errors import InvalidArgument, InvalidFileName, UnsupportedContentType
-from imagery.common.formats import ALLOWED_CONTENT_TYPES
+from imagery.common.formats import DEFAULT_CONTENT_TYPES
 from imagery.common.tenancy import EffectiveSettings
 from imagery.common.upload_limits import UploadLimits
 
@@ -28,7 +28,7 @@ UPDATABLE_IMAGE_FIELDS = ("labels",)
 
 
 def validate_content_type(
-    content_type: str, allowed: tuple[str, ...] = tuple(ALLOWED_CONTENT_TYPES)
+    content_type: str, allowed: tuple[str, ...] = DEFAULT_CONTENT_TYPES
 ) -> str:
     """Exact match only (no wildcards, no parameters, no case folding) against what the
     project accepts."""

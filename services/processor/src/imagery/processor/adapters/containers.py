@@ -15,9 +15,7 @@ over-budget file is refused before any pixel is decoded:
   count, makes the file a still PNG).
 - WebP: RIFF chunks. The size is the VP8X canvas, or the VP8/VP8L bitstream header's for a
   simple file; the frames are ANMF chunks, or one when there are none.
-- AVIF: ISO-BMFF boxes. A still image is one frame of the largest `ispe` (meta/iprp/ipco);
-  an image sequence (brand `avis` with a `moov`) has the largest track's sample count
-  (stsz, else the sum of stts) at the largest tkhd size, else the largest `ispe`.
+- AVIF, HEIC and HEIF: ISO-BMFF boxes, walked in `bmff.py`.
 
 The frame count is exact up to `max_frames`; past it the walk stops and `max_frames + 1` is
 returned, so the work for a file claiming any number of frames is bounded by the limit and
@@ -32,21 +30,18 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+
+from imagery.processor.adapters.bmff import Budget, ContainerError, avif_budget, heif_budget
 
 __all__ = ["ContainerError", "animation_budget"]
 
-Budget = tuple[int, int, int]  # frames, canvas width, canvas height
-
-
-class ContainerError(ValueError):
-    """The bytes are not a well-formed container of the format they were sniffed as."""
-
 
 def animation_budget(data: bytes, fmt: str, *, max_frames: int) -> Budget | None:
-    """(frames, width, height) of the canvas for a "gif", "png", "webp" or "avif" container,
-    with frames capped at `max_frames + 1`; None for "jpeg" or when the structure gives no
-    answer. Raises `ContainerError` on malformed bytes, `ValueError` on an unknown `fmt`."""
+    """(frames, width, height) of the canvas for a "gif", "png", "webp", "avif", "heic" or
+    "heif" container, with frames capped at `max_frames + 1`; None for "jpeg" or when the
+    structure gives no answer. Raises `ContainerError` on malformed bytes, `ValueError` on an
+    unknown `fmt`."""
     if max_frames < 0:
         raise ValueError(f"max_frames must be >= 0, not {max_frames}")
     if fmt == "jpeg":
@@ -219,150 +214,11 @@ def _vp8l_size(payload: bytes) -> tuple[int, int]:
     return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
 
 
-# AVIF (ISO-BMFF) ----------------------------------------------------------------------------
-
-_BOX = struct.Struct(">I4s")
-_U64 = struct.Struct(">Q")
-_FULL_BOX = 4  # version and flags ahead of a full box's fields
-_TKHD_SIZE_OFFSET = {0: 76, 1: 88}  # by version: width, height follow creation..matrix
-_Box = tuple[bytes, int, int]  # type, start of the payload, end of the box
-
-
-def _boxes(data: bytes, start: int, end: int) -> Iterator[_Box]:
-    pos = start
-    while pos + _BOX.size <= end:
-        size, kind = _BOX.unpack_from(data, pos)
-        header = _BOX.size
-        if size == 1:
-            if pos + header + _U64.size > end:
-                raise ContainerError(f"box {kind!r} truncated in its 64-bit size")
-            (size,) = _U64.unpack_from(data, pos + header)
-            header += _U64.size
-        elif size == 0:
-            size = end - pos  # to the end of the enclosing box
-        if size < header:
-            raise ContainerError(f"box {kind!r} claims {size} bytes, less than its header")
-        yield kind, pos + header, min(pos + size, end)
-        pos += size
-
-
-def _contents(box: _Box) -> tuple[int, int]:
-    """Where a box's children lie: `meta` is a full box, its children follow version and
-    flags."""
-    kind, body, end = box
-    return (body + _FULL_BOX if kind == b"meta" else body), end
-
-
-def _first(data: bytes, parent: _Box | None, *kinds: bytes) -> dict[bytes, _Box]:
-    """The first child of each named type, in one walk of the parent's children."""
-    found: dict[bytes, _Box] = {}
-    if parent is None:
-        return found
-    for box in _boxes(data, *_contents(parent)):
-        if box[0] in kinds:
-            found.setdefault(box[0], box)
-            if len(found) == len(kinds):
-                break
-    return found
-
-
-def _all(data: bytes, parent: _Box | None, kind: bytes) -> Iterator[_Box]:
-    if parent is None:
-        return iter(())
-    return (box for box in _boxes(data, *_contents(parent)) if box[0] == kind)
-
-
-def _descend(data: bytes, box: _Box | None, *kinds: bytes) -> _Box | None:
-    """The box reached through the first child of each named type in turn."""
-    for kind in kinds:
-        box = _first(data, box, kind).get(kind)
-    return box
-
-
-def _avif(data: bytes, max_frames: int) -> Budget | None:
-    root: _Box = (b"", 0, len(data))
-    ftyp = next(_boxes(data, 0, len(data)), None)
-    if ftyp is None or ftyp[0] != b"ftyp":
-        raise ContainerError("not an ISO-BMFF file: no leading ftyp box")
-    _, body, end = ftyp
-    brands = [data[i : i + 4] for i in range(body, end - 3, 4) if i != body + 4]  # not minor
-    top = _first(data, root, b"meta", b"moov")
-    ipco = _descend(data, top.get(b"meta"), b"iprp", b"ipco")
-    spatial = [_ispe(data, box) for box in _all(data, ipco, b"ispe")]
-    moov = top.get(b"moov")
-    if moov is not None and b"avis" in brands:
-        frames = 0
-        track_sizes: list[tuple[int, int]] = []
-        for track in _all(data, moov, b"trak"):
-            parts = _first(data, track, b"tkhd", b"mdia")
-            if b"tkhd" in parts:
-                track_sizes.append(_tkhd_size(data, parts[b"tkhd"]))
-            table = _descend(data, parts.get(b"mdia"), b"minf", b"stbl")
-            if table is not None:
-                frames = max(frames, _sample_count(data, table, max_frames))
-        sizes = [size for size in track_sizes if size[0] and size[1]] or spatial
-        if frames == 0 or not sizes:
-            return None
-        return (frames, *_largest(sizes))
-    if not spatial:
-        return None
-    return (1, *_largest(spatial))
-
-
-def _largest(sizes: list[tuple[int, int]]) -> tuple[int, int]:
-    return max(sizes, key=lambda size: size[0] * size[1])
-
-
-def _ispe(data: bytes, box: _Box) -> tuple[int, int]:
-    _, body, end = box
-    if body + _FULL_BOX + _U32_PAIR.size > end:
-        raise ContainerError("ispe box truncated")
-    width, height = _U32_PAIR.unpack_from(data, body + _FULL_BOX)
-    return width, height
-
-
-def _tkhd_size(data: bytes, box: _Box) -> tuple[int, int]:
-    """The track's presentation size, 16.16 fixed point; (0, 0) for an unknown version."""
-    _, body, end = box
-    if body >= end:
-        raise ContainerError("tkhd box is empty")
-    offset = _TKHD_SIZE_OFFSET.get(data[body])
-    if offset is None:
-        return 0, 0
-    if body + offset + _U32_PAIR.size > end:
-        raise ContainerError("tkhd box truncated")
-    width, height = _U32_PAIR.unpack_from(data, body + offset)
-    return width >> 16, height >> 16
-
-
-def _sample_count(data: bytes, table: _Box, max_frames: int) -> int:
-    """stsz's (or stz2's) sample_count, else the sum of stts's run lengths, summed only until
-    it passes `max_frames`."""
-    parts = _first(data, table, b"stsz", b"stz2", b"stts")
-    sizes = parts.get(b"stsz") or parts.get(b"stz2")
-    if sizes is not None:
-        _, body, end = sizes
-        if body + _FULL_BOX + 8 > end:
-            raise ContainerError("stsz box truncated")
-        return int.from_bytes(data[body + 8 : body + 12], "big")
-    if b"stts" not in parts:
-        return 0
-    _, body, end = parts[b"stts"]
-    if body + _FULL_BOX + 4 > end:
-        raise ContainerError("stts box truncated")
-    entries = int.from_bytes(data[body + 4 : body + 8], "big")
-    first = body + 8
-    total = 0
-    for entry in range(first, min(first + 8 * entries, end - 7), 8):
-        total += int.from_bytes(data[entry : entry + 4], "big")
-        if total > max_frames:
-            break
-    return total
-
-
 _PARSERS: dict[str, Callable[[bytes, int], Budget | None]] = {
     "gif": _gif,
     "png": _png,
     "webp": _webp,
-    "avif": _avif,
+    "avif": avif_budget,
+    "heic": heif_budget,
+    "heif": heif_budget,
 }

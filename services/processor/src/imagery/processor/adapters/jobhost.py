@@ -41,6 +41,7 @@ PRELOAD = (
     "PIL.WebPImagePlugin",
     "PIL.GifImagePlugin",
     "PIL.AvifImagePlugin",
+    "pillow_heif",  # HEIC/HEIF: registered as Pillow's "HEIF" by adapters.verify
     "imagery.processor.adapters.render",
     "imagery.processor.adapters.warmup",  # renders tiny images: first-use set-up done once
 )

@@ -15,16 +15,28 @@ import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
+import pillow_heif
 from PIL import Image, ImageFile, ImageSequence, UnidentifiedImageError
 
 from imagery.common.errors import FailureReason
-from imagery.common.formats import ALLOWED_CONTENT_TYPES, FORMATS
+from imagery.common.formats import FORMATS, declares
 from imagery.processor.adapters.containers import ContainerError, animation_budget
 from imagery.processor.imaging import Limits, Rejected, Verified
 
 T = TypeVar("T")
+# HEIC/HEIF through libheif (Pillow format "HEIF"): the picture itself only, never an
+# embedded thumbnail (Pillow's draft would pick one), depth map or auxiliary image; tiles are
+# decoded one at a time, so a job's CPU and memory stay as bounded as for other formats.
+pillow_heif.register_heif_opener(
+    thumbnails=False, depth_images=False, aux_images=False, decode_threads=1
+)
 _ORIENTATION_TAG = 0x0112
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}  # rotated 90/270: displayed width is stored height
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
+_HEIF_BRANDS = frozenset({b"mif1", b"msf1"})
+# Formats whose container must be well formed: libheif decodes what it can of a broken one.
+_STRICT_CONTAINERS = frozenset({"heic", "heif"})
 
 
 def sniff(data: bytes) -> str | None:
@@ -37,15 +49,25 @@ def sniff(data: bytes) -> str | None:
         return "gif"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
-    if data[4:8] == b"ftyp" and _is_avif_brand(data):
-        return "avif"
+    if data[4:8] == b"ftyp":
+        return _iso_bmff_format(data)
     return None
 
 
-def _is_avif_brand(data: bytes) -> bool:
+def _iso_bmff_format(data: bytes) -> str | None:
+    """By the ftyp box's major and compatible brands (not its minor version): an AVIF brand
+    wins (an AVIF also lists mif1), then an HEVC one (heic), then the bare HEIF structure
+    brands (heif: whatever codec its items use)."""
     box_size = int.from_bytes(data[:4], "big")
     brands = data[8:12] + data[16 : max(16, min(box_size, 64))]
-    return any(brands[i : i + 4] in (b"avif", b"avis") for i in range(0, len(brands) - 3, 4))
+    named = {brands[i : i + 4] for i in range(0, len(brands) - 3, 4)}
+    if named & _AVIF_BRANDS:
+        return "avif"
+    if named & _HEIC_BRANDS:
+        return "heic"
+    if named & _HEIF_BRANDS:
+        return "heif"
+    return None
 
 
 def verify(data: bytes, declared_content_type: str, limits: Limits) -> Verified:
@@ -70,10 +92,10 @@ def verify_then(
     detected = sniff(data)
     if detected is None:
         raise Rejected(
-            FailureReason.UNSUPPORTED_FORMAT, "the bytes are not JPEG, PNG, WebP, AVIF or GIF"
+            FailureReason.UNSUPPORTED_FORMAT,
+            "the bytes are not JPEG, PNG, WebP, AVIF, GIF, HEIC or HEIF",
         )
-    declared = ALLOWED_CONTENT_TYPES.get(declared_content_type)
-    if declared != detected:
+    if not declares(declared_content_type, detected):
         raise Rejected(
             FailureReason.CONTENT_TYPE_MISMATCH,
             f"declared {declared_content_type}, the bytes are {detected}",
@@ -116,7 +138,9 @@ def _check_container(data: bytes, fmt: str, limits: Limits) -> None:
         )
     try:
         budget = animation_budget(data, fmt, max_frames=limits.max_frames)
-    except ContainerError:
+    except ContainerError as exc:
+        if fmt in _STRICT_CONTAINERS:
+            raise Rejected(FailureReason.CORRUPT, str(exc)) from None
         return
     if budget is not None:
         frames, width, height = budget
@@ -127,7 +151,7 @@ def _check_container(data: bytes, fmt: str, limits: Limits) -> None:
 def _check_header(image: Image.Image, limits: Limits) -> int:
     width, height = image.size
     _check_size(width, height, limits)
-    frames = _count_frames(image, limits.max_frames)
+    frames, (width, height) = _count_frames(image, limits)
     _check_frames(width, height, frames, limits)
     return frames
 
@@ -157,18 +181,22 @@ def _check_frames(width: int, height: int, frames: int, limits: Limits) -> None:
         )
 
 
-def _count_frames(image: Image.Image, limit: int) -> int:
-    """Frames, counted from headers and stopping past `limit` (never n_frames on a file that
-    claims millions)."""
+def _count_frames(image: Image.Image, limits: Limits) -> tuple[int, tuple[int, int]]:
+    """Frames, counted from headers and stopping past the limit (never n_frames on a file
+    that claims millions), and the largest frame's size: each is checked, since the frames
+    of some formats (HEIF's top-level images) need not share the first one's size."""
+    largest = image.size
     if not getattr(image, "is_animated", False):
-        return 1
+        return 1, largest
     count = 0
-    for _ in ImageSequence.Iterator(image):
+    for frame in ImageSequence.Iterator(image):
         count += 1
-        if count > limit:
+        if count > limits.max_frames:
             break
+        _check_size(*frame.size, limits)
+        largest = max(largest, frame.size, key=lambda size: size[0] * size[1])
     image.seek(0)
-    return count
+    return count, largest
 
 
 def _decode_fully(image: Image.Image, frames: int) -> None:

@@ -1,8 +1,8 @@
 """Imported once by the job host (see `jobhost.PRELOAD`): verifies and renders a
 tiny image of each accepted type, made here, so the lazy first-use work of Pillow, libjpeg,
-libwebp, libavif, zlib and LittleCMS (format registration, encoder set-up, colour transforms)
-is done before the fork and inherited by every job process instead of repeated in each
-(`make bench` shows what it saves).
+libwebp, libavif, libheif, zlib and LittleCMS (format registration, encoder set-up, colour
+transforms) is done before the fork and inherited by every job process instead of repeated in
+each (`make bench` shows what it saves).
 
 Nothing here touches an upload. A failure only costs the saving: it is reported on stderr
 (the processor's log) and jobs initialise themselves as before."""
@@ -20,9 +20,10 @@ from imagery.processor.imaging import Limits, RenderSpec
 
 
 def samples() -> list[tuple[bytes, str]]:
-    """One tiny image per accepted type: an opaque JPEG with an ICC profile (the colour-managed
-    path), a PNG with alpha (the PNG fallback), a WebP, an AVIF and a GIF with a transparent
-    colour: between them every decoder, encoder and conversion a job uses."""
+    """One tiny image per accepted format: an opaque JPEG with an ICC profile (the colour-managed
+    path), a PNG with alpha (the PNG fallback), a WebP, an AVIF, a GIF with a transparent
+    colour and a HEIC (libheif and libde265 set up before the fork): between them every
+    decoder, encoder and conversion a job uses."""
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     opaque = Image.new("RGB", (64, 48), (200, 120, 40))
     made = []
@@ -32,10 +33,11 @@ def samples() -> list[tuple[bytes, str]]:
         (opaque, "WEBP", {}),
         (opaque, "AVIF", {}),
         (opaque.convert("P"), "GIF", {"transparency": 0}),
+        (opaque, "HEIF", {}),
     ):
         buffer = io.BytesIO()
         image.save(buffer, fmt, **options)
-        made.append((buffer.getvalue(), f"image/{fmt.lower()}"))
+        made.append((buffer.getvalue(), f"image/{'heic' if fmt == 'HEIF' else fmt.lower()}"))
     return made
 
 

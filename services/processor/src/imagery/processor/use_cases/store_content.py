@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from opentelemetry import metrics
 
 from imagery.common.domain import ImageRecord, VariantInfo
-from imagery.common.formats import content_type_of
+from imagery.common.formats import content_type_of, declares
 from imagery.common.storage_keys import (
     GLOBAL_SCOPE,
     VARIANT_CACHE_CONTROL,
@@ -108,6 +108,9 @@ class ContentWriter:
                     if await uow.content_blocked(digest):
                         raise ContentBlocked
                     linked = await uow.link_stored_content(sha256, declared)
+                    if linked.mismatch and declares(record.content_type, linked.mismatch):
+                        # image/heif also names HEVC-coded (heic) content
+                        linked = await uow.link_stored_content(sha256, linked.mismatch)
                     if linked.linked and linked.image is not None:
                         image = dataclasses.replace(linked.image, digest=digest)
                         refused = refuse(image.width, image.height)
