@@ -53,6 +53,11 @@ async def test_block_turns_the_image_blocked_in_one_transaction_and_unblock_undo
     )
     assert await pool.fetchval("SELECT count(*) FROM blocked_content") == 0
 
+    await pool.execute(  # a lazy preset asked for: it would write a variant again
+        "INSERT INTO render_requests (sha256, profile_version, preset, project_id, source)"
+        " VALUES ($1, 0, 'large', 'default', 'lazy')",
+        sha,
+    )
     done = await admin(
         "block", image_id, "--reason", "T-9", "--no-wait", "--json", database_url=database_url
     )
@@ -71,6 +76,7 @@ async def test_block_turns_the_image_blocked_in_one_transaction_and_unblock_undo
         await pool.fetchval("SELECT reference_count FROM image_blobs WHERE sha256 = $1", sha) == 0
     )
     assert await pool.fetchval("SELECT reason FROM blocked_content WHERE sha256 = $1", sha) == "T-9"
+    assert await pool.fetchval("SELECT count(*) FROM render_requests") == 0
     job = await pool.fetchrow("SELECT kind, target, state FROM admin_jobs")
     assert job is not None and dict(job) == {"kind": "takedown", "target": sha, "state": "queued"}
     event = await pool.fetchrow(

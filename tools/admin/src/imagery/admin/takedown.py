@@ -64,6 +64,9 @@ refs AS (
      WHERE b.sha256 = c.content)
 SELECT id, project_id FROM blocked ORDER BY project_id, id"""
 
+# Renders asked for the content (lazy presets, backfills) would write variants again.
+_DROP_RENDER_ASKS = "DELETE FROM render_requests WHERE sha256 = ANY(content_addresses($1))"
+
 # Delivery caches READY targets until told: the same notice a deletion sends.
 _EVICT = "SELECT pg_notify('imagery_changes', 'image:' || id) FROM unnest($1::text[]) id"
 
@@ -115,6 +118,7 @@ async def block_content(dsn: str, target: str, reason: str, *, dry_run: bool) ->
             await conn.execute(_LOCK, sha256)
             created = await conn.fetchval(_BLOCK, sha256, reason, actor.principal)
             blocked = await conn.fetch(_BLOCK_IMAGES, sha256)
+            await conn.execute(_DROP_RENDER_ASKS, sha256)
             await conn.execute(_EVICT, [row["id"] for row in blocked])
             projects = _by_project(blocked)
             job_id = await conn.fetchval(_QUEUE, sha256, actor.principal)
