@@ -56,33 +56,33 @@ async def s3_client_and_credentials(settings: AwsSettings) -> AsyncIterator[tupl
 
 
 @contextlib.asynccontextmanager
-async def sqs_client(settings: AwsSettings) -> AsyncIterator[SQSClient]:
+async def _client(settings: AwsSettings, service: str) -> AsyncIterator[Any]:
     session = aioboto3.Session()
     async with session.client(
-        "sqs", endpoint_url=settings.endpoint_url, config=_config(settings, "sqs")
+        service,  # type: ignore[call-overload]  # the stubs overload on literal names
+        endpoint_url=settings.endpoint_url,
+        config=_config(settings, service),
     ) as client:
         trace_aws_calls(client)
         yield client
 
 
 @contextlib.asynccontextmanager
+async def sqs_client(settings: AwsSettings) -> AsyncIterator[SQSClient]:
+    async with _client(settings, "sqs") as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
 async def sns_client(settings: AwsSettings) -> AsyncIterator[SNSClient]:
-    session = aioboto3.Session()
-    async with session.client(
-        "sns", endpoint_url=settings.endpoint_url, config=_config(settings, "sns")
-    ) as client:
-        trace_aws_calls(client)
+    async with _client(settings, "sns") as client:
         yield client
 
 
 @contextlib.asynccontextmanager
 async def cloudfront_client(settings: AwsSettings) -> AsyncIterator[CloudFrontClient]:
     """CloudFront's API (invalidations); global, served from us-east-1."""
-    session = aioboto3.Session()
-    async with session.client(
-        "cloudfront", endpoint_url=settings.endpoint_url, config=_config(settings, "cloudfront")
-    ) as client:
-        trace_aws_calls(client)
+    async with _client(settings, "cloudfront") as client:
         yield client
 
 
