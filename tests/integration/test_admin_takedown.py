@@ -88,6 +88,9 @@ async def test_block_turns_the_image_blocked_in_one_transaction_and_unblock_undo
 
     listed = await admin("blocked", "--json", database_url=database_url)
     assert [(b["sha256"], b["reason"]) for b in listed.json()] == [(sha, "T-9")]
+    early = await admin("unblock", sha, "--reason", "appeal", database_url=database_url)
+    assert early.code == 1 and "is still queued" in early.err, "the takedown has not run yet"
+    await pool.execute("UPDATE admin_jobs SET state = 'done', finished_at = now()")
     undone = await admin("unblock", sha, "--reason", "appeal", database_url=database_url)
     assert undone.code == 0, undone.err
     assert "stay BLOCKED" in undone.out

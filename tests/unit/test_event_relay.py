@@ -63,7 +63,7 @@ async def test_refused_events_stay_unpublished_for_the_next_batch() -> None:
     outbox = FakeOutbox([_event(n) for n in range(1, 6)])
     topic = FakeTopic(refuse={3})
     relay = EventRelay(outbox, topic, batch=10)
-    assert await relay.publish_once() == 5
+    assert await relay.publish_once() == 4
     assert outbox.published == {1, 2, 4, 5}
     topic.refuse.clear()
     assert await relay.publish_once() == 1

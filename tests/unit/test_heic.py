@@ -177,3 +177,25 @@ def test_the_job_ends_heic_input_like_any_other() -> None:
     assert isinstance(processed, Processed)
     names = {v.name for v in processed.variants}
     assert names == {"thumbnail", "small", "medium", "large", "original"}
+
+
+def test_extents_of_no_bytes_cost_no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An item location table whose fields are all 0 bytes wide: 65,535 extents per item cost
+    nothing to read, so without a bound a 4 KB file would spend a job's CPU counting them."""
+    from imagery.processor.adapters import bmff
+
+    items = 400
+    body = bytes([1, 0, 0, 0, 0x00, 0x00]) + items.to_bytes(2, "big")
+    body += b"".join(n.to_bytes(2, "big") + b"\0\0" + b"\0\0" + b"\xff\xff" for n in range(items))
+    data = (8 + len(body)).to_bytes(4, "big") + b"iloc" + body
+    reads = 0
+    read = bmff._Reader.read
+
+    def counted(self: bmff._Reader, size: int) -> int:
+        nonlocal reads
+        reads += 1
+        return read(self, size)
+
+    monkeypatch.setattr(bmff._Reader, "read", counted)
+    bmff._heif_check_extents(data, (b"iloc", 8, len(data)))
+    assert reads <= len(data), "every read consumes the table, or the table is skipped"

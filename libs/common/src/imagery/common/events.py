@@ -3,14 +3,16 @@ per SNS message, with `project_id` and `type` as SNS message attributes for filt
 
     {"specversion": "1.0", "id": "8812", "source": "imagery", "type": "image.ready",
      "subject": "images/01J...", "time": "2026-12-03T17:40:00.123456+00:00",
-     "datacontenttype": "application/json", "sequence": 2, "traceparent": "00-...-01",
+     "datacontenttype": "application/json", "traceparent": "00-...-01",
      "data": {"project_id": "shop", "image_id": "01J...", "sequence": 2, "status": "READY",
               "failure_reason": null, "width": 1200, "height": 800, "format": "jpeg", ...,
               "placeholder": {"thumbhash": "<base64>", "blurhash": "..."},
               "average_color": "#6d6d6d", "dominant_colors": [...], "labels": {...}}}
 
-Delivery is at least once and unordered: a consumer keeps, per image, the highest `sequence`
-it has handled and drops an event whose sequence is not higher. No event carries a URL."""
+Delivery is at least once and unordered: a consumer keeps, per image, the highest
+`data.sequence` it has handled and drops an event whose sequence is not higher. It is an
+integer in `data`, not the CloudEvents `sequence` extension attribute (a string compared as
+text, where 10 sorts before 9). No event carries a URL."""
 
 from __future__ import annotations
 
@@ -41,7 +43,6 @@ def envelope(
         "subject": f"images/{image_id}",
         "time": time.isoformat(),
         "datacontenttype": "application/json",
-        "sequence": sequence,
         "data": {"project_id": project_id, "image_id": image_id, "sequence": sequence, **payload},
     }
     if trace_context:

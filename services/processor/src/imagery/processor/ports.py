@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from imagery.common.domain import ImageRecord, ImageStatus, VariantInfo
 from imagery.common.profiles import VariantProfile
@@ -540,12 +540,24 @@ class EventPublisher(Protocol):
 class TakedownRecords(Protocol):
     """What a takedown job (`imagery-admin block`) reads and changes in Postgres."""
 
-    async def begin(self, job: AdminJob) -> bool:
-        """Take the job's work as the claim holder; False when it is not ours any more."""
+    async def begin(self, job: AdminJob) -> Mapping[str, Any] | None:
+        """Take the job as the claim holder: what earlier runs saved (empty at first), or
+        None when it is not ours any more."""
         ...
+
+    async def save(self, job: AdminJob, state: Mapping[str, Any]) -> bool:
+        """Keep what the run found and did (and beat the heartbeat); False when the job is
+        not ours any more."""
+        ...
+
+    async def still_blocked(self, sha256: str) -> bool: ...
 
     async def addresses(self, sha256: str) -> list[str]:
         """Every content address the bytes may have, in every project (deleted ones too)."""
+        ...
+
+    async def with_rows(self, addresses: Collection[str]) -> list[str]:
+        """The addresses that have a content row (stored, or being collected)."""
         ...
 
     async def forget_content(self, addresses: Collection[str]) -> list[str]:
@@ -553,7 +565,7 @@ class TakedownRecords(Protocol):
         blob): the addresses that had a row."""
         ...
 
-    async def finish(self, job: AdminJob, result: Mapping[str, object]) -> None: ...
+    async def finish(self, job: AdminJob, result: Mapping[str, Any]) -> None: ...
 
 
 class EveryVersion(Protocol):

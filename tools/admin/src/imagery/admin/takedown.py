@@ -77,6 +77,10 @@ DO UPDATE SET requested_by = admin_jobs.requested_by
 RETURNING id"""
 
 _UNBLOCK = "DELETE FROM blocked_content WHERE sha256 = $1 RETURNING reason, blocked_at"
+# A takedown still to run would delete the content of an upload made after the unblock.
+_TAKEDOWN_UNFINISHED = """
+SELECT id, state FROM admin_jobs
+ WHERE kind = 'takedown' AND target = $1 AND state IN ('queued', 'running')"""
 _STILL_BLOCKED = "SELECT count(*) FROM image_records WHERE digest = $1 AND status = 'blocked'"
 
 
@@ -198,19 +202,21 @@ def _block_text(data: Plain) -> str:
             f"Deleting and invalidating it is job {data['id']} ({data['state']}): follow it with "
             "`imagery-admin jobs list`."
         )
+    elif result.get("skipped"):
+        lines.append(f"Job {data['id']} deleted nothing: {result['skipped']}.")
     else:
         lines.append(
             f"Deleted {result['contents']} stored content(s): "
             f"{result['object_versions_deleted']} object version(s), every version."
         )
-        invalidation = result.get("invalidation")
-        if invalidation:
+        invalidations = result.get("invalidations") or []
+        for invalidation in invalidations:
             lines.append(
                 f"CloudFront invalidation {invalidation['id']}: " + ", ".join(invalidation["paths"])
             )
-        elif result.get("invalidation_skipped"):
+        if result.get("invalidation_skipped"):
             lines.append(f"No CloudFront invalidation: {result['invalidation_skipped']}.")
-        else:
+        elif not invalidations:
             lines.append("No CloudFront invalidation: nothing of it was stored.")
     lines.append(f"Undo with `imagery-admin unblock {sha256} --reason ...`.")
     return "\n".join(lines)
@@ -223,6 +229,13 @@ async def unblock_content(dsn: str, target: str, reason: str, *, dry_run: bool) 
         async with conn.transaction():
             sha256 = await _sha256_of(conn, target)
             await conn.execute(_LOCK, sha256)
+            unfinished = await conn.fetchrow(_TAKEDOWN_UNFINISHED, sha256)
+            if unfinished is not None:
+                raise CliError(
+                    f"The takedown of {sha256} is still {unfinished['state']} (job "
+                    f"{unfinished['id']}): wait until `imagery-admin jobs list` shows it done, "
+                    "then unblock."
+                )
             row = await conn.fetchrow(_UNBLOCK, sha256)
             if row is None:
                 raise CliError(

@@ -219,7 +219,10 @@ def _heif_check_extents(data: bytes, iloc: _Box) -> None:
         method = reader.read(2) & 0x0F if version in (1, 2) else 0
         reader.read(2)  # data_reference_index
         base = reader.read(base_size)
-        for _ in range(reader.read(2)):
+        extents = reader.read(2)
+        if not index_size + offset_size + length_size:
+            continue  # extents of no bytes: nothing to check, and counting them costs CPU
+        for _ in range(extents):
             reader.read(index_size)
             offset, length = reader.read(offset_size), reader.read(length_size)
             if method == 0 and base + offset + length > len(data):

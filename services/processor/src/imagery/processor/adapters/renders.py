@@ -65,9 +65,11 @@ UPDATE render_requests SET claimed_at = NULL, attempts = attempts - 1
 # Locked against the collector (it skips locked rows) and against another render of the same
 # content (their version moves happen one after the other). NO KEY UPDATE: inserting an ask
 # (its foreign key takes KEY SHARE) does not wait for it.
+# Content no image references any more (deleted, or taken down) gets no new variant.
 _LOCK_CONTENT = """
 SELECT 1 FROM image_blobs
  WHERE sha256 = $1 AND stored_at IS NOT NULL AND collecting_since IS NULL
+   AND reference_count > 0
    FOR NO KEY UPDATE"""
 
 _ANSWERED = """

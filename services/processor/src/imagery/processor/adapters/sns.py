@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sns.type_defs import PublishBatchRequestEntryTypeDef
 
+log = logging.getLogger(__name__)
 PER_CALL = 10  # PublishBatch's most
 
 
@@ -58,5 +60,15 @@ class SnsEventPublisher:
         with aws_unavailable("Publishing image events"):
             answer = await self._sns.publish_batch(
                 TopicArn=self._topic, PublishBatchRequestEntries=entries
+            )
+        failed = answer.get("Failed", [])
+        if failed:
+            log.warning(
+                "events topic refused events; they are published again later",
+                extra={
+                    "refused": len(failed),
+                    "codes": sorted({f.get("Code", "") for f in failed}),
+                    "error": failed[0].get("Message", ""),
+                },
             )
         return [int(ok["Id"]) for ok in answer.get("Successful", []) if "Id" in ok]

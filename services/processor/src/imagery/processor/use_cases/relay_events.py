@@ -60,7 +60,8 @@ class EventRelay:
         return [] if self._age is None else [Observation(self._age)]
 
     async def publish_once(self) -> int:
-        """One batch: how many events it held (published or not)."""
+        """One batch: how many of its events the topic accepted (the others, refused, wait
+        for a later batch)."""
         async with self._outbox.pending(self._batch) as pending:
             events = pending.events
             if not events:
@@ -74,19 +75,16 @@ class EventRelay:
                 kinds[event.type] = kinds.get(event.type, 0) + 1
         for kind, count in kinds.items():
             self._published.add(count, {"type": kind})
-        if len(done) < len(events):
-            log.warning(
-                "events topic refused events; they are published again later",
-                extra={"refused": len(events) - len(done)},
-            )
-        return len(events)
+        return len(done)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await self._read_age()
-                handled = await self.publish_once()
-                pause = 0.0 if handled >= self._batch else self._poll
+                published = await self.publish_once()
+                # A full batch: more may wait. One the topic partly refused is not retried
+                # at once (the refusal is logged with its codes).
+                pause = 0.0 if published >= self._batch else self._poll
             except Exception as exc:  # noqa: BLE001 - the topic or Postgres away: pause, retry
                 log.warning(
                     "cannot relay image events", extra={"error": f"{type(exc).__name__}: {exc}"}
