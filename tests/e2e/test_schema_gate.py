@@ -65,9 +65,12 @@ async def test_a_pod_waits_for_the_migrations_it_needs_then_serves(
     service = _upload(database_url, aws, tmp_path, SCHEMA_WAIT_SECONDS="60")
     service.start()
     try:
-        await asyncio.sleep(3)
-        assert not grpc_serving(service.port), "serves nothing while a migration is pending"
+        for _ in range(300):  # started (imports take seconds on a busy machine) and waiting
+            if "waiting for the database migrations" in service.log_path.read_text():
+                break
+            await asyncio.sleep(0.1)
         assert "waiting for the database migrations" in service.log_path.read_text()
+        assert not grpc_serving(service.port), "serves nothing while a migration is pending"
         await _apply(database_url, row)
         service.wait_ready(timeout=15)  # its next look (every 5 s) finds the schema complete
     finally:
