@@ -4,6 +4,7 @@ with a progress bar (on stderr, so `--json` output stays clean) until it ends.""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from argparse import Namespace
@@ -134,6 +135,16 @@ async def list_jobs(dsn: str, limit: int) -> list[Plain]:
     finally:
         await conn.close()
     return [plain(r) for r in rows]
+
+
+async def result(dsn: str, job_id: int) -> Plain | None:
+    """What the job's run recorded in its row (reconcile, takedown), or None."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        raw = await conn.fetchval("SELECT result::text FROM admin_jobs WHERE id = $1", job_id)
+    finally:
+        await conn.close()
+    return None if raw is None else dict(json.loads(raw))
 
 
 def wait_for(dsn: str, data: Plain) -> Plain:

@@ -64,15 +64,6 @@ async def queue(dsn: str, *, dry_run: bool, remove_orphans: bool) -> Plain:
     return {**jobs.plain(job), "reused": not row["created"], "options": options}
 
 
-async def _result(dsn: str, job_id: int) -> Plain | None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        raw = await conn.fetchval("SELECT result::text FROM admin_jobs WHERE id = $1", job_id)
-    finally:
-        await conn.close()
-    return None if raw is None else dict(json.loads(raw))
-
-
 def reconcile(args: Namespace) -> None:
     dsn: str | None = args.database_url or os.environ.get("DATABASE_URL")
     if not dsn:
@@ -80,7 +71,7 @@ def reconcile(args: Namespace) -> None:
     data = direct.run(lambda: queue(dsn, dry_run=args.dry_run, remove_orphans=args.remove_orphans))
     if not args.no_wait:
         done = jobs.wait_for(dsn, data)
-        result = direct.run(lambda: _result(dsn, data["id"]))
+        result = direct.run(lambda: jobs.result(dsn, data["id"]))
         data = {**done, "reused": data["reused"], "options": data["options"], "result": result}
     emit(args.json, data, lambda: _text(data))
     if data["state"] == "failed":

@@ -17,7 +17,6 @@ again. Images already BLOCKED stay BLOCKED: their content is gone, their owners 
 
 from __future__ import annotations
 
-import json
 import re
 from argparse import Namespace
 from typing import Any
@@ -154,15 +153,6 @@ async def block_content(dsn: str, target: str, reason: str, *, dry_run: bool) ->
     }
 
 
-async def _result(dsn: str, job_id: int) -> Plain | None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        raw = await conn.fetchval("SELECT result::text FROM admin_jobs WHERE id = $1", job_id)
-    finally:
-        await conn.close()
-    return None if raw is None else dict(json.loads(raw))
-
-
 def block(args: Namespace, dsn: str) -> None:
     reason = args.reason.strip()
     if not reason:
@@ -170,7 +160,7 @@ def block(args: Namespace, dsn: str) -> None:
     data = direct.run(lambda: block_content(dsn, args.target, reason, dry_run=args.dry_run))
     if not data["dry_run"] and not args.no_wait:
         done = jobs.wait_for(dsn, data)
-        result = direct.run(lambda: _result(dsn, data["id"]))
+        result = direct.run(lambda: jobs.result(dsn, data["id"]))
         data = {**data, **done, "result": result}
     emit(args.json, data, lambda: _block_text(data))
     if data.get("state") == "failed":
