@@ -66,7 +66,8 @@ async def test_a_pod_waits_for_the_migrations_it_needs_then_serves(
     service.start()
     try:
         for _ in range(300):  # started (imports take seconds on a busy machine) and waiting
-            if "waiting for the database migrations" in service.log_path.read_text():
+            log = service.log_path.read_text() if service.log_path.exists() else ""
+            if "waiting for the database migrations" in log:
                 break
             await asyncio.sleep(0.1)
         assert "waiting for the database migrations" in service.log_path.read_text()
