@@ -25,6 +25,14 @@ def is_image_id(value: str) -> bool:
     return _ULID_RE.fullmatch(value) is not None
 
 
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256(value: str) -> bool:
+    """A SHA-256 as imagery writes one: 64 lower-case hex digits."""
+    return _SHA256_RE.fullmatch(value) is not None
+
+
 def require_image_id(value: str, field: str = "image_id") -> str:
     """Return `value` if it is a well-formed image id, else raise InvalidImageId."""
     if is_image_id(value):

@@ -11,13 +11,13 @@ from collections.abc import Mapping, Sequence
 
 from imagery.common.errors import InvalidArgument, InvalidFileName, UnsupportedContentType
 from imagery.common.formats import DEFAULT_CONTENT_TYPES
+from imagery.common.ids import is_sha256
 from imagery.common.tenancy import EffectiveSettings
 from imagery.common.upload_limits import UploadLimits
 
 MAX_FILE_NAME_CHARS = 255
 # Cc: C0/C1 controls (NUL, CR, LF, ESC, DEL...); Zl/Zp: line and paragraph separators.
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 UPLOAD_METHODS = ("PUT", "POST")
 MAX_LABELS = 64
 _LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
@@ -82,7 +82,7 @@ def validate_sha256(sha256: str) -> str | None:
     """ "" is "not declared"."""
     if not sha256:
         return None
-    if _SHA256.fullmatch(sha256):
+    if is_sha256(sha256):
         return sha256
     raise InvalidArgument(
         "sha256",

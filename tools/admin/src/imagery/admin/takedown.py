@@ -17,7 +17,6 @@ again. Images already BLOCKED stay BLOCKED: their content is gone, their owners 
 
 from __future__ import annotations
 
-import re
 from argparse import Namespace
 from typing import Any
 
@@ -26,10 +25,9 @@ import asyncpg
 from imagery.admin import direct, jobs
 from imagery.admin.output import CliError, emit, iso, table, when
 from imagery.common.db.projects import audit
-from imagery.common.ids import is_image_id
+from imagery.common.ids import is_image_id, is_sha256
 
 Plain = dict[str, Any]
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _TARGET = "SELECT digest, status, project_id FROM image_records WHERE id = $1"
 _LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('imagery:content:' || $1, 0))"
@@ -84,7 +82,7 @@ _STILL_BLOCKED = "SELECT count(*) FROM image_records WHERE digest = $1 AND statu
 
 
 async def _sha256_of(conn: asyncpg.Connection, target: str) -> str:
-    if _SHA256.fullmatch(target):
+    if is_sha256(target):
         return target
     if not is_image_id(target):
         raise CliError(

@@ -10,6 +10,7 @@ from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 
 from imagery.common.aws.clients import aws_unavailable
+from imagery.common.ids import is_sha256
 from imagery.common.storage_keys import GLOBAL_SCOPE, upload_key
 from imagery.upload.ports import PresignedUpload
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 # botocore would build (checked byte for byte in tests/integration/test_s3_sqs.py).
 _PRESIGNABLE_KEY = re.compile(r"^[A-Za-z0-9/_.-]+$")
 _PROBE_KEY = upload_key(GLOBAL_SCOPE, "0000000000imageryprobe")
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 class S3UploadUrls:
@@ -128,6 +128,6 @@ class S3UploadUrls:
 
 def _sha256_base64(hex_digest: str) -> str:
     """S3 takes the checksum as the base64 of the raw digest; we are given lower-case hex."""
-    if not _SHA256_HEX.fullmatch(hex_digest):
+    if not is_sha256(hex_digest):
         raise ValueError("sha256 must be 64 lower-case hex digits")
     return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
